@@ -7,8 +7,19 @@
 )]
 #![forbid(unsafe_code)]
 
+pub mod adapter;
+pub mod bus;
+pub mod dispatch;
+mod error;
 pub mod pattern;
 pub mod router;
+pub mod signal;
+pub mod telemetry;
 
+pub use adapter::Adapter;
+pub use bus::{Bus, BusBuilder, SubscriptionId};
+pub use dispatch::{dispatch, dispatch_batch, IntoTargets, Outcome, PublishReport, Target};
+pub use error::{classify_status, BusError, ConfigError, DeliveryError, ErrorKind};
 pub use pattern::{Pattern, PatternError};
 pub use router::{RouteError, RouteId, Router};
+pub use signal::{Signal, SignalBuilder, SignalError};

@@ -1,0 +1,222 @@
+//! Delivery adapters: where a signal goes once a subscription matches it.
+//!
+//! | adapter | delivers to | use it for |
+//! |---|---|---|
+//! | [`Handler`] | an async closure | the simplest way to run code for a pattern |
+//! | [`Channel`] | a `tokio::sync::mpsc::Sender<Arc<Signal>>` | a task that consumes signals (Jido's `pid`) |
+//! | [`Named`] | a receiver registered on the bus by name | decoupling publishers from consumers |
+//! | [`PubSub`] | an in-process topic (`bus.pubsub_subscribe(topic)`) | many listeners, each with its own copy |
+//! | [`Logger`] | `tracing` events | audit trails, debugging |
+//! | [`Console`] | stdout, stderr or any writer | development |
+//! | [`Noop`] | nowhere | tests, conditional routing |
+//!
+//! Anything else implements [`Adapter`]: a name, a pure [`validate`](Adapter::validate) and
+//! an async [`deliver`](Adapter::deliver).
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+
+use crate::{bus::BusContext, ConfigError, DeliveryError, Signal};
+
+mod channel;
+mod console;
+mod handler;
+mod logger;
+mod named;
+mod noop;
+mod pubsub;
+
+pub use channel::Channel;
+// pub use console::{Console, ConsoleFormat};
+pub use handler::Handler;
+// pub use logger::{LogFormat, LogLevel, Logger};
+pub use named::Named;
+pub use noop::Noop;
+pub use pubsub::PubSub;
+
+/// Delivers signals somewhere. Object safe: targets hold an `Arc<dyn Adapter>`.
+///
+/// Only [`name`](Adapter::name) and [`deliver`](Adapter::deliver) are required.
+///
+/// ```
+/// use signal_bus::{Adapter, ConfigError, DeliveryError, Signal};
+///
+/// struct Slack { channel: String }
+///
+/// #[async_trait::async_trait]
+/// impl Adapter for Slack {
+///     fn name(&self) -> &str { "slack" }
+///     fn validate(&self) -> Result<(), ConfigError> {
+///         if self.channel.starts_with('#') { Ok(()) }
+///         else { Err(ConfigError::invalid("channel", &self.channel, "must start with #")) }
+///     }
+///     async fn deliver(&self, signal: &Signal) -> Result<(), DeliveryError> {
+///         println!("{} -> {}", signal.ty(), self.channel);
+///         Ok(())
+///     }
+/// }
+/// ```
+#[async_trait]
+pub trait Adapter: Send + Sync + 'static {
+    /// A short name for reports, metrics and logs, e.g. `"http"`.
+    fn name(&self) -> &str;
+
+    /// Checks the configuration. Pure: no I/O, no spawning. Called by `subscribe`.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the bad option, its value and the rule.
+    fn validate(&self) -> Result<(), ConfigError> {
+        Ok(())
+    }
+
+    /// Delivers one signal.
+    ///
+    /// # Errors
+    /// A [`DeliveryError`] whose [`kind`](DeliveryError::kind) tells the retry layer what to do.
+    async fn deliver(&self, signal: &Signal) -> Result<(), DeliveryError>;
+
+    /// Delivers one shared signal. The bus calls this; override it when the adapter keeps the
+    /// signal (a channel, a queue) so it can keep the `Arc` instead of copying the signal.
+    ///
+    /// # Errors
+    /// As [`deliver`](Adapter::deliver).
+    async fn deliver_shared(&self, signal: Arc<Signal>) -> Result<(), DeliveryError> {
+        self.deliver(&signal).await
+    }
+
+    /// Delivers several signals at once. Default: one by one, stopping at the first failure.
+    ///
+    /// # Errors
+    /// The first failure.
+    async fn deliver_batch(&self, signals: &[Arc<Signal>]) -> Result<(), DeliveryError> {
+        for signal in signals {
+            self.deliver_shared(Arc::clone(signal)).await?;
+        }
+        Ok(())
+    }
+
+    /// Delivers without waiting, when the adapter can (a channel with room, a log line).
+    ///
+    /// Returns `None` when delivery must wait; the bus then calls
+    /// [`deliver_shared`](Adapter::deliver_shared). This is the allocation-free fast path of
+    /// `publish`; the default is `None`.
+    fn try_deliver(&self, signal: &Arc<Signal>) -> Option<Result<(), DeliveryError>> {
+        let _ = signal;
+        None
+    }
+
+    /// Checks that the destination is reachable. Default: healthy.
+    async fn health_check(&self) -> Health {
+        Health::healthy()
+    }
+
+    /// Called when a target holding this adapter is subscribed on a bus, before any delivery.
+    /// Adapters that deliver to the bus itself (named receivers, topics) keep what they need.
+    fn attach(&self, bus: &BusContext) {
+        let _ = bus;
+    }
+}
+
+/// Adapters behind an `Arc` are adapters too, so one adapter can serve several targets.
+#[async_trait]
+impl<A: Adapter + ?Sized> Adapter for Arc<A> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn validate(&self) -> Result<(), ConfigError> {
+        (**self).validate()
+    }
+    async fn deliver(&self, signal: &Signal) -> Result<(), DeliveryError> {
+        (**self).deliver(signal).await
+    }
+    async fn deliver_shared(&self, signal: Arc<Signal>) -> Result<(), DeliveryError> {
+        (**self).deliver_shared(signal).await
+    }
+    async fn deliver_batch(&self, signals: &[Arc<Signal>]) -> Result<(), DeliveryError> {
+        (**self).deliver_batch(signals).await
+    }
+    fn try_deliver(&self, signal: &Arc<Signal>) -> Option<Result<(), DeliveryError>> {
+        (**self).try_deliver(signal)
+    }
+    async fn health_check(&self) -> Health {
+        (**self).health_check().await
+    }
+    fn attach(&self, bus: &BusContext) {
+        (**self).attach(bus)
+    }
+}
+
+/// Whether an adapter's destination works.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum HealthStatus {
+    /// Working.
+    Healthy,
+    /// Working, with problems (slow, partly failing).
+    Degraded,
+    /// Not working.
+    Unhealthy,
+}
+
+/// The result of a health check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Health {
+    /// The verdict.
+    pub status: HealthStatus,
+    /// How long the check took, when it did I/O.
+    pub latency: Option<Duration>,
+    /// Why it is not healthy, or a note.
+    pub message: Option<String>,
+}
+
+impl Health {
+    /// Healthy, with no latency measured.
+    pub fn healthy() -> Self {
+        Health {
+            status: HealthStatus::Healthy,
+            latency: None,
+            message: None,
+        }
+    }
+    /// Unhealthy, with a reason.
+    pub fn unhealthy(message: impl Into<String>) -> Self {
+        Health {
+            status: HealthStatus::Unhealthy,
+            latency: None,
+            message: Some(message.into()),
+        }
+    }
+    /// Degraded, with a reason.
+    pub fn degraded(message: impl Into<String>) -> Self {
+        Health {
+            status: HealthStatus::Degraded,
+            latency: None,
+            message: Some(message.into()),
+        }
+    }
+    /// The same health with a measured latency.
+    pub fn with_latency(mut self, latency: Duration) -> Self {
+        self.latency = Some(latency);
+        self
+    }
+    /// Whether the status is [`HealthStatus::Healthy`].
+    pub fn is_healthy(&self) -> bool {
+        self.status == HealthStatus::Healthy
+    }
+}
+
+/// A place an adapter keeps the bus it was attached to (first attachment wins; reads are
+/// lock-free).
+#[derive(Debug, Default)]
+pub(crate) struct AttachSlot(std::sync::OnceLock<BusContext>);
+
+impl AttachSlot {
+    pub(crate) fn set(&self, ctx: &BusContext) {
+        let _ = self.0.set(ctx.clone());
+    }
+    pub(crate) fn get(&self) -> Option<&BusContext> {
+        self.0.get()
+    }
+}

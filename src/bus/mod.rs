@@ -1,0 +1,438 @@
+//! The [`Bus`]: subscriptions, the publish pipeline, named receivers and topics.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use signal_bus::{adapter::Channel, Bus, Signal};
+//!
+//! let bus = Bus::builder().name("app").build()?;
+//! let (tx, mut rx) = tokio::sync::mpsc::channel::<Arc<Signal>>(1024);
+//! let sub = bus.subscribe("user.*", Channel::new(tx))?;
+//! let report = bus.publish(Signal::builder("user.created", "/accounts").build()?).await?;
+//! assert!(report.is_ok() && report.len() == 1);
+//! assert_eq!(rx.recv().await.unwrap().ty(), "user.created");
+//! bus.unsubscribe(sub)?;
+//! # Ok(()) }
+//! ```
+
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, RwLock,
+    },
+    time::Instant,
+};
+
+use tokio::sync::{broadcast, mpsc};
+
+use crate::{
+    dispatch::{deliver_all, validate_targets, IntoTargets, PublishReport, Target},
+    router::{RouteId, Router},
+    BusError, ConfigError, Pattern, Signal,
+};
+
+mod context;
+
+pub(crate) use context::validate_name;
+pub use context::{BusContext, Registry, Topics};
+
+/// Identifies a subscription on its bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SubscriptionId(u64);
+
+impl SubscriptionId {
+    /// The number behind the id.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for SubscriptionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// One subscription as the bus holds it.
+#[derive(Debug)]
+pub(crate) struct Subscription {
+    id: SubscriptionId,
+    targets: Box<[Target]>,
+}
+
+/// A subscription as [`Bus::subscriptions`] lists it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SubscriptionInfo {
+    /// Its id.
+    pub id: SubscriptionId,
+    /// Its pattern.
+    pub pattern: Pattern,
+    /// Its priority.
+    pub priority: i32,
+    /// The names of its targets.
+    pub targets: Vec<String>,
+}
+
+/// The ordered subscriptions matching one type.
+#[derive(Debug, Default)]
+struct Matched {
+    subscriptions: Vec<Arc<Subscription>>,
+    targets: usize,
+}
+
+#[derive(Debug, Default)]
+struct MatchCache {
+    generation: u64,
+    map: HashMap<Box<str>, Arc<Matched>, foldhash::fast::RandomState>,
+}
+
+struct Inner {
+    name: Arc<str>,
+    context: BusContext,
+    router: RwLock<Router<Arc<Subscription>>>,
+    routes: RwLock<HashMap<SubscriptionId, RouteId>>,
+    cache: RwLock<MatchCache>,
+    cache_capacity: usize,
+    next_id: AtomicU64,
+    closed: AtomicBool,
+}
+
+/// Builds a [`Bus`].
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until build() is called"]
+pub struct BusBuilder {
+    name: String,
+    pubsub_capacity: usize,
+    cache_capacity: usize,
+}
+
+impl Default for BusBuilder {
+    fn default() -> Self {
+        BusBuilder {
+            name: "default".to_owned(),
+            pubsub_capacity: 1024,
+            cache_capacity: 4096,
+        }
+    }
+}
+
+impl BusBuilder {
+    /// The bus name, in telemetry and errors. Default: `"default"`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// How many signals each topic receiver may fall behind before it lags. Default: 1024.
+    pub fn pubsub_capacity(mut self, capacity: usize) -> Self {
+        self.pubsub_capacity = capacity;
+        self
+    }
+
+    /// How many distinct signal types the match cache remembers. Default: 4096; 0 disables
+    /// it.
+    pub fn cache_capacity(mut self, capacity: usize) -> Self {
+        self.cache_capacity = capacity;
+        self
+    }
+
+    /// Builds the bus.
+    ///
+    /// # Errors
+    /// Every invalid option: an empty, over-long or control-character name, a zero pubsub
+    /// capacity.
+    pub fn build(self) -> Result<Bus, ConfigError> {
+        let mut problems = Vec::new();
+        if let Err(rule) = validate_name("name", &self.name) {
+            problems.push(ConfigError::invalid("name", &self.name, rule));
+        }
+        if self.pubsub_capacity == 0 {
+            problems.push(ConfigError::invalid("pubsub_capacity", 0, "must be at least 1"));
+        }
+        match problems.len() {
+            0 => {}
+            1 => return Err(problems.remove(0)),
+            _ => return Err(ConfigError::Many(problems)),
+        }
+        let name: Arc<str> = Arc::from(self.name);
+        let context = BusContext {
+            name: Arc::clone(&name),
+            registry: Registry::new(),
+            topics: Topics::new(self.pubsub_capacity),
+        };
+        Ok(Bus {
+            inner: Arc::new(Inner {
+                name,
+                context,
+                router: RwLock::new(Router::new()),
+                routes: RwLock::default(),
+                cache: RwLock::default(),
+                cache_capacity: self.cache_capacity,
+                next_id: AtomicU64::new(1),
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+}
+
+/// An async event bus: subscriptions match signal types by pattern, and `publish` delivers
+/// each signal to every target of every matching subscription.
+///
+/// `Bus` is cheap to clone (an `Arc` inside) and `Send + Sync`: share it freely.
+#[derive(Clone)]
+pub struct Bus {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Bus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Bus")
+            .field("name", &self.inner.name)
+            .field("subscriptions", &self.len())
+            .finish()
+    }
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Bus {
+    /// Starts building a bus.
+    pub fn builder() -> BusBuilder {
+        BusBuilder::default()
+    }
+
+    /// The bus name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// What adapters attached to this bus see: its registry and topics.
+    pub fn context(&self) -> &BusContext {
+        &self.inner.context
+    }
+
+    /// Subscribes `targets` to signals whose type matches `pattern`, with priority 0.
+    ///
+    /// `targets` is one adapter, a [`Target`], or a `Vec<Target>`.
+    ///
+    /// # Errors
+    /// A bad pattern, no targets, or a target that fails validation
+    /// ([`BusError::InvalidTarget`] names it and the rule).
+    pub fn subscribe(
+        &self,
+        pattern: &str,
+        targets: impl IntoTargets,
+    ) -> Result<SubscriptionId, BusError> {
+        self.subscribe_with_priority(pattern, 0, targets)
+    }
+
+    /// Subscribes with a priority in -100..=100 (higher first among equally specific
+    /// matches).
+    ///
+    /// # Errors
+    /// As [`subscribe`](Bus::subscribe), plus [`BusError::Priority`].
+    pub fn subscribe_with_priority(
+        &self,
+        pattern: &str,
+        priority: i32,
+        targets: impl IntoTargets,
+    ) -> Result<SubscriptionId, BusError> {
+        let pattern = Pattern::parse(pattern)?;
+        if !(-100..=100).contains(&priority) {
+            return Err(BusError::Priority { value: priority });
+        }
+        let targets = targets.into_targets();
+        if targets.is_empty() {
+            return Err(BusError::NoTargets {
+                pattern: pattern.to_string(),
+            });
+        }
+        validate_targets(&targets)?;
+        for t in &targets {
+            t.adapter.attach(&self.inner.context);
+        }
+        let id = SubscriptionId(self.inner.next_id.fetch_add(1, Ordering::Relaxed));
+        let sub = Arc::new(Subscription {
+            id,
+            targets: targets.into_boxed_slice(),
+        });
+        {
+            let mut router = write(&self.inner.router);
+            let route = router.add_pattern(pattern, priority, sub)?;
+            write(&self.inner.routes).insert(id, route);
+        }
+        self.invalidate();
+        Ok(id)
+    }
+
+    /// Removes a subscription. Deliveries already under way finish.
+    ///
+    /// # Errors
+    /// [`BusError::UnknownSubscription`] when it does not exist.
+    pub fn unsubscribe(&self, id: SubscriptionId) -> Result<(), BusError> {
+        {
+            let mut router = write(&self.inner.router);
+            let route = write(&self.inner.routes)
+                .remove(&id)
+                .ok_or(BusError::UnknownSubscription { id: id.0 })?;
+            router.remove(route);
+        }
+        self.invalidate();
+        Ok(())
+    }
+
+    fn invalidate(&self) {
+        let mut cache = write(&self.inner.cache);
+        cache.generation += 1;
+        if cache.map.len() > self.inner.cache_capacity / 2 {
+            cache.map.clear();
+        }
+    }
+
+    /// The subscriptions, oldest first.
+    pub fn subscriptions(&self) -> Vec<SubscriptionInfo> {
+        let router = read(&self.inner.router);
+        let routes = read(&self.inner.routes);
+        let mut list: Vec<SubscriptionInfo> = routes
+            .iter()
+            .filter_map(|(id, route)| {
+                let sub = router.get(*route)?;
+                let pattern = router.pattern(*route)?.clone();
+                Some(SubscriptionInfo {
+                    id: *id,
+                    pattern,
+                    priority: 0,
+                    targets: sub.targets.iter().map(|t| t.name().to_owned()).collect(),
+                })
+            })
+            .collect();
+        list.sort_by_key(|s| s.id);
+        list
+    }
+
+    /// How many subscriptions the bus has.
+    pub fn len(&self) -> usize {
+        read(&self.inner.routes).len()
+    }
+
+    /// Whether the bus has no subscriptions.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn matched(&self, ty: &str) -> Arc<Matched> {
+        let generation = {
+            let cache = read(&self.inner.cache);
+            if let Some(m) = cache.map.get(ty) {
+                return Arc::clone(m);
+            }
+            cache.generation
+        };
+        let matched = {
+            let router = read(&self.inner.router);
+            let ids = router.route_ids(ty);
+            let subscriptions: Vec<Arc<Subscription>> = ids
+                .iter()
+                .filter_map(|id| router.get(*id).cloned())
+                .collect();
+            let targets = subscriptions.iter().map(|s| s.targets.len()).sum();
+            Arc::new(Matched {
+                subscriptions,
+                targets,
+            })
+        };
+        if self.inner.cache_capacity > 0 {
+            let mut cache = write(&self.inner.cache);
+            // Only cache what was computed from the current subscriptions.
+            if cache.generation == generation {
+                if cache.map.len() >= self.inner.cache_capacity {
+                    cache.map.clear();
+                }
+                cache.map.insert(Box::from(ty), Arc::clone(&matched));
+            }
+        }
+        matched
+    }
+
+    /// Delivers `signal` to every target of every subscription whose pattern matches its
+    /// type, and reports each target's outcome.
+    ///
+    /// Targets are served in order (more specific subscriptions first, then higher priority,
+    /// then older); one failing never stops the others. Synchronous targets are awaited.
+    ///
+    /// # Errors
+    /// Only when the bus cannot accept the signal ([`BusError::Closed`]); delivery failures
+    /// are outcomes in the report.
+    pub async fn publish(&self, signal: impl Into<Arc<Signal>>) -> Result<PublishReport, BusError> {
+        let signal: Arc<Signal> = signal.into();
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(BusError::Closed {
+                bus: self.inner.name.to_string(),
+            });
+        }
+        let started = Instant::now();
+        let matched = self.matched(signal.ty());
+        let mut report = PublishReport::with_capacity(matched.targets);
+        let targets = matched
+            .subscriptions
+            .iter()
+            .flat_map(|s| s.targets.iter().map(move |t| (Some(s.id), t)));
+        deliver_all(&signal, targets, &mut report).await;
+        report.elapsed = started.elapsed();
+        crate::telemetry::published(
+            &self.inner.name,
+            &signal,
+            report.len(),
+            report.failed(),
+            u64::try_from(report.elapsed.as_micros()).unwrap_or(u64::MAX),
+        );
+        Ok(report)
+    }
+
+    /// Registers a named receiver for the [`Named`](crate::adapter::Named) adapter.
+    ///
+    /// # Errors
+    /// An invalid name, or one a live receiver already has.
+    pub fn register(
+        &self,
+        name: impl Into<String>,
+        sender: mpsc::Sender<Arc<Signal>>,
+    ) -> Result<(), BusError> {
+        self.inner.context.registry.register(name, sender)
+    }
+
+    /// Removes a named receiver; returns whether it was registered.
+    pub fn unregister(&self, name: &str) -> bool {
+        self.inner.context.registry.unregister(name)
+    }
+
+    /// The registry of named receivers.
+    pub fn registry(&self) -> &Registry {
+        &self.inner.context.registry
+    }
+
+    /// A receiver of the in-process topic `topic` (fed by the
+    /// [`PubSub`](crate::adapter::PubSub) adapter).
+    pub fn pubsub_subscribe(&self, topic: &str) -> broadcast::Receiver<Arc<Signal>> {
+        self.inner.context.topics.subscribe(topic)
+    }
+
+    /// Stops accepting signals: later `publish` calls return [`BusError::Closed`].
+    pub fn close(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+    }
+
+    /// Whether [`close`](Bus::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Acquire)
+    }
+}

@@ -1,0 +1,159 @@
+//! Delivering one signal to many targets: [`Target`], [`dispatch`], [`dispatch_batch`] and
+//! the [`PublishReport`] that says what happened to each.
+//!
+//! The bus uses the same machinery for `publish`; these functions serve code that has
+//! targets but no bus.
+//!
+//! Delivery runs every target, in order, on the caller's task: an adapter that can deliver
+//! without waiting (a channel with room, a log line) does so inline with no allocation; the
+//! others are polled once and, if they must wait, awaited together. One target failing
+//! never stops the others.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll, Waker},
+    time::Instant,
+};
+
+use futures_util::future::{join_all, BoxFuture};
+
+use crate::{bus::SubscriptionId, BusError, DeliveryError, Signal};
+
+mod report;
+mod target;
+
+pub use report::{Outcome, PublishReport};
+pub use target::{IntoTargets, Target, DEFAULT_TIMEOUT, MAX_TIMEOUT};
+
+/// Delivers one signal to `targets` without a bus, waiting for every synchronous target.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use signal_bus::{adapter::{Logger, Noop}, dispatch, Signal, Target};
+///
+/// let signal = Signal::builder("user.created", "/accounts").build()?;
+/// let report = dispatch(signal, vec![Target::new(Logger::info()), Target::new(Noop)]).await?;
+/// assert_eq!(report.delivered(), 2);
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+/// [`BusError::InvalidTarget`] when a target fails validation; nothing is delivered then.
+pub async fn dispatch(
+    signal: impl Into<Arc<Signal>>,
+    targets: impl IntoTargets,
+) -> Result<PublishReport, BusError> {
+    let signal = signal.into();
+    let targets = targets.into_targets();
+    validate_targets(&targets)?;
+    let started = Instant::now();
+    let mut report = PublishReport::with_capacity(targets.len());
+    deliver_all(&signal, targets.iter().map(|t| (None, t)), &mut report).await;
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+/// Delivers several signals to each target with one [`Adapter::deliver_batch`]
+/// call per target (HTTP targets send one batch request). One outcome per target.
+///
+/// [`Adapter::deliver_batch`]: crate::Adapter::deliver_batch
+///
+/// # Errors
+/// [`BusError::InvalidTarget`] when a target fails validation.
+pub async fn dispatch_batch<S>(
+    signals: impl IntoIterator<Item = S>,
+    targets: impl IntoTargets,
+) -> Result<PublishReport, BusError>
+where
+    S: Into<Arc<Signal>>,
+{
+    let signals: Vec<Arc<Signal>> = signals.into_iter().map(Into::into).collect();
+    let targets = targets.into_targets();
+    validate_targets(&targets)?;
+    let started = Instant::now();
+    let signals = &signals;
+    let results = join_all(targets.iter().map(|t| async move {
+        match tokio::time::timeout(t.timeout, t.adapter.deliver_batch(signals)).await {
+            Ok(r) => r,
+            Err(_) => Err(DeliveryError::Timeout { after: t.timeout }),
+        }
+    }))
+    .await;
+    let outcomes = targets
+        .iter()
+        .zip(results)
+        .map(|(t, result)| Outcome {
+            subscription: None,
+            target: Arc::clone(&t.name),
+            result,
+        })
+        .collect();
+    Ok(PublishReport {
+        outcomes,
+        elapsed: started.elapsed(),
+    })
+}
+
+pub(crate) fn validate_targets(targets: &[Target]) -> Result<(), BusError> {
+    for t in targets {
+        t.validate().map_err(|source| BusError::InvalidTarget {
+            target: t.name().to_owned(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// Delivers `signal` to each target, appending one outcome per target to `report` in order.
+pub(crate) async fn deliver_all<'a, I>(signal: &Arc<Signal>, targets: I, report: &mut PublishReport)
+where
+    I: Iterator<Item = (Option<SubscriptionId>, &'a Target)>,
+{
+    let first = report.outcomes.len();
+    let mut pending: Vec<(usize, BoxFuture<'a, Result<(), DeliveryError>>)> = Vec::new();
+    for (subscription, target) in targets {
+        let result = match target.adapter.try_deliver(signal) {
+            Some(result) => result,
+            None => {
+                let mut fut: BoxFuture<'a, _> = Box::pin(deliver_one(target, Arc::clone(signal)));
+                match poll_once(&mut fut) {
+                    Poll::Ready(result) => result,
+                    Poll::Pending => {
+                        pending.push((report.outcomes.len(), fut));
+                        Ok(())
+                    }
+                }
+            }
+        };
+        report.outcomes.push(Outcome {
+            subscription,
+            target: Arc::clone(&target.name),
+            result,
+        });
+    }
+    if !pending.is_empty() {
+        let done = join_all(pending.into_iter().map(|(i, fut)| async move { (i, fut.await) })).await;
+        for (i, result) in done {
+            report.outcomes[i].result = result;
+        }
+    }
+    for outcome in &report.outcomes[first..] {
+        crate::telemetry::delivered(signal, outcome);
+    }
+}
+
+async fn deliver_one(target: &Target, signal: Arc<Signal>) -> Result<(), DeliveryError> {
+    match tokio::time::timeout(target.timeout, target.adapter.deliver_shared(signal)).await {
+        Ok(result) => result,
+        Err(_) => Err(DeliveryError::Timeout {
+            after: target.timeout,
+        }),
+    }
+}
+
+fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
+    let mut cx = Context::from_waker(Waker::noop());
+    Pin::new(fut).poll(&mut cx)
+}

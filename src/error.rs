@@ -1,0 +1,339 @@
+//! Error types shared across the crate.
+//!
+//! Each area has its own error: [`SignalError`](crate::SignalError) for bad signals,
+//! [`PatternError`](crate::PatternError) for bad patterns, [`ConfigError`] for a bad
+//! configuration (found when a target or bus is built), [`BusError`] for what the bus refuses,
+//! and [`DeliveryError`] for a delivery that failed. Every message names the bad value and the
+//! rule it broke; none contains a secret.
+
+use std::{fmt, time::Duration};
+
+use crate::{router::RouteError, PatternError};
+
+/// A configuration that cannot work: found at construction or at `subscribe`, before any I/O.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// An option has a value outside its allowed range or form.
+    #[error("invalid {option} `{value}`: {rule}")]
+    Invalid {
+        /// The option, e.g. `timeout`.
+        option: &'static str,
+        /// The offending value, rendered for humans (never a secret).
+        value: String,
+        /// The rule it broke.
+        rule: String,
+    },
+    /// Several problems at once (a builder reports all of them).
+    #[error("{}", join_errors(.0))]
+    Many(Vec<ConfigError>),
+}
+
+fn join_errors(errors: &[ConfigError]) -> String {
+    let parts: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    parts.join("; ")
+}
+
+impl ConfigError {
+    /// A shorthand for [`ConfigError::Invalid`].
+    pub fn invalid(option: &'static str, value: impl fmt::Display, rule: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            option,
+            value: value.to_string(),
+            rule: rule.into(),
+        }
+    }
+}
+
+/// What the bus refuses: a bad pattern, an invalid target, an unknown subscription.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BusError {
+    /// The subscription pattern does not parse.
+    #[error(transparent)]
+    Pattern(#[from] PatternError),
+    /// The priority is outside -100..=100.
+    #[error("priority {value} is out of range -100..=100")]
+    Priority {
+        /// The rejected priority.
+        value: i32,
+    },
+    /// A target failed validation.
+    #[error("target `{target}` is invalid: {source}")]
+    InvalidTarget {
+        /// The adapter name of the target.
+        target: String,
+        /// What is wrong with it.
+        #[source]
+        source: ConfigError,
+    },
+    /// A subscription needs at least one target.
+    #[error("subscription to `{pattern}` has no targets")]
+    NoTargets {
+        /// The pattern of the subscription.
+        pattern: String,
+    },
+    /// No subscription with this id exists (never did, or already removed).
+    #[error("subscription {id} does not exist")]
+    UnknownSubscription {
+        /// The id that was not found.
+        id: u64,
+    },
+    /// A receiver name is invalid (empty, too long, or with control characters).
+    #[error("name `{name}` is invalid: {rule}")]
+    InvalidName {
+        /// The rejected name.
+        name: String,
+        /// The rule it broke.
+        rule: &'static str,
+    },
+    /// A receiver is already registered under this name and is still open.
+    #[error("name `{name}` is already registered")]
+    NameTaken {
+        /// The name in use.
+        name: String,
+    },
+    /// The bus has been shut down and accepts no more signals.
+    #[error("bus `{bus}` is shut down")]
+    Closed {
+        /// The bus name.
+        bus: String,
+    },
+}
+
+impl From<RouteError> for BusError {
+    fn from(e: RouteError) -> Self {
+        match e {
+            RouteError::Pattern(p) => BusError::Pattern(p),
+            RouteError::Priority { value } => BusError::Priority { value },
+        }
+    }
+}
+
+/// How a failed delivery should be treated by the retry layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A transient failure: timeouts, connect errors, 408, 5xx. Worth retrying.
+    Retryable,
+    /// The receiver asked us to slow down (429, 503 with `Retry-After`). Retry later.
+    Throttled,
+    /// The endpoint is gone for good (410): disable it.
+    Gone,
+    /// Retrying will not help: bad request, rejected, misconfigured, closed receiver.
+    Permanent,
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ErrorKind::Retryable => "retryable",
+            ErrorKind::Throttled => "throttled",
+            ErrorKind::Gone => "gone",
+            ErrorKind::Permanent => "permanent",
+        })
+    }
+}
+
+/// A delivery that failed.
+///
+/// Built-in adapters return the specific variants; custom adapters usually build one with
+/// [`DeliveryError::retryable`], [`DeliveryError::permanent`] or [`DeliveryError::throttled`].
+/// [`is_retryable`](DeliveryError::is_retryable) and
+/// [`retry_after`](DeliveryError::retry_after) tell the retry layer what to do.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeliveryError {
+    /// The delivery did not finish within the target's timeout.
+    #[error("delivery timed out after {after:?}")]
+    Timeout {
+        /// The timeout that elapsed.
+        after: Duration,
+    },
+    /// A bounded channel had no free slot (non-waiting send).
+    #[error("channel is full (capacity {capacity})")]
+    ChannelFull {
+        /// The channel's capacity.
+        capacity: usize,
+    },
+    /// The receiving end of a channel was dropped.
+    #[error("channel is closed: its receiver was dropped")]
+    ChannelClosed,
+    /// No receiver is registered under this name.
+    #[error("no receiver is registered under the name `{name}`")]
+    UnknownName {
+        /// The name looked up.
+        name: String,
+    },
+    /// The receiver registered under this name was dropped.
+    #[error("the receiver registered as `{name}` was dropped")]
+    ReceiverGone {
+        /// The name looked up.
+        name: String,
+    },
+    /// The adapter is not attached to a bus and has nothing to deliver to.
+    #[error("adapter `{adapter}` is not attached to a bus: subscribe it on a bus or give it a registry")]
+    Detached {
+        /// The adapter name.
+        adapter: String,
+    },
+    /// The receiver answered with an HTTP status that is not a success.
+    #[error("{}", http_message(*.status, .body))]
+    Http {
+        /// The HTTP status code.
+        status: u16,
+        /// A short, bounded excerpt of the response body.
+        body: String,
+        /// What the receiver asked for in `Retry-After`, if anything.
+        retry_after: Option<Duration>,
+    },
+    /// The adapter is gone for good (HTTP 410, or a disabled endpoint).
+    #[error("endpoint is gone: {message}")]
+    Gone {
+        /// What happened.
+        message: String,
+    },
+    /// The circuit breaker of this target is open: the endpoint was not called.
+    #[error("circuit breaker is open for `{endpoint}`")]
+    CircuitOpen {
+        /// The endpoint whose breaker is open.
+        endpoint: String,
+    },
+    /// A failure with an explicit kind, from a custom adapter or a transport.
+    #[error("{message}")]
+    Other {
+        /// How to treat it.
+        kind: ErrorKind,
+        /// What happened.
+        message: String,
+        /// Wait at least this long before retrying, when known.
+        retry_after: Option<Duration>,
+    },
+}
+
+fn http_message(status: u16, body: &str) -> String {
+    if body.is_empty() {
+        format!("receiver answered HTTP {status}")
+    } else {
+        format!("receiver answered HTTP {status}: {body}")
+    }
+}
+
+impl DeliveryError {
+    /// A transient failure, worth retrying.
+    pub fn retryable(message: impl fmt::Display) -> Self {
+        DeliveryError::Other {
+            kind: ErrorKind::Retryable,
+            message: message.to_string(),
+            retry_after: None,
+        }
+    }
+
+    /// A failure that retrying will not fix.
+    pub fn permanent(message: impl fmt::Display) -> Self {
+        DeliveryError::Other {
+            kind: ErrorKind::Permanent,
+            message: message.to_string(),
+            retry_after: None,
+        }
+    }
+
+    /// The receiver asked to slow down; retry after `after` if given.
+    pub fn throttled(message: impl fmt::Display, after: Option<Duration>) -> Self {
+        DeliveryError::Other {
+            kind: ErrorKind::Throttled,
+            message: message.to_string(),
+            retry_after: after,
+        }
+    }
+
+    /// How the retry layer should treat this failure.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            DeliveryError::Timeout { .. } => ErrorKind::Retryable,
+            DeliveryError::ChannelFull { .. } => ErrorKind::Retryable,
+            DeliveryError::ChannelClosed
+            | DeliveryError::UnknownName { .. }
+            | DeliveryError::ReceiverGone { .. }
+            | DeliveryError::Detached { .. } => ErrorKind::Permanent,
+            DeliveryError::Http {
+                status,
+                retry_after,
+                ..
+            } => classify_status(*status, retry_after.is_some()),
+            DeliveryError::Gone { .. } => ErrorKind::Gone,
+            DeliveryError::CircuitOpen { .. } => ErrorKind::Throttled,
+            DeliveryError::Other { kind, .. } => *kind,
+        }
+    }
+
+    /// Whether a retry may succeed (retryable or throttled).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self.kind(), ErrorKind::Retryable | ErrorKind::Throttled)
+    }
+
+    /// Whether this failure was a timeout.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, DeliveryError::Timeout { .. })
+    }
+
+    /// How long the receiver asked us to wait, if it said.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            DeliveryError::Http { retry_after, .. } | DeliveryError::Other { retry_after, .. } => {
+                *retry_after
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Classifies an HTTP status for the retry layer: 408 and 5xx retryable, 429 (and 503 with
+/// `Retry-After`) throttled, 410 gone, everything else that is not 2xx permanent.
+pub fn classify_status(status: u16, has_retry_after: bool) -> ErrorKind {
+    match status {
+        429 => ErrorKind::Throttled,
+        503 if has_retry_after => ErrorKind::Throttled,
+        408 | 500..=599 => ErrorKind::Retryable,
+        410 => ErrorKind::Gone,
+        _ => ErrorKind::Permanent,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification_of_statuses() {
+        assert_eq!(classify_status(500, false), ErrorKind::Retryable);
+        assert_eq!(classify_status(408, false), ErrorKind::Retryable);
+        assert_eq!(classify_status(503, false), ErrorKind::Retryable);
+        assert_eq!(classify_status(503, true), ErrorKind::Throttled);
+        assert_eq!(classify_status(429, false), ErrorKind::Throttled);
+        assert_eq!(classify_status(410, false), ErrorKind::Gone);
+        assert_eq!(classify_status(400, false), ErrorKind::Permanent);
+        assert_eq!(classify_status(302, false), ErrorKind::Permanent);
+    }
+
+    #[test]
+    fn custom_errors_carry_their_kind() {
+        assert!(DeliveryError::retryable("flaky").is_retryable());
+        assert!(!DeliveryError::permanent("bad").is_retryable());
+        let t = DeliveryError::throttled("slow down", Some(Duration::from_secs(3)));
+        assert_eq!(t.kind(), ErrorKind::Throttled);
+        assert_eq!(t.retry_after(), Some(Duration::from_secs(3)));
+        assert!(DeliveryError::Timeout {
+            after: Duration::from_secs(1)
+        }
+        .is_timeout());
+    }
+
+    #[test]
+    fn config_error_names_value_and_rule() {
+        let e = ConfigError::invalid("timeout", "90s", "must be at most 60s");
+        assert_eq!(e.to_string(), "invalid timeout `90s`: must be at most 60s");
+        let many = ConfigError::Many(vec![e.clone(), ConfigError::invalid("url", "x", "no host")]);
+        assert!(many.to_string().contains("; invalid url `x`: no host"));
+    }
+}

@@ -1,0 +1,860 @@
+//! [`Signal`]: a CloudEvents 1.0 event.
+//!
+//! A signal is built with [`Signal::builder`], validated once, and shared as `Arc<Signal>`
+//! from then on: the bus never deep-clones a signal while delivering it.
+//!
+//! Its serde form is the CloudEvents JSON format (structured mode): attributes and extensions
+//! at the top level, `data` for JSON, `data_base64` for bytes. Any CloudEvents SDK reads it.
+//!
+//! ```
+//! use serde_json::json;
+//! use signal_bus::Signal;
+//!
+//! let signal = Signal::builder("user.created", "/services/accounts")
+//!     .subject("user/42")
+//!     .data(json!({"id": 42}))
+//!     .extension("tenant", "acme")
+//!     .build()?;
+//! assert_eq!(signal.ty(), "user.created");
+//! assert_eq!(signal.datacontenttype(), Some("application/json"));
+//!
+//! let wire = serde_json::to_string(&signal)?;
+//! let back: Signal = serde_json::from_str(&wire)?;
+//! assert_eq!(back, signal);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::{collections::BTreeMap, fmt};
+
+use base64::Engine as _;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{
+    de::{self, Deserializer},
+    ser::{SerializeMap, Serializer},
+    Deserialize, Serialize,
+};
+use serde_json::{Map, Value};
+
+/// The CloudEvents version this crate writes.
+pub const SPEC_VERSION: &str = "1.0";
+
+/// Longest accepted value for `id`, `source`, `type` and `subject`, in bytes.
+pub const MAX_ATTRIBUTE_LEN: usize = 4096;
+
+const CORE_ATTRIBUTES: [&str; 10] = [
+    "specversion",
+    "id",
+    "source",
+    "type",
+    "subject",
+    "time",
+    "datacontenttype",
+    "dataschema",
+    "data",
+    "data_base64",
+];
+
+/// A signal that does not follow the CloudEvents rules this crate enforces.
+///
+/// The message names the field and the rule, e.g. ``type `user..created` has an empty
+/// segment``.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignalError {
+    /// A required attribute is absent.
+    #[error("`{field}` is required")]
+    Missing {
+        /// The attribute name.
+        field: &'static str,
+    },
+    /// An attribute is present but empty.
+    #[error("`{field}` must not be empty")]
+    Empty {
+        /// The attribute name.
+        field: &'static str,
+    },
+    /// An attribute is longer than [`MAX_ATTRIBUTE_LEN`].
+    #[error("`{field}` is {len} bytes long, more than the limit of {max}")]
+    TooLong {
+        /// The attribute name.
+        field: &'static str,
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The type is not dot-separated segments of `[A-Za-z0-9_-]+`.
+    #[error("type `{value}` {rule}")]
+    InvalidType {
+        /// The rejected type.
+        value: String,
+        /// The rule it broke.
+        rule: String,
+    },
+    /// `specversion` is not 1.0.
+    #[error("specversion `{value}` is not supported: expected \"1.0\"")]
+    SpecVersion {
+        /// The rejected value.
+        value: String,
+    },
+    /// `time` is not an RFC 3339 timestamp.
+    #[error("time `{value}` is not an RFC 3339 timestamp: {reason}")]
+    InvalidTime {
+        /// The rejected value.
+        value: String,
+        /// Why it does not parse.
+        reason: String,
+    },
+    /// An attribute has the wrong JSON type.
+    #[error("`{field}` must be {expected}")]
+    WrongType {
+        /// The attribute name.
+        field: String,
+        /// What it must be.
+        expected: &'static str,
+    },
+    /// `data` and `data_base64` were both given.
+    #[error("`data` and `data_base64` must not both be present")]
+    DataConflict,
+    /// `data_base64` does not decode.
+    #[error("`data_base64` is not valid base64: {reason}")]
+    InvalidBase64 {
+        /// The decoder's reason.
+        reason: String,
+    },
+    /// An extension name breaks the CloudEvents naming rule or reuses a core attribute.
+    #[error("extension name `{name}` is invalid: {rule}")]
+    ExtensionName {
+        /// The rejected name.
+        name: String,
+        /// The rule it broke.
+        rule: &'static str,
+    },
+    /// The JSON form of a signal is not a JSON object.
+    #[error("a signal must be a JSON object, got {got}")]
+    NotAnObject {
+        /// The JSON kind that was found.
+        got: &'static str,
+    },
+}
+
+/// Checks a signal type: dot-separated segments of `[A-Za-z0-9_-]+`.
+///
+/// # Errors
+/// [`SignalError::Empty`], [`SignalError::TooLong`] or [`SignalError::InvalidType`] naming
+/// the first broken rule.
+pub fn validate_type(ty: &str) -> Result<(), SignalError> {
+    if ty.is_empty() {
+        return Err(SignalError::Empty { field: "type" });
+    }
+    check_len("type", ty)?;
+    for (i, seg) in ty.split('.').enumerate() {
+        if seg.is_empty() {
+            return Err(SignalError::InvalidType {
+                value: ty.to_owned(),
+                rule: format!("has an empty segment at position {i}"),
+            });
+        }
+        if let Some(c) = seg
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
+        {
+            return Err(SignalError::InvalidType {
+                value: ty.to_owned(),
+                rule: format!("has the character {c:?} in segment `{seg}`: segments are [A-Za-z0-9_-]+"),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn check_len(field: &'static str, value: &str) -> Result<(), SignalError> {
+    if value.len() > MAX_ATTRIBUTE_LEN {
+        return Err(SignalError::TooLong {
+            field,
+            len: value.len(),
+            max: MAX_ATTRIBUTE_LEN,
+        });
+    }
+    Ok(())
+}
+
+fn validate_extension_name(name: &str) -> Result<(), SignalError> {
+    let rule = if name.is_empty() {
+        Some("it must not be empty")
+    } else if name.len() > 64 {
+        Some("it must be at most 64 characters")
+    } else if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    {
+        Some("CloudEvents extension names are lower-case letters and digits only")
+    } else if CORE_ATTRIBUTES.contains(&name) {
+        Some("it is a core CloudEvents attribute")
+    } else {
+        None
+    };
+    match rule {
+        Some(rule) => Err(SignalError::ExtensionName {
+            name: name.to_owned(),
+            rule,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The payload of a signal.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Data {
+    /// A JSON value (`data` on the wire).
+    Json(Value),
+    /// Raw bytes (`data_base64` on the wire).
+    Binary(Vec<u8>),
+}
+
+/// The value of an extension attribute: CloudEvents allows strings, integers and booleans.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum ExtensionValue {
+    /// A string (also used for URIs, timestamps and binary in their string forms).
+    String(String),
+    /// A signed integer.
+    Integer(i64),
+    /// A boolean.
+    Bool(bool),
+}
+
+impl fmt::Display for ExtensionValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExtensionValue::String(s) => f.write_str(s),
+            ExtensionValue::Integer(i) => write!(f, "{i}"),
+            ExtensionValue::Bool(b) => write!(f, "{b}"),
+        }
+    }
+}
+
+impl From<&str> for ExtensionValue {
+    fn from(s: &str) -> Self {
+        ExtensionValue::String(s.to_owned())
+    }
+}
+impl From<String> for ExtensionValue {
+    fn from(s: String) -> Self {
+        ExtensionValue::String(s)
+    }
+}
+impl From<i64> for ExtensionValue {
+    fn from(i: i64) -> Self {
+        ExtensionValue::Integer(i)
+    }
+}
+impl From<i32> for ExtensionValue {
+    fn from(i: i32) -> Self {
+        ExtensionValue::Integer(i.into())
+    }
+}
+impl From<u32> for ExtensionValue {
+    fn from(i: u32) -> Self {
+        ExtensionValue::Integer(i.into())
+    }
+}
+impl From<bool> for ExtensionValue {
+    fn from(b: bool) -> Self {
+        ExtensionValue::Bool(b)
+    }
+}
+
+impl ExtensionValue {
+    fn to_json(&self) -> Value {
+        match self {
+            ExtensionValue::String(s) => Value::String(s.clone()),
+            ExtensionValue::Integer(i) => Value::from(*i),
+            ExtensionValue::Bool(b) => Value::Bool(*b),
+        }
+    }
+
+    /// The value as a string, if it is one.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            ExtensionValue::String(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// A CloudEvents 1.0 event: the unit the bus routes and delivers.
+///
+/// Build one with [`Signal::builder`]; read one from JSON with serde. Once built, a signal is
+/// immutable: share it as `Arc<Signal>`.
+#[derive(Clone, PartialEq)]
+pub struct Signal {
+    id: String,
+    source: String,
+    ty: String,
+    subject: Option<String>,
+    time: DateTime<Utc>,
+    datacontenttype: Option<String>,
+    dataschema: Option<String>,
+    data: Option<Data>,
+    extensions: BTreeMap<String, ExtensionValue>,
+}
+
+impl fmt::Debug for Signal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Signal");
+        d.field("id", &self.id)
+            .field("type", &self.ty)
+            .field("source", &self.source);
+        if let Some(s) = &self.subject {
+            d.field("subject", s);
+        }
+        d.field("time", &self.time_rfc3339());
+        if !self.extensions.is_empty() {
+            d.field("extensions", &self.extensions);
+        }
+        match &self.data {
+            Some(Data::Json(v)) => d.field("data", v),
+            Some(Data::Binary(b)) => d.field("data_bytes", &b.len()),
+            None => d.field("data", &Option::<()>::None),
+        };
+        d.finish()
+    }
+}
+
+impl Signal {
+    /// Starts a signal with its two required attributes: the dotted `type` and the `source`.
+    ///
+    /// Nothing is checked until [`SignalBuilder::build`].
+    pub fn builder(ty: impl Into<String>, source: impl Into<String>) -> SignalBuilder {
+        SignalBuilder {
+            ty: ty.into(),
+            source: source.into(),
+            id: None,
+            subject: None,
+            time: None,
+            time_error: None,
+            datacontenttype: None,
+            dataschema: None,
+            data: None,
+            extensions: BTreeMap::new(),
+            extension_error: None,
+        }
+    }
+
+    /// Shorthand for `Signal::builder(ty, source).data(data).build()`.
+    ///
+    /// # Errors
+    /// As [`SignalBuilder::build`].
+    pub fn new(
+        ty: impl Into<String>,
+        source: impl Into<String>,
+        data: Value,
+    ) -> Result<Signal, SignalError> {
+        Signal::builder(ty, source).data(data).build()
+    }
+
+    /// The id: unique per source (a UUIDv7 unless given).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+    /// The dotted type, e.g. `user.created`: what subscriptions match against.
+    pub fn ty(&self) -> &str {
+        &self.ty
+    }
+    /// Where the signal comes from (a URI reference).
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+    /// The CloudEvents version: always `"1.0"`.
+    pub fn specversion(&self) -> &'static str {
+        SPEC_VERSION
+    }
+    /// What the signal is about, within its source.
+    pub fn subject(&self) -> Option<&str> {
+        self.subject.as_deref()
+    }
+    /// When it happened.
+    pub fn time(&self) -> DateTime<Utc> {
+        self.time
+    }
+    /// The time in RFC 3339 form, as written on the wire.
+    pub fn time_rfc3339(&self) -> String {
+        self.time.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+    }
+    /// The media type of the data (`application/json` by default when data is present).
+    pub fn datacontenttype(&self) -> Option<&str> {
+        self.datacontenttype.as_deref()
+    }
+    /// The schema the data adheres to.
+    pub fn dataschema(&self) -> Option<&str> {
+        self.dataschema.as_deref()
+    }
+    /// The JSON data, if the payload is JSON.
+    pub fn data(&self) -> Option<&Value> {
+        match &self.data {
+            Some(Data::Json(v)) => Some(v),
+            _ => None,
+        }
+    }
+    /// The binary data, if the payload is bytes.
+    pub fn data_bytes(&self) -> Option<&[u8]> {
+        match &self.data {
+            Some(Data::Binary(b)) => Some(b),
+            _ => None,
+        }
+    }
+    /// The payload in either form.
+    pub fn payload(&self) -> Option<&Data> {
+        self.data.as_ref()
+    }
+    /// One extension attribute.
+    pub fn extension(&self, name: &str) -> Option<&ExtensionValue> {
+        self.extensions.get(name)
+    }
+    /// All extension attributes, sorted by name.
+    pub fn extensions(&self) -> &BTreeMap<String, ExtensionValue> {
+        &self.extensions
+    }
+
+    /// A copy of this signal with one more extension (used for dead letters and origins).
+    ///
+    /// # Errors
+    /// [`SignalError::ExtensionName`] for a name outside the CloudEvents rules.
+    pub fn with_extension(
+        &self,
+        name: &str,
+        value: impl Into<ExtensionValue>,
+    ) -> Result<Signal, SignalError> {
+        validate_extension_name(name)?;
+        let mut s = self.clone();
+        s.extensions.insert(name.to_owned(), value.into());
+        Ok(s)
+    }
+
+    /// The CloudEvents JSON bytes of this signal.
+    pub fn to_json_vec(&self) -> Vec<u8> {
+        // Serializing a Signal cannot fail: every field is a string, a number or a JSON value.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Reads a signal from CloudEvents JSON bytes.
+    ///
+    /// # Errors
+    /// The JSON error, whose message names the field and rule for invalid signals.
+    pub fn from_json_slice(bytes: &[u8]) -> Result<Signal, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
+    /// Builds a signal from a parsed JSON value in CloudEvents JSON form.
+    ///
+    /// # Errors
+    /// A [`SignalError`] naming the field and the rule.
+    pub fn from_json_value(value: Value) -> Result<Signal, SignalError> {
+        match value {
+            Value::Object(map) => Signal::from_map(map),
+            other => Err(SignalError::NotAnObject {
+                got: json_kind(&other),
+            }),
+        }
+    }
+
+    fn from_map(mut map: Map<String, Value>) -> Result<Signal, SignalError> {
+        fn take_str(
+            map: &mut Map<String, Value>,
+            field: &'static str,
+        ) -> Result<Option<String>, SignalError> {
+            match map.remove(field) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s)),
+                Some(_) => Err(SignalError::WrongType {
+                    field: field.to_owned(),
+                    expected: "a string",
+                }),
+            }
+        }
+        let specversion = take_str(&mut map, "specversion")?.ok_or(SignalError::Missing {
+            field: "specversion",
+        })?;
+        if specversion != "1.0" && specversion != "1.0.2" {
+            return Err(SignalError::SpecVersion { value: specversion });
+        }
+        let id = take_str(&mut map, "id")?.ok_or(SignalError::Missing { field: "id" })?;
+        let source = take_str(&mut map, "source")?.ok_or(SignalError::Missing { field: "source" })?;
+        let ty = take_str(&mut map, "type")?.ok_or(SignalError::Missing { field: "type" })?;
+        let subject = take_str(&mut map, "subject")?;
+        let time = take_str(&mut map, "time")?;
+        let datacontenttype = take_str(&mut map, "datacontenttype")?;
+        let dataschema = take_str(&mut map, "dataschema")?;
+        let data_base64 = take_str(&mut map, "data_base64")?;
+        let data = map.remove("data");
+        let data = match (data, data_base64) {
+            (Some(_), Some(_)) => return Err(SignalError::DataConflict),
+            (Some(v), None) => Some(Data::Json(v)),
+            (None, Some(b)) => Some(Data::Binary(
+                base64::engine::general_purpose::STANDARD
+                    .decode(b.as_bytes())
+                    .map_err(|e| SignalError::InvalidBase64 {
+                        reason: e.to_string(),
+                    })?,
+            )),
+            (None, None) => None,
+        };
+        let mut builder = Signal::builder(ty, source).id(id);
+        builder.subject = subject;
+        builder.datacontenttype = datacontenttype;
+        builder.dataschema = dataschema;
+        builder.data = data;
+        if let Some(t) = time {
+            builder = builder.time_str(&t);
+        }
+        for (name, value) in map {
+            let value = match value {
+                Value::String(s) => ExtensionValue::String(s),
+                Value::Bool(b) => ExtensionValue::Bool(b),
+                Value::Number(n) if n.is_i64() => ExtensionValue::Integer(n.as_i64().unwrap_or_default()),
+                Value::Null => continue,
+                _ => {
+                    return Err(SignalError::WrongType {
+                        field: name,
+                        expected: "a string, an integer or a boolean (extension attribute)",
+                    })
+                }
+            };
+            builder = builder.extension(name, value);
+        }
+        builder.build_inner(false)
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Builds a [`Signal`]. Never fails mid-chain: [`build`](SignalBuilder::build) reports the
+/// first problem.
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until build() is called"]
+pub struct SignalBuilder {
+    ty: String,
+    source: String,
+    id: Option<String>,
+    subject: Option<String>,
+    time: Option<DateTime<Utc>>,
+    time_error: Option<SignalError>,
+    datacontenttype: Option<String>,
+    dataschema: Option<String>,
+    data: Option<Data>,
+    extensions: BTreeMap<String, ExtensionValue>,
+    extension_error: Option<SignalError>,
+}
+
+impl SignalBuilder {
+    /// Sets the id. Default: a new UUIDv7 (time-ordered).
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+    /// Sets the subject.
+    pub fn subject(mut self, subject: impl Into<String>) -> Self {
+        self.subject = Some(subject.into());
+        self
+    }
+    /// Sets the time. Default: now.
+    pub fn time(mut self, time: DateTime<Utc>) -> Self {
+        self.time = Some(time);
+        self
+    }
+    /// Sets the time from an RFC 3339 string; a bad string fails at `build`.
+    pub fn time_str(mut self, time: &str) -> Self {
+        match DateTime::parse_from_rfc3339(time) {
+            Ok(t) => self.time = Some(t.with_timezone(&Utc)),
+            Err(e) => {
+                self.time_error = Some(SignalError::InvalidTime {
+                    value: time.to_owned(),
+                    reason: e.to_string(),
+                })
+            }
+        }
+        self
+    }
+    /// Sets JSON data. The content type defaults to `application/json`.
+    pub fn data(mut self, data: Value) -> Self {
+        self.data = Some(Data::Json(data));
+        self
+    }
+    /// Sets binary data (`data_base64` on the wire). Set a content type with
+    /// [`datacontenttype`](Self::datacontenttype); the default is `application/octet-stream`.
+    pub fn data_bytes(mut self, data: impl Into<Vec<u8>>) -> Self {
+        self.data = Some(Data::Binary(data.into()));
+        self
+    }
+    /// Sets the media type of the data.
+    pub fn datacontenttype(mut self, ct: impl Into<String>) -> Self {
+        self.datacontenttype = Some(ct.into());
+        self
+    }
+    /// Sets the schema URI of the data.
+    pub fn dataschema(mut self, schema: impl Into<String>) -> Self {
+        self.dataschema = Some(schema.into());
+        self
+    }
+    /// Adds an extension attribute (lower-case letters and digits; checked at `build`).
+    pub fn extension(mut self, name: impl Into<String>, value: impl Into<ExtensionValue>) -> Self {
+        let name = name.into();
+        if let Err(e) = validate_extension_name(&name) {
+            self.extension_error.get_or_insert(e);
+        }
+        self.extensions.insert(name, value.into());
+        self
+    }
+
+    /// Validates and builds the signal.
+    ///
+    /// # Errors
+    /// - `source` or `type` empty, or longer than [`MAX_ATTRIBUTE_LEN`];
+    /// - a type that is not dot-separated `[A-Za-z0-9_-]+` segments;
+    /// - an empty id, subject, content type or schema when given;
+    /// - a time that is not RFC 3339;
+    /// - an extension name that is not lower-case alphanumeric, or reuses a core attribute.
+    pub fn build(self) -> Result<Signal, SignalError> {
+        self.build_inner(true)
+    }
+
+    fn build_inner(self, defaults: bool) -> Result<Signal, SignalError> {
+        validate_type(&self.ty)?;
+        if self.source.is_empty() {
+            return Err(SignalError::Empty { field: "source" });
+        }
+        check_len("source", &self.source)?;
+        if let Some(e) = self.time_error {
+            return Err(e);
+        }
+        if let Some(e) = self.extension_error {
+            return Err(e);
+        }
+        let id = match self.id {
+            Some(id) if id.is_empty() => return Err(SignalError::Empty { field: "id" }),
+            Some(id) => {
+                check_len("id", &id)?;
+                id
+            }
+            None => uuid::Uuid::now_v7().to_string(),
+        };
+        for (field, value) in [
+            ("subject", &self.subject),
+            ("datacontenttype", &self.datacontenttype),
+            ("dataschema", &self.dataschema),
+        ] {
+            if let Some(v) = value {
+                if v.is_empty() {
+                    return Err(SignalError::Empty { field });
+                }
+                check_len(field, v)?;
+            }
+        }
+        let datacontenttype = match (&self.datacontenttype, &self.data, defaults) {
+            (Some(_), _, _) => self.datacontenttype,
+            (None, Some(Data::Json(_)), true) => Some("application/json".to_owned()),
+            (None, Some(Data::Binary(_)), true) => Some("application/octet-stream".to_owned()),
+            _ => None,
+        };
+        Ok(Signal {
+            id,
+            source: self.source,
+            ty: self.ty,
+            subject: self.subject,
+            time: self.time.unwrap_or_else(Utc::now),
+            datacontenttype,
+            dataschema: self.dataschema,
+            data: self.data,
+            extensions: self.extensions,
+        })
+    }
+}
+
+impl Serialize for Signal {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("specversion", SPEC_VERSION)?;
+        map.serialize_entry("id", &self.id)?;
+        map.serialize_entry("source", &self.source)?;
+        map.serialize_entry("type", &self.ty)?;
+        if let Some(s) = &self.subject {
+            map.serialize_entry("subject", s)?;
+        }
+        map.serialize_entry("time", &self.time_rfc3339())?;
+        if let Some(ct) = &self.datacontenttype {
+            map.serialize_entry("datacontenttype", ct)?;
+        }
+        if let Some(ds) = &self.dataschema {
+            map.serialize_entry("dataschema", ds)?;
+        }
+        for (name, value) in &self.extensions {
+            map.serialize_entry(name, &value.to_json())?;
+        }
+        match &self.data {
+            Some(Data::Json(v)) => map.serialize_entry("data", v)?,
+            Some(Data::Binary(b)) => map.serialize_entry(
+                "data_base64",
+                &base64::engine::general_purpose::STANDARD.encode(b),
+            )?,
+            None => {}
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Signal {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(deserializer)?;
+        Signal::from_json_value(value).map_err(de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sample() -> Signal {
+        Signal::builder("user.created", "/accounts")
+            .id("abc")
+            .subject("user/42")
+            .time_str("2024-01-02T03:04:05Z")
+            .data(json!({"id": 42}))
+            .extension("tenant", "acme")
+            .extension("attempt", 3)
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn builder_defaults() {
+        let s = Signal::builder("a.b", "/src").build().unwrap();
+        assert_eq!(s.specversion(), "1.0");
+        let id = uuid::Uuid::parse_str(s.id()).unwrap();
+        assert_eq!(id.get_version_num(), 7);
+        assert_eq!(s.datacontenttype(), None);
+        let s = Signal::new("a.b", "/src", json!([1])).unwrap();
+        assert_eq!(s.datacontenttype(), Some("application/json"));
+        let b = Signal::builder("a.b", "/src").data_bytes(vec![1, 2]).build().unwrap();
+        assert_eq!(b.datacontenttype(), Some("application/octet-stream"));
+        assert_eq!(b.data_bytes(), Some(&[1u8, 2][..]));
+    }
+
+    #[test]
+    fn json_form_is_cloudevents_structured() {
+        let v: Value = serde_json::to_value(sample()).unwrap();
+        assert_eq!(
+            v,
+            json!({
+                "specversion": "1.0", "id": "abc", "source": "/accounts", "type": "user.created",
+                "subject": "user/42", "time": "2024-01-02T03:04:05Z",
+                "datacontenttype": "application/json", "tenant": "acme", "attempt": 3,
+                "data": {"id": 42}
+            })
+        );
+    }
+
+    #[test]
+    fn roundtrip_json_and_binary() {
+        let s = sample();
+        let back: Signal = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+        let b = Signal::builder("a.b", "/src")
+            .data_bytes(b"\x00\xffhello".to_vec())
+            .build()
+            .unwrap();
+        let wire = serde_json::to_value(&b).unwrap();
+        assert_eq!(wire["data_base64"], json!("AP9oZWxsbw=="));
+        let back: Signal = serde_json::from_value(wire).unwrap();
+        assert_eq!(back, b);
+    }
+
+    #[test]
+    fn reads_other_sdks_output() {
+        let wire = json!({
+            "specversion": "1.0.2", "id": "1", "source": "urn:x", "type": "com.example.thing",
+            "time": "2024-01-02T05:04:05+02:00", "comexampleext": true, "data": "text"
+        });
+        let s: Signal = serde_json::from_value(wire).unwrap();
+        assert_eq!(s.time_rfc3339(), "2024-01-02T03:04:05Z");
+        assert_eq!(s.extension("comexampleext"), Some(&ExtensionValue::Bool(true)));
+        assert_eq!(s.data(), Some(&json!("text")));
+        // No content type is invented for a read signal.
+        assert_eq!(s.datacontenttype(), None);
+    }
+
+    fn err_of(v: Value) -> String {
+        serde_json::from_value::<Signal>(v).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn bad_input_names_field_and_rule() {
+        let base = || json!({"specversion": "1.0", "id": "1", "source": "/s", "type": "a.b"});
+        let mut v = base();
+        v.as_object_mut().unwrap().remove("source");
+        assert_eq!(err_of(v), "`source` is required");
+        let mut v = base();
+        v["specversion"] = json!("0.3");
+        assert!(err_of(v).contains("specversion `0.3` is not supported"));
+        let mut v = base();
+        v["type"] = json!("user..created");
+        assert_eq!(err_of(v), "type `user..created` has an empty segment at position 1");
+        let mut v = base();
+        v["time"] = json!("yesterday");
+        assert!(err_of(v).starts_with("time `yesterday` is not an RFC 3339 timestamp"));
+        let mut v = base();
+        v["data"] = json!(1);
+        v["data_base64"] = json!("AA==");
+        assert_eq!(err_of(v), "`data` and `data_base64` must not both be present");
+        assert_eq!(err_of(json!([1, 2])), "a signal must be a JSON object, got an array");
+        let mut v = base();
+        v["id"] = json!(5);
+        assert_eq!(err_of(v), "`id` must be a string");
+        let mut v = base();
+        v["Bad_Ext"] = json!("x");
+        assert!(err_of(v).contains("extension name `Bad_Ext` is invalid"));
+        let mut v = base();
+        v["id"] = json!("");
+        assert_eq!(err_of(v), "`id` must not be empty");
+        let mut v = base();
+        v["data_base64"] = json!("***");
+        assert!(err_of(v).starts_with("`data_base64` is not valid base64"));
+    }
+
+    #[test]
+    fn builder_rejects_bad_values() {
+        let e = Signal::builder("user created", "/s").build().unwrap_err();
+        assert!(e.to_string().contains("type `user created` has the character ' '"), "{e}");
+        let e = Signal::builder("a", "").build().unwrap_err();
+        assert_eq!(e.to_string(), "`source` must not be empty");
+        let e = Signal::builder("", "/s").build().unwrap_err();
+        assert_eq!(e.to_string(), "`type` must not be empty");
+        let e = Signal::builder("a", "/s").extension("data", 1).build().unwrap_err();
+        assert!(e.to_string().contains("core CloudEvents attribute"));
+        let e = Signal::builder("a", "/s").subject("").build().unwrap_err();
+        assert_eq!(e.to_string(), "`subject` must not be empty");
+        let long = "a".repeat(MAX_ATTRIBUTE_LEN + 1);
+        let e = Signal::builder("a", long).build().unwrap_err();
+        assert!(e.to_string().contains("more than the limit of 4096"));
+    }
+
+    #[test]
+    fn with_extension_copies() {
+        let s = sample();
+        let t = s.with_extension("deadletter", "x").unwrap();
+        assert_eq!(t.extension("deadletter").and_then(|v| v.as_str()), Some("x"));
+        assert!(s.extension("deadletter").is_none());
+        assert!(s.with_extension("X", 1).is_err());
+    }
+}
