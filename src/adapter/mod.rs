@@ -28,9 +28,9 @@ mod noop;
 mod pubsub;
 
 pub use channel::Channel;
-// pub use console::{Console, ConsoleFormat};
+pub use console::{Console, ConsoleFormat};
 pub use handler::Handler;
-// pub use logger::{LogFormat, LogLevel, Logger};
+pub use logger::{LogFormat, LogLevel, Logger};
 pub use named::Named;
 pub use noop::Noop;
 pub use pubsub::PubSub;
