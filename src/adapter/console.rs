@@ -358,7 +358,14 @@ mod tests {
 
     #[test]
     fn formats_parse() {
-        assert_eq!("JSON".parse::<ConsoleFormat>().unwrap(), ConsoleFormat::Json);
-        assert!("yaml".parse::<ConsoleFormat>().unwrap_err().to_string().contains("`yaml`"));
+        assert_eq!(
+            "JSON".parse::<ConsoleFormat>().unwrap(),
+            ConsoleFormat::Json
+        );
+        assert!("yaml"
+            .parse::<ConsoleFormat>()
+            .unwrap_err()
+            .to_string()
+            .contains("`yaml`"));
     }
 }

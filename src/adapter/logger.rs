@@ -352,7 +352,8 @@ fn render_data(signal: &Signal, max: usize) -> String {
 fn push_meta_value(out: &mut String, value: &Value) {
     match value {
         Value::String(s)
-            if !s.is_empty() && !s.contains(|c: char| c.is_whitespace() || c == '"' || c == '=') =>
+            if !s.is_empty()
+                && !s.contains(|c: char| c.is_whitespace() || c == '"' || c == '=') =>
         {
             out.push_str(s);
         }
@@ -623,7 +624,11 @@ impl Adapter for Logger {
             }
         }
         if self.max_data_len == 0 {
-            errors.push(ConfigError::invalid("max_data_len", 0, "must be at least 1"));
+            errors.push(ConfigError::invalid(
+                "max_data_len",
+                0,
+                "must be at least 1",
+            ));
         }
         match errors.len() {
             0 => Ok(()),
@@ -662,12 +667,17 @@ mod tests {
     fn compiles_placeholders_and_literals() {
         let f = LogFormat::new("a $type b $$ c $ d $ext.tenant. $id$source");
         assert!(f.validate().is_ok());
-        assert_eq!(f.render(&signal()), "a user.created b $ c $ d acme. abc/accounts");
+        assert_eq!(
+            f.render(&signal()),
+            "a user.created b $ c $ d acme. abc/accounts"
+        );
     }
 
     #[test]
     fn unknown_placeholders_are_all_reported() {
-        let err = LogFormat::new("$types $ext. $foo_bar").validate().unwrap_err();
+        let err = LogFormat::new("$types $ext. $foo_bar")
+            .validate()
+            .unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("`$types`"), "{msg}");
         assert!(msg.contains("`$ext.`"), "{msg}");
@@ -689,7 +699,13 @@ mod tests {
 
     #[test]
     fn levels_parse_and_display() {
-        for l in [LogLevel::Trace, LogLevel::Debug, LogLevel::Info, LogLevel::Warn, LogLevel::Error] {
+        for l in [
+            LogLevel::Trace,
+            LogLevel::Debug,
+            LogLevel::Info,
+            LogLevel::Warn,
+            LogLevel::Error,
+        ] {
             assert_eq!(l.to_string().parse::<LogLevel>().unwrap(), l);
         }
         assert_eq!("Warning".parse::<LogLevel>().unwrap(), LogLevel::Warn);
