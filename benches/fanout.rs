@@ -1,1 +1,125 @@
-fn main() {}
+//! Publish cost: the bus delivering to 1, 10 and 100 channel subscribers among 1,000
+//! non-matching subscriptions, beside a raw loop of `try_send` over the same number of
+//! tokio mpsc senders, in the same run.
+//!
+//! `cargo bench --bench fanout`
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use signal_bus::{adapter::Channel, Bus, Signal};
+use tokio::{runtime::Runtime, sync::mpsc};
+
+const NOISE: usize = 1_000;
+const CAPACITY: usize = 4096;
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn drain(rt: &Runtime, mut rx: mpsc::Receiver<Arc<Signal>>) {
+    rt.spawn(async move { while rx.recv().await.is_some() {} });
+}
+
+fn signal() -> Arc<Signal> {
+    Arc::new(
+        Signal::builder("bench.fanout.event", "/bench")
+            .subject("item/1")
+            .data(serde_json::json!({"id": 1, "name": "a fairly typical payload"}))
+            .build()
+            .unwrap(),
+    )
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = runtime();
+    let mut group = c.benchmark_group("fanout");
+    group
+        .measurement_time(Duration::from_secs(4))
+        .sample_size(30);
+    for &n in &[1usize, 10, 100] {
+        group.throughput(Throughput::Elements(1));
+
+        // Raw baseline: the same number of senders, one try_send each (send().await if full).
+        let senders: Vec<mpsc::Sender<Arc<Signal>>> = (0..n)
+            .map(|_| {
+                let (tx, rx) = mpsc::channel(CAPACITY);
+                drain(&rt, rx);
+                tx
+            })
+            .collect();
+        let sig = signal();
+        group.bench_with_input(BenchmarkId::new("raw_try_send", n), &n, |b, _| {
+            b.iter_custom(|iters| {
+                let senders = senders.clone();
+                let sig = Arc::clone(&sig);
+                rt.block_on(async move {
+                    tokio::spawn(async move {
+                        let start = Instant::now();
+                        for _ in 0..iters {
+                            for tx in &senders {
+                                if let Err(mpsc::error::TrySendError::Full(s)) =
+                                    tx.try_send(Arc::clone(&sig))
+                                {
+                                    let _ = tx.send(s).await;
+                                }
+                            }
+                        }
+                        start.elapsed()
+                    })
+                    .await
+                    .unwrap()
+                })
+            })
+        });
+        drop(senders);
+
+        // The bus: n matching channel subscribers among NOISE non-matching patterns.
+        let bus = Bus::builder().name("bench").build().unwrap();
+        for i in 0..NOISE {
+            let pattern = match i % 4 {
+                0 => format!("noise.svc{i}.created"),
+                1 => format!("noise{i}.*"),
+                2 => format!("other.entity{i}.**"),
+                _ => format!("bench.fanout.other{i}"),
+            };
+            bus.subscribe(&pattern, signal_bus::adapter::Noop).unwrap();
+        }
+        for _ in 0..n {
+            let (tx, rx) = mpsc::channel(CAPACITY);
+            drain(&rt, rx);
+            bus.subscribe("bench.fanout.event", Channel::new(tx))
+                .unwrap();
+        }
+        group.bench_with_input(BenchmarkId::new("bus_publish", n), &n, |b, _| {
+            b.iter_custom(|iters| {
+                let bus = bus.clone();
+                let sig = Arc::clone(&sig);
+                rt.block_on(async move {
+                    tokio::spawn(async move {
+                        let start = Instant::now();
+                        for _ in 0..iters {
+                            let report = bus.publish(Arc::clone(&sig)).await.unwrap();
+                            debug_assert!(report.is_ok());
+                            std::hint::black_box(report);
+                        }
+                        start.elapsed()
+                    })
+                    .await
+                    .unwrap()
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

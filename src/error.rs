@@ -36,7 +36,11 @@ fn join_errors(errors: &[ConfigError]) -> String {
 
 impl ConfigError {
     /// A shorthand for [`ConfigError::Invalid`].
-    pub fn invalid(option: &'static str, value: impl fmt::Display, rule: impl Into<String>) -> Self {
+    pub fn invalid(
+        option: &'static str,
+        value: impl fmt::Display,
+        rule: impl Into<String>,
+    ) -> Self {
         ConfigError::Invalid {
             option,
             value: value.to_string(),
@@ -172,7 +176,9 @@ pub enum DeliveryError {
         name: String,
     },
     /// The adapter is not attached to a bus and has nothing to deliver to.
-    #[error("adapter `{adapter}` is not attached to a bus: subscribe it on a bus or give it a registry")]
+    #[error(
+        "adapter `{adapter}` is not attached to a bus: subscribe it on a bus or give it a registry"
+    )]
     Detached {
         /// The adapter name.
         adapter: String,

@@ -161,7 +161,9 @@ pub fn validate_type(ty: &str) -> Result<(), SignalError> {
         {
             return Err(SignalError::InvalidType {
                 value: ty.to_owned(),
-                rule: format!("has the character {c:?} in segment `{seg}`: segments are [A-Za-z0-9_-]+"),
+                rule: format!(
+                    "has the character {c:?} in segment `{seg}`: segments are [A-Za-z0-9_-]+"
+                ),
             });
         }
     }
@@ -481,7 +483,8 @@ impl Signal {
             return Err(SignalError::SpecVersion { value: specversion });
         }
         let id = take_str(&mut map, "id")?.ok_or(SignalError::Missing { field: "id" })?;
-        let source = take_str(&mut map, "source")?.ok_or(SignalError::Missing { field: "source" })?;
+        let source =
+            take_str(&mut map, "source")?.ok_or(SignalError::Missing { field: "source" })?;
         let ty = take_str(&mut map, "type")?.ok_or(SignalError::Missing { field: "type" })?;
         let subject = take_str(&mut map, "subject")?;
         let time = take_str(&mut map, "time")?;
@@ -513,7 +516,9 @@ impl Signal {
             let value = match value {
                 Value::String(s) => ExtensionValue::String(s),
                 Value::Bool(b) => ExtensionValue::Bool(b),
-                Value::Number(n) if n.is_i64() => ExtensionValue::Integer(n.as_i64().unwrap_or_default()),
+                Value::Number(n) if n.is_i64() => {
+                    ExtensionValue::Integer(n.as_i64().unwrap_or_default())
+                }
                 Value::Null => continue,
                 _ => {
                     return Err(SignalError::WrongType {
@@ -746,7 +751,10 @@ mod tests {
         assert_eq!(s.datacontenttype(), None);
         let s = Signal::new("a.b", "/src", json!([1])).unwrap();
         assert_eq!(s.datacontenttype(), Some("application/json"));
-        let b = Signal::builder("a.b", "/src").data_bytes(vec![1, 2]).build().unwrap();
+        let b = Signal::builder("a.b", "/src")
+            .data_bytes(vec![1, 2])
+            .build()
+            .unwrap();
         assert_eq!(b.datacontenttype(), Some("application/octet-stream"));
         assert_eq!(b.data_bytes(), Some(&[1u8, 2][..]));
     }
@@ -788,7 +796,10 @@ mod tests {
         });
         let s: Signal = serde_json::from_value(wire).unwrap();
         assert_eq!(s.time_rfc3339(), "2024-01-02T03:04:05Z");
-        assert_eq!(s.extension("comexampleext"), Some(&ExtensionValue::Bool(true)));
+        assert_eq!(
+            s.extension("comexampleext"),
+            Some(&ExtensionValue::Bool(true))
+        );
         assert_eq!(s.data(), Some(&json!("text")));
         // No content type is invented for a read signal.
         assert_eq!(s.datacontenttype(), None);
@@ -809,15 +820,24 @@ mod tests {
         assert!(err_of(v).contains("specversion `0.3` is not supported"));
         let mut v = base();
         v["type"] = json!("user..created");
-        assert_eq!(err_of(v), "type `user..created` has an empty segment at position 1");
+        assert_eq!(
+            err_of(v),
+            "type `user..created` has an empty segment at position 1"
+        );
         let mut v = base();
         v["time"] = json!("yesterday");
         assert!(err_of(v).starts_with("time `yesterday` is not an RFC 3339 timestamp"));
         let mut v = base();
         v["data"] = json!(1);
         v["data_base64"] = json!("AA==");
-        assert_eq!(err_of(v), "`data` and `data_base64` must not both be present");
-        assert_eq!(err_of(json!([1, 2])), "a signal must be a JSON object, got an array");
+        assert_eq!(
+            err_of(v),
+            "`data` and `data_base64` must not both be present"
+        );
+        assert_eq!(
+            err_of(json!([1, 2])),
+            "a signal must be a JSON object, got an array"
+        );
         let mut v = base();
         v["id"] = json!(5);
         assert_eq!(err_of(v), "`id` must be a string");
@@ -835,12 +855,19 @@ mod tests {
     #[test]
     fn builder_rejects_bad_values() {
         let e = Signal::builder("user created", "/s").build().unwrap_err();
-        assert!(e.to_string().contains("type `user created` has the character ' '"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("type `user created` has the character ' '"),
+            "{e}"
+        );
         let e = Signal::builder("a", "").build().unwrap_err();
         assert_eq!(e.to_string(), "`source` must not be empty");
         let e = Signal::builder("", "/s").build().unwrap_err();
         assert_eq!(e.to_string(), "`type` must not be empty");
-        let e = Signal::builder("a", "/s").extension("data", 1).build().unwrap_err();
+        let e = Signal::builder("a", "/s")
+            .extension("data", 1)
+            .build()
+            .unwrap_err();
         assert!(e.to_string().contains("core CloudEvents attribute"));
         let e = Signal::builder("a", "/s").subject("").build().unwrap_err();
         assert_eq!(e.to_string(), "`subject` must not be empty");
@@ -853,7 +880,10 @@ mod tests {
     fn with_extension_copies() {
         let s = sample();
         let t = s.with_extension("deadletter", "x").unwrap();
-        assert_eq!(t.extension("deadletter").and_then(|v| v.as_str()), Some("x"));
+        assert_eq!(
+            t.extension("deadletter").and_then(|v| v.as_str()),
+            Some("x")
+        );
         assert!(s.extension("deadletter").is_none());
         assert!(s.with_extension("X", 1).is_err());
     }

@@ -27,7 +27,9 @@ pub struct Handler<F> {
 
 impl<F> fmt::Debug for Handler<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Handler").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("Handler")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 

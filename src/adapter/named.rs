@@ -106,7 +106,9 @@ impl Adapter for Named {
     async fn health_check(&self) -> Health {
         match self.registry() {
             Ok(r) if r.contains(&self.name) => Health::healthy(),
-            Ok(_) => Health::unhealthy(format!("no live receiver is registered as `{}`", self.name)),
+            Ok(_) => {
+                Health::unhealthy(format!("no live receiver is registered as `{}`", self.name))
+            }
             Err(e) => Health::unhealthy(e.to_string()),
         }
     }

@@ -28,7 +28,7 @@ use std::{
 use tokio::sync::{broadcast, mpsc};
 
 use crate::{
-    dispatch::{deliver_all, validate_targets, IntoTargets, PublishReport, Target},
+    dispatch::{deliver_all, validate_targets, IntoTargets, Plan, PublishReport, Target},
     router::{RouteId, Router},
     BusError, ConfigError, Pattern, Signal,
 };
@@ -58,8 +58,9 @@ impl fmt::Display for SubscriptionId {
 /// One subscription as the bus holds it.
 #[derive(Debug)]
 pub(crate) struct Subscription {
-    id: SubscriptionId,
-    targets: Box<[Target]>,
+    pub(crate) id: SubscriptionId,
+    pub(crate) priority: i32,
+    pub(crate) targets: Box<[Target]>,
 }
 
 /// A subscription as [`Bus::subscriptions`] lists it.
@@ -86,7 +87,9 @@ struct Matched {
 #[derive(Debug, Default)]
 struct MatchCache {
     generation: u64,
-    map: HashMap<Box<str>, Arc<Matched>, foldhash::fast::RandomState>,
+    /// Type -> (generation it was computed at, matches). Entries of older generations are
+    /// misses, so subscribing never walks the map.
+    map: HashMap<Box<str>, (u64, Arc<Matched>), foldhash::fast::RandomState>,
 }
 
 struct Inner {
@@ -150,7 +153,11 @@ impl BusBuilder {
             problems.push(ConfigError::invalid("name", &self.name, rule));
         }
         if self.pubsub_capacity == 0 {
-            problems.push(ConfigError::invalid("pubsub_capacity", 0, "must be at least 1"));
+            problems.push(ConfigError::invalid(
+                "pubsub_capacity",
+                0,
+                "must be at least 1",
+            ));
         }
         match problems.len() {
             0 => {}
@@ -263,6 +270,7 @@ impl Bus {
         let id = SubscriptionId(self.inner.next_id.fetch_add(1, Ordering::Relaxed));
         let sub = Arc::new(Subscription {
             id,
+            priority,
             targets: targets.into_boxed_slice(),
         });
         {
@@ -291,11 +299,7 @@ impl Bus {
     }
 
     fn invalidate(&self) {
-        let mut cache = write(&self.inner.cache);
-        cache.generation += 1;
-        if cache.map.len() > self.inner.cache_capacity / 2 {
-            cache.map.clear();
-        }
+        write(&self.inner.cache).generation += 1;
     }
 
     /// The subscriptions, oldest first.
@@ -310,7 +314,7 @@ impl Bus {
                 Some(SubscriptionInfo {
                     id: *id,
                     pattern,
-                    priority: 0,
+                    priority: sub.priority,
                     targets: sub.targets.iter().map(|t| t.name().to_owned()).collect(),
                 })
             })
@@ -332,10 +336,10 @@ impl Bus {
     fn matched(&self, ty: &str) -> Arc<Matched> {
         let generation = {
             let cache = read(&self.inner.cache);
-            if let Some(m) = cache.map.get(ty) {
-                return Arc::clone(m);
+            match cache.map.get(ty) {
+                Some((generation, m)) if *generation == cache.generation => return Arc::clone(m),
+                _ => cache.generation,
             }
-            cache.generation
         };
         let matched = {
             let router = read(&self.inner.router);
@@ -354,10 +358,12 @@ impl Bus {
             let mut cache = write(&self.inner.cache);
             // Only cache what was computed from the current subscriptions.
             if cache.generation == generation {
-                if cache.map.len() >= self.inner.cache_capacity {
+                if cache.map.len() >= self.inner.cache_capacity && !cache.map.contains_key(ty) {
                     cache.map.clear();
                 }
-                cache.map.insert(Box::from(ty), Arc::clone(&matched));
+                cache
+                    .map
+                    .insert(Box::from(ty), (generation, Arc::clone(&matched)));
             }
         }
         matched
@@ -382,11 +388,8 @@ impl Bus {
         let started = Instant::now();
         let matched = self.matched(signal.ty());
         let mut report = PublishReport::with_capacity(matched.targets);
-        let targets = matched
-            .subscriptions
-            .iter()
-            .flat_map(|s| s.targets.iter().map(move |t| (Some(s.id), t)));
-        deliver_all(&signal, targets, &mut report).await;
+        let plan = Plan::Subscriptions(&matched.subscriptions);
+        deliver_all(&signal, plan.iter(), &mut report).await;
         report.elapsed = started.elapsed();
         crate::telemetry::published(
             &self.inner.name,

@@ -19,7 +19,10 @@ use std::{
 
 use futures_util::future::{join_all, BoxFuture};
 
-use crate::{bus::SubscriptionId, BusError, DeliveryError, Signal};
+use crate::{
+    bus::{Subscription, SubscriptionId},
+    BusError, DeliveryError, Signal,
+};
 
 mod report;
 mod target;
@@ -50,7 +53,7 @@ pub async fn dispatch(
     validate_targets(&targets)?;
     let started = Instant::now();
     let mut report = PublishReport::with_capacity(targets.len());
-    deliver_all(&signal, targets.iter().map(|t| (None, t)), &mut report).await;
+    deliver_all(&signal, Plan::Targets(&targets).iter(), &mut report).await;
     report.elapsed = started.elapsed();
     Ok(report)
 }
@@ -106,18 +109,67 @@ pub(crate) fn validate_targets(targets: &[Target]) -> Result<(), BusError> {
     Ok(())
 }
 
+/// The targets of one delivery: bare targets, or the targets of matched subscriptions.
+///
+/// A concrete iterator (rather than closures) keeps `publish` futures `Send`.
+#[derive(Clone, Copy)]
+pub(crate) enum Plan<'a> {
+    Targets(&'a [Target]),
+    Subscriptions(&'a [Arc<Subscription>]),
+}
+
+impl<'a> Plan<'a> {
+    pub(crate) fn iter(self) -> PlanIter<'a> {
+        PlanIter {
+            plan: self,
+            sub: 0,
+            target: 0,
+        }
+    }
+}
+
+pub(crate) struct PlanIter<'a> {
+    plan: Plan<'a>,
+    sub: usize,
+    target: usize,
+}
+
+impl<'a> Iterator for PlanIter<'a> {
+    type Item = (Option<SubscriptionId>, &'a Target);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.plan {
+            Plan::Targets(targets) => {
+                let t = targets.get(self.target)?;
+                self.target += 1;
+                Some((None, t))
+            }
+            Plan::Subscriptions(subs) => loop {
+                let sub = subs.get(self.sub)?;
+                if let Some(t) = sub.targets.get(self.target) {
+                    self.target += 1;
+                    return Some((Some(sub.id), t));
+                }
+                self.sub += 1;
+                self.target = 0;
+            },
+        }
+    }
+}
+
 /// Delivers `signal` to each target, appending one outcome per target to `report` in order.
-pub(crate) async fn deliver_all<'a, I>(signal: &Arc<Signal>, targets: I, report: &mut PublishReport)
-where
-    I: Iterator<Item = (Option<SubscriptionId>, &'a Target)>,
-{
+pub(crate) async fn deliver_all(
+    signal: &Arc<Signal>,
+    targets: PlanIter<'_>,
+    report: &mut PublishReport,
+) {
     let first = report.outcomes.len();
-    let mut pending: Vec<(usize, BoxFuture<'a, Result<(), DeliveryError>>)> = Vec::new();
+    let mut pending: Vec<(usize, BoxFuture<'_, Result<(), DeliveryError>>)> = Vec::new();
     for (subscription, target) in targets {
         let result = match target.adapter.try_deliver(signal) {
             Some(result) => result,
             None => {
-                let mut fut: BoxFuture<'a, _> = Box::pin(deliver_one(target, Arc::clone(signal)));
+                let mut fut: BoxFuture<'_, _> = Box::pin(deliver_one(target, Arc::clone(signal)));
                 match poll_once(&mut fut) {
                     Poll::Ready(result) => result,
                     Poll::Pending => {
@@ -134,7 +186,12 @@ where
         });
     }
     if !pending.is_empty() {
-        let done = join_all(pending.into_iter().map(|(i, fut)| async move { (i, fut.await) })).await;
+        let done = join_all(
+            pending
+                .into_iter()
+                .map(|(i, fut)| async move { (i, fut.await) }),
+        )
+        .await;
         for (i, result) in done {
             report.outcomes[i].result = result;
         }

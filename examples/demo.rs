@@ -1,0 +1,215 @@
+//! The demo: one bus, several subscriptions and adapters, a few hundred signals, and a
+//! summary of what went where. Runs on embedded defaults: no server needed.
+//!
+//! `cargo run --release --example demo`
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Instant,
+};
+
+use serde_json::json;
+use signal_bus::{
+    adapter::{Channel, Console, ConsoleFormat, Handler, Logger, Named, Noop, PubSub},
+    Bus, DeliveryError, Signal, Target,
+};
+use tokio::sync::mpsc;
+
+const TYPES: [&str; 10] = [
+    "user.created",
+    "user.updated",
+    "order.placed",
+    "order.paid",
+    "order.shipped",
+    "order.item.added",
+    "payment.failed",
+    "audit.login.succeeded",
+    "inventory.low",
+    "debug.trace",
+];
+
+/// A deterministic stream of `n` signals across the types above.
+fn signals(n: usize) -> Vec<Signal> {
+    (0..n)
+        .map(|i| {
+            // Rare types (payment.failed, audit, debug) appear less often.
+            let ty = match i % 20 {
+                19 => TYPES[6],
+                17 => TYPES[7],
+                13 => TYPES[9],
+                k => TYPES[k % 6],
+            };
+            let ty = if i % 37 == 0 { TYPES[8] } else { ty };
+            Signal::builder(ty, "/demo/shop")
+                .subject(format!("customer/{}", i % 25))
+                .data(json!({"seq": i, "amount_cents": (i * 137) % 10_000}))
+                .build()
+                .expect("the demo builds valid signals")
+        })
+        .collect()
+}
+
+/// A consumer task that counts what it receives.
+fn spawn_counter(mut rx: mpsc::Receiver<Arc<Signal>>) -> tokio::task::JoinHandle<usize> {
+    tokio::spawn(async move {
+        let mut n = 0;
+        while rx.recv().await.is_some() {
+            n += 1;
+        }
+        n
+    })
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Audit lines from the Logger adapter go through tracing.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,signal_bus::deliver=off".into()),
+        )
+        .with_target(false)
+        .init();
+
+    let bus = Bus::builder().name("demo").build()?;
+
+    // 1. Fulfilment: a task owning a channel gets every order signal.
+    let (orders_tx, orders_rx) = mpsc::channel(256);
+    bus.subscribe("order.**", Channel::new(orders_tx))?;
+    let fulfilment = spawn_counter(orders_rx);
+
+    // 2. E-mail: a receiver registered by name gets user signals.
+    let (email_tx, email_rx) = mpsc::channel(256);
+    bus.register("email_service", email_tx)?;
+    bus.subscribe("user.*", Named::new("email_service"))?;
+    let email = spawn_counter(email_rx);
+
+    // 3. Billing: a topic with two listeners, fed by a glob segment.
+    let billing_a = bus.pubsub_subscribe("billing");
+    let billing_b = bus.pubsub_subscribe("billing");
+    bus.subscribe("order.{placed,paid}", PubSub::new("billing"))?;
+    let listen = |mut rx: tokio::sync::broadcast::Receiver<Arc<Signal>>| {
+        tokio::spawn(async move {
+            let mut n = 0;
+            while rx.recv().await.is_ok() {
+                n += 1;
+            }
+            n
+        })
+    };
+    let (billing_a, billing_b) = (listen(billing_a), listen(billing_b));
+
+    // 4. Metrics: a handler sees everything and counts per type.
+    let per_type: Arc<std::sync::Mutex<BTreeMap<String, usize>>> = Arc::default();
+    let counts = Arc::clone(&per_type);
+    bus.subscribe_with_priority(
+        "**",
+        -10,
+        Target::new(Handler::new(move |s: Arc<Signal>| {
+            let counts = Arc::clone(&counts);
+            async move {
+                *counts.lock().unwrap().entry(s.ty().to_owned()).or_default() += 1;
+                Ok(())
+            }
+        }))
+        .label("metrics"),
+    )?;
+
+    // 5. A flaky partner integration: fails one delivery in five.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = Arc::clone(&calls);
+    bus.subscribe(
+        "order.shipped",
+        Target::new(Handler::new(move |_s: Arc<Signal>| {
+            let n = c.fetch_add(1, Ordering::Relaxed);
+            async move {
+                if n % 5 == 4 {
+                    Err(DeliveryError::retryable("partner API answered 503"))
+                } else {
+                    Ok(())
+                }
+            }
+        }))
+        .label("partner-api"),
+    )?;
+
+    // 6. Audit trail through tracing, payment failures on the console, debug noise dropped.
+    bus.subscribe(
+        "audit.**",
+        Logger::info().format("audit: $type for $subject"),
+    )?;
+    bus.subscribe(
+        "payment.failed",
+        Console::stdout().format(ConsoleFormat::Compact),
+    )?;
+    bus.subscribe("inventory.low", Logger::warn().format("stock low: $data"))?;
+    bus.subscribe("debug.**", Noop)?;
+
+    // Publish a few hundred signals and tally every outcome per subscription target.
+    let signals = signals(400);
+    let patterns: BTreeMap<u64, String> = bus
+        .subscriptions()
+        .into_iter()
+        .map(|s| (s.id.get(), s.pattern.to_string()))
+        .collect();
+    let mut table: BTreeMap<(u64, String), (usize, usize)> = BTreeMap::new();
+    let mut unmatched = 0;
+    println!(
+        "--- publishing {} signals (console and log lines below) ---",
+        signals.len()
+    );
+    let started = Instant::now();
+    for signal in signals.iter().cloned() {
+        let report = bus.publish(signal).await?;
+        if report.is_empty() {
+            unmatched += 1;
+        }
+        for o in report.outcomes() {
+            let sub = o.subscription.map_or(0, |s| s.get());
+            let row = table.entry((sub, o.target.to_string())).or_default();
+            if o.is_ok() {
+                row.0 += 1;
+            } else {
+                row.1 += 1;
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+
+    drop(bus); // closes channels and topics so the consumers finish
+    let (fulfilment, email) = (fulfilment.await?, email.await?);
+    let (billing_a, billing_b) = (billing_a.await?, billing_b.await?);
+
+    println!();
+    println!("--- what went where ---");
+    println!(
+        "{:<22} {:<14} {:>10} {:>8}",
+        "subscription", "target", "delivered", "failed"
+    );
+    for ((sub, target), (ok, failed)) in &table {
+        let pattern = patterns.get(sub).map_or("?", String::as_str);
+        println!("{pattern:<22} {target:<14} {ok:>10} {failed:>8}");
+    }
+    println!();
+    println!("--- what the receivers got ---");
+    println!("fulfilment task (channel)     {fulfilment}");
+    println!("email_service (named)         {email}");
+    println!("billing listeners (pubsub)    {billing_a} and {billing_b}");
+    println!("metrics handler, per type:");
+    for (ty, n) in per_type.lock().unwrap().iter() {
+        println!("    {ty:<24} {n}");
+    }
+    let deliveries: usize = table.values().map(|(ok, _)| ok).sum();
+    let failures: usize = table.values().map(|(_, f)| f).sum();
+    println!();
+    println!(
+        "{} signals published in {:.2?}: {deliveries} deliveries, {failures} failed, {unmatched} matched nothing",
+        signals.len(),
+        elapsed
+    );
+    Ok(())
+}

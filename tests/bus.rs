@@ -1,0 +1,479 @@
+//! Integration tests of the bus: subscribe, publish, ordering, failures, and the in-process
+//! adapters (channel, named, pubsub, handler, noop) through it.
+
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use serde_json::json;
+use signal_bus::{
+    adapter::{Channel, Handler, Named, Noop, PubSub},
+    bus::Registry,
+    dispatch, dispatch_batch, Adapter, Bus, BusError, ConfigError, DeliveryError, Signal, Target,
+};
+use tokio::sync::mpsc;
+
+fn signal(ty: &str) -> Signal {
+    Signal::builder(ty, "/tests")
+        .data(json!({"n": 1}))
+        .build()
+        .unwrap()
+}
+
+fn bus() -> Bus {
+    Bus::builder().name("test").build().unwrap()
+}
+
+/// A handler that records `label` for each signal it gets.
+fn recorder(log: &Arc<Mutex<Vec<String>>>, label: &str) -> Target {
+    let log = Arc::clone(log);
+    let label_owned = label.to_owned();
+    Target::new(Handler::new(move |_s: Arc<Signal>| {
+        let log = Arc::clone(&log);
+        let label = label_owned.clone();
+        async move {
+            log.lock().unwrap().push(label);
+            Ok(())
+        }
+    }))
+    .label(label)
+}
+
+#[tokio::test]
+async fn channel_subscriber_receives_the_same_arc() {
+    let bus = bus();
+    let (tx, mut rx) = mpsc::channel(8);
+    bus.subscribe("user.*", Channel::new(tx)).unwrap();
+    let s = Arc::new(signal("user.created"));
+    let report = bus.publish(Arc::clone(&s)).await.unwrap();
+    assert!(report.is_ok());
+    assert_eq!(report.len(), 1);
+    assert_eq!(report.outcomes()[0].target.as_ref(), "channel");
+    let got = rx.recv().await.unwrap();
+    assert!(
+        Arc::ptr_eq(&got, &s),
+        "the bus must share the signal, not copy it"
+    );
+}
+
+#[tokio::test]
+async fn non_matching_signal_reaches_nobody() {
+    let bus = bus();
+    let (tx, mut rx) = mpsc::channel(8);
+    bus.subscribe("user.*", Channel::new(tx)).unwrap();
+    let report = bus.publish(signal("user.a.b")).await.unwrap();
+    assert!(report.is_empty() && report.is_ok());
+    let report = bus.publish(signal("order.created")).await.unwrap();
+    assert!(report.is_empty());
+    assert!(rx.try_recv().is_err());
+}
+
+#[tokio::test]
+async fn order_is_specificity_then_priority_then_registration() {
+    let bus = bus();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    bus.subscribe("user.**", recorder(&log, "globstar"))
+        .unwrap();
+    bus.subscribe("user.*", recorder(&log, "star-old")).unwrap();
+    bus.subscribe_with_priority("user.*", 50, recorder(&log, "star-high"))
+        .unwrap();
+    bus.subscribe("user.*", recorder(&log, "star-new")).unwrap();
+    bus.subscribe("user.created", recorder(&log, "exact"))
+        .unwrap();
+    let report = bus.publish(signal("user.created")).await.unwrap();
+    let order: Vec<&str> = report
+        .outcomes()
+        .iter()
+        .map(|o| o.target.as_ref())
+        .collect();
+    let expected = ["exact", "star-high", "star-old", "star-new", "globstar"];
+    assert_eq!(order, expected);
+    assert_eq!(*log.lock().unwrap(), expected);
+}
+
+#[tokio::test]
+async fn one_failure_does_not_stop_the_others() {
+    let bus = bus();
+    let (tx, mut rx) = mpsc::channel(8);
+    let (closed_tx, closed_rx) = mpsc::channel(8);
+    drop(closed_rx);
+    bus.subscribe(
+        "job.*",
+        vec![
+            Target::new(Handler::new(|_s: Arc<Signal>| async {
+                Err(DeliveryError::permanent("handler refused"))
+            })),
+            Target::new(Channel::new(closed_tx)),
+            Target::new(Channel::new(tx)),
+        ],
+    )
+    .unwrap();
+    let report = bus.publish(signal("job.done")).await.unwrap();
+    assert!(!report.is_ok());
+    assert_eq!((report.delivered(), report.failed()), (1, 2));
+    let errors: Vec<String> = report
+        .failures()
+        .map(|o| o.result.as_ref().unwrap_err().to_string())
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            "handler refused",
+            "channel is closed: its receiver was dropped"
+        ]
+    );
+    assert!(rx.recv().await.is_some());
+    assert!(report
+        .to_string()
+        .contains("3 targets: 1 delivered, 2 failed"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_target_times_out_and_others_still_deliver() {
+    let bus = bus();
+    let (tx, mut rx) = mpsc::channel(8);
+    let slow = Handler::new(|_s: Arc<Signal>| async {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        Ok(())
+    });
+    bus.subscribe(
+        "a.b",
+        vec![
+            Target::new(slow).timeout(Duration::from_millis(250)),
+            Target::new(Channel::new(tx)),
+        ],
+    )
+    .unwrap();
+    let report = bus.publish(signal("a.b")).await.unwrap();
+    let err = report.outcomes()[0].result.as_ref().unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert!(err.is_retryable());
+    assert_eq!(err.to_string(), "delivery timed out after 250ms");
+    assert!(report.outcomes()[1].is_ok());
+    assert!(rx.try_recv().is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_targets_are_awaited_concurrently() {
+    let bus = bus();
+    let sleeper = || {
+        Target::new(Handler::new(|_s: Arc<Signal>| async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Ok(())
+        }))
+    };
+    bus.subscribe("a.b", vec![sleeper(), sleeper(), sleeper()])
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    let report = bus.publish(signal("a.b")).await.unwrap();
+    assert!(report.is_ok());
+    assert_eq!(start.elapsed(), Duration::from_secs(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn full_channel_waits_for_room_up_to_the_timeout() {
+    let bus = bus();
+    let (tx, mut rx) = mpsc::channel(1);
+    bus.subscribe(
+        "a.b",
+        Target::new(Channel::new(tx)).timeout(Duration::from_secs(2)),
+    )
+    .unwrap();
+    assert!(bus.publish(signal("a.b")).await.unwrap().is_ok());
+    // The channel is full: a consumer frees a slot after 1 s, within the timeout.
+    let consumer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let first = rx.recv().await.unwrap();
+        (first, rx)
+    });
+    let report = bus.publish(signal("a.b")).await.unwrap();
+    assert!(report.is_ok(), "{report}");
+    let (_first, rx) = consumer.await.unwrap();
+    // Nobody reads any more: the next publish times out.
+    let report = bus.publish(signal("a.b")).await.unwrap();
+    assert!(report.outcomes()[0]
+        .result
+        .as_ref()
+        .unwrap_err()
+        .is_timeout());
+    drop(rx);
+}
+
+#[tokio::test]
+async fn no_wait_channel_reports_full() {
+    let bus = bus();
+    let (tx, _rx) = mpsc::channel(1);
+    bus.subscribe("a.b", Channel::new(tx).no_wait(true))
+        .unwrap();
+    assert!(bus.publish(signal("a.b")).await.unwrap().is_ok());
+    let report = bus.publish(signal("a.b")).await.unwrap();
+    let err = report.outcomes()[0].result.as_ref().unwrap_err();
+    assert!(
+        matches!(err, DeliveryError::ChannelFull { capacity: 1 }),
+        "{err:?}"
+    );
+    assert_eq!(err.to_string(), "channel is full (capacity 1)");
+}
+
+#[tokio::test]
+async fn named_receivers() {
+    let bus = bus();
+    bus.subscribe("user.created", Named::new("email_service"))
+        .unwrap();
+    // Unknown name: a clear failure.
+    let report = bus.publish(signal("user.created")).await.unwrap();
+    assert_eq!(
+        report.outcomes()[0]
+            .result
+            .as_ref()
+            .unwrap_err()
+            .to_string(),
+        "no receiver is registered under the name `email_service`"
+    );
+    let (tx, mut rx) = mpsc::channel(8);
+    bus.register("email_service", tx).unwrap();
+    assert!(bus.registry().contains("email_service"));
+    let (tx2, _rx2) = mpsc::channel(8);
+    let err = bus.register("email_service", tx2).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "name `email_service` is already registered"
+    );
+    assert!(bus.publish(signal("user.created")).await.unwrap().is_ok());
+    assert_eq!(rx.recv().await.unwrap().ty(), "user.created");
+    // The receiver goes away: the failure says so; a new receiver may take the name.
+    drop(rx);
+    let report = bus.publish(signal("user.created")).await.unwrap();
+    assert_eq!(
+        report.outcomes()[0]
+            .result
+            .as_ref()
+            .unwrap_err()
+            .to_string(),
+        "the receiver registered as `email_service` was dropped"
+    );
+    let (tx3, mut rx3) = mpsc::channel(8);
+    bus.register("email_service", tx3).unwrap();
+    assert!(bus.publish(signal("user.created")).await.unwrap().is_ok());
+    assert!(rx3.recv().await.is_some());
+    let err = bus.register("", mpsc::channel(1).0).unwrap_err();
+    assert_eq!(err.to_string(), "name `` is invalid: it must not be empty");
+}
+
+#[tokio::test]
+async fn named_without_a_bus_needs_a_registry() {
+    let err = dispatch(signal("a.b"), Named::new("x")).await.unwrap();
+    assert!(err.outcomes()[0]
+        .result
+        .as_ref()
+        .unwrap_err()
+        .to_string()
+        .contains("not attached to a bus"));
+    let registry = Registry::new();
+    let (tx, mut rx) = mpsc::channel(8);
+    registry.register("x", tx).unwrap();
+    let report = dispatch(signal("a.b"), Named::new("x").with_registry(registry))
+        .await
+        .unwrap();
+    assert!(report.is_ok());
+    assert!(rx.recv().await.is_some());
+}
+
+#[tokio::test]
+async fn pubsub_topics_fan_out_to_every_receiver() {
+    let bus = bus();
+    let mut a = bus.pubsub_subscribe("user_events");
+    let mut b = bus.pubsub_subscribe("user_events");
+    bus.subscribe("user.*", PubSub::new("user_events")).unwrap();
+    bus.subscribe("other.*", PubSub::new("nobody_listens"))
+        .unwrap();
+    assert!(bus.publish(signal("user.created")).await.unwrap().is_ok());
+    assert_eq!(a.recv().await.unwrap().ty(), "user.created");
+    assert_eq!(b.recv().await.unwrap().ty(), "user.created");
+    assert!(bus.publish(signal("other.x")).await.unwrap().is_ok());
+    let err = bus.subscribe("x", PubSub::new("")).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "target `pubsub` is invalid: invalid topic ``: it must not be empty"
+    );
+}
+
+#[tokio::test]
+async fn unsubscribe_stops_delivery() {
+    let bus = bus();
+    let (tx, mut rx) = mpsc::channel(8);
+    let id = bus.subscribe("a.*", Channel::new(tx)).unwrap();
+    bus.publish(signal("a.b")).await.unwrap();
+    assert!(rx.recv().await.is_some());
+    assert_eq!(bus.len(), 1);
+    bus.unsubscribe(id).unwrap();
+    assert!(bus.is_empty());
+    let report = bus.publish(signal("a.b")).await.unwrap();
+    assert!(report.is_empty());
+    assert!(rx.try_recv().is_err());
+    let err = bus.unsubscribe(id).unwrap_err();
+    assert_eq!(err.to_string(), format!("subscription {id} does not exist"));
+}
+
+#[tokio::test]
+async fn cache_sees_new_subscriptions() {
+    let bus = bus();
+    bus.subscribe("a.*", Noop).unwrap();
+    assert_eq!(bus.publish(signal("a.b")).await.unwrap().len(), 1);
+    bus.subscribe("a.b", Noop).unwrap();
+    assert_eq!(bus.publish(signal("a.b")).await.unwrap().len(), 2);
+    assert_eq!(bus.publish(signal("a.b")).await.unwrap().len(), 2);
+}
+
+struct Picky;
+
+#[async_trait::async_trait]
+impl Adapter for Picky {
+    fn name(&self) -> &str {
+        "picky"
+    }
+    fn validate(&self) -> Result<(), ConfigError> {
+        Err(ConfigError::invalid("mood", "grumpy", "must be cheerful"))
+    }
+    async fn deliver(&self, _signal: &Signal) -> Result<(), DeliveryError> {
+        unreachable!("never subscribed")
+    }
+}
+
+#[tokio::test]
+async fn subscribe_rejects_bad_input_with_clear_errors() {
+    let bus = bus();
+    let err = bus.subscribe("a.*", Picky).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "target `picky` is invalid: invalid mood `grumpy`: must be cheerful"
+    );
+    let err = bus
+        .subscribe("a", Target::new(Picky).timeout(Duration::ZERO))
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("must be cheerful; invalid timeout `0ns`"),
+        "{err}"
+    );
+    assert!(bus.subscribe("a..b", Noop).is_err());
+    let err = bus.subscribe_with_priority("a", 101, Noop).unwrap_err();
+    assert_eq!(err.to_string(), "priority 101 is out of range -100..=100");
+    let err = bus.subscribe("a", Vec::<Target>::new()).unwrap_err();
+    assert_eq!(err.to_string(), "subscription to `a` has no targets");
+    assert!(bus.is_empty(), "nothing half-subscribed");
+    let err = Bus::builder()
+        .name("")
+        .pubsub_capacity(0)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid name ``: it must not be empty; invalid pubsub_capacity `0`: must be at least 1"
+    );
+}
+
+#[tokio::test]
+async fn closed_bus_refuses_signals() {
+    let bus = bus();
+    bus.close();
+    let err = bus.publish(signal("a.b")).await.unwrap_err();
+    assert!(matches!(err, BusError::Closed { .. }));
+    assert_eq!(err.to_string(), "bus `test` is shut down");
+}
+
+struct Counting {
+    batches: AtomicUsize,
+    signals: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Adapter for Counting {
+    fn name(&self) -> &str {
+        "counting"
+    }
+    async fn deliver(&self, _signal: &Signal) -> Result<(), DeliveryError> {
+        self.signals.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+    async fn deliver_batch(&self, signals: &[Arc<Signal>]) -> Result<(), DeliveryError> {
+        self.batches.fetch_add(1, Ordering::SeqCst);
+        self.signals.fetch_add(signals.len(), Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn dispatch_batch_calls_deliver_batch_once_per_target() {
+    let counting = Arc::new(Counting {
+        batches: AtomicUsize::new(0),
+        signals: AtomicUsize::new(0),
+    });
+    let (tx, mut rx) = mpsc::channel(8);
+    let report = dispatch_batch(
+        vec![signal("a.b"), signal("a.c"), signal("a.d")],
+        vec![
+            Target::from_arc(counting.clone()),
+            Target::new(Channel::new(tx)),
+        ],
+    )
+    .await
+    .unwrap();
+    assert!(report.is_ok());
+    assert_eq!(report.len(), 2);
+    assert_eq!(counting.batches.load(Ordering::SeqCst), 1);
+    assert_eq!(counting.signals.load(Ordering::SeqCst), 3);
+    // The default deliver_batch delivers one by one.
+    for ty in ["a.b", "a.c", "a.d"] {
+        assert_eq!(rx.recv().await.unwrap().ty(), ty);
+    }
+    let err = dispatch(signal("a.b"), Picky).await.unwrap_err();
+    assert!(err.to_string().contains("must be cheerful"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_publishers_lose_nothing() {
+    let bus = bus();
+    let (tx, mut rx) = mpsc::channel(64);
+    bus.subscribe("load.**", Channel::new(tx)).unwrap();
+    let counter = Arc::new(AtomicUsize::new(0));
+    let c = Arc::clone(&counter);
+    bus.subscribe(
+        "load.*",
+        Handler::new(move |_s: Arc<Signal>| {
+            let c = Arc::clone(&c);
+            async move {
+                c.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+        }),
+    )
+    .unwrap();
+    let consumer = tokio::spawn(async move {
+        let mut n = 0;
+        while rx.recv().await.is_some() {
+            n += 1;
+        }
+        n
+    });
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let bus = bus.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..500 {
+                let r = bus.publish(signal(&format!("load.t{t}"))).await.unwrap();
+                assert!(r.is_ok(), "{i}: {r}");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    drop(bus);
+    assert_eq!(consumer.await.unwrap(), 4000);
+    assert_eq!(counter.load(Ordering::Relaxed), 4000);
+}
