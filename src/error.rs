@@ -205,6 +205,12 @@ pub enum DeliveryError {
         /// The endpoint whose breaker is open.
         endpoint: String,
     },
+    /// The adapter panicked while delivering; the panic was caught.
+    #[error("adapter panicked: {message}")]
+    Panicked {
+        /// The panic message.
+        message: String,
+    },
     /// A failure with an explicit kind, from a custom adapter or a transport.
     #[error("{message}")]
     Other {
@@ -261,7 +267,8 @@ impl DeliveryError {
             DeliveryError::ChannelClosed
             | DeliveryError::UnknownName { .. }
             | DeliveryError::ReceiverGone { .. }
-            | DeliveryError::Detached { .. } => ErrorKind::Permanent,
+            | DeliveryError::Detached { .. }
+            | DeliveryError::Panicked { .. } => ErrorKind::Permanent,
             DeliveryError::Http {
                 status,
                 retry_after,
@@ -291,6 +298,18 @@ impl DeliveryError {
             }
             _ => None,
         }
+    }
+}
+
+impl DeliveryError {
+    /// Turns a caught panic payload into an error.
+    pub(crate) fn from_panic(payload: &(dyn std::any::Any + Send)) -> Self {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a non-string panic payload".to_owned());
+        DeliveryError::Panicked { message }
     }
 }
 

@@ -1,4 +1,4 @@
-//! signal-bus (work in progress).
+#![doc = include_str!("../README.md")]
 #![warn(
     missing_docs,
     missing_debug_implementations,

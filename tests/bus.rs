@@ -477,3 +477,58 @@ async fn concurrent_publishers_lose_nothing() {
     assert_eq!(consumer.await.unwrap(), 4000);
     assert_eq!(counter.load(Ordering::Relaxed), 4000);
 }
+
+struct Panicky;
+
+#[async_trait::async_trait]
+impl Adapter for Panicky {
+    fn name(&self) -> &str {
+        "panicky"
+    }
+    async fn deliver(&self, signal: &Signal) -> Result<(), DeliveryError> {
+        panic!("bug in adapter for {}", signal.ty())
+    }
+}
+
+struct PanickyFast;
+
+#[async_trait::async_trait]
+impl Adapter for PanickyFast {
+    fn name(&self) -> &str {
+        "panicky-fast"
+    }
+    async fn deliver(&self, _signal: &Signal) -> Result<(), DeliveryError> {
+        Ok(())
+    }
+    fn try_deliver(&self, _signal: &Arc<Signal>) -> Option<Result<(), DeliveryError>> {
+        panic!("fast path bug")
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_adapter_is_a_failed_outcome_not_a_crash() {
+    let bus = bus();
+    let (tx, mut rx) = mpsc::channel(8);
+    bus.subscribe(
+        "a.b",
+        vec![
+            Target::new(Panicky),
+            Target::new(PanickyFast),
+            Target::new(Channel::new(tx)),
+        ],
+    )
+    .unwrap();
+    let report = bus.publish(signal("a.b")).await.unwrap();
+    let errors: Vec<String> = report
+        .failures()
+        .map(|o| o.result.as_ref().unwrap_err().to_string())
+        .collect();
+    assert_eq!(
+        errors,
+        ["adapter panicked: bug in adapter for a.b", "adapter panicked: fast path bug"]
+    );
+    assert!(report.outcomes()[2].is_ok());
+    assert!(rx.recv().await.is_some());
+    // The bus still works afterwards.
+    assert_eq!(bus.publish(signal("a.b")).await.unwrap().delivered(), 1);
+}

@@ -11,13 +11,17 @@
 
 use std::{
     future::Future,
+    panic::{self, AssertUnwindSafe},
     pin::Pin,
     sync::Arc,
     task::{Context, Poll, Waker},
     time::Instant,
 };
 
-use futures_util::future::{join_all, BoxFuture};
+use futures_util::{
+    future::{join_all, BoxFuture},
+    FutureExt as _,
+};
 
 use crate::{
     bus::{Subscription, SubscriptionId},
@@ -78,8 +82,10 @@ where
     let started = Instant::now();
     let signals = &signals;
     let results = join_all(targets.iter().map(|t| async move {
-        match tokio::time::timeout(t.timeout, t.adapter.deliver_batch(signals)).await {
-            Ok(r) => r,
+        let delivery = AssertUnwindSafe(t.adapter.deliver_batch(signals)).catch_unwind();
+        match tokio::time::timeout(t.timeout, delivery).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(panic)) => Err(DeliveryError::from_panic(&*panic)),
             Err(_) => Err(DeliveryError::Timeout { after: t.timeout }),
         }
     }))
@@ -166,7 +172,8 @@ pub(crate) async fn deliver_all(
     let first = report.outcomes.len();
     let mut pending: Vec<(usize, BoxFuture<'_, Result<(), DeliveryError>>)> = Vec::new();
     for (subscription, target) in targets {
-        let result = match target.adapter.try_deliver(signal) {
+        let fast = panic::catch_unwind(AssertUnwindSafe(|| target.adapter.try_deliver(signal)));
+        let result = match fast.unwrap_or_else(|p| Some(Err(DeliveryError::from_panic(&*p)))) {
             Some(result) => result,
             None => {
                 let mut fut: BoxFuture<'_, _> = Box::pin(deliver_one(target, Arc::clone(signal)));
@@ -202,8 +209,10 @@ pub(crate) async fn deliver_all(
 }
 
 async fn deliver_one(target: &Target, signal: Arc<Signal>) -> Result<(), DeliveryError> {
-    match tokio::time::timeout(target.timeout, target.adapter.deliver_shared(signal)).await {
-        Ok(result) => result,
+    let delivery = AssertUnwindSafe(target.adapter.deliver_shared(signal)).catch_unwind();
+    match tokio::time::timeout(target.timeout, delivery).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(panic)) => Err(DeliveryError::from_panic(&*panic)),
         Err(_) => Err(DeliveryError::Timeout {
             after: target.timeout,
         }),

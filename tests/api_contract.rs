@@ -1,0 +1,107 @@
+//! The code of `API.md` that the core covers, compiled as written and run with assertions.
+//! Later areas (HTTP, policies, queue) add their blocks as they land.
+
+use std::{sync::Arc, time::Duration};
+
+use serde_json::json;
+use signal_bus::adapter::{Channel, Console, Logger, Named, Noop};
+use signal_bus::{Adapter, Bus, ConfigError, DeliveryError, Pattern, Router, Signal, Target};
+
+#[tokio::test]
+async fn api_md_core_block() -> Result<(), Box<dyn std::error::Error>> {
+    // Signals: CloudEvents 1.0.
+    let signal: Signal = Signal::builder("user.created", "/services/accounts")
+        .subject("user/42")
+        .data(json!({"id": 42}))
+        .build()?; // Result<Signal, SignalError>
+    let (_id, _ty, _src) = (signal.id(), signal.ty(), signal.source());
+    assert_eq!(_ty, "user.created");
+    assert_eq!(_src, "/services/accounts");
+    let wire = serde_json::to_string(&signal)?; // CloudEvents JSON (structured mode)
+    let back: Signal = serde_json::from_str(&wire)?; // bad input: an error naming the field
+    assert_eq!(back, signal);
+
+    // Patterns and the router.
+    let p: Pattern = Pattern::parse("user.*")?; // Result<Pattern, PatternError>
+    assert!(p.matches("user.created") && !p.matches("user.a.b"));
+    let mut router: Router<&str> = Router::new();
+    let _rid = router.add("user.**", 0, "audit")?; // pattern, priority -100..=100, value
+    router.add("user.created", 10, "welcome")?;
+    let hits: Vec<&&str> = router.route("user.created"); // specificity, then priority, then registration
+    assert_eq!(hits, [&"welcome", &"audit"]);
+
+    // The bus and in-process adapters.
+    let bus = Bus::builder().name("app").build()?; // Result<Bus, ConfigError>; Bus is Clone
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Arc<Signal>>(1024);
+    let sub = bus.subscribe("user.*", Channel::new(tx))?; // Result<SubscriptionId, BusError>
+    bus.subscribe(
+        "audit.**",
+        vec![Target::new(Logger::info()), Target::new(Console::stderr())],
+    )?;
+    let report = bus.publish(signal).await?; // takes Signal or Arc<Signal>; Err only when the
+    assert!(report.is_ok()); // bus cannot accept it; the report has one outcome
+                             // per target, failures included
+    assert_eq!(report.len(), 1);
+    let got: Arc<Signal> = rx.recv().await.unwrap();
+    assert_eq!(got.subject(), Some("user/42"));
+    bus.unsubscribe(sub)?;
+    let (tx_email, mut _rx_email) = tokio::sync::mpsc::channel::<Arc<Signal>>(64);
+    bus.register("email_service", tx_email)?; // a named in-process receiver
+    bus.subscribe("user.created", Named::new("email_service"))?;
+    bus.subscribe("test.**", Noop)?;
+    use signal_bus::adapter::Handler; // an async closure as a handler
+    bus.subscribe(
+        "user.*",
+        Handler::new(|signal: Arc<Signal>| async move {
+            println!("got {}", signal.ty());
+            Ok(()) // Result<(), DeliveryError>
+        }),
+    )?;
+
+    // A custom adapter.
+    struct Slack;
+    #[async_trait::async_trait]
+    impl Adapter for Slack {
+        fn name(&self) -> &str {
+            "slack"
+        }
+        fn validate(&self) -> Result<(), ConfigError> {
+            Ok(())
+        } // pure: no I/O
+        async fn deliver(&self, _signal: &Signal) -> Result<(), DeliveryError> {
+            Ok(())
+        }
+    }
+    bus.subscribe("alerts.**", Slack)?;
+
+    // What was subscribed behaves as commented.
+    let again = Signal::builder("user.created", "/services/accounts").build()?;
+    let report = bus.publish(again).await?;
+    let targets: Vec<&str> = report.outcomes().iter().map(|o| o.target.as_ref()).collect();
+    assert_eq!(targets, ["named", "handler"]);
+    assert!(report.is_ok());
+    assert_eq!(_rx_email.recv().await.unwrap().ty(), "user.created");
+    let report = bus
+        .publish(Signal::builder("alerts.disk.full", "/m").build()?)
+        .await?;
+    assert_eq!(report.outcomes()[0].target.as_ref(), "slack");
+    let _ = Duration::from_secs(1);
+    Ok(())
+}
+
+#[test]
+fn error_types_implement_std_error_and_name_the_value() {
+    fn is_error<E: std::error::Error + Send + Sync + 'static>(_: &E) {}
+    let e = Signal::builder("user..created", "/s").build().unwrap_err();
+    is_error(&e);
+    assert_eq!(e.to_string(), "type `user..created` has an empty segment at position 1");
+    let e = Pattern::parse("a..b").unwrap_err();
+    is_error(&e);
+    assert!(e.to_string().contains("a..b"), "{e}");
+    let e = Bus::builder().name("").build().unwrap_err();
+    is_error(&e);
+    is_error(&DeliveryError::permanent("x"));
+    let e = serde_json::from_str::<Signal>(r#"{"specversion":"1.0","id":"1","type":"a"}"#)
+        .unwrap_err();
+    assert!(e.to_string().contains("`source` is required"), "{e}");
+}
