@@ -156,8 +156,9 @@ proptest! {
     #[test]
     fn pattern_display_roundtrips(p in pattern()) {
         let parsed = Pattern::parse(&p).unwrap();
-        prop_assert_eq!(parsed.to_string(), p.clone());
-        let again = Pattern::parse(&parsed.to_string()).unwrap();
+        let text = parsed.to_string();
+        prop_assert_eq!(&text, &p);
+        let again = Pattern::parse(&text).unwrap();
         prop_assert_eq!(&again, &parsed);
         prop_assert_eq!(again.specificity(), parsed.specificity());
         prop_assert_eq!(again.segments(), parsed.segments());
