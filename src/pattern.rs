@@ -135,6 +135,10 @@ impl GlobSegment {
     pub fn is_match(&self, segment: &str) -> bool {
         self.matcher.is_match(segment)
     }
+
+    pub(crate) fn matcher(&self) -> &GlobMatcher {
+        &self.matcher
+    }
 }
 
 impl fmt::Debug for GlobSegment {
@@ -234,20 +238,31 @@ const fn is_literal_byte(b: u8) -> bool {
 /// assert!(!is_valid_type(""));
 /// ```
 pub fn is_valid_type(ty: &str) -> bool {
+    type_segment_count(ty).is_some()
+}
+
+/// The number of segments of `ty`, or `None` if `ty` is not a valid type.
+pub(crate) fn type_segment_count(ty: &str) -> Option<usize> {
     let mut prev_dot = true;
+    let mut dots = 0;
     for &b in ty.as_bytes() {
         if b == b'.' {
             if prev_dot {
-                return false;
+                return None;
             }
             prev_dot = true;
+            dots += 1;
         } else if is_literal_byte(b) {
             prev_dot = false;
         } else {
-            return false;
+            return None;
         }
     }
-    !prev_dot
+    if prev_dot {
+        None
+    } else {
+        Some(dots + 1)
+    }
 }
 
 fn is_glob_byte(b: u8) -> bool {
@@ -486,6 +501,30 @@ impl std::hash::Hash for Pattern {
     }
 }
 
+impl serde::Serialize for Pattern {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.source)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Pattern {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Pattern;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a signal pattern such as `user.*` or `audit.**`")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Pattern, E> {
+                Pattern::parse(v).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
+}
+
 impl AsRef<str> for Pattern {
     fn as_ref(&self) -> &str {
         &self.source
@@ -696,6 +735,15 @@ mod tests {
         assert_eq!(a, p("a.*.{b,c}"));
         assert_ne!(a, p("a.*.{c,b}"));
         assert_eq!(format!("{a:?}"), "Pattern(\"a.*.{b,c}\")");
+    }
+
+    #[test]
+    fn serde_as_a_string() {
+        let pat: Pattern = serde_json::from_str("\"user.*\"").unwrap();
+        assert_eq!(pat, p("user.*"));
+        assert_eq!(serde_json::to_string(&pat).unwrap(), "\"user.*\"");
+        let e = serde_json::from_str::<Pattern>("\"a..b\"").unwrap_err();
+        assert!(e.to_string().contains("empty segment at position 1"), "{e}");
     }
 
     #[test]

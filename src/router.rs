@@ -16,7 +16,7 @@ use std::sync::{Arc, RwLock};
 use foldhash::{HashMap, HashMapExt};
 use globset::GlobMatcher;
 
-use crate::pattern::{is_valid_type, GlobSegment, Pattern, PatternError, Segment};
+use crate::pattern::{type_segment_count, Pattern, PatternError, Segment};
 
 /// The lowest priority accepted by [`Router::add`].
 pub const MIN_PRIORITY: i32 = -100;
@@ -127,7 +127,7 @@ impl Node {
                     None => {
                         self.globs.push(GlobChild {
                             source: glob.as_str().into(),
-                            matcher: glob_matcher(glob),
+                            matcher: glob.matcher().clone(),
                             node: Node::default(),
                         });
                         self.globs.len() - 1
@@ -185,15 +185,6 @@ fn remove_boxed(child: &mut Option<Box<Node>>, rest: &[Segment], slot: u32) -> b
         *child = None;
     }
     found
-}
-
-fn glob_matcher(glob: &GlobSegment) -> GlobMatcher {
-    // The segment was validated by `Pattern::parse`, so this cannot fail.
-    globset::GlobBuilder::new(glob.as_str())
-        .literal_separator(true)
-        .build()
-        .expect("glob segment validated by Pattern::parse")
-        .compile_matcher()
 }
 
 /// State of one trie walk.
@@ -480,11 +471,11 @@ impl<T> Router<T> {
     ///
     /// An invalid type matches nothing (and is not cached).
     pub fn route_ids(&self, ty: &str) -> Arc<[RouteId]> {
-        if !is_valid_type(ty) {
+        let Some(count) = type_segment_count(ty) else {
             return self.empty.clone();
-        }
+        };
         if self.cache_capacity == 0 {
-            return self.compute_ids(ty);
+            return self.compute_ids(ty, count);
         }
         {
             let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
@@ -494,7 +485,7 @@ impl<T> Router<T> {
                 }
             }
         }
-        let ids = self.compute_ids(ty);
+        let ids = self.compute_ids(ty, count);
         let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
         if cache.len() >= self.cache_capacity && !cache.contains_key(ty) {
             let generation = self.generation;
@@ -513,8 +504,8 @@ impl<T> Router<T> {
         ids
     }
 
-    fn compute_ids(&self, ty: &str) -> Arc<[RouteId]> {
-        let hits = self.walk(ty);
+    fn compute_ids(&self, ty: &str, count: usize) -> Arc<[RouteId]> {
+        let hits = self.walk(ty, count);
         if hits.is_empty() {
             self.empty.clone()
         } else {
@@ -525,27 +516,25 @@ impl<T> Router<T> {
     /// The values of the routes matching `ty`, in routing order, by walking
     /// the trie without the cache. An invalid type matches nothing.
     pub fn route_uncached(&self, ty: &str) -> Vec<&T> {
-        if !is_valid_type(ty) {
+        let Some(count) = type_segment_count(ty) else {
             return Vec::new();
-        }
-        self.walk(ty)
+        };
+        self.walk(ty, count)
             .into_iter()
             .filter_map(|h| self.slots[h.slot as usize].as_ref().map(|e| &e.value))
             .collect()
     }
 
-    /// Sorted hits for a valid type.
-    fn walk(&self, ty: &str) -> Vec<Hit> {
+    /// Sorted hits for a valid type of `count` segments.
+    fn walk(&self, ty: &str, count: usize) -> Vec<Hit> {
         const INLINE: usize = 16;
         let mut inline = [""; INLINE];
         let heap: Vec<&str>;
-        let parts: &[&str] = if ty.bytes().filter(|&b| b == b'.').count() < INLINE {
-            let mut n = 0;
-            for part in ty.split('.') {
-                inline[n] = part;
-                n += 1;
+        let parts: &[&str] = if count <= INLINE {
+            for (slot, part) in inline.iter_mut().zip(ty.split('.')) {
+                *slot = part;
             }
-            &inline[..n]
+            &inline[..count]
         } else {
             heap = ty.split('.').collect();
             &heap
@@ -808,6 +797,18 @@ mod tests {
         let start = std::time::Instant::now();
         assert_eq!(r.route_uncached(&ty), [&"six", &"three"]);
         assert!(start.elapsed() < std::time::Duration::from_millis(200));
+    }
+
+    #[test]
+    fn long_types_are_routed() {
+        let mut r = Router::new();
+        r.add("s0.**.s19", 0, "ends").unwrap();
+        r.add("s0.*.s2.**", 0, "prefix").unwrap();
+        r.add("**", 0, "all").unwrap();
+        let ty: Vec<String> = (0..20).map(|i| format!("s{i}")).collect();
+        let ty = ty.join(".");
+        assert_eq!(routed(&r, &ty), ["prefix", "ends", "all"]);
+        assert_eq!(routed(&r, &format!("{ty}.x")), ["prefix", "all"]);
     }
 
     #[test]
