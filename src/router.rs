@@ -788,6 +788,25 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_lookups_share_the_cache() {
+        let mut r = Router::with_cache_capacity(16);
+        r.add("svc.*.created", 0, 1).unwrap();
+        r.add("svc.**", 0, 2).unwrap();
+        let r = &r;
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                s.spawn(move || {
+                    for i in 0..500 {
+                        let ty = format!("svc.e{}.created", (i * 7 + t) % 40);
+                        assert_eq!(r.route(&ty), [&1, &2]);
+                    }
+                });
+            }
+        });
+        assert!(r.cache.read().unwrap().len() <= 16);
+    }
+
+    #[test]
     fn pathological_globstars_stay_fast() {
         let mut r = Router::new();
         r.add("**.a.**.a.**.a", 0, "three").unwrap();
