@@ -1,0 +1,849 @@
+//! Routing signal types to the routes whose [`Pattern`] matches.
+//!
+//! A [`Router`] holds routes (a pattern, a priority and a value) in a segment
+//! trie: literal children in a hash map, and `*`, `**` and glob children
+//! apart. [`Router::route`] walks the trie once per signal type and caches the
+//! ordered result; the cache is invalidated by a generation counter that every
+//! [`Router::add`] and [`Router::remove`] bumps.
+//!
+//! Results are ordered most specific first ([`Pattern::specificity`]), then by
+//! priority (higher first), then by registration order (earlier first). Each
+//! matching route appears exactly once.
+
+use std::fmt;
+use std::sync::{Arc, RwLock};
+
+use foldhash::{HashMap, HashMapExt};
+use globset::GlobMatcher;
+
+use crate::pattern::{type_segment_count, Pattern, PatternError, Segment};
+
+/// The lowest priority accepted by [`Router::add`].
+pub const MIN_PRIORITY: i32 = -100;
+/// The highest priority accepted by [`Router::add`].
+pub const MAX_PRIORITY: i32 = 100;
+/// The default number of signal types kept in the routing cache.
+pub const DEFAULT_CACHE_CAPACITY: usize = 4096;
+
+/// Why a route was refused by [`Router::add`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RouteError {
+    /// The pattern is invalid.
+    #[error(transparent)]
+    Pattern(#[from] PatternError),
+    /// The priority is outside `-100..=100`.
+    #[error("priority {value} is out of range -100..=100")]
+    Priority {
+        /// The rejected priority.
+        value: i32,
+    },
+}
+
+/// Identifies a route in a [`Router`].
+///
+/// Ids are never reused within a router: a removed id does not alias a route
+/// added later. Ids order by registration (earlier first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RouteId {
+    seq: u64,
+    slot: u32,
+}
+
+impl RouteId {
+    /// The registration sequence number of the route (0 for the first route
+    /// added to the router).
+    pub fn sequence(self) -> u64 {
+        self.seq
+    }
+}
+
+/// A route hit: the precomputed ordering key and the slot of the route.
+#[derive(Debug, Clone, Copy)]
+struct Hit {
+    /// Reverse(specificity), Reverse(priority), sequence, packed so that a
+    /// smaller key comes first. The low 64 bits are the sequence.
+    key: u128,
+    slot: u32,
+}
+
+impl Hit {
+    fn id(self) -> RouteId {
+        RouteId {
+            seq: self.key as u64,
+            slot: self.slot,
+        }
+    }
+}
+
+fn sort_key(specificity: i64, priority: i32, seq: u64) -> u128 {
+    let spec = specificity.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32;
+    // Order-preserving map of i32 to u32, then reversed (higher spec first).
+    let spec_rank = u32::MAX - ((spec as u32) ^ 0x8000_0000);
+    let prio_rank = (MAX_PRIORITY - priority) as u8; // 0..=200, higher priority first
+    (u128::from(spec_rank) << 72) | (u128::from(prio_rank) << 64) | u128::from(seq)
+}
+
+#[derive(Debug)]
+struct GlobChild {
+    source: Box<str>,
+    matcher: GlobMatcher,
+    node: Node,
+}
+
+#[derive(Debug, Default)]
+struct Node {
+    literals: HashMap<Box<str>, Node>,
+    star: Option<Box<Node>>,
+    globstar: Option<Box<Node>>,
+    globs: Vec<GlobChild>,
+    routes: Vec<Hit>,
+}
+
+impl Node {
+    fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+            && self.literals.is_empty()
+            && self.star.is_none()
+            && self.globstar.is_none()
+            && self.globs.is_empty()
+    }
+
+    fn child_mut(&mut self, seg: &Segment) -> &mut Node {
+        match seg {
+            Segment::Literal(lit) => {
+                if !self.literals.contains_key(lit.as_str()) {
+                    self.literals.insert(lit.as_str().into(), Node::default());
+                }
+                self.literals
+                    .get_mut(lit.as_str())
+                    .expect("literal child was just inserted")
+            }
+            Segment::Star => self.star.get_or_insert_with(Box::default),
+            Segment::GlobStar => self.globstar.get_or_insert_with(Box::default),
+            Segment::Glob(glob) => {
+                let idx = match self.globs.iter().position(|g| *g.source == *glob.as_str()) {
+                    Some(idx) => idx,
+                    None => {
+                        self.globs.push(GlobChild {
+                            source: glob.as_str().into(),
+                            matcher: glob.matcher().clone(),
+                            node: Node::default(),
+                        });
+                        self.globs.len() - 1
+                    }
+                };
+                &mut self.globs[idx].node
+            }
+        }
+    }
+
+    /// Removes the route `slot` stored at the end of `segs`; prunes nodes
+    /// left empty. Returns whether the route was found.
+    fn remove(&mut self, segs: &[Segment], slot: u32) -> bool {
+        let Some((first, rest)) = segs.split_first() else {
+            let before = self.routes.len();
+            self.routes.retain(|h| h.slot != slot);
+            return self.routes.len() != before;
+        };
+        match first {
+            Segment::Literal(lit) => {
+                let Some(child) = self.literals.get_mut(lit.as_str()) else {
+                    return false;
+                };
+                let found = child.remove(rest, slot);
+                if child.is_empty() {
+                    self.literals.remove(lit.as_str());
+                    if self.literals.is_empty() && self.literals.capacity() > 0 {
+                        self.literals = HashMap::new();
+                    }
+                }
+                found
+            }
+            Segment::Star => remove_boxed(&mut self.star, rest, slot),
+            Segment::GlobStar => remove_boxed(&mut self.globstar, rest, slot),
+            Segment::Glob(glob) => {
+                let Some(idx) = self.globs.iter().position(|g| *g.source == *glob.as_str()) else {
+                    return false;
+                };
+                let found = self.globs[idx].node.remove(rest, slot);
+                if self.globs[idx].node.is_empty() {
+                    self.globs.remove(idx);
+                }
+                found
+            }
+        }
+    }
+}
+
+fn remove_boxed(child: &mut Option<Box<Node>>, rest: &[Segment], slot: u32) -> bool {
+    let Some(node) = child.as_mut() else {
+        return false;
+    };
+    let found = node.remove(rest, slot);
+    if node.is_empty() {
+        *child = None;
+    }
+    found
+}
+
+/// State of one trie walk.
+struct Walk<'a, 't> {
+    parts: &'a [&'t str],
+    hits: Vec<Hit>,
+    /// For each `**` node entered: the lowest type position it was expanded
+    /// from. Every (node, position) state is visited at most once.
+    globstars: Vec<(*const Node, usize)>,
+}
+
+impl Walk<'_, '_> {
+    fn visit(&mut self, node: &Node, pos: usize) {
+        let m = self.parts.len();
+        if pos == m {
+            self.hits.extend_from_slice(&node.routes);
+        } else {
+            let seg = self.parts[pos];
+            if !node.literals.is_empty() {
+                if let Some(child) = node.literals.get(seg) {
+                    self.visit(child, pos + 1);
+                }
+            }
+            if let Some(star) = &node.star {
+                self.visit(star, pos + 1);
+            }
+            for glob in &node.globs {
+                if glob.matcher.is_match(seg) {
+                    self.visit(&glob.node, pos + 1);
+                }
+            }
+        }
+        if let Some(gs) = &node.globstar {
+            let ptr: *const Node = &**gs;
+            // `**` consumes 0..=(m - pos) segments: visit gs at pos..=m,
+            // except the positions an earlier expansion already covered.
+            let end = match self.globstars.iter_mut().find(|(p, _)| *p == ptr) {
+                Some((_, lowest)) => {
+                    if pos >= *lowest {
+                        return;
+                    }
+                    std::mem::replace(lowest, pos)
+                }
+                None => {
+                    self.globstars.push((ptr, pos));
+                    m + 1
+                }
+            };
+            for q in pos..end {
+                self.visit(gs, q);
+            }
+        }
+    }
+}
+
+struct Entry<T> {
+    seq: u64,
+    pattern: Pattern,
+    priority: i32,
+    value: T,
+}
+
+struct CacheEntry {
+    generation: u64,
+    ids: Arc<[RouteId]>,
+}
+
+/// Routes signal types to values registered under [`Pattern`]s.
+///
+/// Results are ordered most specific first ([`Pattern::specificity`]), then
+/// by priority (`-100..=100`, higher first), then by registration order
+/// (earlier first); each matching route appears once. Lookups are cached per
+/// signal type (4096 types by default, see [`Router::with_cache_capacity`]);
+/// adding or removing a route invalidates the cache.
+///
+/// `Router<T>` is `Send + Sync` when `T` is: lookups take `&self`.
+///
+/// # Examples
+///
+/// ```
+/// use signal_bus::Router;
+///
+/// let mut router = Router::new();
+/// router.add("user.**", 0, "all user events")?;
+/// router.add("user.created", 0, "created")?;
+/// router.add("user.*", 10, "one level")?;
+/// let audit = router.add("**", 0, "audit")?;
+///
+/// assert_eq!(
+///     router.route("user.created"),
+///     [&"created", &"one level", &"all user events", &"audit"]
+/// );
+/// assert_eq!(router.route("billing.paid"), [&"audit"]);
+///
+/// router.remove(audit);
+/// assert!(router.route("billing.paid").is_empty());
+/// # Ok::<(), signal_bus::RouteError>(())
+/// ```
+pub struct Router<T> {
+    root: Node,
+    slots: Vec<Option<Entry<T>>>,
+    free: Vec<u32>,
+    len: usize,
+    next_seq: u64,
+    generation: u64,
+    cache_capacity: usize,
+    cache: RwLock<HashMap<Box<str>, CacheEntry>>,
+    empty: Arc<[RouteId]>,
+}
+
+impl<T> Default for Router<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for Router<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        struct Routes<'a, T>(&'a Router<T>);
+        impl<T: fmt::Debug> fmt::Debug for Routes<'_, T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let mut list = f.debug_list();
+                for (slot, entry) in self.0.slots.iter().enumerate() {
+                    if let Some(e) = entry {
+                        list.entry(&format_args!(
+                            "{:?} {} priority {} => {:?}",
+                            RouteId {
+                                seq: e.seq,
+                                slot: slot as u32
+                            },
+                            e.pattern,
+                            e.priority,
+                            e.value
+                        ));
+                    }
+                }
+                list.finish()
+            }
+        }
+        f.debug_struct("Router")
+            .field("len", &self.len)
+            .field("generation", &self.generation)
+            .field("cache_capacity", &self.cache_capacity)
+            .field("routes", &Routes(self))
+            .finish()
+    }
+}
+
+impl<T> Router<T> {
+    /// An empty router with the default cache capacity (4096 signal types).
+    pub fn new() -> Self {
+        Self::with_cache_capacity(DEFAULT_CACHE_CAPACITY)
+    }
+
+    /// An empty router whose cache keeps at most `capacity` signal types.
+    ///
+    /// A capacity of 0 disables the cache: every [`Router::route`] walks the
+    /// trie. When the cache is full, stale entries are dropped, and if it is
+    /// still full it is cleared.
+    pub fn with_cache_capacity(capacity: usize) -> Self {
+        Self {
+            root: Node::default(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            len: 0,
+            next_seq: 0,
+            generation: 0,
+            cache_capacity: capacity,
+            cache: RwLock::new(HashMap::new()),
+            empty: Arc::from([]),
+        }
+    }
+
+    /// Parses `pattern` and adds a route with `priority` and `value`.
+    ///
+    /// # Errors
+    ///
+    /// [`RouteError::Pattern`] when the pattern is invalid (see
+    /// [`Pattern::parse`]), [`RouteError::Priority`] when `priority` is
+    /// outside `-100..=100`.
+    pub fn add(&mut self, pattern: &str, priority: i32, value: T) -> Result<RouteId, RouteError> {
+        check_priority(priority)?;
+        self.add_pattern(Pattern::parse(pattern)?, priority, value)
+    }
+
+    /// Adds a route for an already parsed pattern.
+    ///
+    /// # Errors
+    ///
+    /// [`RouteError::Priority`] when `priority` is outside `-100..=100`.
+    pub fn add_pattern(
+        &mut self,
+        pattern: Pattern,
+        priority: i32,
+        value: T,
+    ) -> Result<RouteId, RouteError> {
+        check_priority(priority)?;
+        let seq = self.next_seq;
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None => u32::try_from(self.slots.len()).expect("more than u32::MAX routes"),
+        };
+        let key = sort_key(pattern.specificity(), priority, seq);
+        let mut node = &mut self.root;
+        for seg in pattern.segments() {
+            node = node.child_mut(seg);
+        }
+        node.routes.push(Hit { key, slot });
+        let entry = Entry {
+            seq,
+            pattern,
+            priority,
+            value,
+        };
+        if slot as usize == self.slots.len() {
+            self.slots.push(Some(entry));
+        } else {
+            self.slots[slot as usize] = Some(entry);
+        }
+        self.next_seq += 1;
+        self.len += 1;
+        self.generation += 1;
+        Ok(RouteId { seq, slot })
+    }
+
+    /// Removes a route and returns its value, or `None` if `id` is unknown or
+    /// was already removed. Trie nodes left empty are pruned.
+    pub fn remove(&mut self, id: RouteId) -> Option<T> {
+        let entry = self.slots.get_mut(id.slot as usize)?;
+        if entry.as_ref()?.seq != id.seq {
+            return None;
+        }
+        let entry = entry.take()?;
+        let found = self.root.remove(entry.pattern.segments(), id.slot);
+        debug_assert!(found, "route {id:?} missing from the trie");
+        self.free.push(id.slot);
+        self.len -= 1;
+        self.generation += 1;
+        Some(entry.value)
+    }
+
+    fn entry(&self, id: RouteId) -> Option<&Entry<T>> {
+        self.slots
+            .get(id.slot as usize)?
+            .as_ref()
+            .filter(|e| e.seq == id.seq)
+    }
+
+    /// The value of a route.
+    pub fn get(&self, id: RouteId) -> Option<&T> {
+        self.entry(id).map(|e| &e.value)
+    }
+
+    /// The value of a route, mutably.
+    pub fn get_mut(&mut self, id: RouteId) -> Option<&mut T> {
+        self.slots
+            .get_mut(id.slot as usize)?
+            .as_mut()
+            .filter(|e| e.seq == id.seq)
+            .map(|e| &mut e.value)
+    }
+
+    /// The pattern of a route.
+    pub fn pattern(&self, id: RouteId) -> Option<&Pattern> {
+        self.entry(id).map(|e| &e.pattern)
+    }
+
+    /// The priority of a route.
+    pub fn priority(&self, id: RouteId) -> Option<i32> {
+        self.entry(id).map(|e| e.priority)
+    }
+
+    /// The values of the routes matching `ty`, in routing order.
+    ///
+    /// Uses the cache (see [`Router::route_ids`]). An invalid type matches
+    /// nothing.
+    pub fn route(&self, ty: &str) -> Vec<&T> {
+        let ids = self.route_ids(ty);
+        ids.iter().filter_map(|&id| self.get(id)).collect()
+    }
+
+    /// The ids of the routes matching `ty`, in routing order, from the cache
+    /// when it holds an entry of the current generation.
+    ///
+    /// An invalid type matches nothing (and is not cached).
+    pub fn route_ids(&self, ty: &str) -> Arc<[RouteId]> {
+        let Some(count) = type_segment_count(ty) else {
+            return self.empty.clone();
+        };
+        if self.cache_capacity == 0 {
+            return self.compute_ids(ty, count);
+        }
+        {
+            let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(entry) = cache.get(ty) {
+                if entry.generation == self.generation {
+                    return entry.ids.clone();
+                }
+            }
+        }
+        let ids = self.compute_ids(ty, count);
+        let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= self.cache_capacity && !cache.contains_key(ty) {
+            let generation = self.generation;
+            cache.retain(|_, e| e.generation == generation);
+            if cache.len() >= self.cache_capacity {
+                cache.clear();
+            }
+        }
+        cache.insert(
+            ty.into(),
+            CacheEntry {
+                generation: self.generation,
+                ids: ids.clone(),
+            },
+        );
+        ids
+    }
+
+    fn compute_ids(&self, ty: &str, count: usize) -> Arc<[RouteId]> {
+        let hits = self.walk(ty, count);
+        if hits.is_empty() {
+            self.empty.clone()
+        } else {
+            hits.iter().map(|h| h.id()).collect()
+        }
+    }
+
+    /// The values of the routes matching `ty`, in routing order, by walking
+    /// the trie without the cache. An invalid type matches nothing.
+    pub fn route_uncached(&self, ty: &str) -> Vec<&T> {
+        let Some(count) = type_segment_count(ty) else {
+            return Vec::new();
+        };
+        self.walk(ty, count)
+            .into_iter()
+            .filter_map(|h| self.slots[h.slot as usize].as_ref().map(|e| &e.value))
+            .collect()
+    }
+
+    /// Sorted hits for a valid type of `count` segments.
+    fn walk(&self, ty: &str, count: usize) -> Vec<Hit> {
+        const INLINE: usize = 16;
+        let mut inline = [""; INLINE];
+        let heap: Vec<&str>;
+        let parts: &[&str] = if count <= INLINE {
+            for (slot, part) in inline.iter_mut().zip(ty.split('.')) {
+                *slot = part;
+            }
+            &inline[..count]
+        } else {
+            heap = ty.split('.').collect();
+            &heap
+        };
+        let mut walk = Walk {
+            parts,
+            hits: Vec::new(),
+            globstars: Vec::new(),
+        };
+        walk.visit(&self.root, 0);
+        let mut hits = walk.hits;
+        if hits.len() > 1 {
+            hits.sort_unstable_by_key(|h| h.key);
+            // Each route lives in one trie node and each (node, position)
+            // state is visited once, so duplicates are not expected; keep
+            // the guarantee anyway.
+            hits.dedup_by_key(|h| h.key);
+        }
+        hits
+    }
+
+    /// The number of routes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the router has no routes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// A counter bumped by every [`Router::add`] and [`Router::remove`].
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The maximum number of signal types kept in the cache (0: disabled).
+    pub fn cache_capacity(&self) -> usize {
+        self.cache_capacity
+    }
+
+    /// All routes with their ids, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (RouteId, &T)> {
+        self.slots.iter().enumerate().filter_map(|(slot, e)| {
+            e.as_ref().map(|e| {
+                (
+                    RouteId {
+                        seq: e.seq,
+                        slot: slot as u32,
+                    },
+                    &e.value,
+                )
+            })
+        })
+    }
+}
+
+fn check_priority(priority: i32) -> Result<(), RouteError> {
+    if (MIN_PRIORITY..=MAX_PRIORITY).contains(&priority) {
+        Ok(())
+    } else {
+        Err(RouteError::Priority { value: priority })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn routed(r: &Router<&'static str>, ty: &str) -> Vec<&'static str> {
+        let cached: Vec<&str> = r.route(ty).into_iter().copied().collect();
+        let uncached: Vec<&str> = r.route_uncached(ty).into_iter().copied().collect();
+        assert_eq!(cached, uncached, "cached vs uncached for {ty}");
+        cached
+    }
+
+    #[test]
+    fn router_is_send_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Router<String>>();
+        check::<RouteId>();
+        check::<RouteError>();
+    }
+
+    #[test]
+    fn basic_matching() {
+        let mut r = Router::new();
+        r.add("a.**.e", 0, "a**e").unwrap();
+        r.add("audit.**", 0, "audit").unwrap();
+        r.add("user.*", 0, "user*").unwrap();
+        r.add("user.create*", 0, "create*").unwrap();
+        r.add("user.{created,updated}", 0, "cu").unwrap();
+        r.add("api.v[0-9]", 0, "v").unwrap();
+        assert_eq!(routed(&r, "a.e"), ["a**e"]);
+        assert_eq!(routed(&r, "a.b.c.e"), ["a**e"]);
+        assert!(routed(&r, "a.b").is_empty());
+        assert_eq!(routed(&r, "audit"), ["audit"]);
+        assert_eq!(routed(&r, "audit.x.y"), ["audit"]);
+        assert_eq!(routed(&r, "user.created"), ["user*", "create*", "cu"]);
+        assert_eq!(routed(&r, "user.updated"), ["user*", "cu"]);
+        assert!(routed(&r, "user.a.b").is_empty());
+        assert_eq!(routed(&r, "api.v7"), ["v"]);
+        assert!(routed(&r, "api.v77").is_empty());
+    }
+
+    #[test]
+    fn globstar_matches_everything_once() {
+        let mut r = Router::new();
+        r.add("**", 0, "all").unwrap();
+        r.add("**.a.**", 0, "has-a").unwrap();
+        for ty in ["a", "a.a.a", "b.c", "a.b.a.b.a"] {
+            let got = routed(&r, ty);
+            assert_eq!(got.iter().filter(|v| **v == "all").count(), 1, "{ty}");
+            assert!(got.iter().filter(|v| **v == "has-a").count() <= 1, "{ty}");
+        }
+        assert_eq!(routed(&r, "a.a.a"), ["has-a", "all"]);
+        assert_eq!(routed(&r, "b.c"), ["all"]);
+    }
+
+    #[test]
+    fn invalid_types_match_nothing() {
+        let mut r = Router::new();
+        r.add("**", 0, "all").unwrap();
+        for ty in ["", "a..b", ".a", "a.", "a b", "a/b", "é"] {
+            assert!(r.route(ty).is_empty(), "{ty:?}");
+            assert!(r.route_uncached(ty).is_empty(), "{ty:?}");
+            assert!(r.route_ids(ty).is_empty(), "{ty:?}");
+        }
+    }
+
+    #[test]
+    fn ordering_specificity_then_priority_then_registration() {
+        let mut r = Router::new();
+        r.add("**", 100, "globstar").unwrap();
+        r.add("user.*", 0, "star-first").unwrap();
+        r.add("user.created", -5, "literal").unwrap();
+        r.add("user.*", 0, "star-second").unwrap();
+        r.add("user.*", 7, "star-prio").unwrap();
+        r.add("user.**", 0, "user-globstar").unwrap();
+        assert_eq!(
+            routed(&r, "user.created"),
+            [
+                "literal",
+                "star-prio",
+                "star-first",
+                "star-second",
+                "user-globstar",
+                "globstar"
+            ]
+        );
+    }
+
+    #[test]
+    fn priority_range() {
+        let mut r = Router::new();
+        let err = r.add("a", 150, "x").unwrap_err();
+        assert_eq!(err, RouteError::Priority { value: 150 });
+        assert_eq!(err.to_string(), "priority 150 is out of range -100..=100");
+        assert_eq!(
+            r.add("a", -101, "x").unwrap_err().to_string(),
+            "priority -101 is out of range -100..=100"
+        );
+        assert!(r.add("a", 100, "x").is_ok());
+        assert!(r.add("a", -100, "x").is_ok());
+        let err = r.add("a..b", 0, "x").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "pattern `a..b` has an empty segment at position 1"
+        );
+        assert!(matches!(err, RouteError::Pattern(_)));
+        assert_eq!(r.len(), 2);
+    }
+
+    #[test]
+    fn remove_then_route_and_prune() {
+        let mut r = Router::new();
+        let a = r.add("a.b.c", 0, "abc").unwrap();
+        let s = r.add("a.*.c", 0, "a*c").unwrap();
+        let g = r.add("a.**", 0, "a**").unwrap();
+        let x = r.add("a.{b,x}.c", 0, "glob").unwrap();
+        assert_eq!(routed(&r, "a.b.c"), ["abc", "a*c", "glob", "a**"]);
+        assert_eq!(r.remove(s), Some("a*c"));
+        assert_eq!(r.remove(s), None);
+        assert_eq!(routed(&r, "a.b.c"), ["abc", "glob", "a**"]);
+        assert_eq!(r.remove(a), Some("abc"));
+        assert_eq!(r.remove(x), Some("glob"));
+        assert_eq!(routed(&r, "a.b.c"), ["a**"]);
+        assert_eq!(r.remove(g), Some("a**"));
+        assert!(routed(&r, "a.b.c").is_empty());
+        assert!(r.is_empty());
+        assert!(r.root.is_empty(), "trie not pruned: {:?}", r.root);
+    }
+
+    #[test]
+    fn route_ids_are_not_reused() {
+        let mut r = Router::new();
+        let a = r.add("a", 0, "first").unwrap();
+        r.remove(a);
+        let b = r.add("a", 0, "second").unwrap();
+        assert_ne!(a, b);
+        assert!(b > a);
+        assert_eq!(r.get(a), None);
+        assert_eq!(r.pattern(a), None);
+        assert_eq!(r.remove(a), None);
+        assert_eq!(r.get(b), Some(&"second"));
+        assert_eq!(r.pattern(b).map(Pattern::as_str), Some("a"));
+        assert_eq!(r.len(), 1);
+    }
+
+    #[test]
+    fn get_mut_and_iter() {
+        let mut r = Router::new();
+        let a = r.add("a", 0, 1).unwrap();
+        let b = r.add("b", 3, 2).unwrap();
+        *r.get_mut(a).unwrap() = 10;
+        assert_eq!(r.route("a"), [&10]);
+        assert_eq!(r.priority(b), Some(3));
+        let mut all: Vec<_> = r.iter().collect();
+        all.sort();
+        assert_eq!(all, [(a, &10), (b, &2)]);
+        let dbg = format!("{r:?}");
+        assert!(dbg.contains("priority 3 => 2"), "{dbg}");
+    }
+
+    #[test]
+    fn cache_is_invalidated_by_add_and_remove() {
+        let mut r = Router::new();
+        r.add("user.*", 0, "star").unwrap();
+        assert_eq!(r.route("user.created"), [&"star"]);
+        let gen = r.generation();
+        let lit = r.add("user.created", 0, "literal").unwrap();
+        assert!(r.generation() > gen);
+        assert_eq!(r.route("user.created"), [&"literal", &"star"]);
+        r.remove(lit);
+        assert_eq!(r.route("user.created"), [&"star"]);
+        let ids = r.route_ids("user.created");
+        assert!(Arc::ptr_eq(&ids, &r.route_ids("user.created")));
+    }
+
+    #[test]
+    fn cache_is_bounded() {
+        let mut r = Router::with_cache_capacity(8);
+        r.add("**", 0, "all").unwrap();
+        for i in 0..100 {
+            assert_eq!(r.route(&format!("t{i}")), [&"all"]);
+            assert!(r.cache.read().unwrap().len() <= 8);
+        }
+        let r0: Router<&str> = Router::with_cache_capacity(0);
+        assert!(r0.route("a").is_empty());
+        assert!(r0.cache.read().unwrap().is_empty());
+    }
+
+    #[test]
+    fn concurrent_lookups_share_the_cache() {
+        let mut r = Router::with_cache_capacity(16);
+        r.add("svc.*.created", 0, 1).unwrap();
+        r.add("svc.**", 0, 2).unwrap();
+        let r = &r;
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                s.spawn(move || {
+                    for i in 0..500 {
+                        let ty = format!("svc.e{}.created", (i * 7 + t) % 40);
+                        assert_eq!(r.route(&ty), [&1, &2]);
+                    }
+                });
+            }
+        });
+        assert!(r.cache.read().unwrap().len() <= 16);
+    }
+
+    #[test]
+    fn pathological_globstars_stay_fast() {
+        let mut r = Router::new();
+        r.add("**.a.**.a.**.a", 0, "three").unwrap();
+        r.add("**.a.**.a.**.a.**.b", 0, "never").unwrap();
+        r.add("**.a.**.a.**.a.**.a.**.a.**.a", 0, "six").unwrap();
+        let ty = vec!["a"; 50].join(".");
+        let start = std::time::Instant::now();
+        assert_eq!(r.route_uncached(&ty), [&"six", &"three"]);
+        assert!(start.elapsed() < std::time::Duration::from_millis(200));
+    }
+
+    #[test]
+    fn long_types_are_routed() {
+        let mut r = Router::new();
+        r.add("s0.**.s19", 0, "ends").unwrap();
+        r.add("s0.*.s2.**", 0, "prefix").unwrap();
+        r.add("**", 0, "all").unwrap();
+        let ty: Vec<String> = (0..20).map(|i| format!("s{i}")).collect();
+        let ty = ty.join(".");
+        assert_eq!(routed(&r, &ty), ["prefix", "ends", "all"]);
+        assert_eq!(routed(&r, &format!("{ty}.x")), ["prefix", "all"]);
+    }
+
+    #[test]
+    fn sort_key_orders() {
+        assert!(sort_key(10, 0, 5) < sort_key(9, 100, 0));
+        assert!(sort_key(-10, 0, 5) > sort_key(9, -100, 0));
+        assert!(sort_key(10, 5, 5) < sort_key(10, 4, 0));
+        assert!(sort_key(10, -100, 1) < sort_key(10, -100, 2));
+        assert_eq!(
+            Hit {
+                key: sort_key(3, 4, 77),
+                slot: 2
+            }
+            .id()
+            .seq,
+            77
+        );
+    }
+}
