@@ -77,7 +77,11 @@ async fn api_md_core_block() -> Result<(), Box<dyn std::error::Error>> {
     // What was subscribed behaves as commented.
     let again = Signal::builder("user.created", "/services/accounts").build()?;
     let report = bus.publish(again).await?;
-    let targets: Vec<&str> = report.outcomes().iter().map(|o| o.target.as_ref()).collect();
+    let targets: Vec<&str> = report
+        .outcomes()
+        .iter()
+        .map(|o| o.target.as_ref())
+        .collect();
     assert_eq!(targets, ["named", "handler"]);
     assert!(report.is_ok());
     assert_eq!(_rx_email.recv().await.unwrap().ty(), "user.created");
@@ -94,14 +98,17 @@ fn error_types_implement_std_error_and_name_the_value() {
     fn is_error<E: std::error::Error + Send + Sync + 'static>(_: &E) {}
     let e = Signal::builder("user..created", "/s").build().unwrap_err();
     is_error(&e);
-    assert_eq!(e.to_string(), "type `user..created` has an empty segment at position 1");
+    assert_eq!(
+        e.to_string(),
+        "type `user..created` has an empty segment at position 1"
+    );
     let e = Pattern::parse("a..b").unwrap_err();
     is_error(&e);
     assert!(e.to_string().contains("a..b"), "{e}");
     let e = Bus::builder().name("").build().unwrap_err();
     is_error(&e);
     is_error(&DeliveryError::permanent("x"));
-    let e = serde_json::from_str::<Signal>(r#"{"specversion":"1.0","id":"1","type":"a"}"#)
-        .unwrap_err();
+    let e =
+        serde_json::from_str::<Signal>(r#"{"specversion":"1.0","id":"1","type":"a"}"#).unwrap_err();
     assert!(e.to_string().contains("`source` is required"), "{e}");
 }

@@ -525,7 +525,10 @@ async fn a_panicking_adapter_is_a_failed_outcome_not_a_crash() {
         .collect();
     assert_eq!(
         errors,
-        ["adapter panicked: bug in adapter for a.b", "adapter panicked: fast path bug"]
+        [
+            "adapter panicked: bug in adapter for a.b",
+            "adapter panicked: fast path bug"
+        ]
     );
     assert!(report.outcomes()[2].is_ok());
     assert!(rx.recv().await.is_some());
