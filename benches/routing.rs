@@ -191,6 +191,27 @@ fn bench_subscribe(c: &mut Criterion) {
         })
     });
     group.finish();
+
+    // The whole bus path: validate the target, parse, add to the trie, invalidate the cache.
+    let bus = signal_bus::Bus::builder().build().expect("valid bus");
+    for i in 0..N {
+        bus.subscribe(&pattern(i), signal_bus::adapter::Noop)
+            .expect("valid pattern");
+    }
+    let mut group = c.benchmark_group("subscribe/bus");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function(BenchmarkId::from_parameter(N), |b| {
+        let mut k = 0usize;
+        b.iter(|| {
+            let p = &fresh[k % fresh.len()];
+            k += 1;
+            let id = bus
+                .subscribe(black_box(p), signal_bus::adapter::Noop)
+                .expect("valid pattern");
+            bus.unsubscribe(id).expect("subscribed")
+        })
+    });
+    group.finish();
 }
 
 criterion_group! {

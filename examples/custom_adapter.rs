@@ -76,7 +76,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .publish(Signal::builder(ty, "/monitor").build()?)
             .await?;
         for outcome in report.outcomes() {
-            match &outcome.result {
+            match outcome.result() {
                 Ok(()) => println!("  {ty}: delivered to {}", outcome.target),
                 Err(e) => println!(
                     "  {ty}: {} failed ({e}); retryable: {}",

@@ -170,7 +170,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         for o in report.outcomes() {
             let sub = o.subscription.map_or(0, |s| s.get());
-            let row = table.entry((sub, o.target.to_string())).or_default();
+            let row = table.entry((sub, o.target.to_owned())).or_default();
             if o.is_ok() {
                 row.0 += 1;
             } else {

@@ -7,43 +7,55 @@
 //!
 //! Filter them like any `tracing` target, e.g. `RUST_LOG=signal_bus::deliver=warn`.
 
-use crate::{dispatch::Outcome, Signal};
+use tracing::Level;
 
-pub(crate) fn delivered(signal: &Signal, outcome: &Outcome) {
-    match &outcome.result {
-        Ok(()) => tracing::trace!(
-            name: "signal_bus::deliver",
-            target: "signal_bus::deliver",
-            target_name = &*outcome.target,
-            subscription = outcome.subscription.map(|s| s.get()),
-            signal_type = signal.ty(),
-            signal_id = signal.id(),
-            outcome = "ok",
-        ),
-        Err(e) => tracing::warn!(
-            name: "signal_bus::deliver",
-            target: "signal_bus::deliver",
-            message = "Delivery failed.",
-            target_name = &*outcome.target,
-            subscription = outcome.subscription.map(|s| s.get()),
-            signal_type = signal.ty(),
-            signal_id = signal.id(),
-            outcome = "failed",
-            error_kind = %e.kind(),
-            error = %e,
-        ),
+use crate::{PublishReport, Signal};
+
+pub(crate) fn delivered(signal: &Signal, report: &PublishReport) {
+    let trace_ok = tracing::enabled!(target: "signal_bus::deliver", Level::TRACE);
+    if !trace_ok && report.is_ok() {
+        return;
+    }
+    for outcome in report.outcomes() {
+        match outcome.error {
+            None => tracing::trace!(
+                name: "signal_bus::deliver",
+                target: "signal_bus::deliver",
+                target_name = outcome.target,
+                subscription = outcome.subscription.map(|s| s.get()),
+                signal_type = signal.ty(),
+                signal_id = signal.id(),
+                outcome = "ok",
+            ),
+            Some(e) => tracing::warn!(
+                name: "signal_bus::deliver",
+                target: "signal_bus::deliver",
+                message = "Delivery failed.",
+                target_name = outcome.target,
+                subscription = outcome.subscription.map(|s| s.get()),
+                signal_type = signal.ty(),
+                signal_id = signal.id(),
+                outcome = "failed",
+                error_kind = %e.kind(),
+                error = %e,
+            ),
+        }
     }
 }
 
-pub(crate) fn published(bus: &str, signal: &Signal, targets: usize, failed: usize, micros: u64) {
+pub(crate) fn publish_enabled() -> bool {
+    tracing::enabled!(target: "signal_bus::publish", Level::DEBUG)
+}
+
+pub(crate) fn published(bus: &str, signal: &Signal, report: &PublishReport, micros: u64) {
     tracing::debug!(
         name: "signal_bus::publish",
         target: "signal_bus::publish",
         bus,
         signal_type = signal.ty(),
         signal_id = signal.id(),
-        targets,
-        failed,
+        targets = report.len(),
+        failed = report.failed(),
         duration_us = micros,
     );
 }

@@ -202,12 +202,7 @@ async fn write_errors_name_the_device() {
     assert!(!report.is_ok());
     let failure = report.failures().next().unwrap();
     assert!(
-        failure
-            .result
-            .as_ref()
-            .unwrap_err()
-            .to_string()
-            .contains("writer"),
+        failure.error.unwrap().to_string().contains("writer"),
         "{failure:?}"
     );
 }

@@ -28,7 +28,7 @@ use std::{
 use tokio::sync::{broadcast, mpsc};
 
 use crate::{
-    dispatch::{deliver_all, validate_targets, IntoTargets, Plan, PublishReport, Target},
+    dispatch::{deliver_all, validate_targets, IntoTargets, Planned, PublishReport, Target},
     router::{RouteId, Router},
     BusError, ConfigError, Pattern, Signal,
 };
@@ -79,9 +79,9 @@ pub struct SubscriptionInfo {
 
 /// The ordered subscriptions matching one type.
 #[derive(Debug, Default)]
-struct Matched {
-    subscriptions: Vec<Arc<Subscription>>,
-    targets: usize,
+pub(crate) struct Matched {
+    pub(crate) subscriptions: Vec<Arc<Subscription>>,
+    pub(crate) targets: usize,
 }
 
 #[derive(Debug, Default)]
@@ -385,19 +385,13 @@ impl Bus {
                 bus: self.inner.name.to_string(),
             });
         }
-        let started = Instant::now();
-        let matched = self.matched(signal.ty());
-        let mut report = PublishReport::with_capacity(matched.targets);
-        let plan = Plan::Subscriptions(&matched.subscriptions);
-        deliver_all(&signal, plan.iter(), &mut report).await;
-        report.elapsed = started.elapsed();
-        crate::telemetry::published(
-            &self.inner.name,
-            &signal,
-            report.len(),
-            report.failed(),
-            u64::try_from(report.elapsed.as_micros()).unwrap_or(u64::MAX),
-        );
+        let started = crate::telemetry::publish_enabled().then(Instant::now);
+        let mut report = PublishReport::new(Planned::Subscriptions(self.matched(signal.ty())));
+        deliver_all(&signal, &mut report).await;
+        if let Some(started) = started {
+            let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            crate::telemetry::published(&self.inner.name, &signal, &report, micros);
+        }
         Ok(report)
     }
 

@@ -15,7 +15,6 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll, Waker},
-    time::Instant,
 };
 
 use futures_util::{
@@ -31,7 +30,8 @@ use crate::{
 mod report;
 mod target;
 
-pub use report::{Outcome, PublishReport};
+pub(crate) use report::Planned;
+pub use report::{Outcome, Outcomes, PublishReport};
 pub use target::{IntoTargets, Target, DEFAULT_TIMEOUT, MAX_TIMEOUT};
 
 /// Delivers one signal to `targets` without a bus, waiting for every synchronous target.
@@ -53,12 +53,10 @@ pub async fn dispatch(
     targets: impl IntoTargets,
 ) -> Result<PublishReport, BusError> {
     let signal = signal.into();
-    let targets = targets.into_targets();
+    let targets: Arc<[Target]> = targets.into_targets().into();
     validate_targets(&targets)?;
-    let started = Instant::now();
-    let mut report = PublishReport::with_capacity(targets.len());
-    deliver_all(&signal, Plan::Targets(&targets).iter(), &mut report).await;
-    report.elapsed = started.elapsed();
+    let mut report = PublishReport::new(Planned::Targets(targets));
+    deliver_all(&signal, &mut report).await;
     Ok(report)
 }
 
@@ -77,9 +75,8 @@ where
     S: Into<Arc<Signal>>,
 {
     let signals: Vec<Arc<Signal>> = signals.into_iter().map(Into::into).collect();
-    let targets = targets.into_targets();
+    let targets: Arc<[Target]> = targets.into_targets().into();
     validate_targets(&targets)?;
-    let started = Instant::now();
     let signals = &signals;
     let results = join_all(targets.iter().map(|t| async move {
         let delivery = AssertUnwindSafe(t.adapter.deliver_batch(signals)).catch_unwind();
@@ -90,19 +87,13 @@ where
         }
     }))
     .await;
-    let outcomes = targets
-        .iter()
-        .zip(results)
-        .map(|(t, result)| Outcome {
-            subscription: None,
-            target: Arc::clone(&t.name),
-            result,
-        })
+    let mut report = PublishReport::new(Planned::Targets(Arc::clone(&targets)));
+    report.failures = results
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, r)| r.err().map(|e| (i, e)))
         .collect();
-    Ok(PublishReport {
-        outcomes,
-        elapsed: started.elapsed(),
-    })
+    Ok(report)
 }
 
 pub(crate) fn validate_targets(targets: &[Target]) -> Result<(), BusError> {
@@ -118,7 +109,7 @@ pub(crate) fn validate_targets(targets: &[Target]) -> Result<(), BusError> {
 /// The targets of one delivery: bare targets, or the targets of matched subscriptions.
 ///
 /// A concrete iterator (rather than closures) keeps `publish` futures `Send`.
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) enum Plan<'a> {
     Targets(&'a [Target]),
     Subscriptions(&'a [Arc<Subscription>]),
@@ -134,6 +125,7 @@ impl<'a> Plan<'a> {
     }
 }
 
+#[derive(Debug)]
 pub(crate) struct PlanIter<'a> {
     plan: Plan<'a>,
     sub: usize,
@@ -163,15 +155,23 @@ impl<'a> Iterator for PlanIter<'a> {
     }
 }
 
-/// Delivers `signal` to each target, appending one outcome per target to `report` in order.
-pub(crate) async fn deliver_all(
+/// Delivers `signal` to every target the report plans, recording failures in it.
+///
+/// Targets that can deliver without waiting do so inline; the others are polled once and,
+/// if still pending, awaited together. Nothing is allocated unless a target must wait or
+/// fails.
+pub(crate) async fn deliver_all(signal: &Arc<Signal>, report: &mut PublishReport) {
+    deliver_planned(signal, &report.planned, &mut report.failures).await;
+    crate::telemetry::delivered(signal, report);
+}
+
+async fn deliver_planned(
     signal: &Arc<Signal>,
-    targets: PlanIter<'_>,
-    report: &mut PublishReport,
+    planned: &Planned,
+    failures: &mut Vec<(usize, DeliveryError)>,
 ) {
-    let first = report.outcomes.len();
     let mut pending: Vec<(usize, BoxFuture<'_, Result<(), DeliveryError>>)> = Vec::new();
-    for (subscription, target) in targets {
+    for (position, (_subscription, target)) in planned.plan().iter().enumerate() {
         let fast = panic::catch_unwind(AssertUnwindSafe(|| target.adapter.try_deliver(signal)));
         let result = match fast.unwrap_or_else(|p| Some(Err(DeliveryError::from_panic(&*p)))) {
             Some(result) => result,
@@ -180,17 +180,15 @@ pub(crate) async fn deliver_all(
                 match poll_once(&mut fut) {
                     Poll::Ready(result) => result,
                     Poll::Pending => {
-                        pending.push((report.outcomes.len(), fut));
-                        Ok(())
+                        pending.push((position, fut));
+                        continue;
                     }
                 }
             }
         };
-        report.outcomes.push(Outcome {
-            subscription,
-            target: Arc::clone(&target.name),
-            result,
-        });
+        if let Err(e) = result {
+            failures.push((position, e));
+        }
     }
     if !pending.is_empty() {
         let done = join_all(
@@ -199,12 +197,11 @@ pub(crate) async fn deliver_all(
                 .map(|(i, fut)| async move { (i, fut.await) }),
         )
         .await;
-        for (i, result) in done {
-            report.outcomes[i].result = result;
-        }
-    }
-    for outcome in &report.outcomes[first..] {
-        crate::telemetry::delivered(signal, outcome);
+        failures.extend(
+            done.into_iter()
+                .filter_map(|(i, r)| r.err().map(|e| (i, e))),
+        );
+        failures.sort_by_key(|(i, _)| *i);
     }
 }
 

@@ -1,80 +1,159 @@
-use std::{fmt, sync::Arc, time::Duration};
+use std::{fmt, sync::Arc};
 
-use crate::{bus::SubscriptionId, DeliveryError};
+use super::{Plan, PlanIter, Target};
+use crate::{
+    bus::{Matched, SubscriptionId},
+    DeliveryError,
+};
 
-/// What happened to one target of one delivery.
-#[derive(Debug, Clone)]
+/// What happened to one target of one delivery: a view into a [`PublishReport`].
+#[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
-pub struct Outcome {
+pub struct Outcome<'a> {
     /// The subscription the target belongs to (`None` for [`dispatch`](crate::dispatch())).
     pub subscription: Option<SubscriptionId>,
     /// The target's name.
-    pub target: Arc<str>,
-    /// Delivered, or why not.
-    pub result: Result<(), DeliveryError>,
+    pub target: &'a str,
+    /// Why the delivery failed; `None` when the target got the signal.
+    pub error: Option<&'a DeliveryError>,
 }
 
-impl Outcome {
+impl<'a> Outcome<'a> {
     /// Whether the target got the signal.
     pub fn is_ok(&self) -> bool {
-        self.result.is_ok()
+        self.error.is_none()
+    }
+
+    /// The outcome as a `Result`.
+    ///
+    /// # Errors
+    /// The delivery error when the target did not get the signal.
+    pub fn result(&self) -> Result<(), &'a DeliveryError> {
+        match self.error {
+            None => Ok(()),
+            Some(e) => Err(e),
+        }
+    }
+}
+
+/// The targets a report speaks of, kept alive by the report (one `Arc`, no copy).
+#[derive(Debug, Clone, Default)]
+pub(crate) enum Planned {
+    #[default]
+    Nothing,
+    Subscriptions(Arc<Matched>),
+    Targets(Arc<[Target]>),
+}
+
+impl Planned {
+    pub(crate) fn plan(&self) -> Plan<'_> {
+        match self {
+            Planned::Nothing => Plan::Targets(&[]),
+            Planned::Subscriptions(m) => Plan::Subscriptions(&m.subscriptions),
+            Planned::Targets(t) => Plan::Targets(t),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Planned::Nothing => 0,
+            Planned::Subscriptions(m) => m.targets,
+            Planned::Targets(t) => t.len(),
+        }
     }
 }
 
 /// The outcome of every target a signal (or batch) was delivered to, in delivery order:
 /// more specific subscriptions first, then higher priority, then older.
+///
+/// Building a report costs nothing when every target succeeds: it keeps the matched targets
+/// (shared) and the failures only.
 #[derive(Debug, Clone, Default)]
 pub struct PublishReport {
-    pub(crate) outcomes: Vec<Outcome>,
-    pub(crate) elapsed: Duration,
+    pub(crate) planned: Planned,
+    /// (position in delivery order, error), sorted by position.
+    pub(crate) failures: Vec<(usize, DeliveryError)>,
 }
 
 impl PublishReport {
-    pub(crate) fn with_capacity(n: usize) -> Self {
+    pub(crate) fn new(planned: Planned) -> Self {
         PublishReport {
-            outcomes: Vec::with_capacity(n),
-            elapsed: Duration::ZERO,
+            planned,
+            failures: Vec::new(),
         }
     }
 
     /// Whether every target got the signal (also true when nothing matched).
     pub fn is_ok(&self) -> bool {
-        self.outcomes.iter().all(Outcome::is_ok)
+        self.failures.is_empty()
     }
 
-    /// Every outcome.
-    pub fn outcomes(&self) -> &[Outcome] {
-        &self.outcomes
+    /// Every outcome, in delivery order.
+    pub fn outcomes(&self) -> Outcomes<'_> {
+        Outcomes {
+            targets: self.planned.plan().iter(),
+            failures: &self.failures,
+            position: 0,
+        }
     }
 
-    /// The failed outcomes.
-    pub fn failures(&self) -> impl Iterator<Item = &Outcome> {
-        self.outcomes.iter().filter(|o| !o.is_ok())
+    /// The outcome at `position` in delivery order.
+    pub fn get(&self, position: usize) -> Option<Outcome<'_>> {
+        self.outcomes().nth(position)
+    }
+
+    /// The failed outcomes, in delivery order.
+    pub fn failures(&self) -> impl Iterator<Item = Outcome<'_>> {
+        self.outcomes().filter(|o| !o.is_ok())
     }
 
     /// How many targets got the signal.
     pub fn delivered(&self) -> usize {
-        self.outcomes.iter().filter(|o| o.is_ok()).count()
+        self.len() - self.failures.len()
     }
 
     /// How many targets failed.
     pub fn failed(&self) -> usize {
-        self.outcomes.len() - self.delivered()
+        self.failures.len()
     }
 
     /// How many targets there were.
     pub fn len(&self) -> usize {
-        self.outcomes.len()
+        self.planned.len()
     }
 
     /// Whether no target matched.
     pub fn is_empty(&self) -> bool {
-        self.outcomes.is_empty()
+        self.len() == 0
     }
+}
 
-    /// How long the whole delivery took.
-    pub fn elapsed(&self) -> Duration {
-        self.elapsed
+/// The outcomes of a [`PublishReport`], in delivery order.
+#[derive(Debug)]
+pub struct Outcomes<'a> {
+    targets: PlanIter<'a>,
+    failures: &'a [(usize, DeliveryError)],
+    position: usize,
+}
+
+impl<'a> Iterator for Outcomes<'a> {
+    type Item = Outcome<'a>;
+
+    fn next(&mut self) -> Option<Outcome<'a>> {
+        let (subscription, target) = self.targets.next()?;
+        let error = match self.failures.first() {
+            Some((p, e)) if *p == self.position => {
+                self.failures = &self.failures[1..];
+                Some(e)
+            }
+            _ => None,
+        };
+        self.position += 1;
+        Some(Outcome {
+            subscription,
+            target: target.name(),
+            error,
+        })
     }
 }
 
@@ -88,7 +167,7 @@ impl fmt::Display for PublishReport {
             self.failed()
         )?;
         for o in self.failures() {
-            if let Err(e) = &o.result {
+            if let Some(e) = o.error {
                 write!(f, "; {}: {e}", o.target)?;
             }
         }
