@@ -1,0 +1,104 @@
+//! The bus emits `tracing` events with stable names and fields for publish and deliver.
+
+use std::{
+    io,
+    sync::{Arc, Mutex},
+};
+
+use signal_bus::{
+    adapter::{Handler, Noop},
+    Bus, DeliveryError, Signal, Target,
+};
+use tracing_subscriber::fmt::MakeWriter;
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+fn capture(filter: &str) -> (Captured, tracing::subscriber::DefaultGuard) {
+    let out = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(out.clone())
+        .with_env_filter(filter)
+        .without_time()
+        .with_target(true)
+        .with_ansi(false)
+        .finish();
+    let guard = tracing::subscriber::set_default(subscriber);
+    (out, guard)
+}
+
+fn text(c: &Captured) -> String {
+    String::from_utf8(c.0.lock().unwrap().clone()).unwrap()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn publish_and_deliver_events_carry_their_fields() {
+    let (out, _guard) = capture("signal_bus::publish=debug,signal_bus::deliver=trace");
+    let bus = Bus::builder().name("tele").build().unwrap();
+    bus.subscribe(
+        "a.*",
+        vec![
+            Target::new(Noop).label("quiet"),
+            Target::new(Handler::new(|_s: Arc<Signal>| async {
+                Err(DeliveryError::retryable("upstream 503"))
+            }))
+            .label("flaky"),
+        ],
+    )
+    .unwrap();
+    let signal = Signal::builder("a.b", "/t").id("sig-1").build().unwrap();
+    bus.publish(signal).await.unwrap();
+    let log = text(&out);
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 3, "{log}");
+    assert!(lines[0].contains("TRACE signal_bus::deliver:"), "{log}");
+    assert!(lines[0].contains("target_name=\"quiet\""), "{log}");
+    assert!(lines[0].contains("outcome=\"ok\""), "{log}");
+    assert!(
+        lines[1].contains("WARN signal_bus::deliver: Delivery failed."),
+        "{log}"
+    );
+    for field in [
+        "target_name=\"flaky\"",
+        "signal_type=\"a.b\"",
+        "signal_id=\"sig-1\"",
+        "outcome=\"failed\"",
+        "error_kind=retryable",
+        "error=upstream 503",
+        "subscription=1",
+    ] {
+        assert!(lines[1].contains(field), "missing {field}: {log}");
+    }
+    assert!(lines[2].contains("DEBUG signal_bus::publish:"), "{log}");
+    for field in ["bus=\"tele\"", "targets=2", "failed=1", "duration_us="] {
+        assert!(lines[2].contains(field), "missing {field}: {log}");
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn successful_deliveries_are_silent_at_warn() {
+    let (out, _guard) = capture("signal_bus=warn");
+    let bus = Bus::builder().build().unwrap();
+    bus.subscribe("a.*", Noop).unwrap();
+    bus.publish(Signal::builder("a.b", "/t").build().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(text(&out), "");
+}
