@@ -11,6 +11,8 @@ pub mod adapter;
 pub mod bus;
 pub mod dispatch;
 mod error;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod pattern;
 pub mod router;
 pub mod signal;
