@@ -205,6 +205,14 @@ pub enum DeliveryError {
         /// The endpoint whose breaker is open.
         endpoint: String,
     },
+    /// Some endpoints of a multi-endpoint target (a webhook with several URLs) failed.
+    #[error("{} of {total} endpoints failed: {}", failures.len(), join_endpoint_errors(.failures))]
+    Endpoints {
+        /// How many endpoints were tried.
+        total: usize,
+        /// Each failed endpoint and why.
+        failures: Vec<EndpointError>,
+    },
     /// The adapter panicked while delivering; the panic was caught.
     #[error("adapter panicked: {message}")]
     Panicked {
@@ -221,6 +229,32 @@ pub enum DeliveryError {
         /// Wait at least this long before retrying, when known.
         retry_after: Option<Duration>,
     },
+}
+
+/// One failed endpoint of a multi-endpoint delivery.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{endpoint}: {error}")]
+#[non_exhaustive]
+pub struct EndpointError {
+    /// The endpoint (a URL without its query).
+    pub endpoint: String,
+    /// Why it failed.
+    pub error: DeliveryError,
+}
+
+impl EndpointError {
+    /// An endpoint's failure.
+    pub fn new(endpoint: impl Into<String>, error: DeliveryError) -> Self {
+        EndpointError {
+            endpoint: endpoint.into(),
+            error,
+        }
+    }
+}
+
+fn join_endpoint_errors(failures: &[EndpointError]) -> String {
+    let parts: Vec<String> = failures.iter().map(ToString::to_string).collect();
+    parts.join("; ")
 }
 
 fn http_message(status: u16, body: &str) -> String {
@@ -275,6 +309,16 @@ impl DeliveryError {
                 ..
             } => classify_status(*status, retry_after.is_some()),
             DeliveryError::Gone { .. } => ErrorKind::Gone,
+            // Worth retrying when any endpoint's failure is.
+            DeliveryError::Endpoints { failures, .. } => {
+                if failures.iter().any(|f| f.error.is_retryable()) {
+                    ErrorKind::Retryable
+                } else {
+                    failures
+                        .first()
+                        .map_or(ErrorKind::Permanent, |f| f.error.kind())
+                }
+            }
             DeliveryError::CircuitOpen { .. } => ErrorKind::Throttled,
             DeliveryError::Other { kind, .. } => *kind,
         }
@@ -295,6 +339,9 @@ impl DeliveryError {
         match self {
             DeliveryError::Http { retry_after, .. } | DeliveryError::Other { retry_after, .. } => {
                 *retry_after
+            }
+            DeliveryError::Endpoints { failures, .. } => {
+                failures.iter().filter_map(|f| f.error.retry_after()).max()
             }
             _ => None,
         }

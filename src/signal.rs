@@ -24,7 +24,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::{collections::BTreeMap, fmt};
+use std::{collections::BTreeMap, fmt, sync::OnceLock};
+
+use bytes::Bytes;
 
 use base64::Engine as _;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -290,7 +292,7 @@ impl ExtensionValue {
 ///
 /// Build one with [`Signal::builder`]; read one from JSON with serde. Once built, a signal is
 /// immutable: share it as `Arc<Signal>`.
-#[derive(Clone, PartialEq)]
+#[derive(Clone)]
 pub struct Signal {
     id: String,
     source: String,
@@ -301,6 +303,22 @@ pub struct Signal {
     dataschema: Option<String>,
     data: Option<Data>,
     extensions: BTreeMap<String, ExtensionValue>,
+    /// The CloudEvents JSON form, computed once on first use (signals are immutable).
+    json: OnceLock<Bytes>,
+}
+
+impl PartialEq for Signal {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+            && self.source == other.source
+            && self.ty == other.ty
+            && self.subject == other.subject
+            && self.time == other.time
+            && self.datacontenttype == other.datacontenttype
+            && self.dataschema == other.dataschema
+            && self.data == other.data
+            && self.extensions == other.extensions
+    }
 }
 
 impl fmt::Debug for Signal {
@@ -432,13 +450,27 @@ impl Signal {
         validate_extension_name(name)?;
         let mut s = self.clone();
         s.extensions.insert(name.to_owned(), value.into());
+        s.json = OnceLock::new();
         Ok(s)
     }
 
-    /// The CloudEvents JSON bytes of this signal.
+    /// The CloudEvents JSON bytes of this signal (structured mode).
+    ///
+    /// Serialized once, on first use, then shared: every HTTP target, URL and retry of the
+    /// same signal sends the same bytes. Cloning the result is cheap.
+    pub fn to_json_bytes(&self) -> Bytes {
+        self.json
+            .get_or_init(|| {
+                // Serializing a Signal cannot fail: every field is a string, a number or a
+                // JSON value.
+                Bytes::from(serde_json::to_vec(self).unwrap_or_default())
+            })
+            .clone()
+    }
+
+    /// The CloudEvents JSON bytes of this signal, as a vector.
     pub fn to_json_vec(&self) -> Vec<u8> {
-        // Serializing a Signal cannot fail: every field is a string, a number or a JSON value.
-        serde_json::to_vec(self).unwrap_or_default()
+        self.to_json_bytes().to_vec()
     }
 
     /// Reads a signal from CloudEvents JSON bytes.
@@ -682,6 +714,7 @@ impl SignalBuilder {
             dataschema: self.dataschema,
             data: self.data,
             extensions: self.extensions,
+            json: OnceLock::new(),
         })
     }
 }
@@ -874,6 +907,19 @@ mod tests {
         let long = "a".repeat(MAX_ATTRIBUTE_LEN + 1);
         let e = Signal::builder("a", long).build().unwrap_err();
         assert!(e.to_string().contains("more than the limit of 4096"));
+    }
+
+    #[test]
+    fn json_bytes_are_computed_once_and_match_serde() {
+        let s = sample();
+        let a = s.to_json_bytes();
+        let b = s.to_json_bytes();
+        assert_eq!(a.as_ptr(), b.as_ptr(), "cached, not serialized twice");
+        assert_eq!(&a[..], serde_json::to_vec(&s).unwrap().as_slice());
+        // A copy with an extra extension serializes afresh.
+        let t = s.with_extension("extra", 1).unwrap();
+        assert!(String::from_utf8(t.to_json_vec()).unwrap().contains("\"extra\":1"));
+        assert_eq!(s, s.clone());
     }
 
     #[test]

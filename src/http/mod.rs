@@ -1,3 +1,25 @@
-//! HTTP delivery: the [`Http`] and [`Webhook`] adapters and webhook [`signing`].
+//! HTTP delivery: the [`Http`] and [`Webhook`] adapters, and webhook [`signing`].
+//!
+//! Both speak the CloudEvents HTTP binding ([`ContentMode`]), classify every response for
+//! the retry layer (2xx delivered; 408, 5xx, timeouts and connect errors retryable; 429 and
+//! 503 with `Retry-After` throttled; 410 gone; other 4xx and 3xx permanent; redirects are
+//! not followed), and share one pooled `reqwest` client per distinct connection setting.
+//! TLS is rustls with the `ring` provider (installed as the process default unless the
+//! application installed another).
 
+mod adapter;
+mod binding;
+mod client;
+mod egress;
+mod endpoint;
+mod request;
+mod response;
 pub mod signing;
+mod webhook;
+
+pub use adapter::Http;
+pub use binding::{ContentMode, BATCH_CONTENT_TYPE, STRUCTURED_CONTENT_TYPE};
+pub use client::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_IDLE_TIMEOUT, DEFAULT_POOL_MAX_IDLE_PER_HOST};
+pub use request::MAX_REQUEST_TIMEOUT;
+pub use response::MAX_BODY_EXCERPT;
+pub use webhook::{Webhook, MAX_WEBHOOK_URLS};

@@ -1,0 +1,145 @@
+use std::{fmt, net::IpAddr};
+
+use reqwest::Url;
+
+use super::egress;
+use crate::ConfigError;
+
+/// A validated HTTP(S) URL. Displays without its query string, which may carry secrets.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Endpoint {
+    url: Url,
+    shown: String,
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
+/// What a URL looks like in messages: scheme, host, port and path; never user info or the
+/// query, which may carry credentials.
+fn redacted(raw: &str) -> String {
+    let cut = raw.find(['?', '#']).unwrap_or(raw.len());
+    let mut base = raw[..cut].to_owned();
+    if let Some(start) = base.find("://").map(|i| i + 3) {
+        let end = base[start..].find('/').map_or(base.len(), |i| start + i);
+        if let Some(at) = base[start..end].rfind('@') {
+            base.replace_range(start..start + at + 1, "***@");
+        }
+    }
+    let mut shown: String = base.chars().take(200).collect();
+    if cut < raw.len() {
+        shown.push_str("?…");
+    }
+    shown
+}
+
+impl Endpoint {
+    /// Parses and checks a URL: http or https, a host, no user info, no whitespace.
+    pub(crate) fn parse(raw: &str) -> Result<Endpoint, ConfigError> {
+        let invalid = |rule: &str| ConfigError::invalid("url", redacted(raw), rule);
+        if raw.is_empty() {
+            return Err(invalid("must not be empty"));
+        }
+        if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(invalid("must not contain whitespace or control characters"));
+        }
+        let url = Url::parse(raw).map_err(|e| invalid(&format!("is not a URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(invalid(&format!(
+                "has scheme `{}`: only http and https are allowed",
+                url.scheme()
+            )));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(invalid("has no host"));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(invalid(
+                "must not contain user info: pass credentials in a header",
+            ));
+        }
+        let shown = redacted(url.as_str());
+        Ok(Endpoint { url, shown })
+    }
+
+    pub(crate) fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// The literal IP address of the host, if the URL has one.
+    pub(crate) fn literal_ip(&self) -> Option<IpAddr> {
+        match self.url.host()? {
+            url::Host::Ipv4(ip) => Some(IpAddr::V4(ip)),
+            url::Host::Ipv6(ip) => Some(IpAddr::V6(ip)),
+            url::Host::Domain(_) => None,
+        }
+    }
+
+    /// Refuses a literal private, loopback, link-local or unspecified address.
+    pub(crate) fn check_literal_ip(&self) -> Result<(), ConfigError> {
+        if let Some(ip) = self.literal_ip() {
+            if let Some(category) = egress::refused_category(ip) {
+                return Err(ConfigError::invalid(
+                    "url",
+                    &self.shown,
+                    format!(
+                        "points to {ip}, a {category} address; webhooks refuse these unless \
+                         allow_private_networks(true)"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn host_port(&self) -> (String, u16) {
+        let host = match self.url.host() {
+            Some(url::Host::Ipv6(ip)) => ip.to_string(),
+            _ => self.url.host_str().unwrap_or_default().to_owned(),
+        };
+        (host, self.url.port_or_known_default().unwrap_or(80))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn valid_urls() {
+        let e = Endpoint::parse("https://api.example.com/events?token=s3cret").unwrap();
+        assert_eq!(e.to_string(), "https://api.example.com/events?…");
+        assert!(!format!("{e:?}").contains("s3cret"));
+        assert_eq!(e.host_port(), ("api.example.com".to_owned(), 443));
+        let e = Endpoint::parse("http://[::1]:8080/x").unwrap();
+        assert_eq!(e.host_port(), ("::1".to_owned(), 8080));
+    }
+
+    #[test]
+    fn bad_urls_are_refused_with_the_rule() {
+        let cases = [
+            ("", "must not be empty"),
+            ("ftp://example.com/x", "has scheme `ftp`: only http and https are allowed"),
+            ("https://user:pw@example.com/", "must not contain user info"),
+            ("https://exa mple.com/", "must not contain whitespace"),
+            ("not a url", "must not contain whitespace"),
+            ("example.com/x", "is not a URL"),
+            ("http://:80/", "is not a URL: empty host"),
+        ];
+        for (raw, rule) in cases {
+            let e = Endpoint::parse(raw).unwrap_err().to_string();
+            assert!(e.starts_with("invalid url `"), "{raw}: {e}");
+            assert!(e.contains(rule), "{raw}: {e}");
+            assert!(!e.contains("pw@"), "user info leaked: {e}");
+        }
+    }
+}

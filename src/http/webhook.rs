@@ -1,0 +1,268 @@
+use std::{collections::HashMap, fmt, sync::Arc};
+
+use async_trait::async_trait;
+use futures_util::future::join_all;
+use http::{HeaderMap, Method};
+
+use super::{
+    binding,
+    endpoint::Endpoint,
+    request::{request_options, RequestConfig},
+    signing::{SignInput, SigningScheme},
+};
+use crate::{
+    adapter::{Health, HealthStatus},
+    Adapter, ConfigError, DeliveryError, EndpointError, ErrorKind, Signal,
+};
+
+/// Longest list of URLs one webhook target may have.
+pub const MAX_WEBHOOK_URLS: usize = 100;
+
+/// Delivers signals as signed webhooks to one or several URLs (Jido's `webhook` adapter).
+///
+/// Everything [`Http`](super::Http) does, plus:
+/// - **signing** with a [`SigningScheme`] ([`StandardWebhooks`](super::signing::StandardWebhooks)
+///   is the usual choice): the signature covers the exact body, is computed once per
+///   delivery and shared by every URL, and its headers always win over caller headers of
+///   the same name (compared case-insensitively);
+/// - **several URLs**, one after the other or, with [`parallel`](Webhook::parallel), at once;
+///   the outcome fails when any URL fails and names each failed URL;
+/// - an **event type map** for the event name some schemes send (`x-webhook-event`);
+/// - the **egress guard**: private, loopback, link-local and unspecified addresses are
+///   refused (a literal IP at `subscribe`, a resolved one at connect time) unless
+///   [`allow_private_networks(true)`](Webhook::allow_private_networks).
+///
+/// The message id is the signal id; it must not contain `.`.
+///
+/// ```no_run
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use signal_bus::{http::{signing::StandardWebhooks, Webhook}, Bus};
+///
+/// let bus = Bus::builder().build()?;
+/// let hook = Webhook::new("https://merchant.example.com/hook")?
+///     .signing(StandardWebhooks::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?);
+/// bus.subscribe("order.**", hook)?;
+/// # Ok(()) }
+/// ```
+pub struct Webhook {
+    endpoints: Vec<Endpoint>,
+    pub(crate) request: RequestConfig,
+    signing: Option<Arc<dyn SigningScheme>>,
+    event_types: HashMap<String, String>,
+    parallel: bool,
+}
+
+impl fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Webhook")
+            .field("urls", &self.endpoints)
+            .field("signing", &self.signing)
+            .field("parallel", &self.parallel)
+            .field("allow_private_networks", &!self.request.client.egress_guard)
+            .field("request", &self.request)
+            .finish()
+    }
+}
+
+impl Webhook {
+    /// POSTs signed signals to `url`.
+    ///
+    /// # Errors
+    /// A URL that is not http(s), has no host, has user info or whitespace.
+    pub fn new(url: &str) -> Result<Webhook, ConfigError> {
+        Webhook::urls([url])
+    }
+
+    /// POSTs signed signals to each of `urls` (1 to 100).
+    ///
+    /// # Errors
+    /// No URL, too many, or any bad URL.
+    pub fn urls<S: AsRef<str>>(urls: impl IntoIterator<Item = S>) -> Result<Webhook, ConfigError> {
+        let endpoints = urls
+            .into_iter()
+            .map(|u| Endpoint::parse(u.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        if endpoints.is_empty() {
+            return Err(ConfigError::invalid("urls", "[]", "must list at least one URL"));
+        }
+        if endpoints.len() > MAX_WEBHOOK_URLS {
+            return Err(ConfigError::invalid(
+                "urls",
+                format!("{} URLs", endpoints.len()),
+                format!("must list at most {MAX_WEBHOOK_URLS}"),
+            ));
+        }
+        let mut request = RequestConfig::new(Method::POST);
+        request.client.egress_guard = true;
+        Ok(Webhook {
+            endpoints,
+            request,
+            signing: None,
+            event_types: HashMap::new(),
+            parallel: false,
+        })
+    }
+
+    /// Signs every request with `scheme`. Default: unsigned.
+    pub fn signing(mut self, scheme: impl SigningScheme) -> Self {
+        self.signing = Some(Arc::new(scheme));
+        self
+    }
+
+    /// Sends to all URLs at once instead of one after the other. Default: `false`.
+    pub fn parallel(mut self, parallel: bool) -> Self {
+        self.parallel = parallel;
+        self
+    }
+
+    /// Maps signal types to the event names sent (e.g. `order.placed` -> `OrderPlaced`);
+    /// unmapped types are sent as they are.
+    pub fn event_type_map<K: Into<String>, V: Into<String>>(
+        mut self,
+        map: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        self.event_types
+            .extend(map.into_iter().map(|(k, v)| (k.into(), v.into())));
+        self
+    }
+
+    /// Allows private, loopback, link-local and unspecified addresses. Default: `false`
+    /// (refused), so a webhook URL cannot reach internal services.
+    pub fn allow_private_networks(mut self, allow: bool) -> Self {
+        self.request.client.egress_guard = !allow;
+        self
+    }
+
+    /// Sends with PUT or PATCH instead of POST.
+    pub fn method(mut self, method: Method) -> Self {
+        self.request.method = method;
+        self
+    }
+
+    request_options!();
+
+    async fn send_all(&self, body: bytes::Bytes, headers: &[&HeaderMap]) -> Result<(), DeliveryError> {
+        let results: Vec<Result<(), DeliveryError>> = if self.parallel && self.endpoints.len() > 1 {
+            join_all(
+                self.endpoints
+                    .iter()
+                    .map(|e| self.request.send(e, body.clone(), headers)),
+            )
+            .await
+        } else {
+            let mut results = Vec::with_capacity(self.endpoints.len());
+            for e in &self.endpoints {
+                results.push(self.request.send(e, body.clone(), headers).await);
+            }
+            results
+        };
+        if self.endpoints.len() == 1 {
+            return results.into_iter().next().unwrap_or(Ok(()));
+        }
+        let failures: Vec<EndpointError> = self
+            .endpoints
+            .iter()
+            .zip(results)
+            .filter_map(|(e, r)| r.err().map(|err| EndpointError::new(e.to_string(), err)))
+            .collect();
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(DeliveryError::Endpoints {
+                total: self.endpoints.len(),
+                failures,
+            })
+        }
+    }
+
+    fn sign(&self, msg_id: &str, body: &[u8], ty: &str) -> Result<HeaderMap, DeliveryError> {
+        let mut headers = HeaderMap::new();
+        let Some(scheme) = &self.signing else {
+            return Ok(headers);
+        };
+        if msg_id.contains('.') {
+            return Err(DeliveryError::Other {
+                kind: ErrorKind::Permanent,
+                message: format!(
+                    "signal id `{msg_id}` contains `.`, which webhook message ids must not"
+                ),
+                retry_after: None,
+            });
+        }
+        let event_type = self.event_types.get(ty).map_or(ty, String::as_str);
+        let input = SignInput::new(msg_id, chrono::Utc::now().timestamp(), body, event_type);
+        for (name, value) in scheme.sign_headers(&input) {
+            headers.insert(name, value);
+        }
+        Ok(headers)
+    }
+}
+
+#[async_trait]
+impl Adapter for Webhook {
+    fn name(&self) -> &str {
+        "webhook"
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        self.request.validate(&mut problems);
+        if self.request.client.egress_guard {
+            for e in &self.endpoints {
+                if let Err(p) = e.check_literal_ip() {
+                    problems.push(p);
+                }
+            }
+        }
+        match problems.len() {
+            0 => Ok(()),
+            1 => Err(problems.remove(0)),
+            _ => Err(ConfigError::Many(problems)),
+        }
+    }
+
+    async fn deliver(&self, signal: &Signal) -> Result<(), DeliveryError> {
+        // Serialized (cached on the signal) and signed once, whatever the number of URLs.
+        let encoded = binding::encode(signal, self.request.mode);
+        let signed = self.sign(signal.id(), &encoded.body, signal.ty())?;
+        self.send_all(encoded.body, &[&encoded.headers, &signed])
+            .await
+    }
+
+    async fn deliver_shared(&self, signal: Arc<Signal>) -> Result<(), DeliveryError> {
+        self.deliver(&signal).await
+    }
+
+    async fn deliver_batch(&self, signals: &[Arc<Signal>]) -> Result<(), DeliveryError> {
+        let Some(first) = signals.first() else {
+            return Ok(());
+        };
+        let encoded = binding::encode_batch(signals);
+        // A batch is signed as one message, identified by its first signal.
+        let signed = self.sign(first.id(), &encoded.body, first.ty())?;
+        self.send_all(encoded.body, &[&encoded.headers, &signed])
+            .await
+    }
+
+    async fn health_check(&self) -> Health {
+        let checks = join_all(self.endpoints.iter().map(|e| self.request.health(e))).await;
+        let failed: Vec<String> = checks
+            .iter()
+            .filter(|h| !h.is_healthy())
+            .filter_map(|h| h.message.clone())
+            .collect();
+        let latency = checks.iter().filter_map(|h| h.latency).max();
+        let mut health = if failed.is_empty() {
+            Health::healthy()
+        } else if failed.len() == checks.len() {
+            Health::unhealthy(failed.join("; "))
+        } else {
+            Health::degraded(failed.join("; "))
+        };
+        if let Some(l) = latency {
+            health = health.with_latency(l);
+        }
+        debug_assert!(health.status != HealthStatus::Degraded || checks.len() > 1);
+        health
+    }
+}
