@@ -21,9 +21,7 @@ pub mod telemetry;
 pub use adapter::Adapter;
 pub use bus::{Bus, BusBuilder, SubscriptionId};
 pub use dispatch::{dispatch, dispatch_batch, IntoTargets, Outcome, PublishReport, Target};
-pub use error::{
-    classify_status, BusError, ConfigError, DeliveryError, EndpointError, ErrorKind,
-};
+pub use error::{classify_status, BusError, ConfigError, DeliveryError, EndpointError, ErrorKind};
 pub use pattern::{Pattern, PatternError};
 pub use router::{RouteError, RouteId, Router};
 pub use signal::{Signal, SignalBuilder, SignalError};

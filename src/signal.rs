@@ -918,7 +918,9 @@ mod tests {
         assert_eq!(&a[..], serde_json::to_vec(&s).unwrap().as_slice());
         // A copy with an extra extension serializes afresh.
         let t = s.with_extension("extra", 1).unwrap();
-        assert!(String::from_utf8(t.to_json_vec()).unwrap().contains("\"extra\":1"));
+        assert!(String::from_utf8(t.to_json_vec())
+            .unwrap()
+            .contains("\"extra\":1"));
         assert_eq!(s, s.clone());
     }
 

@@ -177,7 +177,10 @@ mod tests {
             .build()
             .unwrap();
         assert_eq!(&encode(&s, ContentMode::Binary).body[..], b"hello");
-        let s = Signal::builder("a", "/s").data_bytes(vec![0, 1]).build().unwrap();
+        let s = Signal::builder("a", "/s")
+            .data_bytes(vec![0, 1])
+            .build()
+            .unwrap();
         let e = encode(&s, ContentMode::Binary);
         assert_eq!(&e.body[..], &[0, 1]);
         assert_eq!(e.headers[CONTENT_TYPE], "application/octet-stream");

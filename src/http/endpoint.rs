@@ -128,7 +128,10 @@ mod tests {
     fn bad_urls_are_refused_with_the_rule() {
         let cases = [
             ("", "must not be empty"),
-            ("ftp://example.com/x", "has scheme `ftp`: only http and https are allowed"),
+            (
+                "ftp://example.com/x",
+                "has scheme `ftp`: only http and https are allowed",
+            ),
             ("https://user:pw@example.com/", "must not contain user info"),
             ("https://exa mple.com/", "must not contain whitespace"),
             ("not a url", "must not contain whitespace"),

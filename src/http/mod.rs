@@ -19,7 +19,9 @@ mod webhook;
 
 pub use adapter::Http;
 pub use binding::{ContentMode, BATCH_CONTENT_TYPE, STRUCTURED_CONTENT_TYPE};
-pub use client::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_IDLE_TIMEOUT, DEFAULT_POOL_MAX_IDLE_PER_HOST};
+pub use client::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_IDLE_TIMEOUT, DEFAULT_POOL_MAX_IDLE_PER_HOST,
+};
 pub use request::MAX_REQUEST_TIMEOUT;
 pub use response::MAX_BODY_EXCERPT;
 pub use webhook::{Webhook, MAX_WEBHOOK_URLS};

@@ -177,8 +177,9 @@ impl RequestConfig {
         let (host, port) = endpoint.host_port();
         let started = std::time::Instant::now();
         let connect = async {
-            let addrs: Vec<std::net::SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), port)).await?.collect();
+            let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+                .await?
+                .collect();
             let addrs = if self.client.egress_guard {
                 super::egress::allowed_addrs(&host, &addrs)
                     .map_err(|e| std::io::Error::new(std::io::ErrorKind::PermissionDenied, e))?
@@ -196,10 +197,8 @@ impl RequestConfig {
         };
         match tokio::time::timeout(self.client.connect_timeout, connect).await {
             Ok(Ok(())) => Health::healthy().with_latency(started.elapsed()),
-            Ok(Err(e)) => {
-                Health::unhealthy(format!("cannot connect to {endpoint}: {e}"))
-                    .with_latency(started.elapsed())
-            }
+            Ok(Err(e)) => Health::unhealthy(format!("cannot connect to {endpoint}: {e}"))
+                .with_latency(started.elapsed()),
             Err(_) => Health::unhealthy(format!(
                 "cannot connect to {endpoint}: timed out after {:?}",
                 self.client.connect_timeout

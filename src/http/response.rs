@@ -64,7 +64,9 @@ pub(crate) fn retry_after(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Dur
     let delay = if let Ok(secs) = value.parse::<u64>() {
         Duration::from_secs(secs)
     } else {
-        let at = DateTime::parse_from_rfc2822(value).ok()?.with_timezone(&Utc);
+        let at = DateTime::parse_from_rfc2822(value)
+            .ok()?
+            .with_timezone(&Utc);
         (at - now).to_std().unwrap_or(Duration::ZERO)
     };
     Some(delay.min(MAX_RETRY_AFTER))
@@ -72,7 +74,11 @@ pub(crate) fn retry_after(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Dur
 
 /// A transport failure: timeouts and connect errors are retryable; a refused address (the
 /// egress guard) is permanent. The URL's query never appears.
-pub(crate) fn transport(error: reqwest::Error, timeout: Duration, endpoint: &Endpoint) -> DeliveryError {
+pub(crate) fn transport(
+    error: reqwest::Error,
+    timeout: Duration,
+    endpoint: &Endpoint,
+) -> DeliveryError {
     if error.is_timeout() {
         return DeliveryError::Timeout { after: timeout };
     }

@@ -83,7 +83,11 @@ impl Webhook {
             .map(|u| Endpoint::parse(u.as_ref()))
             .collect::<Result<Vec<_>, _>>()?;
         if endpoints.is_empty() {
-            return Err(ConfigError::invalid("urls", "[]", "must list at least one URL"));
+            return Err(ConfigError::invalid(
+                "urls",
+                "[]",
+                "must list at least one URL",
+            ));
         }
         if endpoints.len() > MAX_WEBHOOK_URLS {
             return Err(ConfigError::invalid(
@@ -141,7 +145,11 @@ impl Webhook {
 
     request_options!();
 
-    async fn send_all(&self, body: bytes::Bytes, headers: &[&HeaderMap]) -> Result<(), DeliveryError> {
+    async fn send_all(
+        &self,
+        body: bytes::Bytes,
+        headers: &[&HeaderMap],
+    ) -> Result<(), DeliveryError> {
         let results: Vec<Result<(), DeliveryError>> = if self.parallel && self.endpoints.len() > 1 {
             join_all(
                 self.endpoints
