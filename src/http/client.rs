@@ -81,6 +81,25 @@ pub(crate) fn count() -> usize {
     clients().lock().unwrap_or_else(|e| e.into_inner()).len()
 }
 
+fn build(options: ClientOptions) -> Result<reqwest::Client, DeliveryError> {
+    // reqwest is built without a bundled crypto provider: use ring unless the application
+    // installed another one already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(options.pool_max_idle_per_host)
+        .pool_idle_timeout(options.pool_idle_timeout)
+        .connect_timeout(options.connect_timeout)
+        .tcp_nodelay(true)
+        .user_agent(concat!("signal-bus/", env!("CARGO_PKG_VERSION")));
+    if options.egress_guard {
+        builder = builder.dns_resolver(Arc::new(GuardedResolver));
+    }
+    builder
+        .build()
+        .map_err(|e| DeliveryError::permanent(format!("cannot build the HTTP client: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,23 +122,4 @@ mod tests {
         .unwrap();
         assert_eq!(count(), before + 2, "different settings, another client");
     }
-}
-
-fn build(options: ClientOptions) -> Result<reqwest::Client, DeliveryError> {
-    // reqwest is built without a bundled crypto provider: use ring unless the application
-    // installed another one already.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut builder = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .pool_max_idle_per_host(options.pool_max_idle_per_host)
-        .pool_idle_timeout(options.pool_idle_timeout)
-        .connect_timeout(options.connect_timeout)
-        .tcp_nodelay(true)
-        .user_agent(concat!("signal-bus/", env!("CARGO_PKG_VERSION")));
-    if options.egress_guard {
-        builder = builder.dns_resolver(Arc::new(GuardedResolver));
-    }
-    builder
-        .build()
-        .map_err(|e| DeliveryError::permanent(format!("cannot build the HTTP client: {e}")))
 }
