@@ -282,6 +282,7 @@ impl StandardWebhooks {
             .split(' ')
             .filter_map(|entry| entry.strip_prefix("v1,"))
             .filter_map(|sig| LENIENT.decode(sig).ok())
+            .filter(|sig| !sig.is_empty())
             .collect();
         if received.is_empty() {
             return Err(VerifyError::InvalidHeader {
