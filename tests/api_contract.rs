@@ -89,6 +89,44 @@ async fn api_md_core_block() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+#[cfg(feature = "http")]
+#[tokio::test]
+async fn api_md_http_and_webhook_block() -> Result<(), Box<dyn std::error::Error>> {
+    let bus = Bus::builder().name("app").build()?;
+
+    // Per-target timeout on an HTTP target (the policy options arrive with the policy work).
+    use signal_bus::http::Http;
+    let target = Target::new(Http::post("https://api.example.com/events")?)
+        .timeout(Duration::from_secs(10));
+    assert_eq!(target.name(), "http");
+    bus.subscribe("payment.**", target)?;
+
+    // Webhooks and signing (signers are pure and usable by receivers).
+    use signal_bus::http::{
+        signing::{GitHub, StandardWebhooks},
+        Webhook,
+    };
+    let std_hooks = StandardWebhooks::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?; // Result<_, ConfigError>
+    let body: &[u8] = br#"{"a":1}"#;
+    let header: String = std_hooks.sign("msg_1", 1_700_000_000, body); // "v1,<base64>"; i64 unix seconds
+    assert!(header.starts_with("v1,"));
+    let headers = http::HeaderMap::new(); // a receiver's request headers
+    let _ = std_hooks.verify(&headers, body); // Result<(), VerifyError>; tolerance 5 min
+    assert!(std_hooks.verify(&headers, body).is_err());
+    let gh: String = GitHub::new("secret")?.sign(body); // "sha256=<hex>"
+    assert!(gh.starts_with("sha256="));
+    let hook = Webhook::new("https://merchant.example.com/hook")?.signing(std_hooks);
+    bus.subscribe("order.**", hook)?;
+    // Private, loopback and link-local targets are refused (a failed outcome in the report, or an
+    // Err from new/subscribe for a literal address) unless allowed:
+    let local = Webhook::new("http://127.0.0.1:9000/hook")?.allow_private_networks(true);
+    bus.subscribe("local.**", local)?;
+    assert!(bus
+        .subscribe("x.**", Webhook::new("http://127.0.0.1:9000/hook")?)
+        .is_err());
+    Ok(())
+}
+
 #[test]
 fn error_types_implement_std_error_and_name_the_value() {
     fn is_error<E: std::error::Error + Send + Sync + 'static>(_: &E) {}

@@ -1,3 +1,4 @@
+#![cfg(feature = "http")]
 //! The `Http` adapter against real loopback servers: bodies in each CloudEvents mode,
 //! response classification, timeouts, refused and dropped connections, bad configuration.
 

@@ -1,3 +1,4 @@
+#![cfg(feature = "http")]
 //! Webhook signing: published vectors, independent HMAC computations, rotation, tolerance
 //! edges, tampering, redaction and constructor errors.
 #![cfg(feature = "http")]

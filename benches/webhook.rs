@@ -1,0 +1,159 @@
+//! Signed webhook deliveries per second to a loopback axum receiver at concurrency 1, 16 and
+//! 64, beside raw reqwest posts of the same bytes, in the same run.
+//!
+//! `cargo bench --bench webhook`
+//!
+//! Each published signal is new, so its serialization and signing are part of the measured
+//! cost; the raw baseline posts pre-serialized bytes with no signature.
+
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use signal_bus::{
+    http::{signing::StandardWebhooks, Webhook},
+    Bus, Signal,
+};
+use tokio::runtime::Runtime;
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// An axum receiver answering 204, on its own runtime thread (like a separate process).
+fn start_receiver() -> SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let app = axum::Router::new().fallback(|_body: axum::body::Bytes| async {
+                axum::http::StatusCode::NO_CONTENT
+            });
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    rx.recv().unwrap()
+}
+
+fn signals(n: usize) -> Vec<Arc<Signal>> {
+    (0..n)
+        .map(|i| {
+            Arc::new(
+                Signal::builder("order.placed", "/bench/shop")
+                    .subject(format!("order/{i}"))
+                    .data(serde_json::json!({
+                        "order_id": i, "customer": "c-1042", "total_cents": 129_900,
+                        "currency": "EUR", "items": [{"sku": "A-1", "qty": 2}, {"sku": "B-7", "qty": 1}]
+                    }))
+                    .build()
+                    .unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Runs `total` operations spread over `concurrency` tasks and returns the elapsed time.
+async fn run<F, Fut>(total: u64, concurrency: u64, op: F) -> Duration
+where
+    F: Fn(u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let start = Instant::now();
+    let per_task = total.div_ceil(concurrency);
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|t| {
+            let op = op.clone();
+            tokio::spawn(async move {
+                for i in 0..per_task {
+                    op(t * per_task + i).await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    start.elapsed()
+}
+
+fn bench(c: &mut Criterion) {
+    let addr = start_receiver();
+    let url = format!("http://{addr}/hook");
+    let rt: Runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+
+    let bus = Bus::builder().name("bench").build().unwrap();
+    let hook = Webhook::new(&url)
+        .unwrap()
+        .allow_private_networks(true)
+        .signing(StandardWebhooks::new(SECRET).unwrap());
+    bus.subscribe("order.**", hook).unwrap();
+    let pool = Arc::new(signals(4096));
+    let raw_body = bytes::Bytes::from(serde_json::to_vec(&*pool[0]).unwrap());
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()
+        .unwrap();
+
+    let mut group = c.benchmark_group("webhook");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(6))
+        .throughput(Throughput::Elements(1));
+    for &concurrency in &[1u64, 16, 64] {
+        group.bench_with_input(
+            BenchmarkId::new("raw_reqwest", concurrency),
+            &concurrency,
+            |b, &conc| {
+                b.iter_custom(|iters| {
+                    let (client, url, body) = (client.clone(), url.clone(), raw_body.clone());
+                    rt.block_on(run(iters, conc, move |_| {
+                        let (client, url, body) = (client.clone(), url.clone(), body.clone());
+                        async move {
+                            let resp = client
+                                .post(&url)
+                                .header("content-type", "application/cloudevents+json")
+                                .body(body)
+                                .send()
+                                .await
+                                .unwrap();
+                            assert!(resp.status().is_success());
+                        }
+                    }))
+                })
+            },
+        );
+        group.bench_with_input(
+            BenchmarkId::new("bus_signed_webhook", concurrency),
+            &concurrency,
+            |b, &conc| {
+                b.iter_custom(|iters| {
+                    let (bus, pool) = (bus.clone(), Arc::clone(&pool));
+                    rt.block_on(run(iters, conc, move |i| {
+                        let (bus, pool) = (bus.clone(), Arc::clone(&pool));
+                        async move {
+                            // A fresh copy, so serialization is measured every time.
+                            let signal = Signal::clone(&pool[i as usize % pool.len()]);
+                            let report = bus.publish(signal).await.unwrap();
+                            assert!(report.is_ok(), "{report}");
+                        }
+                    }))
+                })
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
