@@ -100,6 +100,9 @@ fn bench(c: &mut Criterion) {
     bus.subscribe("order.**", hook).unwrap();
     let pool = Arc::new(signals(4096));
     let raw_body = bytes::Bytes::from(serde_json::to_vec(&*pool[0]).unwrap());
+    // The library installs ring as the rustls provider when it builds its first client; the
+    // baseline client is built first, so install it here.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
         .build()

@@ -3,6 +3,9 @@
 //!
 //! `cargo run --release --example demo`
 
+#[path = "shared/receiver.rs"]
+mod receiver;
+
 use std::{
     collections::BTreeMap,
     sync::{
@@ -15,6 +18,7 @@ use std::{
 use serde_json::json;
 use signal_bus::{
     adapter::{Channel, Console, ConsoleFormat, Handler, Logger, Named, Noop, PubSub},
+    http::{signing::StandardWebhooks, Webhook},
     Bus, DeliveryError, Signal, Target,
 };
 use tokio::sync::mpsc;
@@ -149,6 +153,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     bus.subscribe("inventory.low", Logger::warn().format("stock low: $data"))?;
     bus.subscribe("debug.**", Noop)?;
 
+    // 7. A partner webhook: paid orders, signed with Standard Webhooks, to a receiver on
+    //    loopback that verifies every signature with the library's verifier.
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let (addr, received, serve) =
+        receiver::start(([127, 0, 0, 1], 0).into(), secret, false).await?;
+    let receiver_task = tokio::spawn(serve);
+    let hook = Webhook::new(&format!("http://{addr}/partner/orders"))?
+        .allow_private_networks(true) // loopback, on purpose
+        .signing(StandardWebhooks::new(secret)?);
+    bus.subscribe("order.paid", Target::new(hook).label("partner-webhook"))?;
+
     // Publish a few hundred signals and tally every outcome per subscription target.
     let signals = signals(400);
     let patterns: BTreeMap<u64, String> = bus
@@ -199,6 +214,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("fulfilment task (channel)     {fulfilment}");
     println!("email_service (named)         {email}");
     println!("billing listeners (pubsub)    {billing_a} and {billing_b}");
+    {
+        let r = received.lock().unwrap();
+        println!(
+            "partner webhook receiver      {} verified, {} rejected",
+            r.verified,
+            r.rejected.len()
+        );
+    }
+    receiver_task.abort();
     println!("metrics handler, per type:");
     for (ty, n) in per_type.lock().unwrap().iter() {
         println!("    {ty:<24} {n}");
