@@ -31,9 +31,8 @@ fn start_receiver() -> SocketAddr {
             .build()
             .unwrap();
         rt.block_on(async move {
-            let app = axum::Router::new().fallback(|_body: axum::body::Bytes| async {
-                axum::http::StatusCode::NO_CONTENT
-            });
+            let app = axum::Router::new()
+                .fallback(|_body: axum::body::Bytes| async { axum::http::StatusCode::NO_CONTENT });
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             tx.send(listener.local_addr().unwrap()).unwrap();
             axum::serve(listener, app).await.unwrap();

@@ -60,7 +60,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let forged = reqwest::Client::new()
         .post(format!("http://{local}/hook"))
         .header("webhook-id", "msg_forged")
-        .header("webhook-timestamp", chrono::Utc::now().timestamp().to_string())
+        .header(
+            "webhook-timestamp",
+            chrono::Utc::now().timestamp().to_string(),
+        )
         .header("webhook-signature", "v1,Zm9yZ2Vk")
         .body("{}")
         .send()

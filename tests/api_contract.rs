@@ -96,8 +96,8 @@ async fn api_md_http_and_webhook_block() -> Result<(), Box<dyn std::error::Error
 
     // Per-target timeout on an HTTP target (the policy options arrive with the policy work).
     use signal_bus::http::Http;
-    let target = Target::new(Http::post("https://api.example.com/events")?)
-        .timeout(Duration::from_secs(10));
+    let target =
+        Target::new(Http::post("https://api.example.com/events")?).timeout(Duration::from_secs(10));
     assert_eq!(target.name(), "http");
     bus.subscribe("payment.**", target)?;
 

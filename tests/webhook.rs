@@ -121,9 +121,12 @@ async fn github_stripe_and_jido_schemes() {
     let server = TestServer::start().await;
     let sent = |i: usize| server.requests()[i].clone();
 
-    dispatch(signal("g1"), hook(&server, "/gh").signing(GitHub::new("gh-secret").unwrap()))
-        .await
-        .unwrap();
+    dispatch(
+        signal("g1"),
+        hook(&server, "/gh").signing(GitHub::new("gh-secret").unwrap()),
+    )
+    .await
+    .unwrap();
     let r = sent(0);
     assert_eq!(
         header(&r, "x-hub-signature-256"),
@@ -233,7 +236,10 @@ async fn a_failing_url_is_named_and_the_others_still_get_it() {
         .allow_private_networks(true);
     let report = dispatch(signal("m3"), hook).await.unwrap();
     let e = report.get(0).unwrap().error.unwrap();
-    assert!(matches!(e, DeliveryError::Endpoints { total: 2, .. }), "{e:?}");
+    assert!(
+        matches!(e, DeliveryError::Endpoints { total: 2, .. }),
+        "{e:?}"
+    );
     assert_eq!(
         e.to_string(),
         format!(
@@ -256,22 +262,34 @@ async fn egress_guard_refuses_private_targets_unless_allowed() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains(&format!(
-            "points to 127.0.0.1, a loopback address; webhooks refuse these unless allow_private_networks(true)"
-        )),
+        e.contains(
+            "points to 127.0.0.1, a loopback address; webhooks refuse these unless \
+             allow_private_networks(true)"
+        ),
         "{e}"
     );
-    for url in ["http://10.0.0.5/x", "http://169.254.169.254/latest", "http://[::1]/x", "http://0.0.0.0/"] {
+    for url in [
+        "http://10.0.0.5/x",
+        "http://169.254.169.254/latest",
+        "http://[::1]/x",
+        "http://0.0.0.0/",
+    ] {
         let e = Webhook::new(url).unwrap().validate();
         assert!(e.is_err(), "{url} must be refused");
     }
     // A name that resolves to loopback: refused at connect time, nothing sent.
-    let report = dispatch(signal("m4"), Webhook::new(&server.localhost_url("/x")).unwrap())
-        .await
-        .unwrap();
+    let report = dispatch(
+        signal("m4"),
+        Webhook::new(&server.localhost_url("/x")).unwrap(),
+    )
+    .await
+    .unwrap();
     let e = report.get(0).unwrap().error.unwrap();
     assert_eq!(e.kind(), ErrorKind::Permanent, "{e}");
-    assert!(e.to_string().contains("host `localhost` resolves to"), "{e}");
+    assert!(
+        e.to_string().contains("host `localhost` resolves to"),
+        "{e}"
+    );
     assert!(e.to_string().contains("a loopback address"), "{e}");
     assert_eq!(server.count(), 0);
     // Allowed on request.
@@ -312,7 +330,10 @@ async fn secrets_never_show_in_debug() {
         .signing(StandardWebhooks::new(SECRET).unwrap())
         .bearer_auth("b34rer");
     let debug = format!("{hook:?}");
-    assert!(!debug.contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"), "{debug}");
+    assert!(
+        !debug.contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+        "{debug}"
+    );
     assert!(!debug.contains("b34rer"), "{debug}");
     assert!(debug.contains("redacted"), "{debug}");
     let scheme: &dyn SigningScheme = &GitHub::new("gh-s3cret").unwrap();

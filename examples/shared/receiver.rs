@@ -52,7 +52,11 @@ pub async fn start(
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let app = Router::new().fallback(receive).with_state(shared);
-    Ok((local, received, async move { axum::serve(listener, app).await }))
+    Ok((
+        local,
+        received,
+        async move { axum::serve(listener, app).await },
+    ))
 }
 
 async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> StatusCode {
