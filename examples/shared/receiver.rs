@@ -13,10 +13,7 @@ use axum::{
     http::{HeaderMap, StatusCode},
     Router,
 };
-use signal_bus::{
-    http::signing::{SigningScheme, StandardWebhooks},
-    Signal,
-};
+use signal_bus::{http::signing::StandardWebhooks, Signal};
 
 /// What the receiver has seen.
 #[derive(Debug, Default)]
