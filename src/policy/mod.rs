@@ -1,0 +1,7 @@
+//! Delivery policies: retries with backoff, circuit breakers, delivery modes and batching.
+
+mod breaker;
+mod retry;
+
+pub use breaker::{Breaker, CircuitBreaker, CircuitState, Permit, Transition};
+pub use retry::{Backoff, Jitter, RetryPolicy};
