@@ -213,6 +213,20 @@ pub enum DeliveryError {
         /// Each failed endpoint and why.
         failures: Vec<EndpointError>,
     },
+    /// The target's async queue is full (overflow `Error`, or `Block` past the timeout).
+    #[error("queue of target `{target}` is full (capacity {capacity})")]
+    QueueFull {
+        /// The target's name.
+        target: String,
+        /// The queue's capacity.
+        capacity: usize,
+    },
+    /// The target is shutting down and takes no more signals.
+    #[error("target `{target}` is closed")]
+    Closed {
+        /// The target's name.
+        target: String,
+    },
     /// The adapter panicked while delivering; the panic was caught.
     #[error("adapter panicked: {message}")]
     Panicked {
@@ -296,7 +310,10 @@ impl DeliveryError {
     /// How the retry layer should treat this failure.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            DeliveryError::Timeout { .. } => ErrorKind::Retryable,
+            DeliveryError::Timeout { .. } | DeliveryError::QueueFull { .. } => {
+                ErrorKind::Retryable
+            }
+            DeliveryError::Closed { .. } => ErrorKind::Permanent,
             DeliveryError::ChannelFull { .. } => ErrorKind::Retryable,
             DeliveryError::ChannelClosed
             | DeliveryError::UnknownName { .. }

@@ -14,13 +14,16 @@ mod error;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod pattern;
+pub mod policy;
 pub mod router;
 pub mod signal;
 pub mod telemetry;
 
 pub use adapter::Adapter;
-pub use bus::{Bus, BusBuilder, SubscriptionId};
-pub use dispatch::{dispatch, dispatch_batch, IntoTargets, Outcome, PublishReport, Target};
+pub use bus::{Bus, BusBuilder, ShutdownReport, SubscriptionId};
+pub use dispatch::{
+    dispatch, dispatch_async, dispatch_batch, IntoTargets, Outcome, PublishReport, Target,
+};
 pub use error::{classify_status, BusError, ConfigError, DeliveryError, EndpointError, ErrorKind};
 pub use pattern::{Pattern, PatternError};
 pub use router::{RouteError, RouteId, Router};

@@ -454,6 +454,23 @@ impl Signal {
         Ok(s)
     }
 
+    /// A copy of this signal with several more extensions.
+    ///
+    /// # Errors
+    /// [`SignalError::ExtensionName`] for a name outside the CloudEvents rules.
+    pub fn with_extensions<'a>(
+        &self,
+        extensions: impl IntoIterator<Item = (&'a str, ExtensionValue)>,
+    ) -> Result<Signal, SignalError> {
+        let mut s = self.clone();
+        for (name, value) in extensions {
+            validate_extension_name(name)?;
+            s.extensions.insert(name.to_owned(), value);
+        }
+        s.json = OnceLock::new();
+        Ok(s)
+    }
+
     /// The CloudEvents JSON bytes of this signal (structured mode).
     ///
     /// Serialized once, on first use, then shared: every HTTP target, URL and retry of the

@@ -3,13 +3,27 @@
 //! | event (name and target) | level | when | fields |
 //! |---|---|---|---|
 //! | `signal_bus::publish` | debug | a signal was published | `bus`, `signal_type`, `signal_id`, `targets`, `failed`, `duration_us` |
-//! | `signal_bus::deliver` | trace (ok), warn (failed) | one target got, or failed to get, a signal | `target`, `subscription`, `signal_type`, `signal_id`, `outcome`, `error` |
+//! | `signal_bus::deliver` | trace (ok), warn (failed) | one target got, or failed to get, a signal | `target_name`, `subscription`, `signal_type`, `signal_id`, `outcome`, `error_kind`, `error` |
+//! | `signal_bus::retry` | info | a failed attempt will be retried | `target_name`, `signal_type`, `signal_id`, `attempt`, `delay_ms`, `error_kind`, `error` |
+//! | `signal_bus::circuit` | warn (opened), info (other transitions) | a breaker changed state | `target_name`, `from`, `to` |
+//! | `signal_bus::dead_letter` | warn | a signal failed for good and goes to dead-letter targets | `target_name`, `signal_type`, `signal_id`, `attempts`, `error` |
+//! | `signal_bus::drop` | warn | a full async queue dropped a signal | `target_name`, `signal_type`, `signal_id`, `overflow` |
+//! | `signal_bus::endpoint_disabled` | error | an endpoint answered 410 Gone and was disabled | `target_name`, `error` |
 //!
+//! Besides events, [`Bus::metrics`](crate::Bus::metrics) returns counters and latency per
+//! target, and [`Bus::health`](crate::Bus::health) runs every adapter's health check.
 //! Filter them like any `tracing` target, e.g. `RUST_LOG=signal_bus::deliver=warn`.
+
+use std::time::{Duration, SystemTime};
 
 use tracing::Level;
 
-use crate::{PublishReport, Signal};
+use crate::{
+    adapter::HealthStatus,
+    bus::SubscriptionId,
+    policy::{CircuitState, Overflow},
+    DeliveryError, PublishReport, Signal,
+};
 
 pub(crate) fn delivered(signal: &Signal, report: &PublishReport) {
     let trace_ok = tracing::enabled!(target: "signal_bus::deliver", Level::TRACE);
@@ -58,4 +72,141 @@ pub(crate) fn published(bus: &str, signal: &Signal, report: &PublishReport, micr
         failed = report.failed(),
         duration_us = micros,
     );
+}
+
+pub(crate) fn retry(target: &str, signal: &Signal, attempt: u32, delay: Duration, error: &DeliveryError) {
+    tracing::info!(
+        name: "signal_bus::retry",
+        target: "signal_bus::retry",
+        message = "Retrying after error.",
+        target_name = target,
+        signal_type = signal.ty(),
+        signal_id = signal.id(),
+        attempt,
+        delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+        error_kind = %error.kind(),
+        error = %error,
+    );
+}
+
+pub(crate) fn circuit(target: &str, from: CircuitState, to: CircuitState) {
+    if to == CircuitState::Open {
+        tracing::warn!(
+            name: "signal_bus::circuit",
+            target: "signal_bus::circuit",
+            message = "Circuit breaker opened.",
+            target_name = target,
+            from = %from,
+            to = %to,
+        );
+    } else {
+        tracing::info!(
+            name: "signal_bus::circuit",
+            target: "signal_bus::circuit",
+            message = "Circuit breaker changed state.",
+            target_name = target,
+            from = %from,
+            to = %to,
+        );
+    }
+}
+
+pub(crate) fn dead_letter(target: &str, signal: &Signal, attempts: u32, error: &DeliveryError) {
+    tracing::warn!(
+        name: "signal_bus::dead_letter",
+        target: "signal_bus::dead_letter",
+        message = "Delivery failed for good; sending to dead-letter targets.",
+        target_name = target,
+        signal_type = signal.ty(),
+        signal_id = signal.id(),
+        attempts,
+        error = %error,
+    );
+}
+
+pub(crate) fn dropped(target: &str, signal: &Signal, overflow: Overflow) {
+    tracing::warn!(
+        name: "signal_bus::drop",
+        target: "signal_bus::drop",
+        message = "Queue full; signal dropped.",
+        target_name = target,
+        signal_type = signal.ty(),
+        signal_id = signal.id(),
+        overflow = %overflow,
+    );
+}
+
+pub(crate) fn endpoint_disabled(target: &str, error: &DeliveryError) {
+    tracing::error!(
+        name: "signal_bus::endpoint_disabled",
+        target: "signal_bus::endpoint_disabled",
+        message = "Endpoint is gone; target disabled.",
+        target_name = target,
+        error = %error,
+    );
+}
+
+/// Counters and latency of one target, from [`Bus::metrics`](crate::Bus::metrics).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct TargetMetrics {
+    /// The subscription the target belongs to.
+    pub subscription: SubscriptionId,
+    /// The target's name.
+    pub target: String,
+    /// Signals delivered.
+    pub delivered: u64,
+    /// Signals that failed for good (after retries).
+    pub failed: u64,
+    /// Retries made.
+    pub retried: u64,
+    /// Signals dropped by a full queue.
+    pub dropped: u64,
+    /// Signals sent to dead-letter targets.
+    pub dead_lettered: u64,
+    /// Signals waiting in the target's async queue.
+    pub queue_depth: usize,
+    /// Median delivery latency (fast-path deliveries are sampled one in 64).
+    pub latency_p50: Option<Duration>,
+    /// 99th-percentile delivery latency.
+    pub latency_p99: Option<Duration>,
+    /// The circuit breaker's state, when the target has one.
+    pub circuit: Option<CircuitState>,
+    /// Whether the target was disabled after a 410 Gone.
+    pub disabled: bool,
+}
+
+/// A snapshot of every target's metrics.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct Metrics {
+    /// One entry per target, in subscription order.
+    pub targets: Vec<TargetMetrics>,
+}
+
+impl Metrics {
+    /// The metrics of the first target named `name`.
+    pub fn target(&self, name: &str) -> Option<&TargetMetrics> {
+        self.targets.iter().find(|t| t.target == name)
+    }
+}
+
+/// The health of one target, from [`Bus::health`](crate::Bus::health).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TargetHealth {
+    /// The subscription the target belongs to.
+    pub subscription: SubscriptionId,
+    /// The target's name.
+    pub target: String,
+    /// The adapter's verdict (a disabled target or an open breaker is unhealthy).
+    pub status: HealthStatus,
+    /// How long the check took.
+    pub latency: Option<Duration>,
+    /// The adapter's message, if any.
+    pub message: Option<String>,
+    /// When the target last delivered (to within 64 fast-path deliveries).
+    pub last_success: Option<SystemTime>,
+    /// The last failure and when it happened.
+    pub last_error: Option<(SystemTime, String)>,
 }

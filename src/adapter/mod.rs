@@ -116,6 +116,14 @@ pub trait Adapter: Send + Sync + 'static {
     fn attach(&self, bus: &BusContext) {
         let _ = bus;
     }
+
+    /// For an adapter with several endpoints (a webhook with several URLs): one adapter per
+    /// endpoint, named by it. A target with a retry policy or a circuit breaker is split
+    /// into one target per endpoint, so each endpoint has its own breaker and retries and a
+    /// retry never resends to an endpoint that already succeeded. Default: none.
+    fn split_endpoints(&self) -> Vec<(String, Arc<dyn Adapter>)> {
+        Vec::new()
+    }
 }
 
 /// Adapters behind an `Arc` are adapters too, so one adapter can serve several targets.
@@ -144,6 +152,9 @@ impl<A: Adapter + ?Sized> Adapter for Arc<A> {
     }
     fn attach(&self, bus: &BusContext) {
         (**self).attach(bus)
+    }
+    fn split_endpoints(&self) -> Vec<(String, Arc<dyn Adapter>)> {
+        (**self).split_endpoints()
     }
 }
 

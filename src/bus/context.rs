@@ -1,7 +1,7 @@
 use std::{
     collections::HashMap,
     fmt,
-    sync::{Arc, RwLock},
+    sync::{Arc, RwLock, Weak},
 };
 
 use tokio::sync::{broadcast, mpsc};
@@ -10,11 +10,23 @@ use crate::{BusError, DeliveryError, Signal};
 
 /// What a bus lends the adapters attached to it: its name, its registry of named receivers
 /// and its in-process topics. Cheap to clone.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct BusContext {
     pub(crate) name: Arc<str>,
     pub(crate) registry: Registry,
     pub(crate) topics: Topics,
+    /// The bus itself, for the signals it emits about its own targets.
+    pub(crate) bus: Weak<super::Inner>,
+}
+
+impl fmt::Debug for BusContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BusContext")
+            .field("name", &self.name)
+            .field("registry", &self.registry)
+            .field("topics", &self.topics)
+            .finish()
+    }
 }
 
 impl BusContext {
@@ -29,6 +41,30 @@ impl BusContext {
     /// The bus's in-process topics.
     pub fn topics(&self) -> &Topics {
         &self.topics
+    }
+
+    /// Publishes `signal_bus.endpoint.disabled` on the bus (from a task of its own, so a
+    /// delivery never waits on its own bus).
+    pub(crate) fn emit_endpoint_disabled(&self, target: &str, error: &DeliveryError) {
+        let Some(inner) = self.bus.upgrade() else {
+            return;
+        };
+        let signal = Signal::builder(
+            super::ENDPOINT_DISABLED_TYPE,
+            format!("/signal-bus/{}", self.name),
+        )
+        .subject(target)
+        .data(serde_json::json!({
+            "target": target,
+            "error": error.to_string(),
+        }))
+        .build();
+        if let (Ok(signal), Ok(handle)) = (signal, tokio::runtime::Handle::try_current()) {
+            let bus = super::Bus { inner };
+            handle.spawn(async move {
+                let _ = bus.publish(signal).await;
+            });
+        }
     }
 }
 

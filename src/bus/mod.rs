@@ -22,7 +22,7 @@ use std::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, RwLock,
     },
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use tokio::sync::{broadcast, mpsc};
@@ -30,10 +30,14 @@ use tokio::sync::{broadcast, mpsc};
 use crate::{
     dispatch::{deliver_all, validate_targets, IntoTargets, Planned, PublishReport, Target},
     router::{RouteId, Router},
+    telemetry::{Metrics, TargetHealth, TargetMetrics},
     BusError, ConfigError, Pattern, Signal,
 };
 
 mod context;
+
+/// The type of the signal the bus publishes when a target is disabled after a 410 Gone.
+pub const ENDPOINT_DISABLED_TYPE: &str = "signal_bus.endpoint.disabled";
 
 pub(crate) use context::validate_name;
 pub use context::{BusContext, Registry, Topics};
@@ -77,6 +81,42 @@ pub struct SubscriptionInfo {
     pub targets: Vec<String>,
 }
 
+/// What [`Bus::shutdown`] managed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// Queued signals delivered (or failed for good) during the shutdown.
+    pub drained: usize,
+    /// Targets with signals still queued at the deadline, and how many.
+    pub left: Vec<(String, usize)>,
+}
+
+impl ShutdownReport {
+    /// Whether every queue was drained.
+    pub fn is_complete(&self) -> bool {
+        self.left.is_empty()
+    }
+}
+
+fn close_queues(targets: &[Target]) {
+    for t in targets {
+        if let Some(q) = &t.runtime.queue {
+            q.close();
+        }
+        close_queues(&t.on_failure);
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Workers hold their target, not the bus: tell them to finish and stop.
+        let router = self.router.get_mut().unwrap_or_else(|e| e.into_inner());
+        for (_, sub) in router.iter() {
+            close_queues(&sub.targets);
+        }
+    }
+}
+
 /// The ordered subscriptions matching one type.
 #[derive(Debug, Default)]
 pub(crate) struct Matched {
@@ -92,7 +132,7 @@ struct MatchCache {
     map: HashMap<Box<str>, (u64, Arc<Matched>), foldhash::fast::RandomState>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     name: Arc<str>,
     context: BusContext,
     router: RwLock<Router<Arc<Subscription>>>,
@@ -165,15 +205,15 @@ impl BusBuilder {
             _ => return Err(ConfigError::Many(problems)),
         }
         let name: Arc<str> = Arc::from(self.name);
-        let context = BusContext {
-            name: Arc::clone(&name),
-            registry: Registry::new(),
-            topics: Topics::new(self.pubsub_capacity),
-        };
         Ok(Bus {
-            inner: Arc::new(Inner {
+            inner: Arc::new_cyclic(|weak| Inner {
+                context: BusContext {
+                    name: Arc::clone(&name),
+                    registry: Registry::new(),
+                    topics: Topics::new(self.pubsub_capacity),
+                    bus: weak.clone(),
+                },
                 name,
-                context,
                 router: RwLock::new(Router::new()),
                 routes: RwLock::default(),
                 cache: RwLock::default(),
@@ -264,14 +304,15 @@ impl Bus {
             });
         }
         validate_targets(&targets)?;
-        for t in &targets {
-            t.adapter.attach(&self.inner.context);
-        }
+        let targets: Box<[Target]> = targets
+            .iter()
+            .flat_map(|t| t.activate_all(&self.inner.context))
+            .collect();
         let id = SubscriptionId(self.inner.next_id.fetch_add(1, Ordering::Relaxed));
         let sub = Arc::new(Subscription {
             id,
             priority,
-            targets: targets.into_boxed_slice(),
+            targets,
         });
         {
             let mut router = write(&self.inner.router);
@@ -287,15 +328,128 @@ impl Bus {
     /// # Errors
     /// [`BusError::UnknownSubscription`] when it does not exist.
     pub fn unsubscribe(&self, id: SubscriptionId) -> Result<(), BusError> {
-        {
+        let removed = {
             let mut router = write(&self.inner.router);
             let route = write(&self.inner.routes)
                 .remove(&id)
                 .ok_or(BusError::UnknownSubscription { id: id.0 })?;
-            router.remove(route);
-        }
+            router.remove(route)
+        };
         self.invalidate();
+        // Queued signals are still delivered; then the workers stop.
+        if let Some(sub) = removed {
+            close_queues(&sub.targets);
+        }
         Ok(())
+    }
+
+    fn all_subscriptions(&self) -> Vec<Arc<Subscription>> {
+        let router = read(&self.inner.router);
+        let mut subs: Vec<Arc<Subscription>> = router.iter().map(|(_, s)| Arc::clone(s)).collect();
+        subs.sort_by_key(|s| s.id);
+        subs
+    }
+
+    /// Counters, queue depth, latency and breaker state of every target.
+    pub fn metrics(&self) -> Metrics {
+        let mut targets = Vec::new();
+        for sub in self.all_subscriptions() {
+            for t in sub.targets.iter() {
+                let rt = &t.runtime;
+                let c = &rt.counters;
+                targets.push(TargetMetrics {
+                    subscription: sub.id,
+                    target: t.name().to_owned(),
+                    delivered: c.delivered.load(Ordering::Relaxed),
+                    failed: c.failed.load(Ordering::Relaxed),
+                    retried: c.retried.load(Ordering::Relaxed),
+                    dropped: c.dropped.load(Ordering::Relaxed),
+                    dead_lettered: c.dead_lettered.load(Ordering::Relaxed),
+                    queue_depth: rt.queue.as_ref().map_or(0, |q| q.depth()),
+                    latency_p50: rt.latency.quantile(0.5),
+                    latency_p99: rt.latency.quantile(0.99),
+                    circuit: rt.breaker.as_ref().map(|b| b.state()),
+                    disabled: rt.disabled.load(Ordering::Relaxed),
+                });
+            }
+        }
+        Metrics { targets }
+    }
+
+    /// Runs every target's health check, concurrently.
+    pub async fn health(&self) -> Vec<TargetHealth> {
+        let subs = self.all_subscriptions();
+        let checks = subs.iter().flat_map(|sub| {
+            sub.targets.iter().map(move |t| async move {
+                let rt = &t.runtime;
+                let mut health = t.adapter.health_check().await;
+                if rt.disabled.load(Ordering::Relaxed) {
+                    health = crate::adapter::Health::unhealthy("disabled after 410 Gone");
+                } else if rt.breaker.as_ref().map(|b| b.state())
+                    == Some(crate::policy::CircuitState::Open)
+                {
+                    health = crate::adapter::Health::unhealthy("circuit breaker is open");
+                }
+                TargetHealth {
+                    subscription: sub.id,
+                    target: t.name().to_owned(),
+                    status: health.status,
+                    latency: health.latency,
+                    message: health.message,
+                    last_success: rt.last_success(),
+                    last_error: rt
+                        .last_error
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .clone(),
+                }
+            })
+        });
+        futures_util::future::join_all(checks).await
+    }
+
+    /// Re-enables targets named `target` of a subscription after a 410 Gone disabled them;
+    /// returns how many were disabled.
+    ///
+    /// # Errors
+    /// [`BusError::UnknownSubscription`].
+    pub fn enable_target(&self, id: SubscriptionId, target: &str) -> Result<usize, BusError> {
+        let sub = self
+            .all_subscriptions()
+            .into_iter()
+            .find(|s| s.id == id)
+            .ok_or(BusError::UnknownSubscription { id: id.0 })?;
+        Ok(sub
+            .targets
+            .iter()
+            .filter(|t| t.name() == target)
+            .filter(|t| t.runtime.disabled.swap(false, Ordering::AcqRel))
+            .count())
+    }
+
+    /// Stops accepting signals, then lets every async queue deliver what it holds, until
+    /// `deadline` from now. Reports what was delivered and what was left undelivered.
+    pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
+        self.close();
+        let until = tokio::time::Instant::now() + deadline;
+        let mut report = ShutdownReport::default();
+        let subs = self.all_subscriptions();
+        let mut drains = Vec::new();
+        for sub in &subs {
+            for t in sub.targets.iter() {
+                if let Some(q) = &t.runtime.queue {
+                    let queued = q.depth();
+                    drains.push(async move { (t.name().to_owned(), queued, q.drain(until).await) });
+                }
+            }
+        }
+        for (target, queued, left) in futures_util::future::join_all(drains).await {
+            report.drained += queued.saturating_sub(left);
+            if left > 0 {
+                report.left.push((target, left));
+            }
+        }
+        report
     }
 
     fn invalidate(&self) {

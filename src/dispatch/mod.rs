@@ -11,28 +11,29 @@
 
 use std::{
     future::Future,
-    panic::{self, AssertUnwindSafe},
     pin::Pin,
     sync::Arc,
     task::{Context, Poll, Waker},
 };
 
-use futures_util::{
-    future::{join_all, BoxFuture},
-    FutureExt as _,
-};
+use futures_util::future::{join_all, BoxFuture};
 
 use crate::{
     bus::{Subscription, SubscriptionId},
     BusError, DeliveryError, Signal,
 };
 
+mod pipeline;
+mod queue;
 mod report;
+mod runtime;
 mod target;
 
 pub(crate) use report::Planned;
 pub use report::{Outcome, Outcomes, PublishReport};
-pub use target::{IntoTargets, Target, DEFAULT_TIMEOUT, MAX_TIMEOUT};
+pub use target::{
+    IntoTargets, Target, DEFAULT_BATCH_QUEUE_CAPACITY, DEFAULT_TIMEOUT, MAX_BATCH_SIZE, MAX_TIMEOUT,
+};
 
 /// Delivers one signal to `targets` without a bus, waiting for every synchronous target.
 ///
@@ -53,11 +54,48 @@ pub async fn dispatch(
     targets: impl IntoTargets,
 ) -> Result<PublishReport, BusError> {
     let signal = signal.into();
-    let targets: Arc<[Target]> = targets.into_targets().into();
-    validate_targets(&targets)?;
-    let mut report = PublishReport::new(Planned::Targets(targets));
+    let targets = activate(targets)?;
+    let mut report = PublishReport::new(Planned::Targets(Arc::clone(&targets)));
     deliver_all(&signal, &mut report).await;
+    close_queues(&targets);
     Ok(report)
+}
+
+/// Like [`dispatch`], on a task of its own: returns at once with a handle to await.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use signal_bus::{adapter::Noop, dispatch_async, Signal};
+///
+/// let handle = dispatch_async(Signal::builder("a.b", "/s").build()?, Noop);
+/// let report = handle.await??;
+/// assert!(report.is_ok());
+/// # Ok(()) }
+/// ```
+pub fn dispatch_async(
+    signal: impl Into<Arc<Signal>>,
+    targets: impl IntoTargets,
+) -> tokio::task::JoinHandle<Result<PublishReport, BusError>> {
+    let signal = signal.into();
+    let targets = targets.into_targets();
+    tokio::spawn(dispatch(signal, targets))
+}
+
+/// Validates and activates targets for one dispatch (fresh breakers and queues).
+fn activate(targets: impl IntoTargets) -> Result<Arc<[Target]>, BusError> {
+    let targets = targets.into_targets();
+    validate_targets(&targets)?;
+    Ok(targets.iter().map(|t| t.activate(None)).collect())
+}
+
+/// Lets the queue workers of one-off targets finish what they hold, then exit.
+fn close_queues(targets: &[Target]) {
+    for t in targets {
+        if let Some(q) = &t.runtime.queue {
+            q.close();
+        }
+        close_queues(&t.on_failure);
+    }
 }
 
 /// Delivers several signals to each target with one [`Adapter::deliver_batch`]
@@ -75,18 +113,15 @@ where
     S: Into<Arc<Signal>>,
 {
     let signals: Vec<Arc<Signal>> = signals.into_iter().map(Into::into).collect();
-    let targets: Arc<[Target]> = targets.into_targets().into();
-    validate_targets(&targets)?;
+    let targets = activate(targets)?;
     let signals = &signals;
-    let results = join_all(targets.iter().map(|t| async move {
-        let delivery = AssertUnwindSafe(t.adapter.deliver_batch(signals)).catch_unwind();
-        match tokio::time::timeout(t.timeout, delivery).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(panic)) => Err(DeliveryError::from_panic(&*panic)),
-            Err(_) => Err(DeliveryError::Timeout { after: t.timeout }),
-        }
-    }))
+    let results = join_all(
+        targets
+            .iter()
+            .map(|t| async move { pipeline::deliver_batch(t, signals).await }),
+    )
     .await;
+    close_queues(&targets);
     let mut report = PublishReport::new(Planned::Targets(Arc::clone(&targets)));
     report.failures = results
         .into_iter()
@@ -172,11 +207,24 @@ async fn deliver_planned(
 ) {
     let mut pending: Vec<(usize, BoxFuture<'_, Result<(), DeliveryError>>)> = Vec::new();
     for (position, (_subscription, target)) in planned.plan().iter().enumerate() {
-        let fast = panic::catch_unwind(AssertUnwindSafe(|| target.adapter.try_deliver(signal)));
-        let result = match fast.unwrap_or_else(|p| Some(Err(DeliveryError::from_panic(&*p)))) {
-            Some(result) => result,
-            None => {
-                let mut fut: BoxFuture<'_, _> = Box::pin(deliver_one(target, Arc::clone(signal)));
+        let slow: Option<BoxFuture<'_, Result<(), DeliveryError>>> = match pipeline::try_fast(target, signal) {
+            pipeline::Fast::Done(result) => {
+                if let Err(e) = result {
+                    failures.push((position, e));
+                }
+                None
+            }
+            pipeline::Fast::Slow(first) => Some(Box::pin(pipeline::deliver(target, signal, first))),
+            pipeline::Fast::Enqueue => Some(Box::pin(async move {
+                match &target.runtime.queue {
+                    Some(q) => q.offer_waiting(target, signal).await,
+                    None => Ok(()),
+                }
+            })),
+        };
+        let result = match slow {
+            None => continue,
+            Some(mut fut) => {
                 match poll_once(&mut fut) {
                     Poll::Ready(result) => result,
                     Poll::Pending => {
@@ -202,17 +250,6 @@ async fn deliver_planned(
                 .filter_map(|(i, r)| r.err().map(|e| (i, e))),
         );
         failures.sort_by_key(|(i, _)| *i);
-    }
-}
-
-async fn deliver_one(target: &Target, signal: Arc<Signal>) -> Result<(), DeliveryError> {
-    let delivery = AssertUnwindSafe(target.adapter.deliver_shared(signal)).catch_unwind();
-    match tokio::time::timeout(target.timeout, delivery).await {
-        Ok(Ok(result)) => result,
-        Ok(Err(panic)) => Err(DeliveryError::from_panic(&*panic)),
-        Err(_) => Err(DeliveryError::Timeout {
-            after: target.timeout,
-        }),
     }
 }
 

@@ -1,30 +1,66 @@
-use std::{fmt, sync::Arc, time::Duration};
+use std::{
+    fmt,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
-use crate::{Adapter, ConfigError};
+use super::{
+    queue::{AsyncQueue, BatchConfig},
+    runtime::TargetRuntime,
+};
+use crate::{
+    bus::BusContext,
+    policy::{CircuitBreaker, Mode, Overflow, RetryPolicy, MAX_QUEUE_CAPACITY},
+    Adapter, ConfigError,
+};
 
 /// Default delivery timeout of a target.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest delivery timeout a target accepts.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+/// Queue capacity of a batching target that sets no async mode of its own.
+pub const DEFAULT_BATCH_QUEUE_CAPACITY: usize = 10_000;
+/// Largest batch a target may ask for.
+pub const MAX_BATCH_SIZE: usize = 10_000;
 
-/// An adapter plus how to deliver to it: its timeout (and, as they land, its retry policy,
-/// circuit breaker, delivery mode, batching and dead-letter targets).
+/// An adapter plus how to deliver to it: timeout, retry policy, circuit breaker, delivery
+/// mode, batching and dead-letter targets.
 ///
 /// Building a target never fails; `subscribe` (or [`Target::validate`]) reports every
-/// problem at once.
+/// problem at once. Each subscription gets its own breaker, queue and counters, even when
+/// the same `Target` value is subscribed twice.
 ///
 /// ```
 /// use std::time::Duration;
-/// use signal_bus::{adapter::Logger, Target};
+/// use signal_bus::{adapter::{Logger, Noop}, policy::{CircuitBreaker, Jitter, Mode, Overflow, RetryPolicy}, Target};
 ///
-/// let target = Target::new(Logger::info()).timeout(Duration::from_secs(1)).label("audit-log");
-/// assert_eq!(target.name(), "audit-log");
+/// let target = Target::new(Noop)
+///     .timeout(Duration::from_secs(10))
+///     .retry(RetryPolicy::exponential(Duration::from_millis(100))
+///         .max_attempts(4).max_delay(Duration::from_secs(5)).jitter(Jitter::Full))
+///     .circuit_breaker(CircuitBreaker::new()
+///         .failure_threshold(5).recovery_timeout(Duration::from_secs(60)).half_open_max_calls(3))
+///     .on_failure(Logger::error())
+///     .mode(Mode::Async { capacity: 10_000, overflow: Overflow::Block })
+///     .batch(100, Duration::from_secs(5))
+///     .label("payments");
+/// assert!(target.validate().is_ok());
 /// ```
 #[derive(Clone)]
 pub struct Target {
     pub(crate) adapter: Arc<dyn Adapter>,
     pub(crate) name: Arc<str>,
     pub(crate) timeout: Duration,
+    pub(crate) retry: Option<RetryPolicy>,
+    pub(crate) breaker: Option<CircuitBreaker>,
+    pub(crate) on_failure: Arc<[Target]>,
+    pub(crate) mode: Mode,
+    pub(crate) batch: Option<BatchConfig>,
+    /// Live state: fresh for each activation (subscribe or dispatch).
+    pub(crate) runtime: Arc<TargetRuntime>,
+    /// A fixed instant given to a closed breaker, which never reads it (no clock read on the
+    /// fast path).
+    pub(crate) epoch: tokio::time::Instant,
 }
 
 impl fmt::Debug for Target {
@@ -33,12 +69,28 @@ impl fmt::Debug for Target {
             .field("name", &self.name)
             .field("adapter", &self.adapter.name())
             .field("timeout", &self.timeout)
+            .field("retry", &self.retry)
+            .field("circuit_breaker", &self.breaker)
+            .field("mode", &self.mode)
+            .field("batch", &self.batch)
+            .field("on_failure", &self.on_failure)
             .finish()
     }
 }
 
+fn inert_runtime() -> Arc<TargetRuntime> {
+    static INERT: OnceLock<Arc<TargetRuntime>> = OnceLock::new();
+    Arc::clone(INERT.get_or_init(Arc::default))
+}
+
+fn epoch() -> tokio::time::Instant {
+    static EPOCH: OnceLock<std::time::Instant> = OnceLock::new();
+    tokio::time::Instant::from_std(*EPOCH.get_or_init(std::time::Instant::now))
+}
+
 impl Target {
-    /// A target delivering to `adapter` with the defaults: synchronous, 5 s timeout.
+    /// A target delivering to `adapter` with the defaults: synchronous, 5 s timeout, no
+    /// retries, no breaker, no batching, no dead letters.
     pub fn new(adapter: impl Adapter) -> Self {
         Target::from_arc(Arc::new(adapter))
     }
@@ -50,12 +102,59 @@ impl Target {
             adapter,
             name,
             timeout: DEFAULT_TIMEOUT,
+            retry: None,
+            breaker: None,
+            on_failure: Arc::new([]),
+            mode: Mode::Sync,
+            batch: None,
+            runtime: inert_runtime(),
+            epoch: epoch(),
         }
     }
 
-    /// How long one delivery may take. Default: 5 s; allowed: 1 ms to 24 h.
+    /// How long one delivery attempt may take. Default: 5 s; allowed: 1 ms to 24 h.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Retries retryable and throttled failures with this policy. Default: no retries.
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Some(policy);
+        self
+    }
+
+    /// Guards the endpoint with a circuit breaker: after enough failures, deliveries fail
+    /// fast with `CircuitOpen` without touching it, until probes succeed. Default: none.
+    pub fn circuit_breaker(mut self, breaker: CircuitBreaker) -> Self {
+        self.breaker = Some(breaker);
+        self
+    }
+
+    /// Dead-letter targets: they receive every signal whose delivery to this target failed
+    /// for good, with extensions `deadlettertarget`, `deadletterattempts`, `deadletterkind`
+    /// and `deadlettererror`. May be called several times; targets add up.
+    pub fn on_failure(mut self, targets: impl super::IntoTargets) -> Self {
+        let mut all: Vec<Target> = self.on_failure.iter().cloned().collect();
+        all.extend(targets.into_targets());
+        self.on_failure = all.into();
+        self
+    }
+
+    /// Synchronous (the default: publish waits) or async (a bounded queue and a worker).
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Groups signals: up to `size` per `deliver_batch` call, flushed at the latest
+    /// `flush_interval` after the first signal of a batch. Implies an async queue (the
+    /// target's own [`Mode::Async`], or 10,000 signals with [`Overflow::Block`]).
+    pub fn batch(mut self, size: usize, flush_interval: Duration) -> Self {
+        self.batch = Some(BatchConfig {
+            size,
+            flush_interval,
+        });
         self
     }
 
@@ -80,29 +179,139 @@ impl Target {
         self.timeout
     }
 
-    /// Checks the adapter and the policies. Pure: no I/O.
+    /// The delivery mode.
+    pub fn get_mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Whether `publish` hands signals to a queue instead of waiting for them.
+    pub fn is_queued(&self) -> bool {
+        matches!(self.mode, Mode::Async { .. }) || self.batch.is_some()
+    }
+
+    /// Checks the adapter and every policy. Pure: no I/O.
     ///
     /// # Errors
     /// Every problem found, as one [`ConfigError`] (a [`ConfigError::Many`] when several).
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
-        if let Err(e) = self.adapter.validate() {
-            problems.push(e);
-        }
+        let mut check = |r: Result<(), ConfigError>| {
+            if let Err(e) = r {
+                match e {
+                    ConfigError::Many(v) => problems.extend(v),
+                    e => problems.push(e),
+                }
+            }
+        };
+        check(self.adapter.validate());
         if self.timeout < Duration::from_millis(1) || self.timeout > MAX_TIMEOUT {
-            problems.push(ConfigError::invalid(
+            check(Err(ConfigError::invalid(
                 "timeout",
                 format!("{:?}", self.timeout),
                 "must be between 1ms and 24h",
-            ));
+            )));
         }
         if self.name.is_empty() {
-            problems.push(ConfigError::invalid("label", "", "must not be empty"));
+            check(Err(ConfigError::invalid("label", "", "must not be empty")));
+        }
+        if let Some(r) = &self.retry {
+            check(r.validate());
+        }
+        if let Some(b) = &self.breaker {
+            check(b.validate());
+        }
+        if let Mode::Async { capacity, .. } = self.mode {
+            if capacity == 0 || capacity > MAX_QUEUE_CAPACITY {
+                check(Err(ConfigError::invalid(
+                    "capacity",
+                    capacity,
+                    "must be between 1 and 10,000,000",
+                )));
+            }
+        }
+        if let Some(b) = self.batch {
+            if b.size == 0 || b.size > MAX_BATCH_SIZE {
+                check(Err(ConfigError::invalid(
+                    "batch size",
+                    b.size,
+                    "must be between 1 and 10,000",
+                )));
+            }
+            if b.flush_interval < Duration::from_millis(1)
+                || b.flush_interval > Duration::from_secs(3600)
+            {
+                check(Err(ConfigError::invalid(
+                    "flush_interval",
+                    format!("{:?}", b.flush_interval),
+                    "must be between 1ms and 1h",
+                )));
+            }
+        }
+        for t in self.on_failure.iter() {
+            if let Err(e) = t.validate() {
+                check(Err(ConfigError::invalid(
+                    "on_failure",
+                    t.name(),
+                    e.to_string(),
+                )));
+            }
         }
         match problems.len() {
             0 => Ok(()),
             1 => Err(problems.remove(0)),
             _ => Err(ConfigError::Many(problems)),
+        }
+    }
+
+    /// The live targets a subscription gets: one, or one per endpoint when the target has a
+    /// retry policy or a breaker and its adapter has several endpoints (a webhook with
+    /// several URLs), so each endpoint gets its own breaker, retries and counters.
+    pub(crate) fn activate_all(&self, bus: &BusContext) -> Vec<Target> {
+        if self.retry.is_some() || self.breaker.is_some() {
+            let parts = self.adapter.split_endpoints();
+            if parts.len() > 1 {
+                return parts
+                    .into_iter()
+                    .map(|(endpoint, adapter)| {
+                        Target {
+                            adapter,
+                            name: Arc::from(format!("{} {endpoint}", self.name)),
+                            ..self.clone()
+                        }
+                        .activate(Some(bus))
+                    })
+                    .collect();
+            }
+        }
+        vec![self.activate(Some(bus))]
+    }
+
+    /// A copy with fresh live state (breaker, queue, counters), attached to `bus`.
+    pub(crate) fn activate(&self, bus: Option<&BusContext>) -> Target {
+        let queue = match (self.mode, self.batch) {
+            (Mode::Async { capacity, overflow }, batch) => {
+                Some(AsyncQueue::new(capacity, overflow, batch))
+            }
+            (Mode::Sync, Some(batch)) => Some(AsyncQueue::new(
+                DEFAULT_BATCH_QUEUE_CAPACITY,
+                Overflow::Block,
+                Some(batch),
+            )),
+            (Mode::Sync, None) => None,
+        };
+        let runtime = TargetRuntime {
+            breaker: self.breaker.as_ref().map(CircuitBreaker::build),
+            queue,
+            ..TargetRuntime::default()
+        };
+        if let Some(bus) = bus {
+            let _ = runtime.bus.set(bus.clone());
+            self.adapter.attach(bus);
+        }
+        Target {
+            on_failure: self.on_failure.iter().map(|t| t.activate(bus)).collect(),
+            runtime: Arc::new(runtime),
+            ..self.clone()
         }
     }
 }

@@ -44,6 +44,7 @@ pub const MAX_WEBHOOK_URLS: usize = 100;
 /// bus.subscribe("order.**", hook)?;
 /// # Ok(()) }
 /// ```
+#[derive(Clone)]
 pub struct Webhook {
     endpoints: Vec<Endpoint>,
     pub(crate) request: RequestConfig,
@@ -250,6 +251,22 @@ impl Adapter for Webhook {
         let signed = self.sign(first.id(), &encoded.body, first.ty())?;
         self.send_all(encoded.body, &[&encoded.headers, &signed])
             .await
+    }
+
+    fn split_endpoints(&self) -> Vec<(String, Arc<dyn Adapter>)> {
+        if self.endpoints.len() < 2 {
+            return Vec::new();
+        }
+        self.endpoints
+            .iter()
+            .map(|e| {
+                let one = Webhook {
+                    endpoints: vec![e.clone()],
+                    ..self.clone()
+                };
+                (e.to_string(), Arc::new(one) as Arc<dyn Adapter>)
+            })
+            .collect()
     }
 
     async fn health_check(&self) -> Health {

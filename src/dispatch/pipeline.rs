@@ -1,0 +1,270 @@
+//! One delivery to one target with its policies: circuit breaker, timeout, retries with
+//! backoff, disabling a gone endpoint, and dead letters once it has failed for good.
+
+use std::{
+    panic::{self, AssertUnwindSafe},
+    sync::{atomic::Ordering, Arc},
+};
+
+use futures_util::{future::BoxFuture, FutureExt as _};
+use tokio::time::Instant;
+
+use super::{runtime::LATENCY_SAMPLE, Target};
+use crate::{
+    policy::{CircuitState, Overflow, Transition},
+    telemetry, DeliveryError, ErrorKind, Signal,
+};
+
+/// The result of trying a target without waiting.
+pub(crate) enum Fast {
+    /// Finished: the outcome.
+    Done(Result<(), DeliveryError>),
+    /// Must wait: the slow pipeline takes over (with the first attempt's failure, if one
+    /// was made).
+    Slow(Option<DeliveryError>),
+    /// An async target whose full queue makes the publisher wait.
+    Enqueue,
+}
+
+/// Tries a target on the publishing task: an async queue offer, or the adapter's
+/// `try_deliver` when the breaker (if any) is closed. No allocation, no clock read unless
+/// this delivery is sampled for latency.
+pub(crate) fn try_fast(target: &Target, signal: &Arc<Signal>) -> Fast {
+    let rt = &*target.runtime;
+    if let Some(queue) = &rt.queue {
+        return match queue.offer(target, signal) {
+            super::queue::Offer::Done(Err(e)) => {
+                rt.counters.failed.fetch_add(1, Ordering::Relaxed);
+                rt.record_error(&e);
+                Fast::Done(Err(e))
+            }
+            super::queue::Offer::Done(Ok(())) => Fast::Done(Ok(())),
+            super::queue::Offer::MustWait => Fast::Enqueue,
+        };
+    }
+    if rt.disabled.load(Ordering::Relaxed) {
+        return Fast::Slow(None);
+    }
+    let permit = match &rt.breaker {
+        None => None,
+        Some(b) if b.state() == CircuitState::Closed => match b.try_acquire(target.epoch) {
+            Ok(p) => Some(p),
+            Err(_) => return Fast::Slow(None),
+        },
+        Some(_) => return Fast::Slow(None),
+    };
+    let sampled = rt.counters.delivered.load(Ordering::Relaxed) % LATENCY_SAMPLE == 0;
+    let started = sampled.then(std::time::Instant::now);
+    let attempt = panic::catch_unwind(AssertUnwindSafe(|| target.adapter.try_deliver(signal)))
+        .unwrap_or_else(|p| Some(Err(DeliveryError::from_panic(&*p))));
+    match attempt {
+        None => Fast::Slow(None),
+        Some(Ok(())) => {
+            if let (Some(b), Some(p)) = (&rt.breaker, permit) {
+                let _ = b.on_success(p, target.epoch);
+            }
+            rt.record_success(started.map(|s| s.elapsed()));
+            Fast::Done(Ok(()))
+        }
+        Some(Err(e)) => {
+            if let (Some(b), Some(p)) = (&rt.breaker, permit) {
+                let t = b.on_failure(p, Instant::now());
+                circuit(target, t);
+            }
+            Fast::Slow(Some(e))
+        }
+    }
+}
+
+async fn attempt_once(target: &Target, signal: &Arc<Signal>) -> Result<(), DeliveryError> {
+    let delivery = AssertUnwindSafe(target.adapter.deliver_shared(Arc::clone(signal))).catch_unwind();
+    match tokio::time::timeout(target.timeout, delivery).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(panic)) => Err(DeliveryError::from_panic(&*panic)),
+        Err(_) => Err(DeliveryError::Timeout {
+            after: target.timeout,
+        }),
+    }
+}
+
+async fn attempt_batch(target: &Target, signals: &[Arc<Signal>]) -> Result<(), DeliveryError> {
+    let delivery = AssertUnwindSafe(target.adapter.deliver_batch(signals)).catch_unwind();
+    match tokio::time::timeout(target.timeout, delivery).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(panic)) => Err(DeliveryError::from_panic(&*panic)),
+        Err(_) => Err(DeliveryError::Timeout {
+            after: target.timeout,
+        }),
+    }
+}
+
+/// Delivers one signal with the target's policies (the async worker and the slow path of
+/// `publish` both come here). `first` is a failure the fast path already had.
+pub(crate) async fn deliver(
+    target: &Target,
+    signal: &Arc<Signal>,
+    first: Option<DeliveryError>,
+) -> Result<(), DeliveryError> {
+    let signals = std::slice::from_ref(signal);
+    run(target, signals, first, false).await
+}
+
+/// Delivers a batch with one `deliver_batch` call per attempt.
+pub(crate) async fn deliver_batch(target: &Target, signals: &[Arc<Signal>]) -> Result<(), DeliveryError> {
+    run(target, signals, None, true).await
+}
+
+async fn run(
+    target: &Target,
+    signals: &[Arc<Signal>],
+    mut first: Option<DeliveryError>,
+    batch: bool,
+) -> Result<(), DeliveryError> {
+    let rt = &*target.runtime;
+    let n = signals.len() as u64;
+    let started = Instant::now();
+    let mut backoff = None;
+    let mut attempts: u32 = 1;
+    let error = loop {
+        if rt.disabled.load(Ordering::Relaxed) {
+            break DeliveryError::Gone {
+                message: format!(
+                    "target `{}` was disabled after its endpoint answered 410 Gone; re-enable it \
+                     with Bus::enable_target",
+                    target.name()
+                ),
+            };
+        }
+        let result = match first.take() {
+            Some(e) => Err(e),
+            None => {
+                let permit = match &rt.breaker {
+                    None => None,
+                    Some(b) => match b.try_acquire(Instant::now()) {
+                        Ok(p) => {
+                            circuit(target, p.transition());
+                            Some(p)
+                        }
+                        Err(_) => {
+                            break DeliveryError::CircuitOpen {
+                                endpoint: target.name().to_owned(),
+                            }
+                        }
+                    },
+                };
+                let t0 = Instant::now();
+                let result = if batch {
+                    attempt_batch(target, signals).await
+                } else {
+                    attempt_once(target, &signals[0]).await
+                };
+                if let (Some(b), Some(p)) = (&rt.breaker, permit) {
+                    let t = if result.is_ok() {
+                        b.on_success(p, Instant::now())
+                    } else {
+                        b.on_failure(p, Instant::now())
+                    };
+                    circuit(target, t);
+                }
+                if result.is_ok() {
+                    rt.latency.record(t0.elapsed());
+                }
+                result
+            }
+        };
+        let e = match result {
+            Ok(()) => {
+                rt.counters.delivered.fetch_add(n, Ordering::Relaxed);
+                rt.last_success_ms.store(
+                    super::runtime::unix_ms(std::time::SystemTime::now()),
+                    Ordering::Relaxed,
+                );
+                return Ok(());
+            }
+            Err(e) => e,
+        };
+        if e.kind() == ErrorKind::Gone {
+            disable(target, &e);
+            break e;
+        }
+        if !e.is_retryable() || matches!(e, DeliveryError::CircuitOpen { .. }) {
+            break e;
+        }
+        let Some(policy) = &target.retry else {
+            break e;
+        };
+        let delay = backoff
+            .get_or_insert_with(|| policy.backoff())
+            .next_delay(e.retry_after(), started.elapsed());
+        let Some(delay) = delay else { break e };
+        rt.counters.retried.fetch_add(1, Ordering::Relaxed);
+        telemetry::retry(target.name(), &signals[0], attempts, delay, &e);
+        tokio::time::sleep(delay).await;
+        attempts += 1;
+    };
+    rt.counters.failed.fetch_add(n, Ordering::Relaxed);
+    rt.record_error(&error);
+    if !target.on_failure.is_empty() {
+        for signal in signals {
+            dead_letter(target, signal, attempts, &error).await;
+        }
+    }
+    Err(error)
+}
+
+fn circuit(target: &Target, transition: Option<Transition>) {
+    if let Some(t) = transition {
+        telemetry::circuit(target.name(), t.from, t.to);
+    }
+}
+
+/// A 410 Gone: stop delivering to this target and tell the bus.
+fn disable(target: &Target, error: &DeliveryError) {
+    let rt = &*target.runtime;
+    if rt.disabled.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    telemetry::endpoint_disabled(target.name(), error);
+    if let Some(bus) = rt.bus.get() {
+        bus.emit_endpoint_disabled(target.name(), error);
+    }
+}
+
+/// Sends a signal that failed for good to the target's dead-letter targets, marked with
+/// what failed.
+async fn dead_letter(target: &Target, signal: &Arc<Signal>, attempts: u32, error: &DeliveryError) {
+    let marked = signal.with_extensions([
+        ("deadlettertarget", target.name().into()),
+        ("deadletterattempts", i64::from(attempts).into()),
+        ("deadletterkind", error.kind().to_string().into()),
+        ("deadlettererror", error.to_string().into()),
+    ]);
+    let Ok(marked) = marked else { return };
+    target
+        .runtime
+        .counters
+        .dead_lettered
+        .fetch_add(1, Ordering::Relaxed);
+    telemetry::dead_letter(target.name(), signal, attempts, error);
+    let targets = Arc::clone(&target.on_failure);
+    deliver_dead_letters(Arc::new(marked), targets).await;
+}
+
+/// Dead-letter targets may have dead-letter targets of their own: the recursion goes
+/// through a boxed `Send` future, which keeps `publish` futures `Send`.
+fn deliver_dead_letters(signal: Arc<Signal>, targets: Arc<[Target]>) -> BoxFuture<'static, ()> {
+    Box::pin(async move {
+        let mut report = super::PublishReport::new(super::Planned::Targets(targets));
+        super::deliver_all(&signal, &mut report).await;
+    })
+}
+
+/// A signal dropped by a full queue's overflow policy.
+pub(crate) fn dropped(target: &Target, signal: &Signal, overflow: Overflow) {
+    target
+        .runtime
+        .counters
+        .dropped
+        .fetch_add(1, Ordering::Relaxed);
+    telemetry::dropped(target.name(), signal, overflow);
+}

@@ -1,0 +1,222 @@
+//! The bounded per-target queue of async and batching targets, and its worker.
+
+use std::{
+    collections::VecDeque,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use tokio::{sync::Notify, task::JoinHandle, time::Instant};
+
+use super::{pipeline, Target};
+use crate::{policy::Overflow, DeliveryError, Signal};
+
+/// How a batching target groups signals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BatchConfig {
+    pub(crate) size: usize,
+    pub(crate) flush_interval: Duration,
+}
+
+#[derive(Debug)]
+pub(crate) struct AsyncQueue {
+    pub(crate) capacity: usize,
+    pub(crate) overflow: Overflow,
+    pub(crate) batch: Option<BatchConfig>,
+    items: Mutex<VecDeque<Arc<Signal>>>,
+    /// Wakes the worker (a stored permit if it is busy).
+    wake: Notify,
+    /// Wakes publishers blocked on a full queue.
+    room: Notify,
+    closed: AtomicBool,
+    started: AtomicBool,
+    worker: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// What happened to a signal offered to the queue.
+pub(crate) enum Offer {
+    /// Queued (or dropped by choice); the outcome.
+    Done(Result<(), DeliveryError>),
+    /// The queue is full and the overflow policy is to wait.
+    MustWait,
+}
+
+impl AsyncQueue {
+    pub(crate) fn new(capacity: usize, overflow: Overflow, batch: Option<BatchConfig>) -> Self {
+        AsyncQueue {
+            capacity,
+            overflow,
+            batch,
+            items: Mutex::new(VecDeque::new()),
+            wake: Notify::new(),
+            room: Notify::new(),
+            closed: AtomicBool::new(false),
+            started: AtomicBool::new(false),
+            worker: Mutex::new(None),
+        }
+    }
+
+    fn items(&self) -> std::sync::MutexGuard<'_, VecDeque<Arc<Signal>>> {
+        self.items.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Signals waiting in the queue.
+    pub(crate) fn depth(&self) -> usize {
+        self.items().len()
+    }
+
+    fn closed_error(target: &Target) -> DeliveryError {
+        DeliveryError::Closed {
+            target: target.name().to_owned(),
+        }
+    }
+
+    fn full_error(&self, target: &Target) -> DeliveryError {
+        DeliveryError::QueueFull {
+            target: target.name().to_owned(),
+            capacity: self.capacity,
+        }
+    }
+
+    /// Offers a signal without waiting.
+    pub(crate) fn offer(&self, target: &Target, signal: &Arc<Signal>) -> Offer {
+        if self.closed.load(Ordering::Acquire) {
+            return Offer::Done(Err(Self::closed_error(target)));
+        }
+        self.ensure_worker(target);
+        let dropped = {
+            let mut items = self.items();
+            if items.len() < self.capacity {
+                items.push_back(Arc::clone(signal));
+                None
+            } else {
+                match self.overflow {
+                    Overflow::Block => return Offer::MustWait,
+                    Overflow::Error => return Offer::Done(Err(self.full_error(target))),
+                    Overflow::DropNewest => Some(Arc::clone(signal)),
+                    Overflow::DropOldest => {
+                        let oldest = items.pop_front();
+                        items.push_back(Arc::clone(signal));
+                        oldest
+                    }
+                }
+            }
+        };
+        match dropped {
+            Some(lost) => pipeline::dropped(target, &lost, self.overflow),
+            None => self.wake.notify_one(),
+        }
+        Offer::Done(Ok(()))
+    }
+
+    /// Waits for room (overflow `Block`) up to the target's timeout.
+    pub(crate) async fn offer_waiting(&self, target: &Target, signal: &Arc<Signal>) -> Result<(), DeliveryError> {
+        let deadline = Instant::now() + target.timeout;
+        loop {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            match self.offer(target, signal) {
+                Offer::Done(result) => return result,
+                Offer::MustWait => {}
+            }
+            if tokio::time::timeout_at(deadline, room).await.is_err() {
+                return Err(self.full_error(target));
+            }
+        }
+    }
+
+    fn ensure_worker(&self, target: &Target) {
+        if self.started.load(Ordering::Acquire) {
+            return;
+        }
+        let mut worker = self.worker.lock().unwrap_or_else(|e| e.into_inner());
+        if worker.is_none() {
+            let target = target.clone();
+            *worker = Some(tokio::spawn(run(target)));
+            self.started.store(true, Ordering::Release);
+        }
+    }
+
+    /// Takes up to `max` queued signals.
+    fn take(&self, max: usize, into: &mut Vec<Arc<Signal>>) {
+        let mut items = self.items();
+        let n = max.saturating_sub(into.len()).min(items.len());
+        into.extend(items.drain(..n));
+        drop(items);
+        if n > 0 {
+            self.room.notify_waiters();
+        }
+    }
+
+    /// The next signal or batch, or `None` once closed and empty.
+    async fn next(&self) -> Option<Vec<Arc<Signal>>> {
+        let size = self.batch.map_or(1, |b| b.size);
+        let mut out = Vec::with_capacity(size);
+        loop {
+            let wake = self.wake.notified();
+            self.take(size, &mut out);
+            if !out.is_empty() {
+                break;
+            }
+            if self.closed.load(Ordering::Acquire) {
+                return None;
+            }
+            wake.await;
+        }
+        if let Some(batch) = self.batch {
+            // Fill the batch until it is full or the flush interval since its first signal.
+            let deadline = Instant::now() + batch.flush_interval;
+            while out.len() < size && !self.closed.load(Ordering::Acquire) {
+                let wake = self.wake.notified();
+                self.take(size, &mut out);
+                if out.len() >= size {
+                    break;
+                }
+                if tokio::time::timeout_at(deadline, wake).await.is_err() {
+                    break;
+                }
+            }
+            self.take(size, &mut out);
+        }
+        Some(out)
+    }
+
+    /// Stops taking signals; the worker delivers what is queued, then exits.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.wake.notify_one();
+        self.room.notify_waiters();
+    }
+
+    /// Waits for the worker to drain the queue, until `deadline`; returns what is left.
+    pub(crate) async fn drain(&self, deadline: Instant) -> usize {
+        self.close();
+        let handle = self.worker.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(mut handle) = handle {
+            if tokio::time::timeout_at(deadline, &mut handle).await.is_err() {
+                handle.abort();
+            }
+        }
+        self.depth()
+    }
+}
+
+/// The worker: delivers queued signals in order, with the target's policies.
+async fn run(target: Target) {
+    let Some(queue) = target.runtime.queue.as_ref() else {
+        return;
+    };
+    while let Some(signals) = queue.next().await {
+        if queue.batch.is_some() {
+            let _ = pipeline::deliver_batch(&target, &signals).await;
+        } else {
+            for signal in &signals {
+                let _ = pipeline::deliver(&target, signal, None).await;
+            }
+        }
+    }
+}
