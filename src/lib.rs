@@ -14,6 +14,7 @@ mod error;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod pattern;
+pub mod policy;
 pub mod router;
 pub mod signal;
 pub mod telemetry;
