@@ -255,7 +255,7 @@ impl RetryPolicy {
     /// # Default
     ///
     /// 30 s (for [`schedule`](RetryPolicy::schedule) and [`sigra`](RetryPolicy::sigra): no
-    /// cap). Must be at least the base delay.
+    /// cap). For constant, linear and exponential backoff it must be at least the base delay.
     pub fn max_delay(mut self, d: Duration) -> Self {
         self.max_delay = Some(d);
         self
@@ -471,7 +471,9 @@ impl Backoff {
     /// `elapsed` is the time since the first attempt started. `retry_after` (from the
     /// receiver, see [`DeliveryError::retry_after`](crate::DeliveryError::retry_after)) is
     /// honoured within reason: the delay becomes `retry_after` clamped to `[d, 2 * d]` (`d`
-    /// being the un-jittered delay of this retry), and never above `max_delay`.
+    /// being the un-jittered delay of this retry), and never above `max_delay`. Jitter does
+    /// not apply then; and with a zero delay (`constant(Duration::ZERO)`) the request has no
+    /// room and is ignored.
     pub fn next_delay(
         &mut self,
         retry_after: Option<Duration>,
