@@ -3,5 +3,5 @@
 mod breaker;
 mod retry;
 
-pub use breaker::{Breaker, CircuitBreaker, CircuitState, Permit, Transition};
+pub use breaker::{Breaker, CircuitBreaker, CircuitState, Permit, Rejected, Transition};
 pub use retry::{Backoff, Jitter, RetryPolicy};
