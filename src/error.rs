@@ -310,9 +310,7 @@ impl DeliveryError {
     /// How the retry layer should treat this failure.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            DeliveryError::Timeout { .. } | DeliveryError::QueueFull { .. } => {
-                ErrorKind::Retryable
-            }
+            DeliveryError::Timeout { .. } | DeliveryError::QueueFull { .. } => ErrorKind::Retryable,
             DeliveryError::Closed { .. } => ErrorKind::Permanent,
             DeliveryError::ChannelFull { .. } => ErrorKind::Retryable,
             DeliveryError::ChannelClosed

@@ -74,7 +74,13 @@ pub(crate) fn published(bus: &str, signal: &Signal, report: &PublishReport, micr
     );
 }
 
-pub(crate) fn retry(target: &str, signal: &Signal, attempt: u32, delay: Duration, error: &DeliveryError) {
+pub(crate) fn retry(
+    target: &str,
+    signal: &Signal,
+    attempt: u32,
+    delay: Duration,
+    error: &DeliveryError,
+) {
     tracing::info!(
         name: "signal_bus::retry",
         target: "signal_bus::retry",

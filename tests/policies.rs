@@ -103,7 +103,8 @@ async fn gone_disables_the_target_and_tells_the_bus() {
     server.reply(Reply::status(410));
     let bus = bus();
     let (tx, mut disabled) = mpsc::channel(4);
-    bus.subscribe(ENDPOINT_DISABLED_TYPE, Channel::new(tx)).unwrap();
+    bus.subscribe(ENDPOINT_DISABLED_TYPE, Channel::new(tx))
+        .unwrap();
     let sub = bus
         .subscribe(
             "job.*",
@@ -113,7 +114,10 @@ async fn gone_disables_the_target_and_tells_the_bus() {
         )
         .unwrap();
     let report = bus.publish(signal(1)).await.unwrap();
-    assert_eq!(report.get(0).unwrap().error.unwrap().kind(), ErrorKind::Gone);
+    assert_eq!(
+        report.get(0).unwrap().error.unwrap().kind(),
+        ErrorKind::Gone
+    );
     assert_eq!(server.count(), 1, "a 410 is never retried");
     let event = tokio::time::timeout(Duration::from_secs(5), disabled.recv())
         .await
@@ -125,7 +129,11 @@ async fn gone_disables_the_target_and_tells_the_bus() {
     // Disabled: fails without a request until re-enabled.
     let report = bus.publish(signal(2)).await.unwrap();
     let e = report.get(0).unwrap().error.unwrap();
-    assert!(e.to_string().contains("was disabled after its endpoint answered 410 Gone"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("was disabled after its endpoint answered 410 Gone"),
+        "{e}"
+    );
     assert_eq!(server.count(), 1);
     assert_eq!(bus.enable_target(sub, "partner").unwrap(), 1);
     assert!(bus.publish(signal(3)).await.unwrap().is_ok());
@@ -151,7 +159,11 @@ async fn retry_after_is_honoured() {
     assert!(report.is_ok(), "{report}");
     assert_eq!(server.count(), 2);
     // Retry-After 1 s, within [600 ms, 1.2 s]: the retry waited as told, not 600 ms.
-    assert!(started.elapsed() >= Duration::from_millis(950), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(950),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -180,7 +192,9 @@ async fn breaker_opens_fails_fast_probes_and_closes() {
     assert!(matches!(e, DeliveryError::CircuitOpen { .. }), "{e:?}");
     assert_eq!(server.count(), 3);
     let health = bus.health().await;
-    assert!(!health[0].status.eq(&signal_bus::adapter::HealthStatus::Healthy));
+    assert!(!health[0]
+        .status
+        .eq(&signal_bus::adapter::HealthStatus::Healthy));
     assert!(health[0].last_error.is_some());
 
     // After the recovery timeout exactly two probes go through at once; a third fails fast.
@@ -261,7 +275,9 @@ fn slow_recorder(seen: &Arc<Mutex<Vec<u64>>>, delay: Duration) -> Target {
         let seen = Arc::clone(&seen);
         async move {
             tokio::time::sleep(delay).await;
-            seen.lock().unwrap().push(s.data().unwrap()["n"].as_u64().unwrap());
+            seen.lock()
+                .unwrap()
+                .push(s.data().unwrap()["n"].as_u64().unwrap());
             Ok(())
         }
     }))
@@ -310,7 +326,10 @@ async fn overflow_drop_oldest_keeps_the_last() {
 #[tokio::test(flavor = "current_thread")]
 async fn overflow_error_fails_the_outcome() {
     let (bus, ok, seen) = overflow_run(Overflow::Error).await;
-    assert_eq!(ok, [true, true, false, false, false, false, false, false, false, false]);
+    assert_eq!(
+        ok,
+        [true, true, false, false, false, false, false, false, false, false]
+    );
     assert_eq!(*seen.lock().unwrap(), [0, 1]);
     let m = bus.metrics();
     assert_eq!((m.targets[0].dropped, m.targets[0].failed), (0, 8));
@@ -341,7 +360,10 @@ async fn block_gives_up_after_the_timeout() {
     let started = tokio::time::Instant::now();
     let report = bus.publish(signal(2)).await.unwrap();
     let e = report.get(0).unwrap().error.unwrap();
-    assert!(matches!(e, DeliveryError::QueueFull { capacity: 1, .. }), "{e:?}");
+    assert!(
+        matches!(e, DeliveryError::QueueFull { capacity: 1, .. }),
+        "{e:?}"
+    );
     assert_eq!(started.elapsed(), Duration::from_secs(2));
 }
 
@@ -362,7 +384,10 @@ async fn publish_returns_before_async_delivery_and_shutdown_drains() {
     assert_eq!(report.drained, 10, "{report:?}");
     assert!(report.is_complete());
     assert_eq!(*seen.lock().unwrap(), (0..10).collect::<Vec<u64>>());
-    assert!(bus.publish(signal(11)).await.is_err(), "closed after shutdown");
+    assert!(
+        bus.publish(signal(11)).await.is_err(),
+        "closed after shutdown"
+    );
 }
 
 #[tokio::test]
@@ -383,7 +408,7 @@ async fn shutdown_reports_what_is_left_at_the_deadline() {
     assert!(!report.is_complete());
     let left = report.left[0].1;
     assert_eq!(report.left[0].0, "slow");
-    assert!(left >= 5 && left <= 9, "{report:?}");
+    assert!((5..=9).contains(&left), "{report:?}");
 }
 
 struct Batches {
@@ -443,7 +468,11 @@ async fn http_batches_are_one_request_per_batch() {
     let reqs = server.requests();
     let total: usize = reqs
         .iter()
-        .map(|r| serde_json::from_slice::<Vec<Signal>>(&r.body).unwrap().len())
+        .map(|r| {
+            serde_json::from_slice::<Vec<Signal>>(&r.body)
+                .unwrap()
+                .len()
+        })
         .sum();
     assert_eq!(total, 10);
     assert!(reqs.len() >= 2 && reqs.len() <= 10, "{}", reqs.len());
@@ -512,7 +541,10 @@ async fn invalid_policies_are_refused_at_subscribe() {
         .subscribe(
             "job.*",
             Target::new(signal_bus::adapter::Noop)
-                .retry(RetryPolicy::exponential(Duration::from_secs(2)).max_delay(Duration::from_secs(1)))
+                .retry(
+                    RetryPolicy::exponential(Duration::from_secs(2))
+                        .max_delay(Duration::from_secs(1)),
+                )
                 .mode(Mode::Async {
                     capacity: 0,
                     overflow: Overflow::Block,

@@ -207,32 +207,33 @@ async fn deliver_planned(
 ) {
     let mut pending: Vec<(usize, BoxFuture<'_, Result<(), DeliveryError>>)> = Vec::new();
     for (position, (_subscription, target)) in planned.plan().iter().enumerate() {
-        let slow: Option<BoxFuture<'_, Result<(), DeliveryError>>> = match pipeline::try_fast(target, signal) {
-            pipeline::Fast::Done(result) => {
-                if let Err(e) = result {
-                    failures.push((position, e));
+        let slow: Option<BoxFuture<'_, Result<(), DeliveryError>>> =
+            match pipeline::try_fast(target, signal) {
+                pipeline::Fast::Done(result) => {
+                    if let Err(e) = result {
+                        failures.push((position, e));
+                    }
+                    None
                 }
-                None
-            }
-            pipeline::Fast::Slow(first) => Some(Box::pin(pipeline::deliver(target, signal, first))),
-            pipeline::Fast::Enqueue => Some(Box::pin(async move {
-                match &target.runtime.queue {
-                    Some(q) => q.offer_waiting(target, signal).await,
-                    None => Ok(()),
+                pipeline::Fast::Slow(first) => {
+                    Some(Box::pin(pipeline::deliver(target, signal, first)))
                 }
-            })),
-        };
+                pipeline::Fast::Enqueue => Some(Box::pin(async move {
+                    match &target.runtime.queue {
+                        Some(q) => q.offer_waiting(target, signal).await,
+                        None => Ok(()),
+                    }
+                })),
+            };
         let result = match slow {
             None => continue,
-            Some(mut fut) => {
-                match poll_once(&mut fut) {
-                    Poll::Ready(result) => result,
-                    Poll::Pending => {
-                        pending.push((position, fut));
-                        continue;
-                    }
+            Some(mut fut) => match poll_once(&mut fut) {
+                Poll::Ready(result) => result,
+                Poll::Pending => {
+                    pending.push((position, fut));
+                    continue;
                 }
-            }
+            },
         };
         if let Err(e) = result {
             failures.push((position, e));

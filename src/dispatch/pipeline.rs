@@ -77,7 +77,8 @@ pub(crate) fn try_fast(target: &Target, signal: &Arc<Signal>) -> Fast {
 }
 
 async fn attempt_once(target: &Target, signal: &Arc<Signal>) -> Result<(), DeliveryError> {
-    let delivery = AssertUnwindSafe(target.adapter.deliver_shared(Arc::clone(signal))).catch_unwind();
+    let delivery =
+        AssertUnwindSafe(target.adapter.deliver_shared(Arc::clone(signal))).catch_unwind();
     match tokio::time::timeout(target.timeout, delivery).await {
         Ok(Ok(result)) => result,
         Ok(Err(panic)) => Err(DeliveryError::from_panic(&*panic)),
@@ -110,7 +111,10 @@ pub(crate) async fn deliver(
 }
 
 /// Delivers a batch with one `deliver_batch` call per attempt.
-pub(crate) async fn deliver_batch(target: &Target, signals: &[Arc<Signal>]) -> Result<(), DeliveryError> {
+pub(crate) async fn deliver_batch(
+    target: &Target,
+    signals: &[Arc<Signal>],
+) -> Result<(), DeliveryError> {
     run(target, signals, None, true).await
 }
 

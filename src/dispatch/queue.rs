@@ -113,7 +113,11 @@ impl AsyncQueue {
     }
 
     /// Waits for room (overflow `Block`) up to the target's timeout.
-    pub(crate) async fn offer_waiting(&self, target: &Target, signal: &Arc<Signal>) -> Result<(), DeliveryError> {
+    pub(crate) async fn offer_waiting(
+        &self,
+        target: &Target,
+        signal: &Arc<Signal>,
+    ) -> Result<(), DeliveryError> {
         let deadline = Instant::now() + target.timeout;
         loop {
             let room = self.room.notified();
@@ -197,7 +201,10 @@ impl AsyncQueue {
         self.close();
         let handle = self.worker.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(mut handle) = handle {
-            if tokio::time::timeout_at(deadline, &mut handle).await.is_err() {
+            if tokio::time::timeout_at(deadline, &mut handle)
+                .await
+                .is_err()
+            {
                 handle.abort();
             }
         }
