@@ -10,7 +10,11 @@ use std::{
 };
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use signal_bus::{adapter::Channel, Bus, Signal};
+use signal_bus::{
+    adapter::Channel,
+    policy::{CircuitBreaker, RetryPolicy},
+    Bus, Signal, Target,
+};
 use tokio::{runtime::Runtime, sync::mpsc};
 
 const NOISE: usize = 1_000;
@@ -36,6 +40,58 @@ fn signal() -> Arc<Signal> {
             .build()
             .unwrap(),
     )
+}
+
+/// A bus with `NOISE` non-matching subscriptions and `n` matching channel targets, shaped by
+/// `policy`, whose channels are drained by tasks on `rt`.
+fn bus_with(rt: &Runtime, n: usize, policy: impl Fn(Target) -> Target) -> Bus {
+    let bus = Bus::builder().name("bench").build().unwrap();
+    for i in 0..NOISE {
+        let pattern = match i % 4 {
+            0 => format!("noise.svc{i}.created"),
+            1 => format!("noise{i}.*"),
+            2 => format!("other.entity{i}.**"),
+            _ => format!("bench.fanout.other{i}"),
+        };
+        bus.subscribe(&pattern, signal_bus::adapter::Noop).unwrap();
+    }
+    for _ in 0..n {
+        let (tx, rx) = mpsc::channel(CAPACITY);
+        drain(rt, rx);
+        bus.subscribe("bench.fanout.event", policy(Target::new(Channel::new(tx))))
+            .unwrap();
+    }
+    bus
+}
+
+/// Publishes on a runtime task, `iters` times, and returns the time taken.
+fn measure(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    rt: &Runtime,
+    name: &str,
+    n: usize,
+    bus: &Bus,
+    sig: &Arc<Signal>,
+) {
+    group.bench_with_input(BenchmarkId::new(name, n), &n, |b, _| {
+        b.iter_custom(|iters| {
+            let bus = bus.clone();
+            let sig = Arc::clone(sig);
+            rt.block_on(async move {
+                tokio::spawn(async move {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        let report = bus.publish(Arc::clone(&sig)).await.unwrap();
+                        debug_assert!(report.is_ok());
+                        std::hint::black_box(report);
+                    }
+                    start.elapsed()
+                })
+                .await
+                .unwrap()
+            })
+        })
+    });
 }
 
 fn bench(c: &mut Criterion) {
@@ -81,42 +137,15 @@ fn bench(c: &mut Criterion) {
         });
         drop(senders);
 
-        // The bus: n matching channel subscribers among NOISE non-matching patterns.
-        let bus = Bus::builder().name("bench").build().unwrap();
-        for i in 0..NOISE {
-            let pattern = match i % 4 {
-                0 => format!("noise.svc{i}.created"),
-                1 => format!("noise{i}.*"),
-                2 => format!("other.entity{i}.**"),
-                _ => format!("bench.fanout.other{i}"),
-            };
-            bus.subscribe(&pattern, signal_bus::adapter::Noop).unwrap();
-        }
-        for _ in 0..n {
-            let (tx, rx) = mpsc::channel(CAPACITY);
-            drain(&rt, rx);
-            bus.subscribe("bench.fanout.event", Channel::new(tx))
-                .unwrap();
-        }
-        group.bench_with_input(BenchmarkId::new("bus_publish", n), &n, |b, _| {
-            b.iter_custom(|iters| {
-                let bus = bus.clone();
-                let sig = Arc::clone(&sig);
-                rt.block_on(async move {
-                    tokio::spawn(async move {
-                        let start = Instant::now();
-                        for _ in 0..iters {
-                            let report = bus.publish(Arc::clone(&sig)).await.unwrap();
-                            debug_assert!(report.is_ok());
-                            std::hint::black_box(report);
-                        }
-                        start.elapsed()
-                    })
-                    .await
-                    .unwrap()
-                })
-            })
+        // The bus: n matching channel subscribers among NOISE non-matching patterns, with
+        // default targets, then with a retry policy and a breaker that never trigger.
+        let plain = bus_with(&rt, n, |t| t);
+        measure(&mut group, &rt, "bus_publish", n, &plain, &sig);
+        let guarded = bus_with(&rt, n, |t| {
+            t.retry(RetryPolicy::exponential(Duration::from_millis(100)).max_attempts(4))
+                .circuit_breaker(CircuitBreaker::new().failure_threshold(5))
         });
+        measure(&mut group, &rt, "bus_publish_policies", n, &guarded, &sig);
     }
     group.finish();
 }

@@ -12,13 +12,14 @@ use std::{
         atomic::{AtomicUsize, Ordering},
         Arc,
     },
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use serde_json::json;
 use signal_bus::{
     adapter::{Channel, Console, ConsoleFormat, Handler, Logger, Named, Noop, PubSub},
-    http::{signing::StandardWebhooks, Webhook},
+    http::{signing::StandardWebhooks, Http, Webhook},
+    policy::{CircuitBreaker, CircuitState, RetryPolicy},
     Bus, DeliveryError, Signal, Target,
 };
 use tokio::sync::mpsc;
@@ -55,6 +56,34 @@ fn signals(n: usize) -> Vec<Signal> {
                 .expect("the demo builds valid signals")
         })
         .collect()
+}
+
+const FLAKY: usize = 0;
+const DOWN: usize = 1;
+const HEALTHY: usize = 2;
+
+/// A payment partner on loopback. `FLAKY`: every third request fails with 503. `DOWN`: every
+/// request fails with 500. `HEALTHY`: every request succeeds.
+async fn flaky_partner(
+) -> std::io::Result<(std::net::SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>)> {
+    let mode = Arc::new(AtomicUsize::new(FLAKY));
+    let requests = Arc::new(AtomicUsize::new(0));
+    let (m, r) = (Arc::clone(&mode), Arc::clone(&requests));
+    let app = axum::Router::new().fallback(move || {
+        let n = r.fetch_add(1, Ordering::SeqCst);
+        let mode = m.load(Ordering::SeqCst);
+        async move {
+            match mode {
+                DOWN => axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                FLAKY if n % 3 == 2 => axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                _ => axum::http::StatusCode::NO_CONTENT,
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((addr, mode, requests))
 }
 
 /// A consumer task that counts what it receives.
@@ -195,6 +224,77 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let elapsed = started.elapsed();
 
+    // 8. Resilience: a flaky payment partner behind retries and a circuit breaker; what fails
+    //    for good goes to a dead-letter channel.
+    println!();
+    println!("--- a flaky partner: retries, a circuit breaker, dead letters ---");
+    let (partner, mode, partner_requests) = flaky_partner().await?;
+    let (dead_tx, mut dead_rx) = mpsc::channel::<Arc<Signal>>(100);
+    bus.subscribe(
+        "payment.captured",
+        Target::new(Http::post(&format!("http://{partner}/payments"))?)
+            .label("payment-partner")
+            .retry(RetryPolicy::constant(Duration::from_millis(20)).max_attempts(3))
+            .circuit_breaker(
+                CircuitBreaker::new()
+                    .failure_threshold(3)
+                    .recovery_timeout(Duration::from_millis(300)),
+            )
+            .on_failure(Channel::new(dead_tx)),
+    )?;
+    let mut states = vec![CircuitState::Closed];
+    let mut note_state = |bus: &Bus| {
+        let state = bus
+            .metrics()
+            .target("payment-partner")
+            .and_then(|t| t.circuit);
+        if let Some(state) = state {
+            if states.last() != Some(&state) {
+                states.push(state);
+            }
+        }
+    };
+    let capture = |i: usize| {
+        Signal::builder("payment.captured", "/demo/payments")
+            .subject(format!("payment/{i}"))
+            .data(json!({"amount_cents": 500 + i}))
+            .build()
+    };
+    let mut phases = Vec::new();
+    for (phase, partner_mode, count) in [
+        ("flaky", FLAKY, 12),
+        ("outage", DOWN, 8),
+        ("recovered", HEALTHY, 10),
+    ] {
+        mode.store(partner_mode, Ordering::SeqCst);
+        if partner_mode == HEALTHY {
+            // Past the breaker's recovery timeout: the next delivery is a probe.
+            tokio::time::sleep(Duration::from_millis(350)).await;
+        }
+        let (mut ok, mut failed) = (0, 0);
+        for i in 0..count {
+            let report = bus.publish(capture(i)?).await?;
+            let partner_ok = report
+                .outcomes()
+                .find(|o| o.target == "payment-partner")
+                .is_some_and(|o| o.is_ok());
+            if partner_ok {
+                ok += 1;
+            } else {
+                failed += 1;
+            }
+            note_state(&bus);
+        }
+        phases.push((phase, ok, failed));
+    }
+    let mut dead_letters = Vec::new();
+    while let Ok(s) = dead_rx.try_recv() {
+        dead_letters.push(s);
+    }
+    let m = bus.metrics();
+    let partner_metrics = m.target("payment-partner").cloned();
+    drop(m);
+
     drop(bus); // closes channels and topics so the consumers finish
     let (fulfilment, email) = (fulfilment.await?, email.await?);
     let (billing_a, billing_b) = (billing_a.await?, billing_b.await?);
@@ -226,6 +326,38 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("metrics handler, per type:");
     for (ty, n) in per_type.lock().unwrap().iter() {
         println!("    {ty:<24} {n}");
+    }
+    println!();
+    println!("--- the flaky partner ---");
+    println!("{:<12} {:>10} {:>8}", "phase", "delivered", "failed");
+    for (phase, ok, failed) in &phases {
+        println!("{phase:<12} {ok:>10} {failed:>8}");
+    }
+    if let Some(p) = partner_metrics {
+        println!(
+            "requests the partner saw: {}; retries: {}; failed for good: {}; dead-lettered: {}",
+            partner_requests.load(Ordering::SeqCst),
+            p.retried,
+            p.failed,
+            p.dead_lettered
+        );
+    }
+    let path: Vec<String> = states.iter().map(ToString::to_string).collect();
+    println!("circuit breaker: {}", path.join(" -> "));
+    if let Some(first) = dead_letters.first() {
+        let ext = |k: &str| {
+            first
+                .extension(k)
+                .map(ToString::to_string)
+                .unwrap_or_default()
+        };
+        println!(
+            "dead-letter channel got {} signals; the first: {} (attempts {}, {})",
+            dead_letters.len(),
+            first.subject().unwrap_or("?"),
+            ext("deadletterattempts"),
+            ext("deadlettererror")
+        );
     }
     let deliveries: usize = table.values().map(|(ok, _)| ok).sum();
     let failures: usize = table.values().map(|(_, f)| f).sum();
