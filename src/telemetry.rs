@@ -216,3 +216,37 @@ pub struct TargetHealth {
     /// The last failure and when it happened.
     pub last_error: Option<(SystemTime, String)>,
 }
+
+/// Pushes a metrics snapshot through the `metrics` facade: counters as absolute values,
+/// queue depth, latency and breaker state as gauges, labelled by bus, subscription and
+/// target.
+#[cfg(feature = "metrics")]
+pub(crate) fn export(bus: &str, snapshot: &Metrics) {
+    for t in &snapshot.targets {
+        let labels = [
+            ("bus", bus.to_owned()),
+            ("subscription", t.subscription.to_string()),
+            ("target", t.target.clone()),
+        ];
+        metrics::counter!("signal_bus_delivered_total", &labels).absolute(t.delivered);
+        metrics::counter!("signal_bus_failed_total", &labels).absolute(t.failed);
+        metrics::counter!("signal_bus_retried_total", &labels).absolute(t.retried);
+        metrics::counter!("signal_bus_dropped_total", &labels).absolute(t.dropped);
+        metrics::counter!("signal_bus_dead_lettered_total", &labels).absolute(t.dead_lettered);
+        metrics::gauge!("signal_bus_queue_depth", &labels).set(t.queue_depth as f64);
+        if let Some(p) = t.latency_p50 {
+            metrics::gauge!("signal_bus_latency_p50_seconds", &labels).set(p.as_secs_f64());
+        }
+        if let Some(p) = t.latency_p99 {
+            metrics::gauge!("signal_bus_latency_p99_seconds", &labels).set(p.as_secs_f64());
+        }
+        if let Some(state) = t.circuit {
+            let v = match state {
+                CircuitState::Closed => 0.0,
+                CircuitState::HalfOpen => 1.0,
+                CircuitState::Open => 2.0,
+            };
+            metrics::gauge!("signal_bus_circuit_state", &labels).set(v);
+        }
+    }
+}

@@ -102,3 +102,50 @@ async fn successful_deliveries_are_silent_at_warn() {
         .unwrap();
     assert_eq!(text(&out), "");
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn retry_circuit_and_dead_letter_events() {
+    use signal_bus::policy::{CircuitBreaker, RetryPolicy};
+    use std::time::Duration;
+    let (out, _guard) = capture("signal_bus=info");
+    let bus = Bus::builder().name("tele").build().unwrap();
+    bus.subscribe(
+        "a.*",
+        Target::new(Handler::new(|_s: Arc<Signal>| async {
+            Err(DeliveryError::retryable("upstream 503"))
+        }))
+        .label("flaky")
+        .retry(RetryPolicy::constant(Duration::from_millis(1)).max_attempts(2))
+        .circuit_breaker(CircuitBreaker::new().failure_threshold(2))
+        .on_failure(Noop),
+    )
+    .unwrap();
+    let signal = Signal::builder("a.b", "/t").id("sig-2").build().unwrap();
+    bus.publish(signal).await.unwrap();
+    let log = text(&out);
+    let line = |needle: &str| {
+        log.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in {log}"))
+            .to_owned()
+    };
+    let retry = line("signal_bus::retry: Retrying after error.");
+    for field in [
+        "target_name=\"flaky\"",
+        "attempt=1",
+        "delay_ms=1",
+        "signal_id=\"sig-2\"",
+    ] {
+        assert!(retry.contains(field), "missing {field}: {retry}");
+    }
+    let opened = line("signal_bus::circuit: Circuit breaker opened.");
+    assert!(
+        opened.contains("from=closed") && opened.contains("to=open"),
+        "{opened}"
+    );
+    let dead = line("signal_bus::dead_letter:");
+    assert!(
+        dead.contains("attempts=2") && dead.contains("error=upstream 503"),
+        "{dead}"
+    );
+}

@@ -376,6 +376,33 @@ impl Bus {
         Metrics { targets }
     }
 
+    /// Pushes the current [`metrics`](Bus::metrics) through the `metrics` crate facade
+    /// (feature `metrics`): `signal_bus_{delivered,failed,retried,dropped,dead_lettered}_total`
+    /// counters and `signal_bus_queue_depth`, `signal_bus_latency_p{50,99}_seconds` and
+    /// `signal_bus_circuit_state` (0 closed, 1 half-open, 2 open) gauges, labelled `bus`,
+    /// `subscription` and `target`. Nothing is recorded on the delivery path itself.
+    #[cfg(feature = "metrics")]
+    pub fn export_metrics(&self) {
+        crate::telemetry::export(&self.inner.name, &self.metrics());
+    }
+
+    /// Calls [`export_metrics`](Bus::export_metrics) every `interval` until the bus is
+    /// dropped (feature `metrics`).
+    #[cfg(feature = "metrics")]
+    pub fn spawn_metrics_exporter(&self, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval.max(Duration::from_millis(10)));
+            loop {
+                tick.tick().await;
+                match weak.upgrade() {
+                    Some(inner) => Bus { inner }.export_metrics(),
+                    None => return,
+                }
+            }
+        })
+    }
+
     /// Runs every target's health check, concurrently.
     pub async fn health(&self) -> Vec<TargetHealth> {
         let subs = self.all_subscriptions();
