@@ -15,6 +15,7 @@ mod error;
 pub mod http;
 pub mod pattern;
 pub mod policy;
+pub mod queue;
 pub mod router;
 pub mod signal;
 pub mod telemetry;
