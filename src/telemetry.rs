@@ -250,3 +250,77 @@ pub(crate) fn export(bus: &str, snapshot: &Metrics) {
         }
     }
 }
+
+/// A job run ended (`signal_bus::queue`, kind = completed / retryable / discarded /
+/// cancelled / snoozed).
+pub(crate) fn queue_job(
+    job: &crate::queue::Job,
+    kind: &'static str,
+    outcome: &crate::queue::WorkOutcome,
+    took: Duration,
+) {
+    use crate::queue::WorkOutcome;
+    let detail = match outcome {
+        WorkOutcome::Cancel(r) | WorkOutcome::Error(r) => r.as_str(),
+        _ => "",
+    };
+    let forwarder = job.args.get("forwarder").and_then(|v| v.as_str());
+    if matches!(kind, "completed" | "snoozed") {
+        tracing::debug!(
+            name: "signal_bus::queue",
+            target: "signal_bus::queue",
+            kind,
+            worker = %job.worker,
+            forwarder,
+            job_id = job.id,
+            attempt = job.attempt,
+            duration_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+        );
+    } else {
+        tracing::warn!(
+            name: "signal_bus::queue",
+            target: "signal_bus::queue",
+            message = "Job did not complete.",
+            kind,
+            worker = %job.worker,
+            forwarder,
+            job_id = job.id,
+            attempt = job.attempt,
+            max_attempts = job.max_attempts,
+            error = detail,
+        );
+    }
+}
+
+pub(crate) fn queue_store_error(job: &crate::queue::Job, error: &crate::queue::QueueError) {
+    tracing::error!(
+        name: "signal_bus::queue",
+        target: "signal_bus::queue",
+        message = "Could not record a job's outcome; its lease will expire and it will run again.",
+        kind = "store_error",
+        job_id = job.id,
+        error = %error,
+    );
+}
+
+pub(crate) fn queue_claim_error(queue: &str, error: &crate::queue::QueueError) {
+    tracing::error!(
+        name: "signal_bus::queue",
+        target: "signal_bus::queue",
+        message = "Could not claim jobs.",
+        kind = "claim_error",
+        queue,
+        error = %error,
+    );
+}
+
+pub(crate) fn queue_rescued(queue: &str, count: u64) {
+    tracing::warn!(
+        name: "signal_bus::queue",
+        target: "signal_bus::queue",
+        message = "Rescued jobs whose runner stopped renewing their lease.",
+        kind = "rescued",
+        queue,
+        count,
+    );
+}

@@ -124,6 +124,12 @@ pub trait Adapter: Send + Sync + 'static {
     fn split_endpoints(&self) -> Vec<(String, Arc<dyn Adapter>)> {
         Vec::new()
     }
+
+    /// Whether this adapter only works on a bus built with a durable queue (an async
+    /// forwarder). `subscribe` refuses it on a bus without one. Default: `false`.
+    fn requires_queue(&self) -> bool {
+        false
+    }
 }
 
 /// Adapters behind an `Arc` are adapters too, so one adapter can serve several targets.
@@ -155,6 +161,9 @@ impl<A: Adapter + ?Sized> Adapter for Arc<A> {
     }
     fn split_endpoints(&self) -> Vec<(String, Arc<dyn Adapter>)> {
         (**self).split_endpoints()
+    }
+    fn requires_queue(&self) -> bool {
+        (**self).requires_queue()
     }
 }
 

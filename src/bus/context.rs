@@ -17,6 +17,8 @@ pub struct BusContext {
     pub(crate) topics: Topics,
     /// The bus itself, for the signals it emits about its own targets.
     pub(crate) bus: Weak<super::Inner>,
+    /// The durable queue the bus was built with.
+    pub(crate) queue: Option<crate::queue::Queue>,
 }
 
 impl fmt::Debug for BusContext {
@@ -41,6 +43,11 @@ impl BusContext {
     /// The bus's in-process topics.
     pub fn topics(&self) -> &Topics {
         &self.topics
+    }
+
+    /// The durable queue the bus was built with, if any.
+    pub fn queue(&self) -> Option<&crate::queue::Queue> {
+        self.queue.as_ref()
     }
 
     /// Publishes `signal_bus.endpoint.disabled` on the bus (from a task of its own, so a

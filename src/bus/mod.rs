@@ -147,6 +147,7 @@ pub(crate) struct Inner {
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until build() is called"]
 pub struct BusBuilder {
+    queue: Option<crate::queue::Queue>,
     name: String,
     pubsub_capacity: usize,
     cache_capacity: usize,
@@ -155,6 +156,7 @@ pub struct BusBuilder {
 impl Default for BusBuilder {
     fn default() -> Self {
         BusBuilder {
+            queue: None,
             name: "default".to_owned(),
             pubsub_capacity: 1024,
             cache_capacity: 4096,
@@ -166,6 +168,13 @@ impl BusBuilder {
     /// The bus name, in telemetry and errors. Default: `"default"`.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
+        self
+    }
+
+    /// The durable queue forwarders on this bus enqueue into (and register on, so the
+    /// queue's runners find them by name). Default: none.
+    pub fn queue(mut self, queue: crate::queue::Queue) -> Self {
+        self.queue = Some(queue);
         self
     }
 
@@ -212,6 +221,7 @@ impl BusBuilder {
                     registry: Registry::new(),
                     topics: Topics::new(self.pubsub_capacity),
                     bus: weak.clone(),
+                    queue: self.queue.clone(),
                 },
                 name,
                 router: RwLock::new(Router::new()),
@@ -304,6 +314,19 @@ impl Bus {
             });
         }
         validate_targets(&targets)?;
+        if self.inner.context.queue.is_none() {
+            if let Some(t) = targets.iter().find(|t| t.adapter.requires_queue()) {
+                return Err(BusError::InvalidTarget {
+                    target: t.name().to_owned(),
+                    source: ConfigError::invalid(
+                        "dispatch",
+                        "async",
+                        "needs a durable queue, and this bus has none: build it with \
+                         Bus::builder().queue(queue)",
+                    ),
+                });
+            }
+        }
         let targets: Box<[Target]> = targets
             .iter()
             .flat_map(|t| t.activate_all(&self.inner.context))

@@ -180,11 +180,13 @@ pub struct Job {
 }
 
 /// Milliseconds since the Unix epoch, as stored.
+#[allow(dead_code)]
 pub(crate) fn to_ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 
 /// A stored timestamp back to a time.
+#[allow(dead_code)]
 pub(crate) fn from_ms(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }

@@ -6,12 +6,24 @@
 //! reference (forwarder name, signal id, occurred-at) and the worker reloads the signal when
 //! it runs (the Sigra audit-forwarder design).
 
+mod forwarder;
 mod job;
+mod memory;
+mod runner;
 mod store;
+mod worker;
 
+pub use forwarder::{DispatchMode, Forwarder, FORWARDER_WORKER};
 pub use job::{Job, JobState, NewJob, DEFAULT_MAX_ATTEMPTS};
+pub use memory::MemoryStore;
+pub use runner::{
+    JobBackoff, Queue, QueueBuilder, Runner, RunnerReport, DEFAULT_CONCURRENCY, DEFAULT_LEASE,
+    DEFAULT_POLL_INTERVAL,
+};
 pub use store::JobStore;
+pub use worker::{tenant_scope, Scope, Tenant, TenantWorker, WorkOutcome, Worker, TENANT_KEYS};
 
+#[allow(unused_imports)]
 pub(crate) use job::{from_ms, to_ms};
 
 /// What the queue's store refuses or cannot do.
@@ -51,4 +63,22 @@ impl QueueError {
             message: error.to_string(),
         }
     }
+}
+
+/// Checks a job before it is stored.
+pub(crate) fn validate_new_job(job: &NewJob) -> Result<(), QueueError> {
+    use crate::ConfigError;
+    if job.queue.is_empty() {
+        return Err(ConfigError::invalid("queue", "", "must not be empty").into());
+    }
+    if job.worker.is_empty() {
+        return Err(ConfigError::invalid("worker", "", "must not be empty").into());
+    }
+    if job.max_attempts == 0 {
+        return Err(ConfigError::invalid("max_attempts", 0, "must be at least 1").into());
+    }
+    if !(0..=9).contains(&job.priority) {
+        return Err(ConfigError::invalid("priority", job.priority, "must be between 0 and 9").into());
+    }
+    Ok(())
 }

@@ -1,0 +1,320 @@
+//! [`Forwarder`]: a target that delivers through the durable queue (Sigra's audit forwarder
+//! dispatcher and its queued worker).
+
+use std::{
+    fmt,
+    panic::AssertUnwindSafe,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use futures_util::FutureExt as _;
+use serde_json::json;
+use tokio::time::Instant;
+
+use super::{worker::WorkOutcome, Job, NewJob, Queue, DEFAULT_MAX_ATTEMPTS};
+use crate::{
+    adapter::Health,
+    bus::{validate_name, BusContext},
+    policy::{Breaker, CircuitBreaker},
+    Adapter, ConfigError, DeliveryError, ErrorKind, Signal,
+};
+
+/// The worker name of forwarder jobs.
+pub const FORWARDER_WORKER: &str = "signal_bus.forwarder";
+
+/// When a [`Forwarder`] delivers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum DispatchMode {
+    /// Through the queue when a runner of the bus's queue is running in this process,
+    /// inline otherwise. The default.
+    #[default]
+    Auto,
+    /// Enqueue: `publish` returns once the signal and its job are durably committed; a
+    /// runner delivers later, with retries. A bus without a queue refuses such a forwarder
+    /// at `subscribe`.
+    Async,
+    /// Deliver inline, like any target.
+    Sync,
+}
+
+/// What a queued forwarder job needs at run time, registered on the queue by name.
+pub(crate) struct ForwarderJob {
+    adapter: Arc<dyn Adapter>,
+    timeout: Duration,
+    breaker: Option<Breaker>,
+}
+
+/// A target that forwards signals through the durable queue: the signal is stored once,
+/// a job carrying only a thin reference (forwarder name, signal id, occurred-at) is
+/// enqueued, and a runner reloads the signal and delivers it to the wrapped adapter, with
+/// retries and backoff.
+///
+/// A job ends with the Sigra cancel taxonomy: `signal_not_found` (the signal was deleted
+/// before the run), `unknown_forwarder` (no forwarder of that name is subscribed on a bus
+/// using this queue), `schema_mismatch` (the stored signal no longer parses, or the adapter
+/// reports a permanent failure): cancelled, never retried. Retryable failures are retried
+/// until `max_attempts` (default 5), then discarded. An open circuit breaker snoozes the job
+/// without spending an attempt.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+/// use signal_bus::{http::Webhook, queue::{DispatchMode, Forwarder, Queue, SqliteStore}, Bus};
+///
+/// let queue = Queue::new(SqliteStore::open("signals.db").await?);
+/// let _runner = queue.start();
+/// let bus = Bus::builder().queue(queue.clone()).build()?;
+/// bus.subscribe("audit.**", Forwarder::new("siem", Webhook::new("https://siem.example.com")?)
+///     .dispatch(DispatchMode::Auto))?;
+/// # Ok(()) }
+/// ```
+pub struct Forwarder {
+    name: String,
+    label: String,
+    job: Arc<ForwarderJob>,
+    mode: DispatchMode,
+    queue_name: String,
+    max_attempts: u32,
+    priority: i16,
+    queue: OnceLock<Queue>,
+}
+
+impl fmt::Debug for Forwarder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Forwarder")
+            .field("name", &self.name)
+            .field("adapter", &self.job.adapter.name())
+            .field("mode", &self.mode)
+            .field("queue", &self.queue_name)
+            .field("max_attempts", &self.max_attempts)
+            .finish()
+    }
+}
+
+impl Forwarder {
+    /// Forwards to `adapter` under `name` (the name jobs carry: keep it stable across
+    /// deployments).
+    pub fn new(name: impl Into<String>, adapter: impl Adapter) -> Self {
+        let name = name.into();
+        Forwarder {
+            label: format!("forwarder:{name}"),
+            name,
+            job: Arc::new(ForwarderJob {
+                adapter: Arc::new(adapter),
+                timeout: Duration::from_secs(30),
+                breaker: None,
+            }),
+            mode: DispatchMode::Auto,
+            queue_name: "default".to_owned(),
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            priority: 0,
+            queue: OnceLock::new(),
+        }
+    }
+
+    /// Sync, async or auto. Default: [`DispatchMode::Auto`].
+    pub fn dispatch(mut self, mode: DispatchMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// The queue its jobs run in. Default: `default`.
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue_name = queue.into();
+        self
+    }
+
+    /// Attempts before a job is discarded. Default: 5.
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = n;
+        self
+    }
+
+    /// Job priority, 0 (first) to 9. Default: 0.
+    pub fn priority(mut self, p: i16) -> Self {
+        self.priority = p;
+        self
+    }
+
+    /// How long one queued delivery may take. Default: 30 s.
+    pub fn job_timeout(mut self, timeout: Duration) -> Self {
+        job_mut(&mut self.job).timeout = timeout;
+        self
+    }
+
+    /// A breaker for queued deliveries: while open, jobs are snoozed (no attempt spent).
+    pub fn circuit_breaker(mut self, breaker: CircuitBreaker) -> Self {
+        job_mut(&mut self.job).breaker = Some(breaker.build());
+        self
+    }
+
+    /// The forwarder's name.
+    pub fn forwarder_name(&self) -> &str {
+        &self.name
+    }
+
+    fn resolved_mode(&self) -> DispatchMode {
+        match (self.mode, self.queue.get()) {
+            (DispatchMode::Auto, Some(q)) if q.is_running() => DispatchMode::Async,
+            (DispatchMode::Auto, _) => DispatchMode::Sync,
+            (mode, _) => mode,
+        }
+    }
+
+    fn job_for(&self, signal: &Signal) -> NewJob {
+        NewJob::new(
+            FORWARDER_WORKER,
+            json!({
+                "forwarder": self.name,
+                "signal_id": signal.id(),
+                "occurred_at": signal.time_rfc3339(),
+            }),
+        )
+        .queue(self.queue_name.clone())
+        .max_attempts(self.max_attempts)
+        .priority(self.priority)
+    }
+}
+
+/// The job settings, copied first if they are already shared.
+fn job_mut(job: &mut Arc<ForwarderJob>) -> &mut ForwarderJob {
+    if Arc::get_mut(job).is_none() {
+        *job = Arc::new(ForwarderJob {
+            adapter: Arc::clone(&job.adapter),
+            timeout: job.timeout,
+            breaker: job.breaker.as_ref().map(|b| b.config().build()),
+        });
+    }
+    Arc::get_mut(job).unwrap_or_else(|| unreachable!("just made unique"))
+}
+
+#[async_trait]
+impl Adapter for Forwarder {
+    fn name(&self) -> &str {
+        &self.label
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        validate_name("forwarder", &self.name)
+            .map_err(|rule| ConfigError::invalid("forwarder name", &self.name, rule))?;
+        if self.max_attempts == 0 {
+            return Err(ConfigError::invalid("max_attempts", 0, "must be at least 1"));
+        }
+        if !(0..=9).contains(&self.priority) {
+            return Err(ConfigError::invalid("priority", self.priority, "must be between 0 and 9"));
+        }
+        self.job.adapter.validate()
+    }
+
+    fn requires_queue(&self) -> bool {
+        self.mode == DispatchMode::Async
+    }
+
+    fn attach(&self, bus: &BusContext) {
+        self.job.adapter.attach(bus);
+        if let Some(queue) = bus.queue() {
+            queue
+                .inner
+                .forwarders
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(self.name.clone(), Arc::clone(&self.job));
+            let _ = self.queue.set(queue.clone());
+        }
+    }
+
+    async fn deliver(&self, signal: &Signal) -> Result<(), DeliveryError> {
+        self.deliver_shared(Arc::new(signal.clone())).await
+    }
+
+    async fn deliver_shared(&self, signal: Arc<Signal>) -> Result<(), DeliveryError> {
+        match (self.resolved_mode(), self.queue.get()) {
+            (DispatchMode::Async, Some(queue)) => {
+                match queue.enqueue_signal(&signal, &self.job_for(&signal)).await {
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(DeliveryError::retryable(format!(
+                        "forwarder `{}` could not enqueue: {e}",
+                        self.name
+                    ))),
+                }
+            }
+            (DispatchMode::Async, None) => Err(DeliveryError::permanent(format!(
+                "forwarder `{}` dispatches async but is not attached to a bus with a queue",
+                self.name
+            ))),
+            _ => self.job.adapter.deliver_shared(signal).await,
+        }
+    }
+
+    async fn health_check(&self) -> Health {
+        self.job.adapter.health_check().await
+    }
+}
+
+/// Runs one forwarder job.
+pub(crate) async fn perform(queue: &Queue, job: &Job) -> WorkOutcome {
+    let (Some(name), Some(signal_id)) = (
+        job.args.get("forwarder").and_then(|v| v.as_str()),
+        job.args.get("signal_id").and_then(|v| v.as_str()),
+    ) else {
+        return WorkOutcome::Cancel(format!(
+            "schema_mismatch: job {} args lack `forwarder` or `signal_id`",
+            job.id
+        ));
+    };
+    let fj = queue
+        .inner
+        .forwarders
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(name)
+        .cloned();
+    let Some(fj) = fj else {
+        return WorkOutcome::Cancel(format!(
+            "unknown_forwarder: no forwarder `{name}` is subscribed on a bus using this queue"
+        ));
+    };
+    let signal = match queue.store().load_signal(signal_id).await {
+        Ok(Some(s)) => Arc::new(s),
+        Ok(None) => {
+            return WorkOutcome::Cancel(format!("signal_not_found: signal `{signal_id}` was deleted"))
+        }
+        Err(super::QueueError::Corrupt { what }) => {
+            return WorkOutcome::Cancel(format!("schema_mismatch: {what}"))
+        }
+        Err(e) => return WorkOutcome::Error(e.to_string()),
+    };
+    let permit = match &fj.breaker {
+        None => None,
+        Some(b) => match b.try_acquire(Instant::now()) {
+            Ok(p) => Some(p),
+            Err(rejected) => {
+                return WorkOutcome::Snooze(rejected.remaining().max(Duration::from_secs(1)))
+            }
+        },
+    };
+    let delivery = AssertUnwindSafe(fj.adapter.deliver_shared(signal)).catch_unwind();
+    let result = match tokio::time::timeout(fj.timeout, delivery).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(panic)) => Err(DeliveryError::from_panic(&*panic)),
+        Err(_) => Err(DeliveryError::Timeout { after: fj.timeout }),
+    };
+    if let (Some(b), Some(p)) = (&fj.breaker, permit) {
+        let _ = if result.is_ok() {
+            b.on_success(p, Instant::now())
+        } else {
+            b.on_failure(p, Instant::now())
+        };
+    }
+    match result {
+        Ok(()) => WorkOutcome::Ok,
+        Err(e) => match e.kind() {
+            ErrorKind::Permanent | ErrorKind::Gone if !matches!(e, DeliveryError::Panicked { .. }) => {
+                WorkOutcome::Cancel(format!("schema_mismatch: {e}"))
+            }
+            _ => WorkOutcome::Error(e.to_string()),
+        },
+    }
+}

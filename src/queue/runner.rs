@@ -1,0 +1,507 @@
+//! [`Queue`]: a store plus the workers and forwarders registered on it, and the [`Runner`]
+//! that claims and runs its jobs.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt,
+    panic::AssertUnwindSafe,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex, RwLock,
+    },
+    time::Duration,
+};
+
+use chrono::Utc;
+use futures_util::FutureExt as _;
+use tokio::{sync::Notify, task::JoinSet};
+
+use super::{
+    forwarder::ForwarderJob,
+    worker::{tenant_scope, WorkOutcome, Worker},
+    Job, JobState, JobStore, NewJob, QueueError,
+};
+use crate::{policy::RetryPolicy, DeliveryError};
+
+/// How long a claimed job is leased before another runner may rescue it. Default: 60 s.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
+/// How often an idle runner polls the store (it is also woken by local enqueues and, on
+/// PostgreSQL, by `NOTIFY`). Default: 1 s.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// Jobs run at once per queue. Default: 10.
+pub const DEFAULT_CONCURRENCY: usize = 10;
+
+/// How long to wait before retrying a failed job, by attempt number (1-based).
+#[derive(Clone)]
+pub enum JobBackoff {
+    /// `attempt^4 + 15 + rand(1..=10) * attempt` seconds (Oban's and Sigra's curve).
+    Sigra,
+    /// A retry policy's delays (its attempt count is ignored: jobs have `max_attempts`).
+    Policy(RetryPolicy),
+}
+
+impl fmt::Debug for JobBackoff {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JobBackoff::Sigra => f.write_str("Sigra"),
+            JobBackoff::Policy(p) => f.debug_tuple("Policy").field(p).finish(),
+        }
+    }
+}
+
+impl JobBackoff {
+    /// The delay after failed attempt `attempt`.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        match self {
+            JobBackoff::Sigra => {
+                let r = 1 + (rand_u64() % 10) as u32;
+                RetryPolicy::sigra_backoff(attempt, r)
+            }
+            JobBackoff::Policy(p) => {
+                let mut b = p.clone().max_attempts(attempt.saturating_add(1).max(2)).backoff();
+                let mut d = Duration::ZERO;
+                for _ in 0..attempt.max(1) {
+                    match b.next() {
+                        Some(x) => d = x,
+                        None => break,
+                    }
+                }
+                d
+            }
+        }
+    }
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0x9e37_79b9_7f4a_7c15);
+    h.finish()
+}
+
+#[derive(Debug)]
+struct Settings {
+    queues: Vec<(String, usize)>,
+    lease: Duration,
+    poll_interval: Duration,
+    backoff: JobBackoff,
+}
+
+pub(crate) struct Inner {
+    pub(crate) store: Arc<dyn JobStore>,
+    settings: Settings,
+    workers: RwLock<HashMap<String, Arc<dyn Worker>>>,
+    pub(crate) forwarders: RwLock<HashMap<String, Arc<ForwarderJob>>>,
+    running: AtomicUsize,
+    wake: Notify,
+}
+
+/// A durable job queue: a [`JobStore`] plus the workers and forwarders that run its jobs.
+/// Cheap to clone.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+/// use signal_bus::queue::{Queue, SqliteStore};
+///
+/// let queue = Queue::new(SqliteStore::open("signals.db").await?);
+/// let runner = queue.start();       // claims and runs jobs
+/// // ...
+/// runner.shutdown().await;          // stops claiming, finishes or releases what it holds
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Queue {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Queue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queue")
+            .field("backend", &self.inner.store.backend())
+            .field("settings", &self.inner.settings)
+            .field("running", &self.is_running())
+            .finish()
+    }
+}
+
+/// Builds a [`Queue`].
+#[derive(Debug)]
+#[must_use = "a builder does nothing until build() is called"]
+pub struct QueueBuilder {
+    store: Arc<dyn JobStore>,
+    settings: Settings,
+}
+
+impl fmt::Debug for dyn JobStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "JobStore({})", self.backend())
+    }
+}
+
+impl QueueBuilder {
+    /// Runs queue `name` with `concurrency` jobs at once (call again for more queues).
+    /// Default: queue `default` with 10.
+    pub fn queue(mut self, name: impl Into<String>, concurrency: usize) -> Self {
+        let name = name.into();
+        self.settings.queues.retain(|(n, _)| *n != name);
+        self.settings.queues.push((name, concurrency.max(1)));
+        self
+    }
+    /// How long a claimed job is leased (renewed while it runs). Default: 60 s.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.settings.lease = lease.max(Duration::from_millis(100));
+        self
+    }
+    /// How often an idle runner polls. Default: 1 s.
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.settings.poll_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+    /// How long to wait before retrying failed jobs. Default: [`JobBackoff::Sigra`].
+    pub fn backoff(mut self, backoff: JobBackoff) -> Self {
+        self.settings.backoff = backoff;
+        self
+    }
+    /// The queue.
+    pub fn build(self) -> Queue {
+        Queue {
+            inner: Arc::new(Inner {
+                store: self.store,
+                settings: self.settings,
+                workers: RwLock::default(),
+                forwarders: RwLock::default(),
+                running: AtomicUsize::new(0),
+                wake: Notify::new(),
+            }),
+        }
+    }
+}
+
+impl Queue {
+    /// A queue over `store` with the defaults.
+    pub fn new(store: impl JobStore) -> Queue {
+        Queue::builder(store).build()
+    }
+
+    /// Starts building a queue over `store`.
+    pub fn builder(store: impl JobStore) -> QueueBuilder {
+        QueueBuilder {
+            store: Arc::new(store),
+            settings: Settings {
+                queues: vec![("default".to_owned(), DEFAULT_CONCURRENCY)],
+                lease: DEFAULT_LEASE,
+                poll_interval: DEFAULT_POLL_INTERVAL,
+                backoff: JobBackoff::Sigra,
+            },
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn JobStore> {
+        &self.inner.store
+    }
+
+    /// Whether a runner of this queue is running in this process.
+    pub fn is_running(&self) -> bool {
+        self.inner.running.load(Ordering::Acquire) > 0
+    }
+
+    /// Registers the worker for jobs named `name`.
+    pub fn register_worker(&self, name: impl Into<String>, worker: impl Worker) {
+        let mut w = self.inner.workers.write().unwrap_or_else(|e| e.into_inner());
+        w.insert(name.into(), Arc::new(worker));
+    }
+
+    /// Enqueues a generic job; wakes local runners.
+    ///
+    /// # Errors
+    /// An invalid job or a store failure.
+    pub async fn enqueue(&self, job: NewJob) -> Result<Option<i64>, QueueError> {
+        let id = self.inner.store.enqueue(None, &job).await?;
+        self.inner.wake.notify_waiters();
+        Ok(id)
+    }
+
+    /// Enqueues a tenant job: its args must contain `organization_id` and `actor_id`
+    /// (null allowed).
+    ///
+    /// # Errors
+    /// [`QueueError::MissingArg`] naming the absent key; nothing is stored then.
+    pub async fn enqueue_tenant(&self, job: NewJob) -> Result<Option<i64>, QueueError> {
+        tenant_scope(&job.args)?;
+        self.enqueue(job).await
+    }
+
+    /// Stores a signal and a forwarder job in one transaction; wakes local runners.
+    pub(crate) async fn enqueue_signal(
+        &self,
+        signal: &crate::Signal,
+        job: &NewJob,
+    ) -> Result<Option<i64>, QueueError> {
+        let id = self.inner.store.enqueue(Some(signal), job).await?;
+        self.inner.wake.notify_waiters();
+        Ok(id)
+    }
+
+    /// Jobs in `state` (e.g. discarded ones to inspect).
+    ///
+    /// # Errors
+    /// A store failure.
+    pub async fn list(&self, state: JobState, limit: usize) -> Result<Vec<Job>, QueueError> {
+        self.inner.store.list(state, limit).await
+    }
+
+    /// Makes cancelled or discarded jobs run again.
+    ///
+    /// # Errors
+    /// A store failure.
+    pub async fn redrive(&self, ids: &[i64]) -> Result<u64, QueueError> {
+        let n = self.inner.store.redrive(ids, Utc::now()).await?;
+        self.inner.wake.notify_waiters();
+        Ok(n)
+    }
+
+    /// Deletes completed jobs older than `retention`.
+    ///
+    /// # Errors
+    /// A store failure.
+    pub async fn prune(&self, retention: Duration) -> Result<u64, QueueError> {
+        let before = Utc::now() - chrono::Duration::from_std(retention).unwrap_or_default();
+        self.inner.store.prune(before).await
+    }
+
+    /// How many jobs are in each state.
+    ///
+    /// # Errors
+    /// A store failure.
+    pub async fn counts(&self) -> Result<BTreeMap<JobState, u64>, QueueError> {
+        self.inner.store.counts().await
+    }
+
+    /// Starts a runner: for each queue, a loop claiming up to its concurrency and running
+    /// jobs; a heartbeat renewing leases; and a rescuer returning jobs of crashed runners.
+    /// Must be called inside a tokio runtime.
+    pub fn start(&self) -> Runner {
+        let owner = format!("{}-{}", std::process::id(), uuid::Uuid::now_v7());
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        self.inner.running.fetch_add(1, Ordering::AcqRel);
+        let mut tasks = JoinSet::new();
+        for (queue, concurrency) in self.inner.settings.queues.clone() {
+            tasks.spawn(run_queue(
+                self.clone(),
+                queue,
+                concurrency,
+                owner.clone(),
+                stopped.clone(),
+            ));
+        }
+        Runner {
+            queue: self.clone(),
+            owner,
+            stop,
+            tasks: Mutex::new(Some(tasks)),
+        }
+    }
+
+    fn worker(&self, name: &str) -> Option<Arc<dyn Worker>> {
+        self.inner
+            .workers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// Runs one job to an outcome, never panicking out.
+    async fn execute(&self, job: Job) {
+        let store = &self.inner.store;
+        let started = std::time::Instant::now();
+        let outcome = if job.worker == super::forwarder::FORWARDER_WORKER {
+            super::forwarder::perform(self, &job).await
+        } else {
+            match self.worker(&job.worker) {
+                None => WorkOutcome::Cancel(format!("unknown worker `{}`", job.worker)),
+                Some(w) => AssertUnwindSafe(w.perform(&job))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|p| {
+                        WorkOutcome::Error(DeliveryError::from_panic(&*p).to_string())
+                    }),
+            }
+        };
+        let now = Utc::now();
+        let kind = match &outcome {
+            WorkOutcome::Ok => "completed",
+            WorkOutcome::Cancel(_) => "cancelled",
+            WorkOutcome::Snooze(_) => "snoozed",
+            WorkOutcome::Error(_) if job.attempt >= job.max_attempts => "discarded",
+            WorkOutcome::Error(_) => "retryable",
+        };
+        let result = match &outcome {
+            WorkOutcome::Ok => store.complete(job.id, now).await,
+            WorkOutcome::Cancel(reason) => store.cancel(job.id, reason, now).await,
+            WorkOutcome::Snooze(d) => {
+                store
+                    .snooze(job.id, now + chrono::Duration::from_std(*d).unwrap_or_default())
+                    .await
+            }
+            WorkOutcome::Error(e) if job.attempt >= job.max_attempts => {
+                store.discard(job.id, e, now).await
+            }
+            WorkOutcome::Error(e) => {
+                let delay = self.inner.settings.backoff.delay(job.attempt);
+                store
+                    .retry(job.id, now + chrono::Duration::from_std(delay).unwrap_or_default(), e)
+                    .await
+            }
+        };
+        crate::telemetry::queue_job(&job, kind, &outcome, started.elapsed());
+        if let Err(e) = result {
+            // The lease runs out and another runner (or this one) rescues the job.
+            crate::telemetry::queue_store_error(&job, &e);
+        }
+    }
+}
+
+async fn run_queue(
+    queue: Queue,
+    name: String,
+    concurrency: usize,
+    owner: String,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    let inner = Arc::clone(&queue.inner);
+    let lease = inner.settings.lease;
+    let lease_chrono = chrono::Duration::from_std(lease).unwrap_or_default();
+    let mut running: JoinSet<i64> = JoinSet::new();
+    let mut in_flight: Vec<i64> = Vec::new();
+    let mut last_rescue: Option<std::time::Instant> = None;
+    let mut heartbeat = tokio::time::interval(lease / 3);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        if *stopped.borrow() {
+            break;
+        }
+        let free = concurrency.saturating_sub(running.len());
+        let mut claimed = 0;
+        if free > 0 {
+            let now = Utc::now();
+            match inner.store.claim(&name, free, &owner, now, now + lease_chrono).await {
+                Ok(jobs) => {
+                    claimed = jobs.len();
+                    for job in jobs {
+                        in_flight.push(job.id);
+                        let q = queue.clone();
+                        running.spawn(async move {
+                            let id = job.id;
+                            q.execute(job).await;
+                            id
+                        });
+                    }
+                }
+                Err(e) => crate::telemetry::queue_claim_error(&name, &e),
+            }
+            // Jobs of crashed runners: checked every half lease, not on every poll.
+            if last_rescue.is_none_or(|t| t.elapsed() >= lease / 2) {
+                last_rescue = Some(std::time::Instant::now());
+                if let Ok(n) = inner.store.rescue(now).await {
+                    if n > 0 {
+                        crate::telemetry::queue_rescued(&name, n);
+                    }
+                }
+            }
+        }
+        if claimed > 0 && claimed == free {
+            // Full: wait for a slot.
+            tokio::select! {
+                Some(done) = running.join_next() => { if let Ok(id) = done { in_flight.retain(|i| *i != id); } }
+                _ = stopped.changed() => {}
+            }
+            continue;
+        }
+        if claimed > 0 {
+            continue;
+        }
+        tokio::select! {
+            Some(done) = running.join_next(), if !running.is_empty() => {
+                if let Ok(id) = done { in_flight.retain(|i| *i != id); }
+            }
+            _ = inner.wake.notified() => {}
+            _ = inner.store.wait_for_jobs(inner.settings.poll_interval) => {}
+            _ = heartbeat.tick() => {
+                let until = Utc::now() + lease_chrono;
+                let _ = inner.store.heartbeat(&in_flight, &owner, until).await;
+            }
+            _ = stopped.changed() => {}
+        }
+    }
+    // Stopping: let running jobs finish (the runner's shutdown bounds this with a deadline).
+    while let Some(done) = running.join_next().await {
+        if let Ok(id) = done {
+            in_flight.retain(|i| *i != id);
+        }
+    }
+}
+
+/// A running set of queue loops. Dropping it without [`shutdown`](Runner::shutdown) stops
+/// claiming at once; jobs it held are rescued when their lease ends.
+pub struct Runner {
+    queue: Queue,
+    owner: String,
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Mutex<Option<JoinSet<()>>>,
+}
+
+impl fmt::Debug for Runner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Runner").field("owner", &self.owner).finish()
+    }
+}
+
+/// What [`Runner::shutdown_within`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct RunnerReport {
+    /// Jobs still running at the deadline, put back to `available` for the next runner.
+    pub released: u64,
+}
+
+impl Runner {
+    /// This runner's owner id (what it writes on the jobs it claims).
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// Stops claiming and waits (up to 30 s) for running jobs; what is left is released.
+    pub async fn shutdown(self) -> RunnerReport {
+        self.shutdown_within(Duration::from_secs(30)).await
+    }
+
+    /// Stops claiming, waits up to `deadline` for running jobs, then releases what is left
+    /// (back to `available`, attempt given back) so nothing is lost.
+    pub async fn shutdown_within(self, deadline: Duration) -> RunnerReport {
+        let _ = self.stop.send(true);
+        let tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(mut tasks) = tasks {
+            let all = async { while tasks.join_next().await.is_some() {} };
+            if tokio::time::timeout(deadline, all).await.is_err() {
+                tasks.abort_all();
+            }
+        }
+        let released = self
+            .queue
+            .inner
+            .store
+            .release(&self.owner, Utc::now())
+            .await
+            .unwrap_or(0);
+        RunnerReport { released }
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        self.queue.inner.running.fetch_sub(1, Ordering::AcqRel);
+    }
+}
