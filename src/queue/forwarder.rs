@@ -200,10 +200,18 @@ impl Adapter for Forwarder {
         validate_name("forwarder", &self.name)
             .map_err(|rule| ConfigError::invalid("forwarder name", &self.name, rule))?;
         if self.max_attempts == 0 {
-            return Err(ConfigError::invalid("max_attempts", 0, "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "max_attempts",
+                0,
+                "must be at least 1",
+            ));
         }
         if !(0..=9).contains(&self.priority) {
-            return Err(ConfigError::invalid("priority", self.priority, "must be between 0 and 9"));
+            return Err(ConfigError::invalid(
+                "priority",
+                self.priority,
+                "must be between 0 and 9",
+            ));
         }
         self.job.adapter.validate()
     }
@@ -279,7 +287,9 @@ pub(crate) async fn perform(queue: &Queue, job: &Job) -> WorkOutcome {
     let signal = match queue.store().load_signal(signal_id).await {
         Ok(Some(s)) => Arc::new(s),
         Ok(None) => {
-            return WorkOutcome::Cancel(format!("signal_not_found: signal `{signal_id}` was deleted"))
+            return WorkOutcome::Cancel(format!(
+                "signal_not_found: signal `{signal_id}` was deleted"
+            ))
         }
         Err(super::QueueError::Corrupt { what }) => {
             return WorkOutcome::Cancel(format!("schema_mismatch: {what}"))
@@ -311,7 +321,9 @@ pub(crate) async fn perform(queue: &Queue, job: &Job) -> WorkOutcome {
     match result {
         Ok(()) => WorkOutcome::Ok,
         Err(e) => match e.kind() {
-            ErrorKind::Permanent | ErrorKind::Gone if !matches!(e, DeliveryError::Panicked { .. }) => {
+            ErrorKind::Permanent | ErrorKind::Gone
+                if !matches!(e, DeliveryError::Panicked { .. }) =>
+            {
                 WorkOutcome::Cancel(format!("schema_mismatch: {e}"))
             }
             _ => WorkOutcome::Error(e.to_string()),

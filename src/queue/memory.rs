@@ -52,7 +52,12 @@ impl MemoryStore {
     }
 }
 
-fn insert(state: &mut State, signal: Option<&Signal>, job: &NewJob, now: DateTime<Utc>) -> Option<i64> {
+fn insert(
+    state: &mut State,
+    signal: Option<&Signal>,
+    job: &NewJob,
+    now: DateTime<Utc>,
+) -> Option<i64> {
     if let Some(s) = signal {
         state
             .signals
@@ -119,7 +124,11 @@ impl JobStore for MemoryStore {
         "memory"
     }
 
-    async fn enqueue(&self, signal: Option<&Signal>, job: &NewJob) -> Result<Option<i64>, QueueError> {
+    async fn enqueue(
+        &self,
+        signal: Option<&Signal>,
+        job: &NewJob,
+    ) -> Result<Option<i64>, QueueError> {
         validate_new_job(job)?;
         Ok(insert(&mut self.lock(), signal, job, Utc::now()))
     }
@@ -173,7 +182,12 @@ impl JobStore for MemoryStore {
             .collect())
     }
 
-    async fn heartbeat(&self, ids: &[i64], owner: &str, lease_until: DateTime<Utc>) -> Result<(), QueueError> {
+    async fn heartbeat(
+        &self,
+        ids: &[i64],
+        owner: &str,
+        lease_until: DateTime<Utc>,
+    ) -> Result<(), QueueError> {
         let mut state = self.lock();
         for id in ids {
             if let Some(r) = state.jobs.get_mut(id) {
@@ -265,9 +279,11 @@ impl JobStore for MemoryStore {
         let bytes = self.lock().signals.get(id).cloned();
         match bytes {
             None => Ok(None),
-            Some(b) => Signal::from_json_slice(&b).map(Some).map_err(|e| QueueError::Corrupt {
-                what: format!("signal `{id}` does not parse: {e}"),
-            }),
+            Some(b) => Signal::from_json_slice(&b)
+                .map(Some)
+                .map_err(|e| QueueError::Corrupt {
+                    what: format!("signal `{id}` does not parse: {e}"),
+                }),
         }
     }
 
@@ -312,7 +328,9 @@ impl JobStore for MemoryStore {
         let old: Vec<i64> = state
             .jobs
             .values()
-            .filter(|r| r.job.state == JobState::Completed && r.job.finished_at.is_some_and(|f| f < before))
+            .filter(|r| {
+                r.job.state == JobState::Completed && r.job.finished_at.is_some_and(|f| f < before)
+            })
             .map(|r| r.job.id)
             .collect();
         for id in &old {

@@ -78,7 +78,9 @@ pub(crate) fn validate_new_job(job: &NewJob) -> Result<(), QueueError> {
         return Err(ConfigError::invalid("max_attempts", 0, "must be at least 1").into());
     }
     if !(0..=9).contains(&job.priority) {
-        return Err(ConfigError::invalid("priority", job.priority, "must be between 0 and 9").into());
+        return Err(
+            ConfigError::invalid("priority", job.priority, "must be between 0 and 9").into(),
+        );
     }
     Ok(())
 }

@@ -58,7 +58,10 @@ impl JobBackoff {
                 RetryPolicy::sigra_backoff(attempt, r)
             }
             JobBackoff::Policy(p) => {
-                let mut b = p.clone().max_attempts(attempt.saturating_add(1).max(2)).backoff();
+                let mut b = p
+                    .clone()
+                    .max_attempts(attempt.saturating_add(1).max(2))
+                    .backoff();
                 let mut d = Duration::ZERO;
                 for _ in 0..attempt.max(1) {
                     match b.next() {
@@ -208,7 +211,11 @@ impl Queue {
 
     /// Registers the worker for jobs named `name`.
     pub fn register_worker(&self, name: impl Into<String>, worker: impl Worker) {
-        let mut w = self.inner.workers.write().unwrap_or_else(|e| e.into_inner());
+        let mut w = self
+            .inner
+            .workers
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
         w.insert(name.into(), Arc::new(worker));
     }
 
@@ -342,7 +349,10 @@ impl Queue {
             WorkOutcome::Cancel(reason) => store.cancel(job.id, reason, now).await,
             WorkOutcome::Snooze(d) => {
                 store
-                    .snooze(job.id, now + chrono::Duration::from_std(*d).unwrap_or_default())
+                    .snooze(
+                        job.id,
+                        now + chrono::Duration::from_std(*d).unwrap_or_default(),
+                    )
                     .await
             }
             WorkOutcome::Error(e) if job.attempt >= job.max_attempts => {
@@ -351,7 +361,11 @@ impl Queue {
             WorkOutcome::Error(e) => {
                 let delay = self.inner.settings.backoff.delay(job.attempt);
                 store
-                    .retry(job.id, now + chrono::Duration::from_std(delay).unwrap_or_default(), e)
+                    .retry(
+                        job.id,
+                        now + chrono::Duration::from_std(delay).unwrap_or_default(),
+                        e,
+                    )
                     .await
             }
         };
@@ -386,7 +400,11 @@ async fn run_queue(
         let mut claimed = 0;
         if free > 0 {
             let now = Utc::now();
-            match inner.store.claim(&name, free, &owner, now, now + lease_chrono).await {
+            match inner
+                .store
+                .claim(&name, free, &owner, now, now + lease_chrono)
+                .await
+            {
                 Ok(jobs) => {
                     claimed = jobs.len();
                     for job in jobs {
@@ -454,7 +472,9 @@ pub struct Runner {
 
 impl fmt::Debug for Runner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Runner").field("owner", &self.owner).finish()
+        f.debug_struct("Runner")
+            .field("owner", &self.owner)
+            .finish()
     }
 }
 

@@ -25,7 +25,11 @@ pub trait JobStore: Send + Sync + 'static {
     ///
     /// # Errors
     /// The store is unreachable, read-only or the data is invalid; nothing is stored then.
-    async fn enqueue(&self, signal: Option<&Signal>, job: &NewJob) -> Result<Option<i64>, QueueError>;
+    async fn enqueue(
+        &self,
+        signal: Option<&Signal>,
+        job: &NewJob,
+    ) -> Result<Option<i64>, QueueError>;
 
     /// Like [`enqueue`](JobStore::enqueue) for many, in one transaction (group commit).
     ///
@@ -55,7 +59,12 @@ pub trait JobStore: Send + Sync + 'static {
     ///
     /// # Errors
     /// The store is unreachable.
-    async fn heartbeat(&self, ids: &[i64], owner: &str, lease_until: DateTime<Utc>) -> Result<(), QueueError>;
+    async fn heartbeat(
+        &self,
+        ids: &[i64],
+        owner: &str,
+        lease_until: DateTime<Utc>,
+    ) -> Result<(), QueueError>;
 
     /// Marks an executing job completed.
     ///
