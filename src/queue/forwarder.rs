@@ -71,7 +71,8 @@ pub(crate) struct ForwarderJob {
 /// # Ok(()) }
 /// ```
 pub struct Forwarder {
-    name: String,
+    /// The name jobs carry.
+    key: String,
     label: String,
     job: Arc<ForwarderJob>,
     mode: DispatchMode,
@@ -84,7 +85,7 @@ pub struct Forwarder {
 impl fmt::Debug for Forwarder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Forwarder")
-            .field("name", &self.name)
+            .field("name", &self.key)
             .field("adapter", &self.job.adapter.name())
             .field("mode", &self.mode)
             .field("queue", &self.queue_name)
@@ -100,7 +101,7 @@ impl Forwarder {
         let name = name.into();
         Forwarder {
             label: format!("forwarder:{name}"),
-            name,
+            key: name,
             job: Arc::new(ForwarderJob {
                 adapter: Arc::new(adapter),
                 timeout: Duration::from_secs(30),
@@ -152,7 +153,7 @@ impl Forwarder {
 
     /// The forwarder's name.
     pub fn forwarder_name(&self) -> &str {
-        &self.name
+        &self.key
     }
 
     fn resolved_mode(&self) -> DispatchMode {
@@ -167,7 +168,7 @@ impl Forwarder {
         NewJob::new(
             FORWARDER_WORKER,
             json!({
-                "forwarder": self.name,
+                "forwarder": self.key,
                 "signal_id": signal.id(),
                 "occurred_at": signal.time_rfc3339(),
             }),
@@ -197,8 +198,8 @@ impl Adapter for Forwarder {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        validate_name("forwarder", &self.name)
-            .map_err(|rule| ConfigError::invalid("forwarder name", &self.name, rule))?;
+        validate_name("forwarder", &self.key)
+            .map_err(|rule| ConfigError::invalid("forwarder name", &self.key, rule))?;
         if self.max_attempts == 0 {
             return Err(ConfigError::invalid(
                 "max_attempts",
@@ -228,7 +229,7 @@ impl Adapter for Forwarder {
                 .forwarders
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(self.name.clone(), Arc::clone(&self.job));
+                .insert(self.key.clone(), Arc::clone(&self.job));
             let _ = self.queue.set(queue.clone());
         }
     }
@@ -244,13 +245,13 @@ impl Adapter for Forwarder {
                     Ok(_) => Ok(()),
                     Err(e) => Err(DeliveryError::retryable(format!(
                         "forwarder `{}` could not enqueue: {e}",
-                        self.name
+                        self.key
                     ))),
                 }
             }
             (DispatchMode::Async, None) => Err(DeliveryError::permanent(format!(
                 "forwarder `{}` dispatches async but is not attached to a bus with a queue",
-                self.name
+                self.key
             ))),
             _ => self.job.adapter.deliver_shared(signal).await,
         }
