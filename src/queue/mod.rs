@@ -10,6 +10,8 @@ mod forwarder;
 mod job;
 mod memory;
 mod runner;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 mod store;
 mod worker;
 
@@ -20,6 +22,8 @@ pub use runner::{
     JobBackoff, Queue, QueueBuilder, Runner, RunnerReport, DEFAULT_CONCURRENCY, DEFAULT_LEASE,
     DEFAULT_POLL_INTERVAL,
 };
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteStore;
 pub use store::JobStore;
 pub use worker::{tenant_scope, Scope, Tenant, TenantWorker, WorkOutcome, Worker, TENANT_KEYS};
 
