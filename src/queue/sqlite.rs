@@ -310,7 +310,9 @@ fn store_error(e: sqlx::Error) -> QueueError {
 /// Checks what the database cannot: a bad job stores nothing.
 fn validate(job: &NewJob) -> Result<(), QueueError> {
     let invalid = |option, value: &dyn fmt::Display, rule: &str| {
-        Err(QueueError::Invalid(ConfigError::invalid(option, value, rule)))
+        Err(QueueError::Invalid(ConfigError::invalid(
+            option, value, rule,
+        )))
     };
     if job.queue.is_empty() {
         return invalid("queue", &"\"\"", "must not be empty");
@@ -537,7 +539,10 @@ impl JobStore for SqliteStore {
         .fetch_all(&self.writer)
         .await
         .map_err(store_error)?;
-        let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>, _>>()?;
+        let mut jobs = rows
+            .iter()
+            .map(job_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
         // RETURNING gives rows in no particular order.
         jobs.sort_by_key(|j| (j.priority, j.scheduled_at, j.id));
         Ok(jobs)
