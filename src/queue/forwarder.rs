@@ -241,7 +241,8 @@ impl Adapter for Forwarder {
     async fn deliver_shared(&self, signal: Arc<Signal>) -> Result<(), DeliveryError> {
         match (self.resolved_mode(), self.queue.get()) {
             (DispatchMode::Async, Some(queue)) => {
-                match queue.enqueue_signal(&signal, &self.job_for(&signal)).await {
+                let job = self.job_for(&signal);
+                match queue.enqueue_signal(signal, job).await {
                     Ok(_) => Ok(()),
                     Err(e) => Err(DeliveryError::retryable(format!(
                         "forwarder `{}` could not enqueue: {e}",

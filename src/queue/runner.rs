@@ -90,8 +90,20 @@ struct Settings {
     backoff: JobBackoff,
 }
 
+/// One enqueue waiting for the group committer.
+struct Pending {
+    signal: Option<Arc<crate::Signal>>,
+    job: NewJob,
+    reply: tokio::sync::oneshot::Sender<Result<Option<i64>, QueueError>>,
+}
+
+/// Most enqueues committed in one transaction.
+const MAX_GROUP: usize = 1024;
+
 pub(crate) struct Inner {
     pub(crate) store: Arc<dyn JobStore>,
+    /// Group commit: concurrent enqueues wait here and share one transaction.
+    committer: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Pending>>,
     settings: Settings,
     workers: RwLock<HashMap<String, Arc<dyn Worker>>>,
     pub(crate) forwarders: RwLock<HashMap<String, Arc<ForwarderJob>>>,
@@ -175,6 +187,7 @@ impl QueueBuilder {
                 forwarders: RwLock::default(),
                 running: AtomicUsize::new(0),
                 wake: Notify::new(),
+                committer: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -239,13 +252,40 @@ impl Queue {
         self.enqueue(job).await
     }
 
-    /// Stores a signal and a forwarder job in one transaction; wakes local runners.
-    pub(crate) async fn enqueue_signal(
+    /// Stores a signal and its job durably; returns once they are committed. Concurrent
+    /// calls are grouped into one transaction (group commit): one durable write serves many
+    /// publishers.
+    ///
+    /// # Errors
+    /// An invalid job or a store failure; nothing of this call is stored then.
+    pub async fn enqueue_signal(
         &self,
-        signal: &crate::Signal,
-        job: &NewJob,
+        signal: Arc<crate::Signal>,
+        job: NewJob,
     ) -> Result<Option<i64>, QueueError> {
-        let id = self.inner.store.enqueue(Some(signal), job).await?;
+        super::validate_new_job(&job)?;
+        let (reply, done) = tokio::sync::oneshot::channel();
+        let pending = Pending {
+            signal: Some(signal),
+            job,
+            reply,
+        };
+        let sender = self.inner.committer.get_or_init(|| {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(group_commit(Arc::clone(&self.inner.store), rx));
+            tx
+        });
+        if let Err(e) = sender.send(pending) {
+            // The committer is gone (its runtime shut down): commit on our own.
+            let p = e.0;
+            let id = self.inner.store.enqueue(p.signal.as_deref(), &p.job).await?;
+            self.inner.wake.notify_waiters();
+            return Ok(id);
+        }
+        let id = done.await.map_err(|_| QueueError::Store {
+            backend: self.inner.store.backend(),
+            message: "the group committer stopped before answering".to_owned(),
+        })??;
         self.inner.wake.notify_waiters();
         Ok(id)
     }
@@ -373,6 +413,32 @@ impl Queue {
         if let Err(e) = result {
             // The lease runs out and another runner (or this one) rescues the job.
             crate::telemetry::queue_store_error(&job, &e);
+        }
+    }
+}
+
+/// Commits whatever enqueues are waiting, up to [`MAX_GROUP`] per transaction.
+async fn group_commit(
+    store: Arc<dyn JobStore>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Pending>,
+) {
+    let mut batch: Vec<Pending> = Vec::new();
+    while rx.recv_many(&mut batch, MAX_GROUP).await > 0 {
+        let items: Vec<(Option<Arc<crate::Signal>>, NewJob)> = batch
+            .iter()
+            .map(|p| (p.signal.clone(), p.job.clone()))
+            .collect();
+        match store.enqueue_many(&items).await {
+            Ok(ids) => {
+                for (p, id) in batch.drain(..).zip(ids) {
+                    let _ = p.reply.send(Ok(id));
+                }
+            }
+            Err(e) => {
+                for p in batch.drain(..) {
+                    let _ = p.reply.send(Err(e.clone()));
+                }
+            }
         }
     }
 }
