@@ -642,17 +642,14 @@ async fn unwritable_files_give_a_store_error() {
         eprintln!("skipping the read-only file case: file permissions do not apply (root)");
         return;
     }
+    // Opening checks the migrations in a write transaction, so it fails right away.
     match SqliteStore::open(&path).await {
         Err(QueueError::Store { backend, message }) => {
             assert_eq!(backend, "sqlite");
             assert!(message.contains("queue.db"), "{message}");
+            assert!(message.contains("readonly"), "{message}");
         }
-        Ok(store) => {
-            // Opened read-only: the first write must fail cleanly.
-            let err = store.enqueue(None, &job("w")).await.unwrap_err();
-            assert!(matches!(err, QueueError::Store { .. }), "{err}");
-        }
-        Err(other) => panic!("expected Store, got {other:?}"),
+        other => panic!("expected Store, got {other:?}"),
     }
 }
 

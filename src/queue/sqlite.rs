@@ -270,7 +270,7 @@ type Query<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArgume
 
 /// Creates the migrations table and applies every missing version, each in one
 /// `BEGIN IMMEDIATE` transaction (so two processes opening the same new file do not both
-/// apply a version, and a read-only file fails here, at open).
+/// apply a version), then checks that the file can be written.
 async fn migrate(pool: &SqlitePool) -> Result<(), sqlx::Error> {
     sqlx::query(
         "CREATE TABLE IF NOT EXISTS signal_bus_migrations (
@@ -300,6 +300,14 @@ async fn migrate(pool: &SqlitePool) -> Result<(), sqlx::Error> {
             .await?;
         tx.commit().await?;
     }
+    // SQLite opens a file it may not write read-only without a word, and lets even
+    // `BEGIN IMMEDIATE` through; a write that is rolled back makes a read-only file fail
+    // here, at open, rather than at the first enqueue.
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    sqlx::query("INSERT INTO signal_bus_migrations (version, applied_at) VALUES (-1, 0)")
+        .execute(&mut *tx)
+        .await?;
+    tx.rollback().await?;
     Ok(())
 }
 
