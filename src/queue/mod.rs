@@ -23,7 +23,7 @@ pub use runner::{
     DEFAULT_POLL_INTERVAL,
 };
 #[cfg(feature = "sqlite")]
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteStore, SqliteStoreBuilder};
 pub use store::JobStore;
 pub use worker::{tenant_scope, Scope, Tenant, TenantWorker, WorkOutcome, Worker, TENANT_KEYS};
 

@@ -278,7 +278,11 @@ impl Queue {
         if let Err(e) = sender.send(pending) {
             // The committer is gone (its runtime shut down): commit on our own.
             let p = e.0;
-            let id = self.inner.store.enqueue(p.signal.as_deref(), &p.job).await?;
+            let id = self
+                .inner
+                .store
+                .enqueue(p.signal.as_deref(), &p.job)
+                .await?;
             self.inner.wake.notify_waiters();
             return Ok(id);
         }
