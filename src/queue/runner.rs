@@ -363,8 +363,9 @@ impl Queue {
             .cloned()
     }
 
-    /// Runs one job to an outcome, never panicking out.
-    async fn execute(&self, job: Job) {
+    /// Runs one job to an outcome, never panicking out. Returns `true` when it completed:
+    /// the caller records completions in batches (one write for many jobs).
+    async fn execute(&self, job: Job) -> bool {
         let store = &self.inner.store;
         let started = std::time::Instant::now();
         let outcome = if job.worker == super::forwarder::FORWARDER_WORKER {
@@ -389,7 +390,7 @@ impl Queue {
             WorkOutcome::Error(_) => "retryable",
         };
         let result = match &outcome {
-            WorkOutcome::Ok => store.complete(job.id, now).await,
+            WorkOutcome::Ok => Ok(()),
             WorkOutcome::Cancel(reason) => store.cancel(job.id, reason, now).await,
             WorkOutcome::Snooze(d) => {
                 store
@@ -418,6 +419,7 @@ impl Queue {
             // The lease runs out and another runner (or this one) rescues the job.
             crate::telemetry::queue_store_error(&job, &e);
         }
+        outcome == WorkOutcome::Ok
     }
 }
 
@@ -457,18 +459,42 @@ async fn run_queue(
     let inner = Arc::clone(&queue.inner);
     let lease = inner.settings.lease;
     let lease_chrono = chrono::Duration::from_std(lease).unwrap_or_default();
-    let mut running: JoinSet<i64> = JoinSet::new();
+    let mut running: JoinSet<(i64, bool)> = JoinSet::new();
     let mut in_flight: Vec<i64> = Vec::new();
+    let mut completed: Vec<i64> = Vec::new();
     let mut last_rescue: Option<std::time::Instant> = None;
     let mut heartbeat = tokio::time::interval(lease / 3);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Claim again once this many slots are free (claims are writes: batch them).
+    let refill = (concurrency / 4).max(1);
+    let finish = |done: Result<(i64, bool), tokio::task::JoinError>,
+                  in_flight: &mut Vec<i64>,
+                  completed: &mut Vec<i64>| {
+        if let Ok((id, ok)) = done {
+            in_flight.retain(|i| *i != id);
+            if ok {
+                completed.push(id);
+            }
+        }
+    };
     loop {
+        while let Some(done) = running.try_join_next() {
+            finish(done, &mut in_flight, &mut completed);
+        }
+        if !completed.is_empty() {
+            match inner.store.complete_many(&completed, Utc::now()).await {
+                Ok(()) => completed.clear(),
+                // Kept for the next round; if the store stays down the leases expire and the
+                // jobs run again (at least once).
+                Err(e) => crate::telemetry::queue_claim_error(&name, &e),
+            }
+        }
         if *stopped.borrow() {
             break;
         }
         let free = concurrency.saturating_sub(running.len());
         let mut claimed = 0;
-        if free > 0 {
+        if free >= refill || running.is_empty() {
             let now = Utc::now();
             match inner
                 .store
@@ -482,8 +508,7 @@ async fn run_queue(
                         let q = queue.clone();
                         running.spawn(async move {
                             let id = job.id;
-                            q.execute(job).await;
-                            id
+                            (id, q.execute(job).await)
                         });
                     }
                 }
@@ -499,23 +524,15 @@ async fn run_queue(
                 }
             }
         }
-        if claimed > 0 && claimed == free {
-            // Full: wait for a slot.
-            tokio::select! {
-                Some(done) = running.join_next() => { if let Ok(id) = done { in_flight.retain(|i| *i != id); } }
-                _ = stopped.changed() => {}
-            }
-            continue;
-        }
-        if claimed > 0 {
+        if claimed > 0 && running.len() < concurrency {
             continue;
         }
         tokio::select! {
             Some(done) = running.join_next(), if !running.is_empty() => {
-                if let Ok(id) = done { in_flight.retain(|i| *i != id); }
+                finish(done, &mut in_flight, &mut completed);
             }
-            _ = inner.wake.notified() => {}
-            _ = inner.store.wait_for_jobs(inner.settings.poll_interval) => {}
+            _ = inner.wake.notified(), if running.len() < concurrency => {}
+            _ = inner.store.wait_for_jobs(inner.settings.poll_interval), if running.is_empty() => {}
             _ = heartbeat.tick() => {
                 let until = Utc::now() + lease_chrono;
                 let _ = inner.store.heartbeat(&in_flight, &owner, until).await;
@@ -523,11 +540,13 @@ async fn run_queue(
             _ = stopped.changed() => {}
         }
     }
-    // Stopping: let running jobs finish (the runner's shutdown bounds this with a deadline).
+    // Stopping: let running jobs finish (the runner's shutdown bounds this with a deadline),
+    // then record their completions.
     while let Some(done) = running.join_next().await {
-        if let Ok(id) = done {
-            in_flight.retain(|i| *i != id);
-        }
+        finish(done, &mut in_flight, &mut completed);
+    }
+    if !completed.is_empty() {
+        let _ = inner.store.complete_many(&completed, Utc::now()).await;
     }
 }
 

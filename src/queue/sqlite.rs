@@ -54,15 +54,16 @@ const DEFAULT_MAX_CONNECTIONS: u32 = 4;
 
 /// Versioned migrations: each version runs in one transaction and is recorded in
 /// `signal_bus_migrations`. Never edit a published version; append a new one.
-const MIGRATIONS: &[(i64, &[&str])] = &[(
-    1,
-    &[
-        "CREATE TABLE signal_bus_signals (
+const MIGRATIONS: &[(i64, &[&str])] = &[
+    (
+        1,
+        &[
+            "CREATE TABLE signal_bus_signals (
             id TEXT PRIMARY KEY,
             type TEXT NOT NULL,
             body BLOB NOT NULL,
             stored_at INTEGER NOT NULL)",
-        "CREATE TABLE signal_bus_jobs (
+            "CREATE TABLE signal_bus_jobs (
             id INTEGER PRIMARY KEY AUTOINCREMENT,
             queue TEXT NOT NULL,
             worker TEXT NOT NULL,
@@ -80,13 +81,23 @@ const MIGRATIONS: &[(i64, &[&str])] = &[(
             unique_key TEXT,
             unique_until INTEGER,
             last_error TEXT)",
-        "CREATE INDEX signal_bus_jobs_fetch
+            "CREATE INDEX signal_bus_jobs_fetch
             ON signal_bus_jobs (queue, state, priority, scheduled_at, id)",
-        "CREATE INDEX signal_bus_jobs_unique
+            "CREATE INDEX signal_bus_jobs_unique
             ON signal_bus_jobs (unique_key) WHERE unique_key IS NOT NULL",
-        "CREATE INDEX signal_bus_jobs_lease ON signal_bus_jobs (state, lease_until)",
-    ],
-)];
+            "CREATE INDEX signal_bus_jobs_lease ON signal_bus_jobs (state, lease_until)",
+        ],
+    ),
+    (
+        2,
+        &[
+            // Claims walk this index in order and stop at LIMIT: no scan, no sort.
+            "CREATE INDEX signal_bus_jobs_runnable
+            ON signal_bus_jobs (queue, priority, scheduled_at, id)
+            WHERE state IN ('available', 'scheduled', 'retryable')",
+        ],
+    ),
+];
 
 /// A [`JobStore`] in a SQLite file (WAL mode): the embedded default.
 ///
@@ -349,6 +360,68 @@ fn json_ids(ids: &[i64]) -> String {
 }
 
 /// Inserts one job (and its signal) inside the caller's transaction.
+/// Rows per multi-row INSERT (16 columns each, well under SQLite's parameter limit).
+const BULK_ROWS: usize = 500;
+
+/// Inserts signals and jobs with multi-row statements (no unique keys among them).
+async fn insert_bulk(
+    conn: &mut SqliteConnection,
+    items: &[(Option<Arc<Signal>>, NewJob)],
+    now: DateTime<Utc>,
+) -> Result<Vec<Option<i64>>, sqlx::Error> {
+    let now_ms = to_ms(now);
+    let signals: Vec<&Signal> = items.iter().filter_map(|(s, _)| s.as_deref()).collect();
+    for chunk in signals.chunks(BULK_ROWS) {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO signal_bus_signals (id, type, body, stored_at) ",
+        );
+        q.push_values(chunk, |mut b, s| {
+            b.push_bind(s.id())
+                .push_bind(s.ty())
+                .push_bind(s.to_json_bytes().to_vec())
+                .push_bind(now_ms);
+        });
+        q.push(" ON CONFLICT(id) DO NOTHING");
+        q.build().execute(&mut *conn).await?;
+    }
+    let mut ids = Vec::with_capacity(items.len());
+    for chunk in items.chunks(BULK_ROWS) {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO signal_bus_jobs (queue, worker, args, state, attempt, max_attempts, \
+             priority, inserted_at, scheduled_at) ",
+        );
+        q.push_values(chunk, |mut b, (_, job)| {
+            let scheduled_at = job.scheduled_at.unwrap_or(now);
+            let state = if scheduled_at > now {
+                JobState::Scheduled
+            } else {
+                JobState::Available
+            };
+            b.push_bind(job.queue.clone())
+                .push_bind(job.worker.clone())
+                .push_bind(job.args.to_string())
+                .push_bind(state.as_str())
+                .push_bind(0_i64)
+                .push_bind(i64::from(job.max_attempts))
+                .push_bind(i64::from(job.priority))
+                .push_bind(now_ms)
+                .push_bind(to_ms(scheduled_at));
+        });
+        q.push(" RETURNING id");
+        let mut chunk_ids: Vec<i64> = q
+            .build()
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|r| r.try_get::<i64, _>("id"))
+            .collect::<Result<_, _>>()?;
+        // One statement in one write transaction: ids are assigned in VALUES order.
+        chunk_ids.sort_unstable();
+        ids.extend(chunk_ids.into_iter().map(Some));
+    }
+    Ok(ids)
+}
+
 async fn insert_job(
     conn: &mut SqliteConnection,
     signal: Option<&Signal>,
@@ -500,13 +573,20 @@ impl JobStore for SqliteStore {
             .await
             .map_err(store_error)?;
         let now = Utc::now();
-        let mut ids = Vec::with_capacity(items.len());
-        for (signal, job) in items {
-            let id = insert_job(&mut tx, signal.as_deref(), job, now)
+        let ids = if items.iter().any(|(_, j)| j.unique_key.is_some()) {
+            let mut ids = Vec::with_capacity(items.len());
+            for (signal, job) in items {
+                let id = insert_job(&mut tx, signal.as_deref(), job, now)
+                    .await
+                    .map_err(store_error)?;
+                ids.push(id);
+            }
+            ids
+        } else {
+            insert_bulk(&mut tx, items, now)
                 .await
-                .map_err(store_error)?;
-            ids.push(id);
-        }
+                .map_err(store_error)?
+        };
         tx.commit().await.map_err(store_error)?;
         Ok(ids)
     }
@@ -532,8 +612,8 @@ impl JobStore for SqliteStore {
              WHERE id IN (
                  SELECT id FROM signal_bus_jobs
                  WHERE queue = ?
-                   AND (state = 'available'
-                        OR (state IN ('scheduled', 'retryable') AND scheduled_at <= ?))
+                   AND state IN ('available', 'scheduled', 'retryable')
+                   AND (state = 'available' OR scheduled_at <= ?)
                  ORDER BY priority, scheduled_at, id
                  LIMIT ?)
              RETURNING *",
@@ -588,6 +668,23 @@ impl JobStore for SqliteStore {
             )
             .bind(to_ms(now))
             .bind(id),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn complete_many(&self, ids: &[i64], now: DateTime<Utc>) -> Result<(), QueueError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.write(
+            sqlx::query(
+                "UPDATE signal_bus_jobs
+                 SET state = 'completed', finished_at = ?, owner = NULL, lease_until = NULL
+                 WHERE state = 'executing' AND id IN (SELECT value FROM json_each(?))",
+            )
+            .bind(to_ms(now))
+            .bind(json_ids(ids)),
         )
         .await?;
         Ok(())

@@ -72,6 +72,17 @@ pub trait JobStore: Send + Sync + 'static {
     /// The store is unreachable.
     async fn complete(&self, id: i64, now: DateTime<Utc>) -> Result<(), QueueError>;
 
+    /// Marks several executing jobs completed (one write for many). Default: one by one.
+    ///
+    /// # Errors
+    /// The store is unreachable.
+    async fn complete_many(&self, ids: &[i64], now: DateTime<Utc>) -> Result<(), QueueError> {
+        for id in ids {
+            self.complete(*id, now).await?;
+        }
+        Ok(())
+    }
+
     /// Marks an executing job retryable at `at`, recording `error`.
     ///
     /// # Errors
