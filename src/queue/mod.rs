@@ -7,9 +7,13 @@
 //! it runs (the Sigra audit-forwarder design).
 
 mod job;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod store;
 
 pub use job::{Job, JobState, NewJob, DEFAULT_MAX_ATTEMPTS};
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresStore;
 pub use store::JobStore;
 
 pub(crate) use job::{from_ms, to_ms};
