@@ -26,6 +26,7 @@ use std::{
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures_util::FutureExt as _;
 use sqlx::{
     postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow},
     PgConnection, PgPool, Postgres, Row, Transaction,
@@ -984,10 +985,15 @@ impl JobStore for PostgresStore {
         tokio::pin!(woken);
         woken.as_mut().enable();
         let mut guard = tokio::select! {
-            guard = self.listener.lock() => guard,
+            biased;
             () = &mut woken => return,
+            guard = self.listener.lock() => guard,
             () = tokio::time::sleep_until(deadline) => return,
         };
+        // The previous holder may have been woken and handed the lock over in one go.
+        if woken.as_mut().now_or_never().is_some() {
+            return;
+        }
         if guard.is_none() {
             match tokio::time::timeout_at(deadline, self.new_listener()).await {
                 Ok(Ok(listener)) => *guard = Some(listener),
@@ -1011,8 +1017,10 @@ impl JobStore for PostgresStore {
             Ok(Ok(Some(_))) => {
                 // Several commits may have notified at once: one wake-up is enough.
                 while listener.next_buffered().is_some() {}
-                drop(guard);
+                // Wake the other waiters before they can take the lock and wait for a
+                // notification this one already consumed.
                 self.wake.notify_waiters();
+                drop(guard);
             }
             Ok(Ok(None)) => {
                 // The connection broke and the listener reconnected: notifications may have
