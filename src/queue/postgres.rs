@@ -308,7 +308,7 @@ impl PostgresStore {
         job: &NewJob,
     ) -> Result<Option<i64>, QueueError> {
         validate(job)?;
-        let ids = insert_jobs(&mut **tx, &[(signal, job)], Utc::now())
+        let ids = insert_jobs(tx, &[(signal, job)], Utc::now())
             .await
             .map_err(store_error)?;
         Ok(ids.into_iter().next().flatten())
