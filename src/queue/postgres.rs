@@ -29,7 +29,7 @@ use chrono::{DateTime, Utc};
 use futures_util::FutureExt as _;
 use sqlx::{
     postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow},
-    PgConnection, PgPool, Postgres, Row, Transaction,
+    Connection as _, PgConnection, PgPool, Postgres, Row, Transaction,
 };
 use tokio::sync::{Mutex, Notify};
 
@@ -207,13 +207,28 @@ impl PostgresStoreBuilder {
     /// within the acquire timeout, or a migration fails.
     pub async fn connect(self) -> Result<PostgresStore, QueueError> {
         let options: PgConnectOptions = self.url.parse().map_err(store_error)?;
+        // One direct connection first: it fails at once when the server refuses (the pool
+        // would retry until its acquire timeout), and runs the migrations.
+        let target = format!("{:?}", Redacted(&options));
+        let mut conn =
+            tokio::time::timeout(self.acquire_timeout, PgConnection::connect_with(&options))
+                .await
+                .map_err(|_| {
+                    store_error(format!(
+                        "cannot connect to {target}: timed out after {:?}",
+                        self.acquire_timeout
+                    ))
+                })?
+                .map_err(|e| store_error(format!("cannot connect to {target}: {e}")))?;
+        migrate(&mut conn)
+            .await
+            .map_err(|e| store_error(format!("migrating {target} failed: {e}")))?;
+        // Best effort: the migrations are committed either way.
+        let _ = conn.close().await;
         let pool = PgPoolOptions::new()
             .max_connections(self.max_connections)
             .acquire_timeout(self.acquire_timeout)
-            .connect_with(options.clone())
-            .await
-            .map_err(store_error)?;
-        migrate(&pool).await.map_err(store_error)?;
+            .connect_lazy_with(options.clone());
         Ok(PostgresStore {
             pool,
             options,
@@ -349,8 +364,8 @@ fn sql_limit(limit: usize) -> i64 {
 }
 
 /// Runs the missing migrations, in one transaction under an advisory lock.
-async fn migrate(pool: &PgPool) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
+async fn migrate(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    let mut tx = conn.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(MIGRATION_LOCK)
         .execute(&mut *tx)
