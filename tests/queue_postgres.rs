@@ -28,10 +28,11 @@ fn base_url() -> String {
     std::env::var("SIGNAL_BUS_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned())
 }
 
-/// A fresh database, dropped by [`TestDb::drop_db`].
+/// A fresh database, dropped by [`TestDb::drop_db`] (or on drop when a test fails).
 struct TestDb {
     name: String,
     url: String,
+    dropped: bool,
 }
 
 impl TestDb {
@@ -47,7 +48,11 @@ impl TestDb {
             .expect("create the test database");
         let options: PgConnectOptions = base.parse().expect("parse SIGNAL_BUS_POSTGRES_URL");
         let url = options.database(&name).to_url_lossy().to_string();
-        TestDb { name, url }
+        TestDb {
+            name,
+            url,
+            dropped: false,
+        }
     }
 
     async fn store(&self) -> PostgresStore {
@@ -62,16 +67,41 @@ impl TestDb {
             .expect("connect to the test database")
     }
 
-    async fn drop_db(self, stores: impl IntoIterator<Item = PostgresStore>) {
+    async fn drop_db(mut self, stores: impl IntoIterator<Item = PostgresStore>) {
         for store in stores {
             store.pool().close().await;
         }
-        let mut admin = PgConnection::connect(&base_url()).await.expect("connect");
-        admin
-            .execute(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name).as_str())
+        drop_database(&self.name)
             .await
             .expect("drop the test database");
+        self.dropped = true;
     }
+}
+
+impl Drop for TestDb {
+    /// A failed test still drops its database (on a thread of its own: no async drop).
+    fn drop(&mut self) {
+        if self.dropped {
+            return;
+        }
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let _ = runtime.block_on(drop_database(&name));
+        })
+        .join();
+    }
+}
+
+async fn drop_database(name: &str) -> Result<(), sqlx::Error> {
+    let mut admin = PgConnection::connect(&base_url()).await?;
+    admin
+        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+        .await?;
+    Ok(())
 }
 
 fn signal(n: u32) -> Signal {
