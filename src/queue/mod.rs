@@ -9,6 +9,8 @@
 mod forwarder;
 mod job;
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod runner;
 #[cfg(feature = "sqlite")]
 mod sqlite;
@@ -18,6 +20,8 @@ mod worker;
 pub use forwarder::{DispatchMode, Forwarder, FORWARDER_WORKER};
 pub use job::{Job, JobState, NewJob, DEFAULT_MAX_ATTEMPTS};
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresStore, PostgresStoreBuilder};
 pub use runner::{
     JobBackoff, Queue, QueueBuilder, Runner, RunnerReport, DEFAULT_CONCURRENCY, DEFAULT_LEASE,
     DEFAULT_POLL_INTERVAL,
