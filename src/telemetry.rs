@@ -188,6 +188,9 @@ pub struct TargetMetrics {
 pub struct Metrics {
     /// One entry per target, in subscription order.
     pub targets: Vec<TargetMetrics>,
+    /// Jobs of the bus's durable queue per state, as last seen by its runners (refreshed
+    /// about every second); `None` without a queue or before the first look.
+    pub queue: Option<std::collections::BTreeMap<crate::queue::JobState, u64>>,
 }
 
 impl Metrics {

@@ -127,6 +127,33 @@ async fn api_md_http_and_webhook_block() -> Result<(), Box<dyn std::error::Error
     Ok(())
 }
 
+#[cfg(all(feature = "http", feature = "sqlite"))]
+#[tokio::test]
+async fn api_md_queue_block() -> Result<(), Box<dyn std::error::Error>> {
+    use signal_bus::http::Webhook;
+    // API.md opens `signals.db` in the working directory: use a fresh one.
+    let dir = std::env::temp_dir().join(format!("signal-bus-api-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir)?;
+    std::env::set_current_dir(&dir)?;
+
+    // The durable queue and the forwarder.
+    use signal_bus::queue::{DispatchMode, Forwarder, Queue, SqliteStore};
+    let queue = Queue::new(SqliteStore::open("signals.db").await?);
+    let runner = queue.start(); // workers; runner.shutdown().await drains
+    let bus = Bus::builder().queue(queue.clone()).build()?;
+    bus.subscribe(
+        "audit.**",
+        Forwarder::new("siem", Webhook::new("https://siem.example.com")?)
+            .dispatch(DispatchMode::Auto),
+    )?;
+
+    assert!(dir.join("signals.db").exists());
+    assert!(queue.is_running());
+    runner.shutdown().await;
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
 #[test]
 fn error_types_implement_std_error_and_name_the_value() {
     fn is_error<E: std::error::Error + Send + Sync + 'static>(_: &E) {}

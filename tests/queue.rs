@@ -141,6 +141,9 @@ async fn auto_dispatch_is_sync_without_a_runner_and_async_with_one() {
     bus.publish(signal(2)).await.unwrap();
     wait_until("queued delivery", || seen.lock().unwrap().len() == 2).await;
     assert_eq!(queue.counts().await.unwrap()[&JobState::Completed], 1);
+    let per_state = bus.metrics().queue.expect("queue depth in bus.metrics()");
+    assert_eq!(per_state[&JobState::Completed], 1);
+    assert_eq!(per_state[&JobState::Available], 0);
     runner.shutdown().await;
 }
 

@@ -396,7 +396,13 @@ impl Bus {
                 });
             }
         }
-        Metrics { targets }
+        let queue = self
+            .inner
+            .context
+            .queue
+            .as_ref()
+            .and_then(crate::queue::Queue::cached_counts);
+        Metrics { targets, queue }
     }
 
     /// Pushes the current [`metrics`](Bus::metrics) through the `metrics` crate facade

@@ -109,6 +109,9 @@ pub(crate) struct Inner {
     pub(crate) forwarders: RwLock<HashMap<String, Arc<ForwarderJob>>>,
     running: AtomicUsize,
     wake: Notify,
+    /// The last job counts per state, refreshed by runners (about every second) and by
+    /// `counts()`; read by `Bus::metrics`.
+    last_counts: Mutex<Option<BTreeMap<JobState, u64>>>,
 }
 
 /// A durable job queue: a [`JobStore`] plus the workers and forwarders that run its jobs.
@@ -187,6 +190,7 @@ impl QueueBuilder {
                 forwarders: RwLock::default(),
                 running: AtomicUsize::new(0),
                 wake: Notify::new(),
+                last_counts: Mutex::new(None),
                 committer: std::sync::OnceLock::new(),
             }),
         }
@@ -326,7 +330,23 @@ impl Queue {
     /// # Errors
     /// A store failure.
     pub async fn counts(&self) -> Result<BTreeMap<JobState, u64>, QueueError> {
-        self.inner.store.counts().await
+        let counts = self.inner.store.counts().await?;
+        *self
+            .inner
+            .last_counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(counts.clone());
+        Ok(counts)
+    }
+
+    /// The job counts per state as last seen (refreshed about every second while a runner
+    /// runs, and by [`counts`](Queue::counts)); `None` before the first look.
+    pub fn cached_counts(&self) -> Option<BTreeMap<JobState, u64>> {
+        self.inner
+            .last_counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Starts a runner: for each queue, a loop claiming up to its concurrency and running
@@ -463,6 +483,7 @@ async fn run_queue(
     let mut in_flight: Vec<i64> = Vec::new();
     let mut completed: Vec<i64> = Vec::new();
     let mut last_rescue: Option<std::time::Instant> = None;
+    let mut last_counts: Option<std::time::Instant> = None;
     let mut heartbeat = tokio::time::interval(lease / 3);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Claim again once this many slots are free (claims are writes: batch them).
@@ -513,6 +534,10 @@ async fn run_queue(
                     }
                 }
                 Err(e) => crate::telemetry::queue_claim_error(&name, &e),
+            }
+            if last_counts.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                last_counts = Some(std::time::Instant::now());
+                let _ = queue.counts().await;
             }
             // Jobs of crashed runners: checked every half lease, not on every poll.
             if last_rescue.is_none_or(|t| t.elapsed() >= lease / 2) {
