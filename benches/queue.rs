@@ -177,8 +177,18 @@ async fn main() {
 
     #[cfg(feature = "postgres")]
     {
-        let url = std::env::var("SIGNAL_BUS_POSTGRES_URL")
+        use sqlx::{postgres::PgConnectOptions, ConnectOptions, Connection, Executor};
+        let admin_url = std::env::var("SIGNAL_BUS_POSTGRES_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        // A database of its own, created and dropped here: the bench truncates its tables.
+        let bench_db = format!("signal_bus_bench_{}", std::process::id());
+        let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
+        admin
+            .execute(format!("CREATE DATABASE {bench_db}").as_str())
+            .await
+            .unwrap();
+        let options: PgConnectOptions = admin_url.parse().unwrap();
+        let url = options.database(&bench_db).to_url_lossy().to_string();
         let mut pg_group = Vec::new();
         let mut pg_e2e = Vec::new();
         for _ in 0..runs {
