@@ -17,7 +17,7 @@ use std::{
 use signal_bus::{
     http::Webhook,
     policy::RetryPolicy,
-    queue::{DispatchMode, Forwarder, JobBackoff, JobState, JobStore, Queue, SqliteStore},
+    queue::{DispatchMode, Forwarder, JobBackoff, JobState, Queue, SqliteStore},
     Bus, Signal,
 };
 
