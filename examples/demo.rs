@@ -20,6 +20,7 @@ use signal_bus::{
     adapter::{Channel, Console, ConsoleFormat, Handler, Logger, Named, Noop, PubSub},
     http::{signing::StandardWebhooks, Http, Webhook},
     policy::{CircuitBreaker, CircuitState, RetryPolicy},
+    queue::{DispatchMode, Forwarder, JobState, Queue, SqliteStore},
     Bus, DeliveryError, Signal, Target,
 };
 use tokio::sync::mpsc;
@@ -108,7 +109,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_target(false)
         .init();
 
-    let bus = Bus::builder().name("demo").build()?;
+    // The embedded durable queue: one SQLite file, no server.
+    let queue_dir = std::env::temp_dir().join(format!("signal-bus-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&queue_dir)?;
+    let queue = Queue::builder(SqliteStore::open(queue_dir.join("signals.db")).await?)
+        .poll_interval(Duration::from_millis(20))
+        .build();
+    let runner = queue.start();
+    let bus = Bus::builder().name("demo").queue(queue.clone()).build()?;
 
     // 1. Fulfilment: a task owning a channel gets every order signal.
     let (orders_tx, orders_rx) = mpsc::channel(256);
@@ -193,6 +201,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .signing(StandardWebhooks::new(secret)?);
     bus.subscribe("order.paid", Target::new(hook).label("partner-webhook"))?;
 
+    // 8. An audit trail to a SIEM, through the durable queue: publish returns once the
+    //    signal and a thin job are committed to SQLite; the runner delivers them, signed.
+    let siem = Webhook::new(&format!("http://{addr}/siem"))?
+        .allow_private_networks(true)
+        .signing(StandardWebhooks::new(secret)?);
+    bus.subscribe(
+        "audit.**",
+        Forwarder::new("siem", siem).dispatch(DispatchMode::Async),
+    )?;
+
     // Publish a few hundred signals and tally every outcome per subscription target.
     let signals = signals(400);
     let patterns: BTreeMap<u64, String> = bus
@@ -224,7 +242,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let elapsed = started.elapsed();
 
-    // 8. Resilience: a flaky payment partner behind retries and a circuit breaker; what fails
+    // 9. Resilience: a flaky payment partner behind retries and a circuit breaker; what fails
     //    for good goes to a dead-letter channel.
     println!();
     println!("--- a flaky partner: retries, a circuit breaker, dead letters ---");
@@ -310,6 +328,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("{pattern:<22} {target:<14} {ok:>10} {failed:>8}");
     }
     println!();
+    // Let the queue finish the audit trail, then stop it cleanly.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while queue.counts().await?[&JobState::Completed] < 19 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    runner.shutdown().await;
+    let jobs = queue.counts().await?;
+    let _ = std::fs::remove_dir_all(&queue_dir);
+
     println!("--- what the receivers got ---");
     println!("fulfilment task (channel)     {fulfilment}");
     println!("email_service (named)         {email}");
@@ -317,11 +344,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     {
         let r = received.lock().unwrap();
         println!(
-            "partner webhook receiver      {} verified, {} rejected",
+            "signed webhook receiver       {} verified, {} rejected (partner orders and SIEM)",
             r.verified,
             r.rejected.len()
         );
     }
+    let job_states: Vec<String> = jobs
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(s, n)| format!("{n} {s}"))
+        .collect();
+    println!("durable queue (SQLite) jobs   {}", job_states.join(", "));
     receiver_task.abort();
     println!("metrics handler, per type:");
     for (ty, n) in per_type.lock().unwrap().iter() {
