@@ -263,8 +263,18 @@ impl Adapter for Forwarder {
     }
 }
 
-/// Runs one forwarder job.
-pub(crate) async fn perform(queue: &Queue, job: &Job) -> WorkOutcome {
+/// The signal id a forwarder job points at.
+pub(crate) fn signal_id(job: &Job) -> Option<&str> {
+    job.args.get("signal_id").and_then(|v| v.as_str())
+}
+
+/// Runs one forwarder job. `prefetched` is its signal when the runner loaded it with its
+/// batch (`Ok(None)`: not stored).
+pub(crate) async fn perform(
+    queue: &Queue,
+    job: &Job,
+    prefetched: Option<Result<Option<Signal>, super::QueueError>>,
+) -> WorkOutcome {
     let (Some(name), Some(signal_id)) = (
         job.args.get("forwarder").and_then(|v| v.as_str()),
         job.args.get("signal_id").and_then(|v| v.as_str()),
@@ -286,7 +296,11 @@ pub(crate) async fn perform(queue: &Queue, job: &Job) -> WorkOutcome {
             "unknown_forwarder: no forwarder `{name}` is subscribed on a bus using this queue"
         ));
     };
-    let signal = match queue.store().load_signal(signal_id).await {
+    let loaded = match prefetched {
+        Some(r) => r,
+        None => queue.store().load_signal(signal_id).await,
+    };
+    let signal = match loaded {
         Ok(Some(s)) => Arc::new(s),
         Ok(None) => {
             return WorkOutcome::Cancel(format!(

@@ -943,6 +943,30 @@ impl JobStore for PostgresStore {
         .transpose()
     }
 
+    async fn load_signals(
+        &self,
+        ids: &[&str],
+    ) -> Result<Vec<(String, Result<Signal, QueueError>)>, QueueError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<(String, Vec<u8>)> =
+            sqlx::query_as("SELECT id, body FROM signal_bus_signals WHERE id = ANY($1)")
+                .bind(ids)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(store_error)?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, body)| {
+                let parsed = Signal::from_json_slice(&body).map_err(|e| QueueError::Corrupt {
+                    what: format!("signal `{id}` does not hold a valid signal: {e}"),
+                });
+                (id, parsed)
+            })
+            .collect())
+    }
+
     async fn delete_signal(&self, id: &str) -> Result<bool, QueueError> {
         let n = self
             .write(sqlx::query("DELETE FROM signal_bus_signals WHERE id = $1").bind(id))

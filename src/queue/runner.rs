@@ -384,12 +384,17 @@ impl Queue {
     }
 
     /// Runs one job to an outcome, never panicking out. Returns `true` when it completed:
-    /// the caller records completions in batches (one write for many jobs).
-    async fn execute(&self, job: Job) -> bool {
+    /// the caller records completions in batches (one write for many jobs). `signal` is the
+    /// job's signal when the runner already loaded it with its batch.
+    async fn execute(
+        &self,
+        job: Job,
+        signal: Option<Result<Option<crate::Signal>, QueueError>>,
+    ) -> bool {
         let store = &self.inner.store;
         let started = std::time::Instant::now();
         let outcome = if job.worker == super::forwarder::FORWARDER_WORKER {
-            super::forwarder::perform(self, &job).await
+            super::forwarder::perform(self, &job, signal).await
         } else {
             match self.worker(&job.worker) {
                 None => WorkOutcome::Cancel(format!("unknown worker `{}`", job.worker)),
@@ -441,6 +446,27 @@ impl Queue {
         }
         outcome == WorkOutcome::Ok
     }
+}
+
+/// The signals of a claimed batch's forwarder jobs, in one read; `None` when the read failed
+/// (each job then loads its own).
+async fn prefetch_signals(
+    store: &dyn JobStore,
+    jobs: &[Job],
+) -> Option<HashMap<String, Result<crate::Signal, QueueError>>> {
+    let ids: Vec<&str> = jobs
+        .iter()
+        .filter(|j| j.worker == super::forwarder::FORWARDER_WORKER)
+        .filter_map(super::forwarder::signal_id)
+        .collect();
+    if ids.is_empty() {
+        return Some(HashMap::new());
+    }
+    store
+        .load_signals(&ids)
+        .await
+        .ok()
+        .map(|v| v.into_iter().collect())
 }
 
 /// Commits whatever enqueues are waiting, up to [`MAX_GROUP`] per transaction.
@@ -524,12 +550,18 @@ async fn run_queue(
             {
                 Ok(jobs) => {
                     claimed = jobs.len();
+                    let mut prefetched = prefetch_signals(inner.store.as_ref(), &jobs).await;
                     for job in jobs {
                         in_flight.push(job.id);
                         let q = queue.clone();
+                        let signal = prefetched.as_mut().map(|found| {
+                            super::forwarder::signal_id(&job)
+                                .and_then(|id| found.remove(id))
+                                .transpose()
+                        });
                         running.spawn(async move {
                             let id = job.id;
-                            (id, q.execute(job).await)
+                            (id, q.execute(job, signal).await)
                         });
                     }
                 }
@@ -637,5 +669,38 @@ impl Drop for Runner {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
         self.queue.inner.running.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sigra_backoff_stays_on_its_curve() {
+        for attempt in 1..=8u32 {
+            for _ in 0..50 {
+                let d = JobBackoff::Sigra.delay(attempt).as_secs();
+                let a = u64::from(attempt);
+                let base = a.pow(4) + 15;
+                assert!(
+                    (base + a..=base + 10 * a).contains(&d),
+                    "attempt {attempt}: {d}s outside {}..={}",
+                    base + a,
+                    base + 10 * a
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_retry_policy_can_replace_the_curve() {
+        let exp = JobBackoff::Policy(
+            RetryPolicy::exponential(Duration::from_millis(100)).max_delay(Duration::from_secs(1)),
+        );
+        assert_eq!(exp.delay(1), Duration::from_millis(100));
+        assert_eq!(exp.delay(2), Duration::from_millis(200));
+        assert_eq!(exp.delay(3), Duration::from_millis(400));
+        assert_eq!(exp.delay(10), Duration::from_secs(1), "capped");
     }
 }

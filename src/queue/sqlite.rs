@@ -359,7 +359,16 @@ fn json_ids(ids: &[i64]) -> String {
     serde_json::Value::from(ids).to_string()
 }
 
-/// Inserts one job (and its signal) inside the caller's transaction.
+/// An `(id, body)` row as a parsed signal (a body that does not parse is `Corrupt`).
+fn parse_signal_row(row: &SqliteRow) -> Result<(String, Result<Signal, QueueError>), QueueError> {
+    let id: String = row.try_get("id").map_err(store_error)?;
+    let body: Vec<u8> = row.try_get("body").map_err(store_error)?;
+    let parsed = Signal::from_json_slice(&body).map_err(|e| QueueError::Corrupt {
+        what: format!("signal `{id}` does not hold a valid signal: {e}"),
+    });
+    Ok((id, parsed))
+}
+
 /// Rows per multi-row INSERT (16 columns each, well under SQLite's parameter limit).
 const BULK_ROWS: usize = 500;
 
@@ -422,6 +431,7 @@ async fn insert_bulk(
     Ok(ids)
 }
 
+/// Inserts one job (and its signal) inside the caller's transaction.
 async fn insert_job(
     conn: &mut SqliteConnection,
     signal: Option<&Signal>,
@@ -791,6 +801,23 @@ impl JobStore for SqliteStore {
             })
         })
         .transpose()
+    }
+
+    async fn load_signals(
+        &self,
+        ids: &[&str],
+    ) -> Result<Vec<(String, Result<Signal, QueueError>)>, QueueError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "SELECT id, body FROM signal_bus_signals WHERE id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(serde_json::Value::from(ids).to_string())
+        .fetch_all(&self.reader)
+        .await
+        .map_err(store_error)?;
+        rows.iter().map(parse_signal_row).collect()
     }
 
     async fn delete_signal(&self, id: &str) -> Result<bool, QueueError> {

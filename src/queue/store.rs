@@ -128,6 +128,28 @@ pub trait JobStore: Send + Sync + 'static {
     /// ([`QueueError::Corrupt`]).
     async fn load_signal(&self, id: &str) -> Result<Option<Signal>, QueueError>;
 
+    /// Several stored signals in one read (the runner prefetches a claimed batch). Ids not
+    /// stored are absent from the result; a row that does not parse is an `Err` for that id.
+    /// Default: one by one.
+    ///
+    /// # Errors
+    /// The store is unreachable.
+    async fn load_signals(
+        &self,
+        ids: &[&str],
+    ) -> Result<Vec<(String, Result<Signal, QueueError>)>, QueueError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            match self.load_signal(id).await {
+                Ok(Some(s)) => out.push(((*id).to_owned(), Ok(s))),
+                Ok(None) => {}
+                Err(e @ QueueError::Corrupt { .. }) => out.push(((*id).to_owned(), Err(e))),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
     /// Deletes a stored signal (retention); jobs that still point at it will be cancelled
     /// with `SignalNotFound`. Returns whether it existed.
     ///
