@@ -519,3 +519,68 @@ async fn shutdown_releases_unfinished_jobs_and_another_runner_rescues_orphans() 
     runner.shutdown().await;
     assert_eq!(state_of(&fast, id).await.attempt, 2);
 }
+
+#[tokio::test]
+async fn two_forwarders_of_one_signal_both_deliver() {
+    let queue = quick_queue(MemoryStore::new());
+    let bus = Bus::builder().queue(queue.clone()).build().unwrap();
+    let (a, b) = (
+        Arc::new(Mutex::new(Vec::new())),
+        Arc::new(Mutex::new(Vec::new())),
+    );
+    bus.subscribe(
+        "audit.**",
+        vec![
+            signal_bus::Target::new(
+                Forwarder::new("a", recorder(&a, |_| None)).dispatch(DispatchMode::Async),
+            ),
+            signal_bus::Target::new(
+                Forwarder::new("b", recorder(&b, |_| None)).dispatch(DispatchMode::Async),
+            ),
+        ],
+    )
+    .unwrap();
+    bus.publish(signal(1)).await.unwrap();
+    let runner = queue.start();
+    wait_until("both forwarders", || {
+        a.lock().unwrap().len() == 1 && b.lock().unwrap().len() == 1
+    })
+    .await;
+    runner.shutdown().await;
+    assert_eq!(queue.counts().await.unwrap()[&JobState::Completed], 2);
+}
+
+#[tokio::test]
+async fn a_timed_out_shutdown_keeps_finished_jobs_completed() {
+    struct Quick;
+    #[async_trait::async_trait]
+    impl Worker for Quick {
+        async fn perform(&self, _job: &Job) -> WorkOutcome {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            WorkOutcome::Ok
+        }
+    }
+    let queue = quick_queue(MemoryStore::new());
+    queue.register_worker("quick", Quick);
+    queue.register_worker("sleepy", Sleepy);
+    let quick = queue
+        .enqueue(NewJob::new("quick", json!({})))
+        .await
+        .unwrap()
+        .unwrap();
+    let slow = queue
+        .enqueue(NewJob::new("sleepy", json!({})))
+        .await
+        .unwrap()
+        .unwrap();
+    let runner = queue.start();
+    wait_until("both claimed", || {
+        futures_util::FutureExt::now_or_never(state_of(&queue, slow))
+            .is_some_and(|j| j.state == JobState::Executing)
+    })
+    .await;
+    let report = runner.shutdown_within(Duration::from_millis(300)).await;
+    assert_eq!(report.released, 1, "only the unfinished job is released");
+    assert_eq!(state_of(&queue, quick).await.state, JobState::Completed);
+    assert_eq!(state_of(&queue, slow).await.state, JobState::Available);
+}

@@ -490,15 +490,25 @@ impl Bus {
         let until = tokio::time::Instant::now() + deadline;
         let mut report = ShutdownReport::default();
         let subs = self.all_subscriptions();
-        let mut drains = Vec::new();
-        for sub in &subs {
-            for t in sub.targets.iter() {
-                if let Some(q) = &t.runtime.queue {
-                    let queued = q.depth();
-                    drains.push(async move { (t.name().to_owned(), queued, q.drain(until).await) });
+        // Every queued target, dead-letter targets included (they may get signals while
+        // the others drain, so they are drained too).
+        fn queued<'a>(targets: &'a [Target], out: &mut Vec<&'a Target>) {
+            for t in targets {
+                if t.runtime.queue.is_some() {
+                    out.push(t);
                 }
+                queued(&t.on_failure, out);
             }
         }
+        let mut targets = Vec::new();
+        for sub in &subs {
+            queued(&sub.targets, &mut targets);
+        }
+        let drains = targets.into_iter().filter_map(|t| {
+            let q = t.runtime.queue.as_ref()?;
+            let queued = q.depth();
+            Some(async move { (t.name().to_owned(), queued, q.drain(until).await) })
+        });
         for (target, queued, left) in futures_util::future::join_all(drains).await {
             report.drained += queued.saturating_sub(left);
             if left > 0 {

@@ -45,9 +45,15 @@ pub(crate) fn try_fast(target: &Target, signal: &Arc<Signal>) -> Fast {
     if rt.disabled.load(Ordering::Relaxed) {
         return Fast::Slow(None);
     }
+    // A closed breaker without a rate window never reads the clock: give it a fixed instant.
+    // With a rate window, successes are recorded in time buckets: give it the real time.
+    let breaker_now = match &rt.breaker {
+        Some(b) if b.config().has_failure_rate() => Instant::now(),
+        _ => target.epoch,
+    };
     let permit = match &rt.breaker {
         None => None,
-        Some(b) if b.state() == CircuitState::Closed => match b.try_acquire(target.epoch) {
+        Some(b) if b.state() == CircuitState::Closed => match b.try_acquire(breaker_now) {
             Ok(p) => Some(p),
             Err(_) => return Fast::Slow(None),
         },
@@ -61,7 +67,7 @@ pub(crate) fn try_fast(target: &Target, signal: &Arc<Signal>) -> Fast {
         None => Fast::Slow(None),
         Some(Ok(())) => {
             if let (Some(b), Some(p)) = (&rt.breaker, permit) {
-                let _ = b.on_success(p, target.epoch);
+                let _ = b.on_success(p, breaker_now);
             }
             rt.record_success(started.map(|s| s.elapsed()));
             Fast::Done(Ok(()))

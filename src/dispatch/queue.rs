@@ -83,12 +83,14 @@ impl AsyncQueue {
 
     /// Offers a signal without waiting.
     pub(crate) fn offer(&self, target: &Target, signal: &Arc<Signal>) -> Offer {
-        if self.closed.load(Ordering::Acquire) {
-            return Offer::Done(Err(Self::closed_error(target)));
-        }
         self.ensure_worker(target);
         let dropped = {
             let mut items = self.items();
+            // Checked under the lock `close` takes: nothing is queued after the worker's
+            // last look.
+            if self.closed.load(Ordering::Acquire) {
+                return Offer::Done(Err(Self::closed_error(target)));
+            }
             if items.len() < self.capacity {
                 items.push_back(Arc::clone(signal));
                 None
@@ -145,15 +147,18 @@ impl AsyncQueue {
         }
     }
 
-    /// Takes up to `max` queued signals.
-    fn take(&self, max: usize, into: &mut Vec<Arc<Signal>>) {
+    /// Takes up to `max` queued signals; returns whether the queue was closed when it looked
+    /// (under the lock `offer` and `close` take, so no signal slips in after that look).
+    fn take(&self, max: usize, into: &mut Vec<Arc<Signal>>) -> bool {
         let mut items = self.items();
         let n = max.saturating_sub(into.len()).min(items.len());
         into.extend(items.drain(..n));
+        let closed = self.closed.load(Ordering::Acquire);
         drop(items);
         if n > 0 {
             self.room.notify_waiters();
         }
+        closed
     }
 
     /// The next signal or batch, or `None` once closed and empty.
@@ -162,11 +167,11 @@ impl AsyncQueue {
         let mut out = Vec::with_capacity(size);
         loop {
             let wake = self.wake.notified();
-            self.take(size, &mut out);
+            let closed = self.take(size, &mut out);
             if !out.is_empty() {
                 break;
             }
-            if self.closed.load(Ordering::Acquire) {
+            if closed {
                 return None;
             }
             wake.await;
@@ -191,7 +196,10 @@ impl AsyncQueue {
 
     /// Stops taking signals; the worker delivers what is queued, then exits.
     pub(crate) fn close(&self) {
-        self.closed.store(true, Ordering::Release);
+        {
+            let _items = self.items();
+            self.closed.store(true, Ordering::Release);
+        }
         self.wake.notify_one();
         self.room.notify_waiters();
     }

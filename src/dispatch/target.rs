@@ -58,8 +58,8 @@ pub struct Target {
     pub(crate) batch: Option<BatchConfig>,
     /// Live state: fresh for each activation (subscribe or dispatch).
     pub(crate) runtime: Arc<TargetRuntime>,
-    /// A fixed instant given to a closed breaker, which never reads it (no clock read on the
-    /// fast path).
+    /// A fixed instant given to a closed breaker without a failure-rate window, which never
+    /// reads it (no clock read on the fast path).
     pub(crate) epoch: tokio::time::Instant,
 }
 

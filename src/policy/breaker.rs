@@ -181,6 +181,13 @@ impl CircuitBreaker {
     }
 
     /// The consecutive-failure threshold.
+    /// Whether a failure-rate rule is set (then every call is timed, so the rate window
+    /// sees successes as well as failures).
+    pub fn has_failure_rate(&self) -> bool {
+        self.failure_rate.is_some()
+    }
+
+    /// The consecutive-failure threshold.
     pub fn get_failure_threshold(&self) -> u32 {
         self.failure_threshold
     }

@@ -355,6 +355,7 @@ impl Queue {
     pub fn start(&self) -> Runner {
         let owner = format!("{}-{}", std::process::id(), uuid::Uuid::now_v7());
         let (stop, stopped) = tokio::sync::watch::channel(false);
+        let (abort, aborted) = tokio::sync::watch::channel(false);
         self.inner.running.fetch_add(1, Ordering::AcqRel);
         let mut tasks = JoinSet::new();
         for (queue, concurrency) in self.inner.settings.queues.clone() {
@@ -364,12 +365,14 @@ impl Queue {
                 concurrency,
                 owner.clone(),
                 stopped.clone(),
+                aborted.clone(),
             ));
         }
         Runner {
             queue: self.clone(),
             owner,
             stop,
+            abort,
             tasks: Mutex::new(Some(tasks)),
         }
     }
@@ -481,9 +484,21 @@ async fn group_commit(
             .map(|p| (p.signal.clone(), p.job.clone()))
             .collect();
         match store.enqueue_many(&items).await {
-            Ok(ids) => {
+            Ok(ids) if ids.len() == batch.len() => {
                 for (p, id) in batch.drain(..).zip(ids) {
                     let _ = p.reply.send(Ok(id));
+                }
+            }
+            Ok(ids) => {
+                let e = QueueError::Corrupt {
+                    what: format!(
+                        "the store answered {} ids for {} enqueued jobs",
+                        ids.len(),
+                        batch.len()
+                    ),
+                };
+                for p in batch.drain(..) {
+                    let _ = p.reply.send(Err(e.clone()));
                 }
             }
             Err(e) => {
@@ -501,41 +516,73 @@ async fn run_queue(
     concurrency: usize,
     owner: String,
     mut stopped: tokio::sync::watch::Receiver<bool>,
+    mut abort: tokio::sync::watch::Receiver<bool>,
 ) {
     let inner = Arc::clone(&queue.inner);
     let lease = inner.settings.lease;
     let lease_chrono = chrono::Duration::from_std(lease).unwrap_or_default();
     let mut running: JoinSet<(i64, bool)> = JoinSet::new();
-    let mut in_flight: Vec<i64> = Vec::new();
+    // Task -> job, so a task that failed (panicked outside the worker) is known.
+    let mut tasks: HashMap<tokio::task::Id, i64> = HashMap::new();
     let mut completed: Vec<i64> = Vec::new();
+    let mut broken: Vec<i64> = Vec::new();
     let mut last_rescue: Option<std::time::Instant> = None;
     let mut last_counts: Option<std::time::Instant> = None;
     let mut heartbeat = tokio::time::interval(lease / 3);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Claim again once this many slots are free (claims are writes: batch them).
     let refill = (concurrency / 4).max(1);
-    let finish = |done: Result<(i64, bool), tokio::task::JoinError>,
-                  in_flight: &mut Vec<i64>,
-                  completed: &mut Vec<i64>| {
-        if let Ok((id, ok)) = done {
-            in_flight.retain(|i| *i != id);
+    let finish = |done: Result<(tokio::task::Id, (i64, bool)), tokio::task::JoinError>,
+                  tasks: &mut HashMap<tokio::task::Id, i64>,
+                  completed: &mut Vec<i64>,
+                  broken: &mut Vec<i64>| match done {
+        Ok((task, (id, ok))) => {
+            tasks.remove(&task);
             if ok {
                 completed.push(id);
             }
         }
-    };
-    loop {
-        while let Some(done) = running.try_join_next() {
-            finish(done, &mut in_flight, &mut completed);
-        }
-        if !completed.is_empty() {
-            match inner.store.complete_many(&completed, Utc::now()).await {
-                Ok(()) => completed.clear(),
-                // Kept for the next round; if the store stays down the leases expire and the
-                // jobs run again (at least once).
-                Err(e) => crate::telemetry::queue_claim_error(&name, &e),
+        Err(e) => {
+            if let Some(id) = tasks.remove(&e.id()) {
+                // Cancelled tasks are released by the runner; a panic is retried.
+                if e.is_panic() {
+                    broken.push(id);
+                }
             }
         }
+    };
+    let record = |completed: &mut Vec<i64>, broken: &mut Vec<i64>| {
+        let store = Arc::clone(&inner.store);
+        let done = std::mem::take(completed);
+        let failed = std::mem::take(broken);
+        let name = name.clone();
+        async move {
+            let mut keep = Vec::new();
+            if !done.is_empty() {
+                if let Err(e) = store.complete_many(&done, Utc::now()).await {
+                    // Kept for the next round; if the store stays down the leases expire
+                    // and the jobs run again (at least once).
+                    crate::telemetry::queue_claim_error(&name, &e);
+                    keep = done;
+                }
+            }
+            for id in failed {
+                let at = after(Utc::now(), Duration::from_secs(1));
+                let _ = store
+                    .retry(id, at, "the job's task failed outside its worker")
+                    .await;
+            }
+            keep
+        }
+    };
+    loop {
+        let woken = inner.wake.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        while let Some(done) = running.try_join_next_with_id() {
+            finish(done, &mut tasks, &mut completed, &mut broken);
+        }
+        completed = record(&mut completed, &mut broken).await;
         if *stopped.borrow() {
             break;
         }
@@ -552,17 +599,16 @@ async fn run_queue(
                     claimed = jobs.len();
                     let mut prefetched = prefetch_signals(inner.store.as_ref(), &jobs).await;
                     for job in jobs {
-                        in_flight.push(job.id);
+                        let id = job.id;
                         let q = queue.clone();
                         let signal = prefetched.as_mut().map(|found| {
                             super::forwarder::signal_id(&job)
-                                .and_then(|id| found.remove(id))
+                                .and_then(|sid| found.get(sid).cloned())
                                 .transpose()
                         });
-                        running.spawn(async move {
-                            let id = job.id;
-                            (id, q.execute(job, signal).await)
-                        });
+                        let handle =
+                            running.spawn(async move { (id, q.execute(job, signal).await) });
+                        tasks.insert(handle.id(), id);
                     }
                 }
                 Err(e) => crate::telemetry::queue_claim_error(&name, &e),
@@ -584,27 +630,53 @@ async fn run_queue(
         if claimed > 0 && running.len() < concurrency {
             continue;
         }
+        let has_room = running.len() < concurrency;
         tokio::select! {
-            Some(done) = running.join_next(), if !running.is_empty() => {
-                finish(done, &mut in_flight, &mut completed);
+            Some(done) = running.join_next_with_id(), if !running.is_empty() => {
+                finish(done, &mut tasks, &mut completed, &mut broken);
             }
-            _ = inner.wake.notified(), if running.len() < concurrency => {}
-            _ = inner.store.wait_for_jobs(inner.settings.poll_interval), if running.is_empty() => {}
+            _ = &mut woken, if has_room => {}
+            _ = inner.store.wait_for_jobs(inner.settings.poll_interval), if has_room => {}
             _ = heartbeat.tick() => {
-                let until = Utc::now() + lease_chrono;
-                let _ = inner.store.heartbeat(&in_flight, &owner, until).await;
+                let ids: Vec<i64> = tasks.values().copied().collect();
+                let _ = inner.store.heartbeat(&ids, &owner, Utc::now() + lease_chrono).await;
             }
             _ = stopped.changed() => {}
         }
     }
-    // Stopping: let running jobs finish (the runner's shutdown bounds this with a deadline),
-    // then record their completions.
-    while let Some(done) = running.join_next().await {
-        finish(done, &mut in_flight, &mut completed);
+    // Stopping: let running jobs finish, renewing their leases and recording completions as
+    // they come. Told to abort (the shutdown deadline passed), cancel what is left and wait
+    // for it; the runner then releases those jobs.
+    let mut aborting = *abort.borrow();
+    while !running.is_empty() {
+        if aborting {
+            running.abort_all();
+            while let Some(done) = running.join_next_with_id().await {
+                finish(done, &mut tasks, &mut completed, &mut broken);
+            }
+            break;
+        }
+        tokio::select! {
+            Some(done) = running.join_next_with_id() => {
+                finish(done, &mut tasks, &mut completed, &mut broken);
+                completed = record(&mut completed, &mut broken).await;
+            }
+            _ = heartbeat.tick() => {
+                let ids: Vec<i64> = tasks.values().copied().collect();
+                let _ = inner.store.heartbeat(&ids, &owner, Utc::now() + lease_chrono).await;
+            }
+            _ = abort.changed() => aborting = true,
+        }
     }
-    if !completed.is_empty() {
-        let _ = inner.store.complete_many(&completed, Utc::now()).await;
-    }
+    let _ = record(&mut completed, &mut broken).await;
+}
+
+/// `now + d`, saturating instead of overflowing.
+fn after(now: chrono::DateTime<Utc>, d: Duration) -> chrono::DateTime<Utc> {
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC)
 }
 
 /// A running set of queue loops. Dropping it without [`shutdown`](Runner::shutdown) stops
@@ -613,6 +685,7 @@ pub struct Runner {
     queue: Queue,
     owner: String,
     stop: tokio::sync::watch::Sender<bool>,
+    abort: tokio::sync::watch::Sender<bool>,
     tasks: Mutex<Option<JoinSet<()>>>,
 }
 
@@ -649,9 +722,15 @@ impl Runner {
         let _ = self.stop.send(true);
         let tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(mut tasks) = tasks {
-            let all = async { while tasks.join_next().await.is_some() {} };
-            if tokio::time::timeout(deadline, all).await.is_err() {
-                tasks.abort_all();
+            let finished = tokio::time::timeout(deadline, async {
+                while tasks.join_next().await.is_some() {}
+            })
+            .await;
+            if finished.is_err() {
+                // Past the deadline: the loops cancel their jobs, record what finished, and
+                // exit; only then is anything released, so no job runs twice at once.
+                let _ = self.abort.send(true);
+                while tasks.join_next().await.is_some() {}
             }
         }
         let released = self

@@ -102,7 +102,7 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
 /// A [`JobStore`] in a SQLite file (WAL mode): the embedded default.
 ///
 /// Cheap to clone: clones share the same connection pools. See the
-/// [module docs](self) for how connections and durability are set up.
+/// module docs (`signal_bus::queue`) for how connections and durability are set up.
 #[derive(Clone)]
 pub struct SqliteStore {
     writer: SqlitePool,
