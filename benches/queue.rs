@@ -189,9 +189,11 @@ async fn main() {
             .unwrap();
         let options: PgConnectOptions = admin_url.parse().unwrap();
         let url = options.database(&bench_db).to_url_lossy().to_string();
+        let mut pg_raw = Vec::new();
         let mut pg_group = Vec::new();
         let mut pg_e2e = Vec::new();
         for _ in 0..runs {
+            pg_raw.push(raw_pg_unnest(&url, 20_000).await);
             let store = signal_bus::queue::PostgresStore::connect(&url)
                 .await
                 .unwrap();
@@ -214,6 +216,29 @@ async fn main() {
     for (name, rate) in rows {
         println!("{name:<60} {rate:>10.0} /s");
     }
+}
+
+/// Raw sqlx: 100-row `INSERT ... SELECT FROM unnest(...)` per transaction, one connection.
+#[cfg(feature = "postgres")]
+async fn raw_pg_unnest(url: &str, n: usize) -> f64 {
+    use sqlx::{Connection, Executor};
+    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+    conn.execute("DROP TABLE IF EXISTS raw_bench; CREATE TABLE raw_bench (id BIGSERIAL PRIMARY KEY, body BYTEA NOT NULL)")
+        .await
+        .unwrap();
+    let body = signal(0).to_json_vec();
+    let batch: Vec<Vec<u8>> = (0..100).map(|_| body.clone()).collect();
+    let start = Instant::now();
+    for _ in 0..n / 100 {
+        let mut tx = conn.begin().await.unwrap();
+        sqlx::query("INSERT INTO raw_bench (body) SELECT * FROM unnest($1::bytea[])")
+            .bind(&batch)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+    (n / 100 * 100) as f64 / start.elapsed().as_secs_f64()
 }
 
 #[cfg(feature = "postgres")]

@@ -252,7 +252,14 @@ impl JobStore for MemoryStore {
         let mut n = 0;
         for r in self.lock().jobs.values_mut() {
             if r.job.state == JobState::Executing && r.lease_until.is_some_and(|l| l < now) {
-                r.job.state = JobState::Available;
+                if r.job.attempt >= r.job.max_attempts {
+                    r.job.state = JobState::Discarded;
+                    r.job.finished_at = Some(now);
+                    r.job.last_error =
+                        Some("discarded: its runner stopped during the last attempt".to_owned());
+                } else {
+                    r.job.state = JobState::Available;
+                }
                 r.owner = None;
                 r.lease_until = None;
                 n += 1;

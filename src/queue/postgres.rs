@@ -907,9 +907,15 @@ impl JobStore for PostgresStore {
         self.write(
             sqlx::query(
                 "UPDATE signal_bus_jobs
-                 SET state = 'available', owner = NULL, lease_until = NULL
-                 WHERE state = 'executing' AND lease_until < $1",
+                 SET state = CASE WHEN attempt >= max_attempts THEN 'discarded' ELSE 'available' END,
+                     finished_at = CASE WHEN attempt >= max_attempts THEN $1 ELSE NULL END,
+                     last_error = CASE WHEN attempt >= max_attempts
+                         THEN 'discarded: its runner stopped during the last attempt'
+                         ELSE last_error END,
+                     owner = NULL, lease_until = NULL
+                 WHERE state = 'executing' AND lease_until < $2",
             )
+            .bind(to_ms(now))
             .bind(to_ms(now)),
         )
         .await

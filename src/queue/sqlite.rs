@@ -767,9 +767,15 @@ impl JobStore for SqliteStore {
         self.write(
             sqlx::query(
                 "UPDATE signal_bus_jobs
-                 SET state = 'available', owner = NULL, lease_until = NULL
+                 SET state = CASE WHEN attempt >= max_attempts THEN 'discarded' ELSE 'available' END,
+                     finished_at = CASE WHEN attempt >= max_attempts THEN ? ELSE NULL END,
+                     last_error = CASE WHEN attempt >= max_attempts
+                         THEN 'discarded: its runner stopped during the last attempt'
+                         ELSE last_error END,
+                     owner = NULL, lease_until = NULL
                  WHERE state = 'executing' AND lease_until < ?",
             )
+            .bind(to_ms(now))
             .bind(to_ms(now)),
         )
         .await

@@ -108,7 +108,9 @@ pub trait JobStore: Send + Sync + 'static {
     async fn discard(&self, id: i64, error: &str, now: DateTime<Utc>) -> Result<(), QueueError>;
 
     /// Returns executing jobs whose lease ended before `now` (their runner died) to
-    /// `available`, keeping their attempt count. Returns how many.
+    /// `available`, keeping their attempt count; a job that was on its last attempt is
+    /// discarded instead, so a job that crashes its runner cannot loop forever. Returns how
+    /// many.
     ///
     /// # Errors
     /// The store is unreachable.

@@ -44,6 +44,7 @@ pub async fn run_all(store: Arc<dyn JobStore>) {
     unique_keys(s).await;
     retry_snooze_cancel_discard(s).await;
     rescue_and_release(s).await;
+    crash_on_last_attempt_discards(s).await;
     redrive_prune_counts(s).await;
     invalid_jobs_are_refused(s).await;
     group_commit(s).await;
@@ -251,6 +252,26 @@ async fn rescue_and_release(s: &dyn JobStore) {
         (j.state, j.attempt),
         (JobState::Available, 2),
         "release gives the attempt back"
+    );
+}
+
+async fn crash_on_last_attempt_discards(s: &dyn JobStore) {
+    let id = s
+        .enqueue(
+            None,
+            &NewJob::new("w", json!({})).queue("q9").max_attempts(1),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let t0 = Utc::now();
+    s.claim("q9", 1, "crashed", t0, t0 + ms(10)).await.unwrap();
+    assert_eq!(s.rescue(t0 + ms(20)).await.unwrap(), 1);
+    let j = s.get(id).await.unwrap().unwrap();
+    assert_eq!(j.state, JobState::Discarded, "no endless crash loop");
+    assert_eq!(
+        j.last_error.as_deref(),
+        Some("discarded: its runner stopped during the last attempt")
     );
 }
 
