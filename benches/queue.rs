@@ -203,6 +203,10 @@ async fn main() {
             pg_e2e.push(end_to_end(store, 20_000).await);
         }
         rows.push((
+            "postgres raw INSERT ... unnest, 100 rows/txn, 1 conn".into(),
+            median(pg_raw),
+        ));
+        rows.push((
             "postgres enqueue_signal, 16 producers (group commit)".into(),
             median(pg_group),
         ));
