@@ -82,8 +82,13 @@ pub(crate) fn validate_new_job(job: &NewJob) -> Result<(), QueueError> {
     if job.worker.is_empty() {
         return Err(ConfigError::invalid("worker", "", "must not be empty").into());
     }
-    if job.max_attempts == 0 {
-        return Err(ConfigError::invalid("max_attempts", 0, "must be at least 1").into());
+    if job.max_attempts == 0 || i32::try_from(job.max_attempts).is_err() {
+        return Err(ConfigError::invalid(
+            "max_attempts",
+            job.max_attempts,
+            format!("must be between 1 and {}", i32::MAX),
+        )
+        .into());
     }
     if !(0..=9).contains(&job.priority) {
         return Err(

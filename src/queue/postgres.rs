@@ -34,7 +34,7 @@ use sqlx::{
 use tokio::sync::{Mutex, Notify};
 
 use super::{from_ms, to_ms, Job, JobState, JobStore, NewJob, QueueError};
-use crate::{ConfigError, Signal};
+use crate::Signal;
 
 /// The backend name in errors.
 const BACKEND: &str = "postgres";
@@ -333,7 +333,7 @@ impl PostgresStore {
         signal: Option<&Signal>,
         job: &NewJob,
     ) -> Result<Option<i64>, QueueError> {
-        validate(job)?;
+        super::validate_new_job(job)?;
         let ids = insert_jobs(tx, &[(signal, job)], Utc::now())
             .await
             .map_err(store_error)?;
@@ -411,28 +411,6 @@ async fn migrate(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
         );
     }
     tx.commit().await
-}
-
-/// Checks a job before any I/O.
-fn validate(job: &NewJob) -> Result<(), QueueError> {
-    if job.queue.is_empty() {
-        return Err(ConfigError::invalid("queue", "", "must not be empty").into());
-    }
-    if job.worker.is_empty() {
-        return Err(ConfigError::invalid("worker", "", "must not be empty").into());
-    }
-    if job.max_attempts < 1 || i32::try_from(job.max_attempts).is_err() {
-        return Err(ConfigError::invalid(
-            "max_attempts",
-            job.max_attempts,
-            format!("must be in 1..={}", i32::MAX),
-        )
-        .into());
-    }
-    if !(0..=9).contains(&job.priority) {
-        return Err(ConfigError::invalid("priority", job.priority, "must be in 0..=9").into());
-    }
-    Ok(())
 }
 
 /// A job ready to insert: the validated fields as stored.
@@ -709,7 +687,7 @@ impl JobStore for PostgresStore {
         signal: Option<&Signal>,
         job: &NewJob,
     ) -> Result<Option<i64>, QueueError> {
-        validate(job)?;
+        super::validate_new_job(job)?;
         let mut tx = self.pool.begin().await.map_err(store_error)?;
         let ids = insert_jobs(&mut tx, &[(signal, job)], Utc::now())
             .await
@@ -723,7 +701,7 @@ impl JobStore for PostgresStore {
         items: &[(Option<Arc<Signal>>, NewJob)],
     ) -> Result<Vec<Option<i64>>, QueueError> {
         for (_, job) in items {
-            validate(job)?;
+            super::validate_new_job(job)?;
         }
         if items.is_empty() {
             return Ok(Vec::new());

@@ -326,28 +326,6 @@ fn store_error(e: sqlx::Error) -> QueueError {
     QueueError::store(BACKEND, e)
 }
 
-/// Checks what the database cannot: a bad job stores nothing.
-fn validate(job: &NewJob) -> Result<(), QueueError> {
-    let invalid = |option, value: &dyn fmt::Display, rule: &str| {
-        Err(QueueError::Invalid(ConfigError::invalid(
-            option, value, rule,
-        )))
-    };
-    if job.queue.is_empty() {
-        return invalid("queue", &"\"\"", "must not be empty");
-    }
-    if job.worker.is_empty() {
-        return invalid("worker", &"\"\"", "must not be empty");
-    }
-    if job.max_attempts < 1 {
-        return invalid("max_attempts", &job.max_attempts, "must be at least 1");
-    }
-    if !(0..=9).contains(&job.priority) {
-        return invalid("priority", &job.priority, "must be between 0 and 9");
-    }
-    Ok(())
-}
-
 /// `usize` limit to SQL.
 fn sql_limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
@@ -554,7 +532,7 @@ impl JobStore for SqliteStore {
         signal: Option<&Signal>,
         job: &NewJob,
     ) -> Result<Option<i64>, QueueError> {
-        validate(job)?;
+        super::validate_new_job(job)?;
         let mut tx = self
             .writer
             .begin_with("BEGIN IMMEDIATE")
@@ -572,7 +550,7 @@ impl JobStore for SqliteStore {
         items: &[(Option<Arc<Signal>>, NewJob)],
     ) -> Result<Vec<Option<i64>>, QueueError> {
         for (_, job) in items {
-            validate(job)?;
+            super::validate_new_job(job)?;
         }
         if items.is_empty() {
             return Ok(Vec::new());
