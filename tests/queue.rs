@@ -584,3 +584,29 @@ async fn a_timed_out_shutdown_keeps_finished_jobs_completed() {
     assert_eq!(state_of(&queue, quick).await.state, JobState::Completed);
     assert_eq!(state_of(&queue, slow).await.state, JobState::Available);
 }
+
+#[tokio::test]
+async fn unsubscribing_a_forwarder_unregisters_it() {
+    let queue = quick_queue(MemoryStore::new());
+    let bus = Bus::builder().queue(queue.clone()).build().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sub = bus
+        .subscribe(
+            "audit.**",
+            Forwarder::new("siem", recorder(&seen, |_| None)).dispatch(DispatchMode::Async),
+        )
+        .unwrap();
+    bus.publish(signal(1)).await.unwrap();
+    bus.unsubscribe(sub).unwrap();
+    let runner = queue.start();
+    wait_until("the orphaned job is cancelled", || {
+        futures_util::FutureExt::now_or_never(queue.counts())
+            .and_then(Result::ok)
+            .is_some_and(|c| c[&JobState::Cancelled] == 1)
+    })
+    .await;
+    runner.shutdown().await;
+    assert!(seen.lock().unwrap().is_empty());
+    let job = queue.list(JobState::Cancelled, 1).await.unwrap().remove(0);
+    assert!(job.last_error.unwrap().starts_with("unknown_forwarder"));
+}

@@ -117,6 +117,12 @@ pub trait Adapter: Send + Sync + 'static {
         let _ = bus;
     }
 
+    /// Called when the subscription holding this adapter is removed: undo what
+    /// [`attach`](Adapter::attach) registered. Default: nothing.
+    fn detach(&self, bus: &BusContext) {
+        let _ = bus;
+    }
+
     /// For an adapter with several endpoints (a webhook with several URLs): one adapter per
     /// endpoint, named by it. A target with a retry policy or a circuit breaker is split
     /// into one target per endpoint, so each endpoint has its own breaker and retries and a
@@ -161,6 +167,9 @@ impl<A: Adapter + ?Sized> Adapter for Arc<A> {
     }
     fn split_endpoints(&self) -> Vec<(String, Arc<dyn Adapter>)> {
         (**self).split_endpoints()
+    }
+    fn detach(&self, bus: &BusContext) {
+        (**self).detach(bus)
     }
     fn requires_queue(&self) -> bool {
         (**self).requires_queue()

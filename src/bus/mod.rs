@@ -362,6 +362,9 @@ impl Bus {
         // Queued signals are still delivered; then the workers stop.
         if let Some(sub) = removed {
             close_queues(&sub.targets);
+            for t in sub.targets.iter() {
+                t.adapter.detach(&self.inner.context);
+            }
         }
         Ok(())
     }

@@ -224,13 +224,38 @@ impl Adapter for Forwarder {
     fn attach(&self, bus: &BusContext) {
         self.job.adapter.attach(bus);
         if let Some(queue) = bus.queue() {
-            queue
+            let previous = queue
                 .inner
                 .forwarders
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(self.key.clone(), Arc::clone(&self.job));
+            if previous.is_some_and(|p| !Arc::ptr_eq(&p, &self.job)) {
+                tracing::warn!(
+                    message = "A forwarder of this name was already registered on the queue; \
+                               its jobs now run through the newer one.",
+                    forwarder = %self.key,
+                );
+            }
             let _ = self.queue.set(queue.clone());
+        }
+    }
+
+    fn detach(&self, bus: &BusContext) {
+        self.job.adapter.detach(bus);
+        if let Some(queue) = bus.queue() {
+            let mut forwarders = queue
+                .inner
+                .forwarders
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
+            // Only our own registration: a newer forwarder of the same name stays.
+            if forwarders
+                .get(&self.key)
+                .is_some_and(|j| Arc::ptr_eq(j, &self.job))
+            {
+                forwarders.remove(&self.key);
+            }
         }
     }
 
