@@ -306,12 +306,18 @@ pub(crate) fn queue_store_error(job: &crate::queue::Job, error: &crate::queue::Q
     );
 }
 
-pub(crate) fn queue_claim_error(queue: &str, error: &crate::queue::QueueError) {
+/// A runner's write or read failed; `action` says which (`claim`, `complete`).
+pub(crate) fn queue_store_failure(
+    queue: &str,
+    action: &'static str,
+    error: &crate::queue::QueueError,
+) {
     tracing::error!(
         name: "signal_bus::queue",
         target: "signal_bus::queue",
-        message = "Could not claim jobs.",
-        kind = "claim_error",
+        message = "A queue store operation failed; it is tried again on the next round.",
+        kind = "store_error",
+        action,
         queue,
         error = %error,
     );

@@ -562,7 +562,7 @@ async fn run_queue(
                 if let Err(e) = store.complete_many(&done, Utc::now()).await {
                     // Kept for the next round; if the store stays down the leases expire
                     // and the jobs run again (at least once).
-                    crate::telemetry::queue_claim_error(&name, &e);
+                    crate::telemetry::queue_store_failure(&name, "complete", &e);
                     keep = done;
                 }
             }
@@ -611,7 +611,7 @@ async fn run_queue(
                         tasks.insert(handle.id(), id);
                     }
                 }
-                Err(e) => crate::telemetry::queue_claim_error(&name, &e),
+                Err(e) => crate::telemetry::queue_store_failure(&name, "claim", &e),
             }
             if last_counts.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
                 last_counts = Some(std::time::Instant::now());
