@@ -6,11 +6,10 @@
 //! Each published signal is new, so its serialization and signing are part of the measured
 //! cost; the raw baseline posts pre-serialized bytes with no signature.
 
-use std::{
-    net::SocketAddr,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+#[path = "../examples/shared/loopback.rs"]
+mod loopback;
+
+use std::{sync::Arc, time::Duration};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use signal_bus::{
@@ -20,26 +19,6 @@ use signal_bus::{
 use tokio::runtime::Runtime;
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-
-/// An axum receiver answering 204, on its own runtime thread (like a separate process).
-fn start_receiver() -> SocketAddr {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let app = axum::Router::new()
-                .fallback(|_body: axum::body::Bytes| async { axum::http::StatusCode::NO_CONTENT });
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
-    rx.recv().unwrap()
-}
 
 fn signals(n: usize) -> Vec<Arc<Signal>> {
     (0..n)
@@ -58,32 +37,8 @@ fn signals(n: usize) -> Vec<Arc<Signal>> {
         .collect()
 }
 
-/// Runs `total` operations spread over `concurrency` tasks and returns the elapsed time.
-async fn run<F, Fut>(total: u64, concurrency: u64, op: F) -> Duration
-where
-    F: Fn(u64) -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    let start = Instant::now();
-    let per_task = total.div_ceil(concurrency);
-    let tasks: Vec<_> = (0..concurrency)
-        .map(|t| {
-            let op = op.clone();
-            tokio::spawn(async move {
-                for i in 0..per_task {
-                    op(t * per_task + i).await;
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.unwrap();
-    }
-    start.elapsed()
-}
-
 fn bench(c: &mut Criterion) {
-    let addr = start_receiver();
+    let addr = loopback::start_receiver();
     let url = format!("http://{addr}/hook");
     let rt: Runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -119,7 +74,7 @@ fn bench(c: &mut Criterion) {
             |b, &conc| {
                 b.iter_custom(|iters| {
                     let (client, url, body) = (client.clone(), url.clone(), raw_body.clone());
-                    rt.block_on(run(iters, conc, move |_| {
+                    rt.block_on(loopback::spread(iters, conc, move |_| {
                         let (client, url, body) = (client.clone(), url.clone(), body.clone());
                         async move {
                             let resp = client
@@ -141,7 +96,7 @@ fn bench(c: &mut Criterion) {
             |b, &conc| {
                 b.iter_custom(|iters| {
                     let (bus, pool) = (bus.clone(), Arc::clone(&pool));
-                    rt.block_on(run(iters, conc, move |i| {
+                    rt.block_on(loopback::spread(iters, conc, move |i| {
                         let (bus, pool) = (bus.clone(), Arc::clone(&pool));
                         async move {
                             // A fresh copy, so serialization is measured every time.

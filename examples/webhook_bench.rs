@@ -7,11 +7,10 @@
 //! Flags: `--concurrency N` (default 16), `--requests N` (default 100,000), `--runs N`
 //! (default 3; medians are printed).
 
-use std::{
-    net::SocketAddr,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+#[path = "shared/loopback.rs"]
+mod loopback;
+
+use std::{sync::Arc, time::Duration};
 
 use signal_bus::{
     http::{signing::StandardWebhooks, Webhook},
@@ -30,57 +29,12 @@ fn flag(name: &str, default: u64) -> Result<u64, String> {
     }
 }
 
-/// A 204 receiver on its own thread and runtime, like a separate process.
-fn receiver() -> SocketAddr {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let app = axum::Router::new()
-                .fallback(|_b: axum::body::Bytes| async { axum::http::StatusCode::NO_CONTENT });
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind");
-            tx.send(listener.local_addr().expect("addr")).expect("send");
-            axum::serve(listener, app).await.expect("serve");
-        });
-    });
-    rx.recv().expect("receiver started")
-}
-
-async fn spread<F, Fut>(total: u64, concurrency: u64, op: F) -> Duration
-where
-    F: Fn(u64) -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    let start = Instant::now();
-    let per_task = total.div_ceil(concurrency);
-    let tasks: Vec<_> = (0..concurrency)
-        .map(|t| {
-            let op = op.clone();
-            tokio::spawn(async move {
-                for i in 0..per_task {
-                    op(t * per_task + i).await;
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.expect("task");
-    }
-    start.elapsed()
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let concurrency = flag("--concurrency", 16)?;
     let requests = flag("--requests", 100_000)?;
     let runs = flag("--runs", 3)?;
-    let url = format!("http://{}/hook", receiver());
+    let url = format!("http://{}/hook", loopback::start_receiver());
 
     let bus = Bus::builder().name("webhook-bench").build()?;
     bus.subscribe(
@@ -105,7 +59,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for _ in 0..runs {
         let (c, u, b) = (client.clone(), url.clone(), body.clone());
         raw.push(
-            spread(requests, concurrency, move |_| {
+            loopback::spread(requests, concurrency, move |_| {
                 let (c, u, b) = (c.clone(), u.clone(), b.clone());
                 async move {
                     let r = c.post(&u).body(b).send().await.expect("raw post");
@@ -116,7 +70,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
         let (bus, t) = (bus.clone(), Arc::clone(&template));
         signed.push(
-            spread(requests, concurrency, move |_| {
+            loopback::spread(requests, concurrency, move |_| {
                 let (bus, t) = (bus.clone(), Arc::clone(&t));
                 async move {
                     // A fresh copy: serialization and signing are paid every time.
