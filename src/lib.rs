@@ -8,7 +8,10 @@
 #![forbid(unsafe_code)]
 
 pub mod adapter;
+mod binding;
 pub mod bus;
+#[cfg(feature = "nats")]
+pub mod cluster;
 pub mod dispatch;
 mod error;
 #[cfg(feature = "http")]
@@ -21,6 +24,7 @@ pub mod signal;
 pub mod telemetry;
 
 pub use adapter::Adapter;
+pub use binding::ContentMode;
 pub use bus::{Bus, BusBuilder, ShutdownReport, SubscriptionId};
 pub use dispatch::{
     dispatch, dispatch_async, dispatch_batch, IntoTargets, Outcome, PublishReport, Target,

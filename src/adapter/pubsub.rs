@@ -42,6 +42,15 @@ impl PubSub {
         }
     }
 
+    /// The NATS form: publishes each signal to NATS subject `<prefix>.<type>` (core NATS, or
+    /// JetStream with acknowledgements), so other processes and machines receive it through
+    /// a [`NatsBridge`](crate::cluster::NatsBridge). Feature `nats`; see
+    /// [`NatsPubSub`](crate::cluster::NatsPubSub) for the options.
+    #[cfg(feature = "nats")]
+    pub fn nats(client: async_nats::Client) -> crate::cluster::NatsPubSub {
+        crate::cluster::NatsPubSub::new(client)
+    }
+
     /// Publishes to these topics instead of the bus's own.
     pub fn with_topics(mut self, topics: Topics) -> Self {
         self.topics = Some(topics);

@@ -13,6 +13,7 @@ use crate::{BusError, DeliveryError, Signal};
 #[derive(Clone)]
 pub struct BusContext {
     pub(crate) name: Arc<str>,
+    pub(crate) node_id: Arc<str>,
     pub(crate) registry: Registry,
     pub(crate) topics: Topics,
     /// The bus itself, for the signals it emits about its own targets.
@@ -25,6 +26,7 @@ impl fmt::Debug for BusContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BusContext")
             .field("name", &self.name)
+            .field("node_id", &self.node_id)
             .field("registry", &self.registry)
             .field("topics", &self.topics)
             .finish()
@@ -35,6 +37,10 @@ impl BusContext {
     /// The bus name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+    /// The id of the bus among the nodes of a cluster.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
     }
     /// The bus's registry of named receivers.
     pub fn registry(&self) -> &Registry {

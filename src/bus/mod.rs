@@ -149,6 +149,7 @@ pub(crate) struct Inner {
 pub struct BusBuilder {
     queue: Option<crate::queue::Queue>,
     name: String,
+    node_id: Option<String>,
     pubsub_capacity: usize,
     cache_capacity: usize,
 }
@@ -158,6 +159,7 @@ impl Default for BusBuilder {
         BusBuilder {
             queue: None,
             name: "default".to_owned(),
+            node_id: None,
             pubsub_capacity: 1024,
             cache_capacity: 4096,
         }
@@ -168,6 +170,15 @@ impl BusBuilder {
     /// The bus name, in telemetry and errors. Default: `"default"`.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
+        self
+    }
+
+    /// The id of this bus among the nodes of a cluster. Signals this bus sends to NATS carry
+    /// it, so its bridge recognises (and skips) its own signals when they come back. Give a
+    /// stable id to a node whose bridge uses a durable consumer, so it also recognises what it
+    /// published before a restart. Default: the bus name, a dash and a new UUIDv7.
+    pub fn node_id(mut self, id: impl Into<String>) -> Self {
+        self.node_id = Some(id.into());
         self
     }
 
@@ -194,12 +205,17 @@ impl BusBuilder {
     /// Builds the bus.
     ///
     /// # Errors
-    /// Every invalid option: an empty, over-long or control-character name, a zero pubsub
-    /// capacity.
+    /// Every invalid option: an empty, over-long or control-character name or node id, a
+    /// zero pubsub capacity.
     pub fn build(self) -> Result<Bus, ConfigError> {
         let mut problems = Vec::new();
         if let Err(rule) = validate_name("name", &self.name) {
             problems.push(ConfigError::invalid("name", &self.name, rule));
+        }
+        if let Some(id) = &self.node_id {
+            if let Err(rule) = validate_name("node_id", id) {
+                problems.push(ConfigError::invalid("node_id", id, rule));
+            }
         }
         if self.pubsub_capacity == 0 {
             problems.push(ConfigError::invalid(
@@ -213,11 +229,16 @@ impl BusBuilder {
             1 => return Err(problems.remove(0)),
             _ => return Err(ConfigError::Many(problems)),
         }
+        let node_id: Arc<str> = match self.node_id {
+            Some(id) => Arc::from(id),
+            None => Arc::from(format!("{}-{}", self.name, uuid::Uuid::now_v7().simple())),
+        };
         let name: Arc<str> = Arc::from(self.name);
         Ok(Bus {
             inner: Arc::new_cyclic(|weak| Inner {
                 context: BusContext {
                     name: Arc::clone(&name),
+                    node_id,
                     registry: Registry::new(),
                     topics: Topics::new(self.pubsub_capacity),
                     bus: weak.clone(),
@@ -270,6 +291,11 @@ impl Bus {
     /// The bus name.
     pub fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    /// The id of this bus among the nodes of a cluster (see [`BusBuilder::node_id`]).
+    pub fn node_id(&self) -> &str {
+        &self.inner.context.node_id
     }
 
     /// What adapters attached to this bus see: its registry and topics.

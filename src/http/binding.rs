@@ -3,24 +3,16 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{header::CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
-use crate::{signal::Data, Signal};
+pub use crate::binding::ContentMode;
+use crate::{
+    binding::{binary_body, encode_value},
+    Signal,
+};
 
 /// Media type of a structured-mode body.
 pub const STRUCTURED_CONTENT_TYPE: &str = "application/cloudevents+json";
 /// Media type of a batch-mode body.
 pub const BATCH_CONTENT_TYPE: &str = "application/cloudevents-batch+json";
-
-/// How a signal is put into an HTTP request.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ContentMode {
-    /// The whole signal as CloudEvents JSON (`application/cloudevents+json`). The default.
-    #[default]
-    Structured,
-    /// Attributes in `ce-*` headers, the data as the body with `Content-Type` from
-    /// `datacontenttype`.
-    Binary,
-}
 
 /// A request body and the headers that describe it.
 #[derive(Debug)]
@@ -76,31 +68,6 @@ pub(crate) fn encode(signal: &Signal, mode: ContentMode) -> Encoded {
     }
 }
 
-fn is_json(content_type: Option<&str>) -> bool {
-    match content_type {
-        None => true,
-        Some(ct) => {
-            let essence = ct.split(';').next().unwrap_or("").trim();
-            essence.eq_ignore_ascii_case("application/json")
-                || essence.eq_ignore_ascii_case("text/json")
-                || essence.to_ascii_lowercase().ends_with("+json")
-        }
-    }
-}
-
-fn binary_body(signal: &Signal) -> Bytes {
-    match signal.payload() {
-        None => Bytes::new(),
-        Some(Data::Binary(b)) => Bytes::copy_from_slice(b),
-        Some(Data::Json(serde_json::Value::String(s))) if !is_json(signal.datacontenttype()) => {
-            Bytes::copy_from_slice(s.as_bytes())
-        }
-        Some(Data::Json(v)) => Bytes::from(serde_json::to_vec(v).unwrap_or_default()),
-        #[allow(unreachable_patterns)]
-        Some(_) => Bytes::new(),
-    }
-}
-
 /// A JSON array of the signals' structured forms (`application/cloudevents-batch+json`).
 pub(crate) fn encode_batch(signals: &[std::sync::Arc<Signal>]) -> Encoded {
     let parts: Vec<Bytes> = signals.iter().map(|s| s.to_json_bytes()).collect();
@@ -122,26 +89,9 @@ pub(crate) fn encode_batch(signals: &[std::sync::Arc<Signal>]) -> Encoded {
     }
 }
 
-/// A header value, percent-encoding what HTTP headers cannot carry (CloudEvents HTTP
-/// binding, 3.1.3.2): bytes outside printable ASCII, space, `"` and `%`.
+/// A header value, percent-encoding what HTTP headers cannot carry.
 fn header_value(value: &str) -> HeaderValue {
-    let needs = value
-        .bytes()
-        .any(|b| !(0x21..=0x7e).contains(&b) || b == b'"' || b == b'%');
-    if !needs {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            return v;
-        }
-    }
-    let mut out = String::with_capacity(value.len() * 3);
-    for b in value.bytes() {
-        if (0x21..=0x7e).contains(&b) && b != b'"' && b != b'%' {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static(""))
+    HeaderValue::from_str(&encode_value(value)).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 #[cfg(test)]
