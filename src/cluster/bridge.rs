@@ -204,13 +204,16 @@ impl NatsBridgeBuilder {
         let filter = SubjectFilter::new(&self.prefix, &pattern);
         let shared = Arc::new(Shared {
             stats: Counters::default(),
-            connected: AtomicBool::new(self.client.connection_state() == State::Connected),
             running: AtomicBool::new(true),
             last_error: Mutex::new(None),
         });
+        let statistics = self.client.statistics();
         let worker = Worker {
             bus: self.bus.clone(),
             client: self.client.clone(),
+            last_connects: AtomicU64::new(statistics.connects.load(Ordering::Relaxed)),
+            down_seen: AtomicBool::new(self.client.connection_state() != State::Connected),
+            statistics,
             origin: self.bus.node_id().to_owned(),
             prefix: self.prefix.clone(),
             pattern,
@@ -308,7 +311,6 @@ struct Counters {
 #[derive(Debug)]
 struct Shared {
     stats: Counters,
-    connected: AtomicBool,
     running: AtomicBool,
     last_error: Mutex<Option<(Instant, String)>>,
 }
@@ -491,6 +493,11 @@ enum Verdict {
 struct Worker {
     bus: Bus,
     client: Client,
+    statistics: Arc<async_nats::Statistics>,
+    /// The client's connect count at the last look.
+    last_connects: AtomicU64,
+    /// Whether a disconnection was seen and its reconnection not yet.
+    down_seen: AtomicBool,
     origin: String,
     prefix: String,
     pattern: Pattern,
@@ -533,20 +540,26 @@ impl Worker {
         }
     }
 
-    /// Notes connection changes; returns nothing, reports through stats and telemetry.
+    /// Notes connection changes in stats and telemetry. Reconnections come from the
+    /// client's connect counter, so one that happened between two looks is counted too,
+    /// with the disconnection before it.
     fn watch_connection(&self) {
+        let connects = self.statistics.connects.load(Ordering::Relaxed);
+        let new = connects.saturating_sub(self.last_connects.swap(connects, Ordering::AcqRel));
         let connected = self.client.connection_state() == State::Connected;
-        let was = self.shared.connected.swap(connected, Ordering::AcqRel);
-        match (was, connected) {
-            (true, false) => {
-                self.shared.count(|c| &c.disconnects);
+        let stats = &self.shared.stats;
+        if new > 0 {
+            let unseen = new - u64::from(self.down_seen.swap(false, Ordering::AcqRel));
+            if unseen > 0 {
+                stats.disconnects.fetch_add(unseen, Ordering::Relaxed);
                 telemetry::disconnected(self.bus.name());
             }
-            (false, true) => {
-                self.shared.count(|c| &c.reconnects);
-                telemetry::reconnected(self.bus.name());
-            }
-            _ => {}
+            stats.reconnects.fetch_add(new, Ordering::Relaxed);
+            telemetry::reconnected(self.bus.name());
+        }
+        if !connected && !self.down_seen.swap(true, Ordering::AcqRel) {
+            self.shared.count(|c| &c.disconnects);
+            telemetry::disconnected(self.bus.name());
         }
     }
 
