@@ -271,14 +271,6 @@ impl From<bool> for ExtensionValue {
 }
 
 impl ExtensionValue {
-    fn to_json(&self) -> Value {
-        match self {
-            ExtensionValue::String(s) => Value::String(s.clone()),
-            ExtensionValue::Integer(i) => Value::from(*i),
-            ExtensionValue::Bool(b) => Value::Bool(*b),
-        }
-    }
-
     /// The value as a string, if it is one.
     pub fn as_str(&self) -> Option<&str> {
         match self {
@@ -471,6 +463,14 @@ impl Signal {
         Ok(s)
     }
 
+    /// Sets an extension in place, for signals not shared yet (`name` must be valid).
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    pub(crate) fn set_extension(&mut self, name: &str, value: impl Into<ExtensionValue>) {
+        debug_assert!(validate_extension_name(name).is_ok());
+        self.extensions.insert(name.to_owned(), value.into());
+        self.json = OnceLock::new();
+    }
+
     /// The CloudEvents JSON bytes of this signal (structured mode).
     ///
     /// Serialized once, on first use, then shared: every HTTP target, URL and retry of the
@@ -512,11 +512,26 @@ impl Signal {
     }
 
     fn from_map(mut map: Map<String, Value>) -> Result<Signal, SignalError> {
+        let mut known: Known = Default::default();
+        for (slot, field) in known.iter_mut().zip(FIELDS) {
+            *slot = map.remove(field);
+        }
+        Signal::from_parts(known, map)
+    }
+
+    /// Builds a signal from its core attributes (in [`FIELDS`] order) and the remaining
+    /// members, which are extensions.
+    fn from_parts(
+        known: Known,
+        extensions: impl IntoIterator<Item = (String, Value)>,
+    ) -> Result<Signal, SignalError> {
+        let [specversion, id, source, ty, subject, time, datacontenttype, dataschema, data, data_base64] =
+            known;
         fn take_str(
-            map: &mut Map<String, Value>,
+            value: Option<Value>,
             field: &'static str,
         ) -> Result<Option<String>, SignalError> {
-            match map.remove(field) {
+            match value {
                 None | Some(Value::Null) => Ok(None),
                 Some(Value::String(s)) => Ok(Some(s)),
                 Some(_) => Err(SignalError::WrongType {
@@ -525,22 +540,20 @@ impl Signal {
                 }),
             }
         }
-        let specversion = take_str(&mut map, "specversion")?.ok_or(SignalError::Missing {
+        let specversion = take_str(specversion, "specversion")?.ok_or(SignalError::Missing {
             field: "specversion",
         })?;
         if specversion != "1.0" && specversion != "1.0.2" {
             return Err(SignalError::SpecVersion { value: specversion });
         }
-        let id = take_str(&mut map, "id")?.ok_or(SignalError::Missing { field: "id" })?;
-        let source =
-            take_str(&mut map, "source")?.ok_or(SignalError::Missing { field: "source" })?;
-        let ty = take_str(&mut map, "type")?.ok_or(SignalError::Missing { field: "type" })?;
-        let subject = take_str(&mut map, "subject")?;
-        let time = take_str(&mut map, "time")?;
-        let datacontenttype = take_str(&mut map, "datacontenttype")?;
-        let dataschema = take_str(&mut map, "dataschema")?;
-        let data_base64 = take_str(&mut map, "data_base64")?;
-        let data = map.remove("data");
+        let id = take_str(id, "id")?.ok_or(SignalError::Missing { field: "id" })?;
+        let source = take_str(source, "source")?.ok_or(SignalError::Missing { field: "source" })?;
+        let ty = take_str(ty, "type")?.ok_or(SignalError::Missing { field: "type" })?;
+        let subject = take_str(subject, "subject")?;
+        let time = take_str(time, "time")?;
+        let datacontenttype = take_str(datacontenttype, "datacontenttype")?;
+        let dataschema = take_str(dataschema, "dataschema")?;
+        let data_base64 = take_str(data_base64, "data_base64")?;
         let data = match (data, data_base64) {
             (Some(_), Some(_)) => return Err(SignalError::DataConflict),
             (Some(v), None) => Some(Data::Json(v)),
@@ -561,7 +574,7 @@ impl Signal {
         if let Some(t) = time {
             builder = builder.time_str(&t);
         }
-        for (name, value) in map {
+        for (name, value) in extensions {
             let value = match value {
                 Value::String(s) => ExtensionValue::String(s),
                 Value::Bool(b) => ExtensionValue::Bool(b),
@@ -736,9 +749,36 @@ impl SignalBuilder {
     }
 }
 
-impl Serialize for Signal {
+impl Serialize for ExtensionValue {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ExtensionValue::String(s) => serializer.serialize_str(s),
+            ExtensionValue::Integer(i) => serializer.serialize_i64(*i),
+            ExtensionValue::Bool(b) => serializer.serialize_bool(*b),
+        }
+    }
+}
+
+/// A signal with one more extension as its first member, serialized without copying the
+/// signal (the NATS publisher stamps its node id this way).
+#[cfg_attr(not(feature = "nats"), allow(dead_code))]
+pub(crate) struct WithExtension<'a> {
+    pub(crate) signal: &'a Signal,
+    pub(crate) name: &'a str,
+    pub(crate) value: &'a str,
+}
+
+impl Serialize for WithExtension<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry(self.name, self.value)?;
+        self.signal.serialize_members(&mut map)?;
+        map.end()
+    }
+}
+
+impl Signal {
+    fn serialize_members<M: SerializeMap>(&self, map: &mut M) -> Result<(), M::Error> {
         map.serialize_entry("specversion", SPEC_VERSION)?;
         map.serialize_entry("id", &self.id)?;
         map.serialize_entry("source", &self.source)?;
@@ -754,7 +794,7 @@ impl Serialize for Signal {
             map.serialize_entry("dataschema", ds)?;
         }
         for (name, value) in &self.extensions {
-            map.serialize_entry(name, &value.to_json())?;
+            map.serialize_entry(name, value)?;
         }
         match &self.data {
             Some(Data::Json(v)) => map.serialize_entry("data", v)?,
@@ -764,14 +804,122 @@ impl Serialize for Signal {
             )?,
             None => {}
         }
+        Ok(())
+    }
+
+    /// Whether the JSON form was already serialized (and cached).
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    pub(crate) fn has_cached_json(&self) -> bool {
+        self.json.get().is_some()
+    }
+}
+
+impl Serialize for Signal {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        self.serialize_members(&mut map)?;
         map.end()
     }
 }
 
+/// The core attributes of the JSON form, in the order [`Signal::from_parts`] takes them.
+const FIELDS: [&str; 10] = [
+    "specversion",
+    "id",
+    "source",
+    "type",
+    "subject",
+    "time",
+    "datacontenttype",
+    "dataschema",
+    "data",
+    "data_base64",
+];
+
+type Known = [Option<Value>; 10];
+
+/// A member name of the JSON form: a core attribute (its index in [`FIELDS`]) or an
+/// extension. Core names are recognised without allocating.
+struct Key(Result<usize, String>);
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl de::Visitor<'_> for KeyVisitor {
+            type Value = Key;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an attribute name")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
+                Ok(Key(FIELDS
+                    .iter()
+                    .position(|f| *f == v)
+                    .ok_or_else(|| v.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+/// Reads the JSON form member by member, straight into the attributes: no intermediate
+/// JSON object.
+struct SignalVisitor;
+
+impl<'de> de::Visitor<'de> for SignalVisitor {
+    type Value = Signal;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a CloudEvents JSON object")
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut access: A) -> Result<Signal, A::Error> {
+        let mut known: Known = Default::default();
+        let mut extensions = Vec::new();
+        while let Some(Key(key)) = access.next_key::<Key>()? {
+            let value: Value = access.next_value()?;
+            match key {
+                Ok(i) => known[i] = Some(value),
+                Err(name) => {
+                    // A repeated member replaces the earlier one, as in a JSON object.
+                    extensions.retain(|(n, _): &(String, Value)| *n != name);
+                    extensions.push((name, value));
+                }
+            }
+        }
+        Signal::from_parts(known, extensions).map_err(de::Error::custom)
+    }
+
+    // Anything but an object: the same error as `from_json_value`.
+    fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<Signal, A::Error> {
+        Err(not_an_object("an array"))
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Signal, E> {
+        Err(not_an_object("a string"))
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Signal, E> {
+        Err(not_an_object("a boolean"))
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Signal, E> {
+        Err(not_an_object("a number"))
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Signal, E> {
+        Err(not_an_object("a number"))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Signal, E> {
+        Err(not_an_object("a number"))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Signal, E> {
+        Err(not_an_object("null"))
+    }
+}
+
+fn not_an_object<E: de::Error>(got: &'static str) -> E {
+    E::custom(SignalError::NotAnObject { got })
+}
+
 impl<'de> Deserialize<'de> for Signal {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let value = Value::deserialize(deserializer)?;
-        Signal::from_json_value(value).map_err(de::Error::custom)
+        deserializer.deserialize_any(SignalVisitor)
     }
 }
 

@@ -265,7 +265,7 @@ async fn binary_mode_carries_attributes_in_headers() {
     assert_eq!(h.get("ce-source").unwrap().as_str(), "/a%20b");
     assert_eq!(h.get("ce-tenant").unwrap().as_str(), "acme");
     assert_eq!(h.get("content-type").unwrap().as_str(), "text/plain");
-    assert_eq!(h.get("signal-bus-origin").unwrap().as_str(), "bin-a");
+    assert_eq!(h.get("ce-signalorigin").unwrap().as_str(), "bin-a");
     assert_eq!(&m.payload[..], b"hello");
 
     let got = nats::recv_n(&mut b_inbox, 1, WAIT).await;

@@ -524,15 +524,20 @@ impl Worker {
             shared.count(|c| &c.filtered);
             return Verdict::Ack;
         }
-        let (ty, id) = (signal.ty().to_owned(), signal.id().to_owned());
-        match self.bus.publish(signal).await {
+        let signal = Arc::new(signal);
+        match self.bus.publish(Arc::clone(&signal)).await {
             Ok(report) => {
                 shared.count(|c| &c.republished);
                 if report.is_ok() {
                     Verdict::Ack
                 } else {
                     shared.count(|c| &c.failed);
-                    telemetry::local_failure(self.bus.name(), &ty, &id, report.failed());
+                    telemetry::local_failure(
+                        self.bus.name(),
+                        signal.ty(),
+                        signal.id(),
+                        report.failed(),
+                    );
                     Verdict::Nak
                 }
             }

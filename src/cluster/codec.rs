@@ -1,39 +1,54 @@
 //! Signals as NATS messages (the CloudEvents NATS binding) and back.
 //!
-//! Structured mode: the payload is the signal's CloudEvents JSON. Binary mode: attributes in
-//! `ce-*` headers (percent-encoded like the HTTP binding), `content-type` from
-//! `datacontenttype`, the data as payload. Either way the sending node's id travels in the
-//! [`ORIGIN_HEADER`] header, outside the event, so other CloudEvents consumers see it
-//! unchanged.
+//! Structured mode: the payload is the signal's CloudEvents JSON, no headers. Binary mode:
+//! attributes in `ce-*` headers (percent-encoded like the HTTP binding), `content-type` from
+//! `datacontenttype`, the data as payload. Either way the sending node's id travels as the
+//! [`ORIGIN_EXTENSION`] extension attribute: first member of the JSON, or the
+//! `ce-signalorigin` header.
 
 use async_nats::{HeaderMap, HeaderName};
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::{
     binding::{binary_body, encode_value, signal_from_binary, BinaryError},
+    signal::WithExtension,
     ContentMode, Signal,
 };
 
-/// The header carrying the id of the node that published a signal to NATS.
-pub const ORIGIN_HEADER: &str = "signal-bus-origin";
-
-/// The extension a bridge adds to every signal it republishes into its bus: the id of the
-/// node that sent it to NATS (`external` when the sender was not a signal-bus node). The
-/// NATS publisher never sends a signal carrying it back out, so bridged signals do not loop.
+/// The extension attribute carrying the id of the node that published a signal to NATS.
+/// Every signal a bridge republishes into its bus has it (`external` when the sender was not
+/// a signal-bus node), and the NATS publisher never sends a signal carrying it back out, so
+/// bridged signals do not loop.
 pub const ORIGIN_EXTENSION: &str = "signalorigin";
 
-/// The origin of signals that came without an [`ORIGIN_HEADER`].
+/// The origin of signals that came without an [`ORIGIN_EXTENSION`].
 pub const EXTERNAL_ORIGIN: &str = "external";
 
 const CONTENT_TYPE: HeaderName = HeaderName::from_static("content-type");
-const ORIGIN: HeaderName = HeaderName::from_static(ORIGIN_HEADER);
+/// How every structured message this crate sends begins, before the origin's JSON string.
+const ORIGIN_MEMBER: &[u8] = b"{\"signalorigin\":";
 
-/// The headers and payload of the message for `signal`.
-pub(crate) fn encode(signal: &Signal, mode: ContentMode, origin: &str) -> (HeaderMap, Bytes) {
-    let mut headers = HeaderMap::new();
-    headers.insert(ORIGIN, origin);
-    let payload = match mode {
+/// Writes `s` as a JSON string.
+fn put_json_str(out: &mut BytesMut, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.put_u8(b'"');
+        out.put_slice(s.as_bytes());
+        out.put_u8(b'"');
+    } else {
+        // Serializing a string cannot fail.
+        out.put_slice(&serde_json::to_vec(s).unwrap_or_default());
+    }
+}
+
+/// The headers (binary mode only) and payload of the message for `signal`.
+pub(crate) fn encode(
+    signal: &Signal,
+    mode: ContentMode,
+    origin: &str,
+) -> (Option<HeaderMap>, Bytes) {
+    match mode {
         ContentMode::Binary => {
+            let mut headers = HeaderMap::new();
             let mut put = |name: &'static str, value: &str| {
                 headers.insert(HeaderName::from_static(name), encode_value(value).as_ref());
             };
@@ -48,6 +63,7 @@ pub(crate) fn encode(signal: &Signal, mode: ContentMode, origin: &str) -> (Heade
             if let Some(s) = signal.dataschema() {
                 put("ce-dataschema", s);
             }
+            put("ce-signalorigin", origin);
             for (name, value) in signal.extensions() {
                 headers.insert(
                     format!("ce-{name}"),
@@ -57,12 +73,32 @@ pub(crate) fn encode(signal: &Signal, mode: ContentMode, origin: &str) -> (Heade
             if let Some(ct) = signal.datacontenttype() {
                 headers.insert(CONTENT_TYPE, ct);
             }
-            binary_body(signal)
+            (Some(headers), binary_body(signal))
         }
-        // `Structured` and any later mode.
-        _ => signal.to_json_bytes(),
-    };
-    (headers, payload)
+        // `Structured` and any later mode: the JSON with the origin as its first member.
+        // Serialized straight into the message, or, when another target already serialized
+        // the signal, its cached JSON with the origin spliced in.
+        _ if !signal.has_cached_json() => {
+            let with_origin = WithExtension {
+                signal,
+                name: ORIGIN_EXTENSION,
+                value: origin,
+            };
+            // Serializing a signal cannot fail: every member is a string or JSON.
+            let json = serde_json::to_vec(&with_origin).unwrap_or_default();
+            (None, Bytes::from(json))
+        }
+        _ => {
+            let json = signal.to_json_bytes();
+            let mut out =
+                BytesMut::with_capacity(json.len() + ORIGIN_MEMBER.len() + origin.len() + 3);
+            out.put_slice(ORIGIN_MEMBER);
+            put_json_str(&mut out, origin);
+            out.put_u8(b',');
+            out.put_slice(json.get(1..).unwrap_or_default());
+            (None, out.freeze())
+        }
+    }
 }
 
 /// What a message on the bridge's subjects turned out to be.
@@ -81,14 +117,14 @@ pub(crate) enum Decoded {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum MalformedMessage {
-    /// The payload is not CloudEvents JSON.
-    #[error("payload is not a CloudEvents JSON object: {0}")]
+    /// The payload is not a signal in CloudEvents JSON (not JSON, or not a valid signal).
+    #[error("payload is not a CloudEvents JSON signal: {0}")]
     Json(String),
     /// Binary-mode headers or data that do not make a signal.
     #[error("binary-mode message is not a signal: {0}")]
     Binary(String),
-    /// The structured form is JSON but not a valid signal.
-    #[error("payload is not a valid signal: {0}")]
+    /// The binary-mode attributes do not make a valid signal.
+    #[error("message is not a valid signal: {0}")]
     Signal(crate::SignalError),
     /// The subject is not `<prefix>.<type>` for the signal's type.
     #[error("subject `{subject}` does not match the signal type `{ty}` (expected `{expected}`)")]
@@ -102,8 +138,16 @@ pub enum MalformedMessage {
     },
 }
 
-/// Reads a message published under `prefix`. Signals whose origin is `own_origin` are
-/// echoes, recognised before the payload is parsed.
+/// Whether a structured payload begins with this node's origin (as this crate writes it).
+fn starts_with_origin(payload: &[u8], own_origin: &str) -> bool {
+    let mut head = BytesMut::with_capacity(ORIGIN_MEMBER.len() + own_origin.len() + 3);
+    head.put_slice(ORIGIN_MEMBER);
+    put_json_str(&mut head, own_origin);
+    payload.starts_with(&head) && matches!(payload.get(head.len()), Some(b',' | b'}'))
+}
+
+/// Reads a message published under `prefix`. This node's own signals are echoes,
+/// recognised before the payload is parsed.
 pub(crate) fn decode(
     subject: &str,
     headers: Option<&HeaderMap>,
@@ -111,18 +155,11 @@ pub(crate) fn decode(
     prefix: &str,
     own_origin: &str,
 ) -> Result<Decoded, MalformedMessage> {
-    let origin = headers
-        .and_then(|h| h.get(ORIGIN_HEADER))
-        .map(|v| v.as_str());
-    if origin == Some(own_origin) {
-        return Ok(Decoded::Echo);
-    }
-    let origin = origin.unwrap_or(EXTERNAL_ORIGIN);
     let binary = headers.filter(|h| {
         h.iter()
             .any(|(name, _)| AsRef::<str>::as_ref(name).eq_ignore_ascii_case("ce-specversion"))
     });
-    let signal = match binary {
+    let mut signal = match binary {
         Some(headers) => {
             let lower: Vec<(String, &str)> = headers
                 .iter()
@@ -132,6 +169,10 @@ pub(crate) fn decode(
                     Some((name.to_ascii_lowercase(), value))
                 })
                 .collect();
+            let origin = lower.iter().find(|(n, _)| n == "ce-signalorigin");
+            if origin.is_some_and(|(_, v)| *v == own_origin) {
+                return Ok(Decoded::Echo);
+            }
             let content_type = lower
                 .iter()
                 .find(|(n, _)| n == "content-type")
@@ -139,27 +180,23 @@ pub(crate) fn decode(
             let attributes = lower
                 .iter()
                 .filter_map(|(n, v)| Some((n.strip_prefix("ce-")?, *v)));
-            signal_from_binary(
-                attributes,
-                content_type,
-                payload,
-                Some((ORIGIN_EXTENSION, origin)),
-            )
-            .map_err(|e| match e {
+            signal_from_binary(attributes, content_type, payload, None).map_err(|e| match e {
                 BinaryError::Signal(e) => MalformedMessage::Signal(e),
                 other => MalformedMessage::Binary(other.to_string()),
             })?
         }
         None => {
-            let mut value: serde_json::Value = serde_json::from_slice(payload)
-                .map_err(|e| MalformedMessage::Json(e.to_string()))?;
-            let Some(map) = value.as_object_mut() else {
-                return Err(MalformedMessage::Json("not a JSON object".to_owned()));
-            };
-            map.insert(ORIGIN_EXTENSION.to_owned(), origin.into());
-            Signal::from_json_value(value).map_err(MalformedMessage::Signal)?
+            if starts_with_origin(payload, own_origin) {
+                return Ok(Decoded::Echo);
+            }
+            Signal::from_json_slice(payload).map_err(|e| MalformedMessage::Json(e.to_string()))?
         }
     };
+    match signal.extension(ORIGIN_EXTENSION).map(|v| v.to_string()) {
+        Some(origin) if origin == own_origin => return Ok(Decoded::Echo),
+        Some(_) => {}
+        None => signal.set_extension(ORIGIN_EXTENSION, EXTERNAL_ORIGIN),
+    }
     let expected_len = prefix.len() + 1 + signal.ty().len();
     let matches = subject.len() == expected_len
         && subject.starts_with(prefix)
@@ -195,7 +232,7 @@ mod tests {
         let (headers, payload) = encode(&sample(), mode, "node-a");
         match decode(
             "signals.user.created",
-            Some(&headers),
+            headers.as_ref(),
             &payload,
             "signals",
             "node-b",
@@ -215,8 +252,24 @@ mod tests {
     }
 
     #[test]
+    fn structured_bytes_are_the_same_serialized_or_spliced() {
+        let fresh = sample();
+        let (_, direct) = encode(&fresh, ContentMode::Structured, "n\"1");
+        let cached = sample();
+        let _ = cached.to_json_bytes();
+        let (_, spliced) = encode(&cached, ContentMode::Structured, "n\"1");
+        assert_eq!(direct, spliced);
+        assert!(
+            !fresh.has_cached_json(),
+            "publishing does not fill the cache"
+        );
+    }
+
+    #[test]
     fn binary_round_trip() {
         let (headers, payload) = encode(&sample(), ContentMode::Binary, "node-a");
+        let headers = headers.unwrap();
+        assert_eq!(headers.get("ce-signalorigin").unwrap().as_str(), "node-a");
         assert_eq!(headers.get("ce-source").unwrap().as_str(), "/a%20b");
         assert_eq!(
             headers.get("content-type").unwrap().as_str(),
@@ -230,15 +283,36 @@ mod tests {
 
     #[test]
     fn own_signals_are_echoes_and_foreign_ones_are_external() {
-        let (headers, payload) = encode(&sample(), ContentMode::Structured, "node-a");
+        for mode in [ContentMode::Structured, ContentMode::Binary] {
+            let (headers, payload) = encode(&sample(), mode, "node-a");
+            let d = decode(
+                "signals.user.created",
+                headers.as_ref(),
+                &payload,
+                "signals",
+                "node-a",
+            );
+            assert!(matches!(d, Ok(Decoded::Echo)), "{mode:?}");
+        }
+        let (_, payload) = encode(&sample(), ContentMode::Structured, "node-a\"1");
+        assert!(payload.starts_with(br#"{"signalorigin":"node-a\"1","specversion""#));
         let d = decode(
             "signals.user.created",
-            Some(&headers),
+            None,
             &payload,
             "signals",
-            "node-a",
+            "node-a\"1",
         );
-        assert!(matches!(d, Ok(Decoded::Echo)));
+        assert!(
+            matches!(d, Ok(Decoded::Echo)),
+            "escaped origins are echoes too"
+        );
+        // A prefix of another node's id is not this node.
+        let (_, payload) = encode(&sample(), ContentMode::Structured, "node-ab");
+        let d = decode("signals.user.created", None, &payload, "signals", "node-a");
+        assert!(matches!(d, Ok(Decoded::Signal(_))));
+        // A plain CloudEvent, from another publisher: external.
+        let payload = sample().to_json_bytes();
         let d = decode("signals.user.created", None, &payload, "signals", "node-a").unwrap();
         let Decoded::Signal(s) = d else {
             panic!("a signal")
@@ -256,9 +330,13 @@ mod tests {
             (
                 "signals.x",
                 b"not json",
-                "payload is not a CloudEvents JSON object",
+                "payload is not a CloudEvents JSON signal",
             ),
-            ("signals.x", b"[1]", "not a JSON object"),
+            (
+                "signals.x",
+                b"[1]",
+                "a signal must be a JSON object, got an array",
+            ),
             (
                 "signals.x",
                 br#"{"specversion":"1.0","id":"1","source":"/s"}"#,

@@ -8,9 +8,9 @@
 //! | [`NatsBridge`] | NATS → bus | subscribes to the subjects of a bus pattern and republishes what it receives into the local bus; core NATS or a JetStream durable consumer |
 //!
 //! A bus that both publishes and bridges never echoes: each message carries the sending
-//! node's id ([`Bus::node_id`](crate::Bus::node_id)) in the [`ORIGIN_HEADER`] header, the
-//! bridge skips its own node's messages, and marks what it republishes with the
-//! [`ORIGIN_EXTENSION`] extension so the bus's NATS publishers do not send it out again.
+//! node's id ([`Bus::node_id`](crate::Bus::node_id)) as the [`ORIGIN_EXTENSION`] extension
+//! attribute, the bridge skips its own node's messages, and the bus's NATS publishers never
+//! send out a signal that came in through a bridge (it has that extension).
 //!
 //! Patterns become subjects as NATS allows: `*` stays `*`, a trailing `**` becomes `>`
 //! (plus the bare subject, since `**` also matches nothing); glob segments and a `**` before
@@ -46,7 +46,7 @@ mod subject;
 /// version.
 pub use async_nats;
 pub use bridge::{BridgeStats, NatsBridge, NatsBridgeBuilder};
-pub use codec::{MalformedMessage, EXTERNAL_ORIGIN, ORIGIN_EXTENSION, ORIGIN_HEADER};
+pub use codec::{MalformedMessage, EXTERNAL_ORIGIN, ORIGIN_EXTENSION};
 pub use publisher::NatsPubSub;
 pub use subject::{subject_for, SubjectFilter};
 

@@ -18,6 +18,7 @@ use async_nats::{
     Client,
 };
 use async_trait::async_trait;
+use futures_util::FutureExt;
 
 use super::{
     codec::{self, ORIGIN_EXTENSION},
@@ -49,9 +50,10 @@ fn process_origin() -> &'static str {
 ///   stored once. With batching ([`Target::batch`](crate::Target::batch)) a batch is
 ///   published in one go and its acknowledgements awaited together.
 ///
-/// Every message carries the id of the bus's node in the `signal-bus-origin` header. Signals
-/// that came in through a [`NatsBridge`](super::NatsBridge) (they carry the
-/// [`signalorigin`](super::ORIGIN_EXTENSION) extension) are not published again: bridged
+/// Every message carries the id of the bus's node as the
+/// [`signalorigin`](super::ORIGIN_EXTENSION) extension attribute (the first member of the
+/// JSON, or the `ce-signalorigin` header). Signals that came in through a
+/// [`NatsBridge`](super::NatsBridge) already have it and are not published again: bridged
 /// buses never echo signals back and forth.
 ///
 /// ```no_run
@@ -161,25 +163,30 @@ impl NatsPubSub {
         let subject = self.subject_for(signal.ty());
         let (headers, payload) = codec::encode(signal, self.mode, self.origin_id());
         match &self.stream {
-            None => self
-                .client
-                .publish_with_headers(subject, headers, payload)
-                .await
-                .map(|()| None)
-                .map_err(|e| {
-                    let message = format!("NATS publish to `{}` failed: {e}", self.prefix);
-                    match e.kind() {
-                        CorePublishErrorKind::MaxPayloadExceeded
-                        | CorePublishErrorKind::BadSubject => DeliveryError::permanent(message),
-                        _ => DeliveryError::retryable(message),
+            None => match headers {
+                Some(headers) => {
+                    self.client
+                        .publish_with_headers(subject, headers, payload)
+                        .await
+                }
+                None => self.client.publish(subject, payload).await,
+            }
+            .map(|()| None)
+            .map_err(|e| {
+                let message = format!("NATS publish to `{}` failed: {e}", self.prefix);
+                match e.kind() {
+                    CorePublishErrorKind::MaxPayloadExceeded | CorePublishErrorKind::BadSubject => {
+                        DeliveryError::permanent(message)
                     }
-                }),
+                    _ => DeliveryError::retryable(message),
+                }
+            }),
             Some(stream) => {
-                let message = PublishMessage::build()
-                    .payload(payload)
-                    .headers(headers)
-                    .message_id(signal.id())
-                    .expected_stream(stream);
+                let mut message = PublishMessage::build().payload(payload);
+                if let Some(headers) = headers {
+                    message = message.headers(headers);
+                }
+                let message = message.message_id(signal.id()).expected_stream(stream);
                 self.jetstream_context()
                     .send_publish(subject, message)
                     .await
@@ -268,6 +275,21 @@ impl Adapter for NatsPubSub {
             result.map_err(|e| jetstream_error(stream, &e))?;
         }
         Ok(())
+    }
+
+    /// Core NATS: queues the message when the client has room right away (no timer, no
+    /// boxed future); otherwise the bus falls back to [`deliver`](Adapter::deliver), which
+    /// waits for room up to the target's timeout.
+    fn try_deliver(&self, signal: &Arc<Signal>) -> Option<Result<(), DeliveryError>> {
+        if self.stream.is_some() {
+            return None;
+        }
+        if bridged(signal) {
+            return Some(Ok(()));
+        }
+        // A send into the client's queue completes on its first poll when there is room;
+        // dropping it unpolled-to-completion sends nothing (tokio's mpsc is cancel-safe).
+        self.send(signal).now_or_never().map(|r| r.map(drop))
     }
 
     async fn health_check(&self) -> Health {
