@@ -9,6 +9,7 @@
 //! | `signal_bus::dead_letter` | warn | a signal failed for good and goes to dead-letter targets | `target_name`, `signal_type`, `signal_id`, `attempts`, `error` |
 //! | `signal_bus::drop` | warn | a full async queue dropped a signal | `target_name`, `signal_type`, `signal_id`, `overflow` |
 //! | `signal_bus::endpoint_disabled` | error | an endpoint answered 410 Gone and was disabled | `target_name`, `error` |
+//! | `signal_bus::cluster` | info, warn | a NATS bridge started or stopped, lost or regained its connection, skipped a malformed message, saw a local target fail, or hit a JetStream stream error (feature `nats`) | `kind`, `bus`, and per kind `subjects`, `subject`, `signal_type`, `signal_id`, `stream`, `consumer`, `error` |
 //!
 //! Besides events, [`Bus::metrics`](crate::Bus::metrics) returns counters and latency per
 //! target, and [`Bus::health`](crate::Bus::health) runs every adapter's health check.
