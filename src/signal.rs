@@ -35,7 +35,7 @@ use serde::{
     ser::{SerializeMap, Serializer},
     Deserialize, Serialize,
 };
-use serde_json::{Map, Value};
+use serde_json::{value::RawValue, Map, Value};
 
 /// The CloudEvents version this crate writes.
 pub const SPEC_VERSION: &str = "1.0";
@@ -217,6 +217,42 @@ pub enum Data {
     Binary(Vec<u8>),
 }
 
+/// How a signal holds its data: as built, or as the JSON text it was read from, parsed only
+/// when something asks for it (a bridge or receiver that only passes the signal on never
+/// pays for parsing its data, and writes the same text back out).
+#[derive(Debug, Clone)]
+enum Payload {
+    Ready(Data),
+    Raw {
+        json: Box<RawValue>,
+        parsed: OnceLock<Data>,
+    },
+}
+
+impl Payload {
+    fn raw(json: Box<RawValue>) -> Payload {
+        Payload::Raw {
+            json,
+            parsed: OnceLock::new(),
+        }
+    }
+
+    fn get(&self) -> &Data {
+        match self {
+            Payload::Ready(d) => d,
+            Payload::Raw { json, parsed } => parsed.get_or_init(|| {
+                // The text was validated as JSON when it was read; only a nesting deeper
+                // than serde_json's limit could fail here.
+                Data::Json(serde_json::from_str(json.get()).unwrap_or(Value::Null))
+            }),
+        }
+    }
+
+    fn is_binary(&self) -> bool {
+        matches!(self, Payload::Ready(Data::Binary(_)))
+    }
+}
+
 /// The value of an extension attribute: CloudEvents allows strings, integers and booleans.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
@@ -293,7 +329,7 @@ pub struct Signal {
     time: DateTime<Utc>,
     datacontenttype: Option<String>,
     dataschema: Option<String>,
-    data: Option<Data>,
+    data: Option<Payload>,
     extensions: BTreeMap<String, ExtensionValue>,
     /// The CloudEvents JSON form, computed once on first use (signals are immutable).
     json: OnceLock<Bytes>,
@@ -308,7 +344,7 @@ impl PartialEq for Signal {
             && self.time == other.time
             && self.datacontenttype == other.datacontenttype
             && self.dataschema == other.dataschema
-            && self.data == other.data
+            && self.payload() == other.payload()
             && self.extensions == other.extensions
     }
 }
@@ -326,10 +362,10 @@ impl fmt::Debug for Signal {
         if !self.extensions.is_empty() {
             d.field("extensions", &self.extensions);
         }
-        match &self.data {
+        match self.payload() {
             Some(Data::Json(v)) => d.field("data", v),
             Some(Data::Binary(b)) => d.field("data_bytes", &b.len()),
-            None => d.field("data", &Option::<()>::None),
+            _ => d.field("data", &Option::<()>::None),
         };
         d.finish()
     }
@@ -405,21 +441,21 @@ impl Signal {
     }
     /// The JSON data, if the payload is JSON.
     pub fn data(&self) -> Option<&Value> {
-        match &self.data {
+        match self.payload() {
             Some(Data::Json(v)) => Some(v),
             _ => None,
         }
     }
     /// The binary data, if the payload is bytes.
     pub fn data_bytes(&self) -> Option<&[u8]> {
-        match &self.data {
+        match self.payload() {
             Some(Data::Binary(b)) => Some(b),
             _ => None,
         }
     }
-    /// The payload in either form.
+    /// The payload in either form. Data read from JSON is parsed on the first call.
     pub fn payload(&self) -> Option<&Data> {
-        self.data.as_ref()
+        self.data.as_ref().map(Payload::get)
     }
     /// One extension attribute.
     pub fn extension(&self, name: &str) -> Option<&ExtensionValue> {
@@ -516,17 +552,19 @@ impl Signal {
         for (slot, field) in known.iter_mut().zip(FIELDS) {
             *slot = map.remove(field);
         }
-        Signal::from_parts(known, map)
+        Signal::from_parts(known, None, map)
     }
 
     /// Builds a signal from its core attributes (in [`FIELDS`] order) and the remaining
     /// members, which are extensions.
     fn from_parts(
         known: Known,
+        data: Option<DataIn>,
         extensions: impl IntoIterator<Item = (String, Value)>,
     ) -> Result<Signal, SignalError> {
-        let [specversion, id, source, ty, subject, time, datacontenttype, dataschema, data, data_base64] =
+        let [specversion, id, source, ty, subject, time, datacontenttype, dataschema, data_value, data_base64] =
             known;
+        let data = data.or(data_value.map(DataIn::Value));
         fn take_str(
             value: Option<Value>,
             field: &'static str,
@@ -556,14 +594,15 @@ impl Signal {
         let data_base64 = take_str(data_base64, "data_base64")?;
         let data = match (data, data_base64) {
             (Some(_), Some(_)) => return Err(SignalError::DataConflict),
-            (Some(v), None) => Some(Data::Json(v)),
-            (None, Some(b)) => Some(Data::Binary(
+            (Some(DataIn::Value(v)), None) => Some(Payload::Ready(Data::Json(v))),
+            (Some(DataIn::Raw(raw)), None) => Some(Payload::raw(raw)),
+            (None, Some(b)) => Some(Payload::Ready(Data::Binary(
                 base64::engine::general_purpose::STANDARD
                     .decode(b.as_bytes())
                     .map_err(|e| SignalError::InvalidBase64 {
                         reason: e.to_string(),
                     })?,
-            )),
+            ))),
             (None, None) => None,
         };
         let mut builder = Signal::builder(ty, source).id(id);
@@ -619,7 +658,7 @@ pub struct SignalBuilder {
     time_error: Option<SignalError>,
     datacontenttype: Option<String>,
     dataschema: Option<String>,
-    data: Option<Data>,
+    data: Option<Payload>,
     extensions: BTreeMap<String, ExtensionValue>,
     extension_error: Option<SignalError>,
 }
@@ -655,13 +694,13 @@ impl SignalBuilder {
     }
     /// Sets JSON data. The content type defaults to `application/json`.
     pub fn data(mut self, data: Value) -> Self {
-        self.data = Some(Data::Json(data));
+        self.data = Some(Payload::Ready(Data::Json(data)));
         self
     }
     /// Sets binary data (`data_base64` on the wire). Set a content type with
     /// [`datacontenttype`](Self::datacontenttype); the default is `application/octet-stream`.
     pub fn data_bytes(mut self, data: impl Into<Vec<u8>>) -> Self {
-        self.data = Some(Data::Binary(data.into()));
+        self.data = Some(Payload::Ready(Data::Binary(data.into())));
         self
     }
     /// Sets the media type of the data.
@@ -730,8 +769,8 @@ impl SignalBuilder {
         }
         let datacontenttype = match (&self.datacontenttype, &self.data, defaults) {
             (Some(_), _, _) => self.datacontenttype,
-            (None, Some(Data::Json(_)), true) => Some("application/json".to_owned()),
-            (None, Some(Data::Binary(_)), true) => Some("application/octet-stream".to_owned()),
+            (None, Some(p), true) if p.is_binary() => Some("application/octet-stream".to_owned()),
+            (None, Some(_), true) => Some("application/json".to_owned()),
             _ => None,
         };
         Ok(Signal {
@@ -797,8 +836,9 @@ impl Signal {
             map.serialize_entry(name, value)?;
         }
         match &self.data {
-            Some(Data::Json(v)) => map.serialize_entry("data", v)?,
-            Some(Data::Binary(b)) => map.serialize_entry(
+            Some(Payload::Raw { json, .. }) => map.serialize_entry("data", json)?,
+            Some(Payload::Ready(Data::Json(v))) => map.serialize_entry("data", v)?,
+            Some(Payload::Ready(Data::Binary(b))) => map.serialize_entry(
                 "data_base64",
                 &base64::engine::general_purpose::STANDARD.encode(b),
             )?,
@@ -838,6 +878,15 @@ const FIELDS: [&str; 10] = [
 
 type Known = [Option<Value>; 10];
 
+/// The index of `data` in [`FIELDS`].
+const DATA: usize = 8;
+
+/// The data member as read: a parsed value, or JSON text kept for later.
+enum DataIn {
+    Value(Value),
+    Raw(Box<RawValue>),
+}
+
 /// A member name of the JSON form: a core attribute (its index in [`FIELDS`]) or an
 /// extension. Core names are recognised without allocating.
 struct Key(Result<usize, String>);
@@ -874,8 +923,14 @@ impl<'de> de::Visitor<'de> for SignalVisitor {
 
     fn visit_map<A: de::MapAccess<'de>>(self, mut access: A) -> Result<Signal, A::Error> {
         let mut known: Known = Default::default();
+        let mut data = None;
         let mut extensions = Vec::new();
         while let Some(Key(key)) = access.next_key::<Key>()? {
+            if key == Ok(DATA) {
+                // Kept as text: parsed only if something reads it.
+                data = Some(DataIn::Raw(access.next_value::<Box<RawValue>>()?));
+                continue;
+            }
             let value: Value = access.next_value()?;
             match key {
                 Ok(i) => known[i] = Some(value),
@@ -886,7 +941,7 @@ impl<'de> de::Visitor<'de> for SignalVisitor {
                 }
             }
         }
-        Signal::from_parts(known, extensions).map_err(de::Error::custom)
+        Signal::from_parts(known, data, extensions).map_err(de::Error::custom)
     }
 
     // Anything but an object: the same error as `from_json_value`.
@@ -969,6 +1024,37 @@ mod tests {
                 "data": {"id": 42}
             })
         );
+    }
+
+    #[test]
+    fn data_read_from_json_is_parsed_on_demand_and_written_back_verbatim() {
+        let wire = br#"{"specversion":"1.0","id":"1","source":"/s","type":"a.b","data":{"z":1, "a":[true,null]}}"#;
+        let s = Signal::from_json_slice(wire).unwrap();
+        // Not parsed yet: serialization writes the text as it came (spacing and order).
+        let out = String::from_utf8(s.to_json_vec()).unwrap();
+        assert!(
+            out.ends_with(r#""data":{"z":1, "a":[true,null]}}"#),
+            "{out}"
+        );
+        // Read on demand, and equal to the same signal built from a value.
+        assert_eq!(s.data(), Some(&json!({"z": 1, "a": [true, null]})));
+        let built = Signal::from_json_value(json!({
+            "specversion": "1.0", "id": "1", "source": "/s", "type": "a.b",
+            "time": s.time_rfc3339(), "data": {"a": [true, null], "z": 1}
+        }))
+        .unwrap();
+        assert_eq!(s, built);
+        assert_eq!(s.clone(), s);
+        // Through a `Value` deserializer too.
+        let v: Value = serde_json::from_slice(wire).unwrap();
+        let t: Signal = serde_json::from_value(v).unwrap();
+        assert_eq!(t.data(), s.data());
+        // Null data stays null.
+        let n = Signal::from_json_slice(
+            br#"{"specversion":"1.0","id":"1","source":"/s","type":"a","data":null}"#,
+        )
+        .unwrap();
+        assert_eq!(n.data(), Some(&Value::Null));
     }
 
     #[test]

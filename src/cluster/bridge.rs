@@ -22,7 +22,7 @@ use futures_util::StreamExt;
 use tokio::{sync::watch, task::JoinHandle};
 
 use super::{
-    codec::{decode, Decoded},
+    codec::{decode, Decoded, OwnOrigin},
     ensure_stream_on,
     subject::{validate_prefix, SubjectFilter},
     telemetry, validate_stream_name, ClusterError, DEFAULT_PREFIX,
@@ -214,7 +214,7 @@ impl NatsBridgeBuilder {
             last_connects: AtomicU64::new(statistics.connects.load(Ordering::Relaxed)),
             down_seen: AtomicBool::new(self.client.connection_state() != State::Connected),
             statistics,
-            origin: self.bus.node_id().to_owned(),
+            origin: OwnOrigin::new(self.bus.node_id()),
             prefix: self.prefix.clone(),
             pattern,
             shared: Arc::clone(&shared),
@@ -498,7 +498,7 @@ struct Worker {
     last_connects: AtomicU64,
     /// Whether a disconnection was seen and its reconnection not yet.
     down_seen: AtomicBool,
-    origin: String,
+    origin: OwnOrigin,
     prefix: String,
     pattern: Pattern,
     shared: Arc<Shared>,

@@ -138,12 +138,28 @@ pub enum MalformedMessage {
     },
 }
 
-/// Whether a structured payload begins with this node's origin (as this crate writes it).
-fn starts_with_origin(payload: &[u8], own_origin: &str) -> bool {
-    let mut head = BytesMut::with_capacity(ORIGIN_MEMBER.len() + own_origin.len() + 3);
-    head.put_slice(ORIGIN_MEMBER);
-    put_json_str(&mut head, own_origin);
-    payload.starts_with(&head) && matches!(payload.get(head.len()), Some(b',' | b'}'))
+/// This node's id, and how its structured messages begin (to spot echoes unparsed).
+#[derive(Debug, Clone)]
+pub(crate) struct OwnOrigin {
+    id: String,
+    head: Bytes,
+}
+
+impl OwnOrigin {
+    pub(crate) fn new(id: &str) -> OwnOrigin {
+        let mut head = BytesMut::with_capacity(ORIGIN_MEMBER.len() + id.len() + 2);
+        head.put_slice(ORIGIN_MEMBER);
+        put_json_str(&mut head, id);
+        OwnOrigin {
+            id: id.to_owned(),
+            head: head.freeze(),
+        }
+    }
+
+    /// Whether a structured payload begins with this node's origin, as this crate writes it.
+    fn starts(&self, payload: &[u8]) -> bool {
+        payload.starts_with(&self.head) && matches!(payload.get(self.head.len()), Some(b',' | b'}'))
+    }
 }
 
 /// Reads a message published under `prefix`. This node's own signals are echoes,
@@ -153,8 +169,9 @@ pub(crate) fn decode(
     headers: Option<&HeaderMap>,
     payload: &[u8],
     prefix: &str,
-    own_origin: &str,
+    own: &OwnOrigin,
 ) -> Result<Decoded, MalformedMessage> {
+    let own_origin = own.id.as_str();
     let binary = headers.filter(|h| {
         h.iter()
             .any(|(name, _)| AsRef::<str>::as_ref(name).eq_ignore_ascii_case("ce-specversion"))
@@ -186,7 +203,7 @@ pub(crate) fn decode(
             })?
         }
         None => {
-            if starts_with_origin(payload, own_origin) {
+            if own.starts(payload) {
                 return Ok(Decoded::Echo);
             }
             Signal::from_json_slice(payload).map_err(|e| MalformedMessage::Json(e.to_string()))?
@@ -235,7 +252,7 @@ mod tests {
             headers.as_ref(),
             &payload,
             "signals",
-            "node-b",
+            &OwnOrigin::new("node-b"),
         )
         .unwrap()
         {
@@ -290,7 +307,7 @@ mod tests {
                 headers.as_ref(),
                 &payload,
                 "signals",
-                "node-a",
+                &OwnOrigin::new("node-a"),
             );
             assert!(matches!(d, Ok(Decoded::Echo)), "{mode:?}");
         }
@@ -301,7 +318,7 @@ mod tests {
             None,
             &payload,
             "signals",
-            "node-a\"1",
+            &OwnOrigin::new("node-a\"1"),
         );
         assert!(
             matches!(d, Ok(Decoded::Echo)),
@@ -309,11 +326,24 @@ mod tests {
         );
         // A prefix of another node's id is not this node.
         let (_, payload) = encode(&sample(), ContentMode::Structured, "node-ab");
-        let d = decode("signals.user.created", None, &payload, "signals", "node-a");
+        let d = decode(
+            "signals.user.created",
+            None,
+            &payload,
+            "signals",
+            &OwnOrigin::new("node-a"),
+        );
         assert!(matches!(d, Ok(Decoded::Signal(_))));
         // A plain CloudEvent, from another publisher: external.
         let payload = sample().to_json_bytes();
-        let d = decode("signals.user.created", None, &payload, "signals", "node-a").unwrap();
+        let d = decode(
+            "signals.user.created",
+            None,
+            &payload,
+            "signals",
+            &OwnOrigin::new("node-a"),
+        )
+        .unwrap();
         let Decoded::Signal(s) = d else {
             panic!("a signal")
         };
@@ -350,12 +380,19 @@ mod tests {
             ("other.user.created", &payload, "does not match"),
         ];
         for (subject, body, why) in cases {
-            let e = decode(subject, None, body, "signals", "me").unwrap_err();
+            let e = decode(subject, None, body, "signals", &OwnOrigin::new("me")).unwrap_err();
             assert!(e.to_string().contains(why), "{e}");
         }
         let mut headers = HeaderMap::new();
         headers.insert("ce-specversion", "1.0");
-        let e = decode("signals.x", Some(&headers), b"", "signals", "me").unwrap_err();
+        let e = decode(
+            "signals.x",
+            Some(&headers),
+            b"",
+            "signals",
+            &OwnOrigin::new("me"),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("`type` is required"), "{e}");
     }
 }
