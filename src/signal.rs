@@ -798,24 +798,6 @@ impl Serialize for ExtensionValue {
     }
 }
 
-/// A signal with one more extension as its first member, serialized without copying the
-/// signal (the NATS publisher stamps its node id this way).
-#[cfg_attr(not(feature = "nats"), allow(dead_code))]
-pub(crate) struct WithExtension<'a> {
-    pub(crate) signal: &'a Signal,
-    pub(crate) name: &'a str,
-    pub(crate) value: &'a str,
-}
-
-impl Serialize for WithExtension<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(None)?;
-        map.serialize_entry(self.name, self.value)?;
-        self.signal.serialize_members(&mut map)?;
-        map.end()
-    }
-}
-
 impl Signal {
     fn serialize_members<M: SerializeMap>(&self, map: &mut M) -> Result<(), M::Error> {
         map.serialize_entry("specversion", SPEC_VERSION)?;
@@ -845,12 +827,6 @@ impl Signal {
             None => {}
         }
         Ok(())
-    }
-
-    /// Whether the JSON form was already serialized (and cached).
-    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
-    pub(crate) fn has_cached_json(&self) -> bool {
-        self.json.get().is_some()
     }
 }
 

@@ -11,7 +11,6 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::{
     binding::{binary_body, encode_value, signal_from_binary, BinaryError},
-    signal::WithExtension,
     ContentMode, Signal,
 };
 
@@ -75,19 +74,8 @@ pub(crate) fn encode(
             }
             (Some(headers), binary_body(signal))
         }
-        // `Structured` and any later mode: the JSON with the origin as its first member.
-        // Serialized straight into the message, or, when another target already serialized
-        // the signal, its cached JSON with the origin spliced in.
-        _ if !signal.has_cached_json() => {
-            let with_origin = WithExtension {
-                signal,
-                name: ORIGIN_EXTENSION,
-                value: origin,
-            };
-            // Serializing a signal cannot fail: every member is a string or JSON.
-            let json = serde_json::to_vec(&with_origin).unwrap_or_default();
-            (None, Bytes::from(json))
-        }
+        // `Structured` and any later mode: the signal's JSON (serialized once and cached, so
+        // retries and other targets reuse it) with the origin spliced in as its first member.
         _ => {
             let json = signal.to_json_bytes();
             let mut out =
@@ -269,17 +257,15 @@ mod tests {
     }
 
     #[test]
-    fn structured_bytes_are_the_same_serialized_or_spliced() {
-        let fresh = sample();
-        let (_, direct) = encode(&fresh, ContentMode::Structured, "n\"1");
-        let cached = sample();
-        let _ = cached.to_json_bytes();
-        let (_, spliced) = encode(&cached, ContentMode::Structured, "n\"1");
-        assert_eq!(direct, spliced);
-        assert!(
-            !fresh.has_cached_json(),
-            "publishing does not fill the cache"
-        );
+    fn structured_payload_is_the_cached_json_with_the_origin_first() {
+        let s = sample();
+        let (headers, payload) = encode(&s, ContentMode::Structured, "n\"1");
+        assert!(headers.is_none());
+        let json = s.to_json_bytes();
+        let expected = [br#"{"signalorigin":"n\"1","#.as_slice(), &json[1..]].concat();
+        assert_eq!(&payload[..], &expected[..]);
+        let v: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+        assert_eq!(v["signalorigin"], "n\"1");
     }
 
     #[test]
