@@ -1,0 +1,67 @@
+//! Reading and writing the CloudEvents JSON form of a signal, beside serde_json on the same
+//! bytes as a `Value`, in the same run.
+//!
+//! `cargo bench --bench signal`
+//!
+//! - `parse/signal`: `Signal::from_json_slice` (a full, validated signal; `data` is kept as
+//!   text until read).
+//! - `parse/signal_and_data`: the same, then `data()` (the data parsed too).
+//! - `parse/value`: `serde_json::from_slice::<Value>` of the same bytes: the baseline.
+//! - `write/signal`: serializing a new signal (it caches the result, so each iteration
+//!   builds a fresh clone outside the timing).
+//! - `write/value`: `serde_json::to_vec` of the same JSON as a `Value`: the baseline.
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use signal_bus::Signal;
+
+fn sample() -> Signal {
+    Signal::builder("order.placed", "/bench/shop")
+        .subject("order/1")
+        .extension("tenant", "acme")
+        .data(serde_json::json!({
+            "order_id": 1, "customer": "c-1042", "total_cents": 129_900,
+            "currency": "EUR", "items": [{"sku": "A-1", "qty": 2}, {"sku": "B-7", "qty": 1}]
+        }))
+        .build()
+        .unwrap()
+}
+
+fn bench(c: &mut Criterion) {
+    let signal = sample();
+    let bytes = signal.to_json_bytes();
+    let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+
+    let mut g = c.benchmark_group("signal/parse");
+    g.bench_function("signal", |b| {
+        b.iter(|| Signal::from_json_slice(std::hint::black_box(&bytes)).unwrap())
+    });
+    g.bench_function("signal_and_data", |b| {
+        b.iter(|| {
+            let s = Signal::from_json_slice(std::hint::black_box(&bytes)).unwrap();
+            assert!(s.data().is_some());
+            s
+        })
+    });
+    g.bench_function("value", |b| {
+        b.iter(|| {
+            serde_json::from_slice::<serde_json::Value>(std::hint::black_box(&bytes)).unwrap()
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("signal/write");
+    g.bench_function("signal", |b| {
+        b.iter_batched(
+            || signal.clone(),
+            |s| s.to_json_bytes(),
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function("value", |b| {
+        b.iter(|| serde_json::to_vec(std::hint::black_box(&value)).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
