@@ -127,7 +127,9 @@ pub(crate) enum BinaryError {
 #[cfg_attr(not(feature = "nats"), allow(dead_code))]
 /// Reads a binary-mode message: `attributes` are the `ce-*` headers (name without the
 /// prefix, lower case, value as sent), `content_type` the `Content-Type` header, `body` the
-/// data. Extensions come back as strings (binary mode does not keep their types).
+/// data. Extensions come back as strings (binary mode does not keep their types); an empty
+/// body is no data; string data with a content type that is neither JSON nor `text/*` comes
+/// back as bytes.
 pub(crate) fn signal_from_binary<'a>(
     attributes: impl IntoIterator<Item = (&'a str, &'a str)>,
     content_type: Option<&str>,
@@ -179,7 +181,8 @@ pub(crate) fn signal_from_binary<'a>(
     if let Some(ct) = content_type {
         builder = builder.datacontenttype(ct);
     }
-    if !body.is_empty() || content_type.is_some() {
+    // An empty body is no data (the content type, if any, is kept).
+    if !body.is_empty() {
         builder = if is_json(content_type) {
             let value = serde_json::from_slice(body).map_err(|e| BinaryError::Body {
                 expected: "JSON",

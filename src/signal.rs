@@ -118,6 +118,13 @@ pub enum SignalError {
     /// `data` and `data_base64` were both given.
     #[error("`data` and `data_base64` must not both be present")]
     DataConflict,
+    /// `data` is JSON text that does not make a JSON value (a number out of range, a lone
+    /// surrogate, nesting too deep).
+    #[error("`data` is not a valid JSON value: {reason}")]
+    InvalidData {
+        /// The parser's reason.
+        reason: String,
+    },
     /// `data_base64` does not decode.
     #[error("`data_base64` is not valid base64: {reason}")]
     InvalidBase64 {
@@ -230,19 +237,29 @@ enum Payload {
 }
 
 impl Payload {
-    fn raw(json: Box<RawValue>) -> Payload {
-        Payload::Raw {
-            json,
-            parsed: OnceLock::new(),
+    /// Keeps `json` as text when it certainly parses into a `Value`; otherwise parses it now
+    /// and reports why it does not.
+    fn checked(json: Box<RawValue>) -> Result<Payload, SignalError> {
+        if !needs_full_parse(json.get().as_bytes()) {
+            return Ok(Payload::Raw {
+                json,
+                parsed: OnceLock::new(),
+            });
         }
+        serde_json::from_str(json.get())
+            .map(|v| Payload::Ready(Data::Json(v)))
+            .map_err(|e| SignalError::InvalidData {
+                reason: e.to_string(),
+            })
     }
 
     fn get(&self) -> &Data {
         match self {
             Payload::Ready(d) => d,
             Payload::Raw { json, parsed } => parsed.get_or_init(|| {
-                // The text was validated as JSON when it was read; only a nesting deeper
-                // than serde_json's limit could fail here.
+                // `checked` kept only text that parses: no escapes that could be lone
+                // surrogates, no exponents or long digit runs that could overflow, shallow
+                // nesting.
                 Data::Json(serde_json::from_str(json.get()).unwrap_or(Value::Null))
             }),
         }
@@ -251,6 +268,47 @@ impl Payload {
     fn is_binary(&self) -> bool {
         matches!(self, Payload::Ready(Data::Binary(_)))
     }
+}
+
+/// Whether JSON text (already valid syntax) might still fail to parse into a `Value`: a
+/// `\u` escape (a lone surrogate), a number with an exponent or a long digit run (out of
+/// range), or nesting deeper than 100. Such text is parsed at once instead of kept.
+fn needs_full_parse(json: &[u8]) -> bool {
+    let (mut in_string, mut escaped, mut depth, mut digits) = (false, false, 0usize, 0usize);
+    for &b in json {
+        if in_string {
+            match (escaped, b) {
+                (true, b'u') => return true,
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > 100 {
+                    return true;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b'0'..=b'9' => {
+                digits += 1;
+                if digits > 300 {
+                    return true;
+                }
+                continue;
+            }
+            // Outside strings `e` only appears in `true`, `false` and exponents.
+            b'e' | b'E' if digits > 0 => return true,
+            _ => {}
+        }
+        digits = 0;
+    }
+    false
 }
 
 /// The value of an extension attribute: CloudEvents allows strings, integers and booleans.
@@ -516,7 +574,7 @@ impl Signal {
             .get_or_init(|| {
                 // Serializing a Signal cannot fail: every field is a string, a number or a
                 // JSON value.
-                Bytes::from(serde_json::to_vec(self).unwrap_or_default())
+                Bytes::from(serde_json::to_vec(&JsonForm(self)).unwrap_or_default())
             })
             .clone()
     }
@@ -530,8 +588,14 @@ impl Signal {
     ///
     /// # Errors
     /// The JSON error, whose message names the field and rule for invalid signals.
+    ///
+    /// The data is checked here but kept as text, parsed only when it is read
+    /// ([`data`](Signal::data)), and written back out as it came.
     pub fn from_json_slice(bytes: &[u8]) -> Result<Signal, serde_json::Error> {
-        serde_json::from_slice(bytes)
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let signal = de::Deserializer::deserialize_any(&mut de, SignalVisitor { raw_data: true })?;
+        de.end()?;
+        Ok(signal)
     }
 
     /// Builds a signal from a parsed JSON value in CloudEvents JSON form.
@@ -595,7 +659,7 @@ impl Signal {
         let data = match (data, data_base64) {
             (Some(_), Some(_)) => return Err(SignalError::DataConflict),
             (Some(DataIn::Value(v)), None) => Some(Payload::Ready(Data::Json(v))),
-            (Some(DataIn::Raw(raw)), None) => Some(Payload::raw(raw)),
+            (Some(DataIn::Raw(raw)), None) => Some(Payload::checked(raw)?),
             (None, Some(b)) => Some(Payload::Ready(Data::Binary(
                 base64::engine::general_purpose::STANDARD
                     .decode(b.as_bytes())
@@ -798,8 +862,21 @@ impl Serialize for ExtensionValue {
     }
 }
 
+/// The JSON form as this crate writes it with serde_json: data read from JSON goes back out
+/// as the same text. (Through `Serialize` with any other serializer, the data is written as a
+/// value.)
+struct JsonForm<'a>(&'a Signal);
+
+impl Serialize for JsonForm<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        self.0.serialize_members(&mut map, true)?;
+        map.end()
+    }
+}
+
 impl Signal {
-    fn serialize_members<M: SerializeMap>(&self, map: &mut M) -> Result<(), M::Error> {
+    fn serialize_members<M: SerializeMap>(&self, map: &mut M, raw: bool) -> Result<(), M::Error> {
         map.serialize_entry("specversion", SPEC_VERSION)?;
         map.serialize_entry("id", &self.id)?;
         map.serialize_entry("source", &self.source)?;
@@ -818,7 +895,11 @@ impl Signal {
             map.serialize_entry(name, value)?;
         }
         match &self.data {
-            Some(Payload::Raw { json, .. }) => map.serialize_entry("data", json)?,
+            Some(Payload::Raw { json, .. }) if raw => map.serialize_entry("data", json)?,
+            Some(p @ Payload::Raw { .. }) => match p.get() {
+                Data::Json(v) => map.serialize_entry("data", v)?,
+                Data::Binary(_) => unreachable!("raw data is JSON"),
+            },
             Some(Payload::Ready(Data::Json(v))) => map.serialize_entry("data", v)?,
             Some(Payload::Ready(Data::Binary(b))) => map.serialize_entry(
                 "data_base64",
@@ -833,7 +914,7 @@ impl Signal {
 impl Serialize for Signal {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(None)?;
-        self.serialize_members(&mut map)?;
+        self.serialize_members(&mut map, false)?;
         map.end()
     }
 }
@@ -887,8 +968,11 @@ impl<'de> Deserialize<'de> for Key {
 }
 
 /// Reads the JSON form member by member, straight into the attributes: no intermediate
-/// JSON object.
-struct SignalVisitor;
+/// JSON object. With `raw_data` (only for serde_json's own deserializer) the data is kept as
+/// text; other formats get it as a value.
+struct SignalVisitor {
+    raw_data: bool,
+}
 
 impl<'de> de::Visitor<'de> for SignalVisitor {
     type Value = Signal;
@@ -900,9 +984,10 @@ impl<'de> de::Visitor<'de> for SignalVisitor {
     fn visit_map<A: de::MapAccess<'de>>(self, mut access: A) -> Result<Signal, A::Error> {
         let mut known: Known = Default::default();
         let mut data = None;
-        let mut extensions = Vec::new();
+        // A repeated member replaces the earlier one, as in a JSON object.
+        let mut extensions = BTreeMap::new();
         while let Some(Key(key)) = access.next_key::<Key>()? {
-            if key == Ok(DATA) {
+            if key == Ok(DATA) && self.raw_data {
                 // Kept as text: parsed only if something reads it.
                 data = Some(DataIn::Raw(access.next_value::<Box<RawValue>>()?));
                 continue;
@@ -911,9 +996,7 @@ impl<'de> de::Visitor<'de> for SignalVisitor {
             match key {
                 Ok(i) => known[i] = Some(value),
                 Err(name) => {
-                    // A repeated member replaces the earlier one, as in a JSON object.
-                    extensions.retain(|(n, _): &(String, Value)| *n != name);
-                    extensions.push((name, value));
+                    extensions.insert(name, value);
                 }
             }
         }
@@ -950,7 +1033,7 @@ fn not_an_object<E: de::Error>(got: &'static str) -> E {
 
 impl<'de> Deserialize<'de> for Signal {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(SignalVisitor)
+        deserializer.deserialize_any(SignalVisitor { raw_data: false })
     }
 }
 
@@ -1031,6 +1114,69 @@ mod tests {
         )
         .unwrap();
         assert_eq!(n.data(), Some(&Value::Null));
+    }
+
+    #[test]
+    fn data_that_does_not_make_a_value_is_refused_when_read() {
+        let with = |data: &str| {
+            format!(r#"{{"specversion":"1.0","id":"1","source":"/s","type":"a","data":{data}}}"#)
+        };
+        for bad in [
+            "1e400",
+            r#""\ud800""#,
+            &format!("{}1{}", "[".repeat(200), "]".repeat(200)),
+        ] {
+            let e = Signal::from_json_slice(with(bad).as_bytes())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("`data` is not a valid JSON value"), "{bad}: {e}");
+        }
+        // Escapes, exponents and depth that do parse are read at once, and kept.
+        let s = Signal::from_json_slice(with(r#"{"x":1.5e3,"s":"\u00e9"}"#).as_bytes()).unwrap();
+        assert_eq!(s.data(), Some(&json!({"x": 1500.0, "s": "é"})));
+        // Needs-a-full-parse is conservative, never wrong the other way.
+        assert!(!needs_full_parse(
+            br#"{"a":[1,2.5,-3,true,false,null,"e\n"]}"#
+        ));
+        assert!(needs_full_parse(b"1E2"));
+        assert!(needs_full_parse(r#""\u0041""#.as_bytes()));
+    }
+
+    #[test]
+    fn other_serde_formats_get_the_data_as_a_value() {
+        let wire = br#"{"specversion":"1.0","id":"1","source":"/s","type":"a","time":"2024-01-01T00:00:00Z","data":{"k":[1]}}"#;
+        let s = Signal::from_json_slice(wire).unwrap();
+        // serde_json's Value serializer, through the generic `Serialize`.
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["data"], json!({"k": [1]}));
+        // Flattened and untagged: the generic `Deserialize` buffers the input.
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct Envelope {
+            note: String,
+            #[serde(flatten)]
+            signal: Signal,
+        }
+        let env = Envelope {
+            note: "n".into(),
+            signal: s.clone(),
+        };
+        let text = serde_json::to_string(&env).unwrap();
+        let back: Envelope = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.signal.data(), s.data());
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Signal(Box<Signal>),
+            Other(Value),
+        }
+        match serde_json::from_slice::<Either>(wire).unwrap() {
+            Either::Signal(t) => assert_eq!(*t, s),
+            Either::Other(v) => panic!("read as {v}"),
+        }
+        // Repeated extension members: the last wins.
+        let dup = br#"{"specversion":"1.0","id":"1","source":"/s","type":"a","x":"1","x":"2"}"#;
+        let d = Signal::from_json_slice(dup).unwrap();
+        assert_eq!(d.extension("x").unwrap().as_str(), Some("2"));
     }
 
     #[test]

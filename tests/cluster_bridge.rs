@@ -101,8 +101,8 @@ async fn two_buses_exchange_signals_both_ways_with_pattern_filtering_and_no_echo
     let (sa, sb) = (a_bridge.stats(), b_bridge.stats());
     assert_eq!(sa.republished, 5);
     assert_eq!(sb.republished, 6);
-    // Own signals come back from NATS and are skipped, never republished.
-    assert_eq!(sb.echoes, 0, "b's subjects never carried b's own signals");
+    // b's pattern never covers what b publishes: nothing of its own comes back to it.
+    assert_eq!(sb.echoes, 0);
     assert!(a_bridge.health().is_healthy(), "{:?}", a_bridge.health());
     a_bridge.shutdown().await;
     b_bridge.shutdown().await;
@@ -298,6 +298,13 @@ async fn jetstream_publishes_are_acknowledged_and_stored_once() {
     let js = async_nats::jetstream::new(client.clone());
     let mut s = js.get_stream(&stream).await.unwrap();
     assert_eq!(s.info().await.unwrap().state.messages, 20);
+    // The same id from another source is another signal (CloudEvents: source + id).
+    let other_source = Signal::builder("audit.login", "/elsewhere")
+        .id("audit.login-0")
+        .build()
+        .unwrap();
+    assert!(bus.publish(other_source).await.unwrap().is_ok());
+    assert_eq!(s.info().await.unwrap().state.messages, 21);
 
     // A batch target publishes a batch and awaits its acks together.
     let batched = Target::new(
@@ -313,12 +320,12 @@ async fn jetstream_publishes_are_acknowledged_and_stored_once() {
     let deadline = std::time::Instant::now() + WAIT;
     loop {
         let stored = s.info().await.unwrap().state.messages;
-        if stored == 50 {
+        if stored == 51 {
             break;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "{stored} of 50 stored"
+            "{stored} of 51 stored"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -460,6 +467,74 @@ async fn durable_bridge_redelivers_when_a_local_target_fails() {
     );
     bridge.shutdown().await;
     nats::delete_stream(&client, &stream).await;
+}
+
+#[tokio::test]
+async fn durable_bridge_gives_up_after_max_deliver_and_says_so() {
+    let client = nats::connect().await;
+    let (prefix, stream) = nats::unique("give");
+    let (a, _) = nats::bus_with_inbox("give-a", "nothing");
+    a.subscribe(
+        "**",
+        PubSub::nats(client.clone())
+            .prefix(&prefix)
+            .jetstream(&stream),
+    )
+    .unwrap();
+    let b = signal_bus::Bus::builder().name("give-b").build().unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&calls);
+    b.subscribe(
+        "job.*",
+        Handler::new(move |_s: Arc<Signal>| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            async { Err(DeliveryError::retryable("always down")) }
+        }),
+    )
+    .unwrap();
+    let bridge = NatsBridge::builder(client.clone(), &b)
+        .prefix(&prefix)
+        .durable(&stream, "worker")
+        .max_deliver(3)
+        .redelivery_delay(Duration::from_millis(20))
+        .start()
+        .await
+        .unwrap();
+    a.publish(signal("job.run", 1)).await.unwrap();
+    nats::eventually("abandoned after three deliveries", WAIT, || {
+        bridge.stats().abandoned == 1
+    })
+    .await;
+    tokio::time::sleep(QUIET).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    let stats = bridge.stats();
+    assert_eq!(
+        (stats.failed, stats.redeliveries, stats.abandoned),
+        (3, 2, 1)
+    );
+    bridge.shutdown().await;
+    nats::delete_stream(&client, &stream).await;
+}
+
+#[tokio::test]
+async fn a_closed_bus_stops_its_bridge() {
+    let client = nats::connect().await;
+    let (prefix, _) = nats::unique("closed");
+    let (bus, _) = nats::bus_with_inbox("closed-node", "**");
+    let bridge = NatsBridge::builder(client.clone(), &bus)
+        .prefix(&prefix)
+        .start()
+        .await
+        .unwrap();
+    assert!(bridge.health().is_healthy());
+    bus.close();
+    client
+        .publish(format!("{prefix}.a"), signal("a", 1).to_json_bytes())
+        .await
+        .unwrap();
+    nats::eventually("the bridge stops", WAIT, || !bridge.health().is_healthy()).await;
+    assert_eq!(bridge.health().message.as_deref(), Some("bridge stopped"));
+    assert_eq!(bridge.stats().republished, 0);
 }
 
 #[tokio::test]

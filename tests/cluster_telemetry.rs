@@ -92,7 +92,7 @@ async fn bridge_events_name_what_happened() {
         "Skipped a NATS message that is not a signal. kind=\"malformed\" bus=\"tele\" subject=\"signals.user.created\"",
         "Disconnected from NATS; the client is reconnecting. kind=\"disconnected\" bus=\"tele\"",
         "Reconnected to NATS. kind=\"reconnected\" bus=\"tele\"",
-        "NATS bridge stopped. kind=\"stopped\" bus=\"tele\"",
+        "NATS bridge stopped. kind=\"stopped\" bus=\"tele\" reason=\"shut down\"",
     ] {
         assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
     }

@@ -31,6 +31,9 @@ use crate::{adapter::Health, Bus, ConfigError, Pattern};
 
 /// How often the bridge looks at the connection state.
 const WATCH_INTERVAL: Duration = Duration::from_millis(200);
+/// How many JetStream messages a durable bridge holds at once. Their `ack_wait` runs while
+/// the ones before them are delivered locally, so this stays small.
+const PULL_BATCH: usize = 64;
 /// The longest delay before a failed JetStream message is redelivered.
 const MAX_REDELIVERY_DELAY: Duration = Duration::from_secs(300);
 
@@ -83,8 +86,9 @@ impl NatsBridgeBuilder {
 
     /// Reads through the JetStream durable consumer `consumer` on `stream` instead of a core
     /// NATS subscription: each signal is acknowledged once the local bus delivered it to
-    /// every target, redelivered when a target failed, and a restarted bridge with the same
-    /// consumer name resumes where it stopped. The stream is created (capturing
+    /// every matching target (an async target: queued it), redelivered when a target failed,
+    /// and a restarted bridge with the same consumer name resumes where it stopped. A new
+    /// consumer starts from the beginning of the stream. The stream is created (capturing
     /// `<prefix>.>`) when it does not exist; see
     /// [`create_stream`](NatsBridgeBuilder::create_stream).
     pub fn durable(mut self, stream: impl Into<String>, consumer: impl Into<String>) -> Self {
@@ -111,8 +115,9 @@ impl NatsBridgeBuilder {
         self
     }
 
-    /// Durable mode: how many times a signal is delivered before JetStream gives up on it
-    /// (at least 1). Default: 10.
+    /// Durable mode: how many times a signal is delivered before the bridge gives up on it
+    /// (at least 1): the last failure terminates it, counts it in
+    /// [`BridgeStats::abandoned`] and logs a `signal_bus::cluster` error. Default: 10.
     pub fn max_deliver(mut self, times: u32) -> Self {
         if let Some(d) = self.durable_mut() {
             d.max_deliver = times;
@@ -303,6 +308,7 @@ struct Counters {
     malformed: AtomicU64,
     failed: AtomicU64,
     redeliveries: AtomicU64,
+    abandoned: AtomicU64,
     disconnects: AtomicU64,
     reconnects: AtomicU64,
     stream_errors: AtomicU64,
@@ -343,6 +349,9 @@ pub struct BridgeStats {
     pub failed: u64,
     /// Redeliveries asked of JetStream (durable mode).
     pub redeliveries: u64,
+    /// Signals given up on after `max_deliver` failed deliveries (durable mode), each
+    /// reported as a `signal_bus::cluster` error event.
+    pub abandoned: u64,
     /// Times the connection to NATS was lost.
     pub disconnects: u64,
     /// Times it came back.
@@ -365,8 +374,8 @@ pub struct BridgeStats {
 ///   disconnected is not seen.
 /// - **durable** ([`durable`](NatsBridgeBuilder::durable)): a JetStream durable consumer
 ///   with explicit acks after local delivery, so nothing acknowledged by the stream is lost
-///   and a restarted bridge catches up; at least once (a signal may come twice, so
-///   receivers deduplicate on the signal id).
+///   (unless a local target fails it `max_deliver` times) and a restarted bridge catches up;
+///   at least once (a signal may come twice, so receivers deduplicate on the signal id).
 ///
 /// Reconnects are the client's work; the bridge reports disconnections as
 /// `signal_bus::cluster` events, in [`stats`](NatsBridge::stats) and in
@@ -435,6 +444,7 @@ impl NatsBridge {
             malformed: get(&c.malformed),
             failed: get(&c.failed),
             redeliveries: get(&c.redeliveries),
+            abandoned: get(&c.abandoned),
             disconnects: get(&c.disconnects),
             reconnects: get(&c.reconnects),
             stream_errors: get(&c.stream_errors),
@@ -466,12 +476,14 @@ impl NatsBridge {
         }
     }
 
-    /// Stops the bridge: finishes the message in hand, then unsubscribes.
+    /// Stops the bridge: finishes the message in hand, unsubscribes, and flushes the client
+    /// so the last acknowledgements reach the server.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
+        let _ = self.client.flush().await;
     }
 }
 
@@ -550,7 +562,13 @@ impl Worker {
     /// with the disconnection before it.
     fn watch_connection(&self) {
         let connects = self.statistics.connects.load(Ordering::Relaxed);
-        let new = connects.saturating_sub(self.last_connects.swap(connects, Ordering::AcqRel));
+        let before = self.last_connects.swap(connects, Ordering::AcqRel);
+        let mut new = connects.saturating_sub(before);
+        if before == 0 && new > 0 {
+            // The first connection of a client that was still connecting at start.
+            new -= 1;
+            self.down_seen.store(false, Ordering::Release);
+        }
         let connected = self.client.connection_state() == State::Connected;
         let stats = &self.shared.stats;
         if new > 0 {
@@ -573,6 +591,7 @@ impl Worker {
         subscribers: Vec<async_nats::Subscriber>,
         mut stopped: watch::Receiver<bool>,
     ) {
+        let mut running = Running::new(&self, "stopped");
         let mut messages = futures_util::stream::select_all(subscribers);
         let mut tick = tokio::time::interval(WATCH_INTERVAL);
         loop {
@@ -584,12 +603,17 @@ impl Worker {
                     if let Verdict::Stop =
                         self.handle(m.subject.as_str(), m.headers.as_ref(), &m.payload).await
                     {
+                        running.reason = "the bus is closed";
                         break;
                     }
                 }
             }
         }
-        self.finish();
+        if running.reason == "stopped" && *stopped.borrow() {
+            running.reason = "shut down";
+        } else if running.reason == "stopped" {
+            running.reason = "the NATS client closed the subscription";
+        }
     }
 
     async fn run_durable(
@@ -598,11 +622,12 @@ impl Worker {
         d: Durable,
         mut stopped: watch::Receiver<bool>,
     ) {
+        let mut running = Running::new(&self, "shut down");
         let mut tick = tokio::time::interval(WATCH_INTERVAL);
         'outer: loop {
             let mut messages = tokio::select! {
                 _ = stopped.changed() => break 'outer,
-                m = consumer.messages() => match m {
+                m = consumer.stream().max_messages_per_batch(PULL_BATCH).messages() => match m {
                     Ok(m) => m,
                     Err(e) => {
                         self.stream_error(&d, e.to_string());
@@ -618,8 +643,11 @@ impl Worker {
                     _ = stopped.changed() => break 'outer,
                     _ = tick.tick() => self.watch_connection(),
                     item = messages.next() => match item {
-                        // The stream ended: open a new one.
-                        None => continue 'outer,
+                        // The stream ended: open a new one, after a pause.
+                        None => tokio::select! {
+                            _ = stopped.changed() => break 'outer,
+                            _ = tokio::time::sleep(Duration::from_millis(100)) => continue 'outer,
+                        },
                         Some(Err(e)) => self.stream_error(&d, e.to_string()),
                         Some(Ok(m)) => {
                             let verdict = self
@@ -629,12 +657,24 @@ impl Worker {
                                 Verdict::Ack => AckKind::Ack,
                                 Verdict::Term => AckKind::Term,
                                 Verdict::Nak => {
-                                    self.shared.count(|c| &c.redeliveries);
                                     let delivered = m.info().map_or(1, |i| i.delivered.max(1));
-                                    AckKind::Nak(Some(redelivery_delay(&d, delivered)))
+                                    if delivered >= i64::from(d.max_deliver) {
+                                        // JetStream would not redeliver it anyway: say so.
+                                        self.shared.count(|c| &c.abandoned);
+                                        telemetry::abandoned(
+                                            self.bus.name(),
+                                            m.subject.as_str(),
+                                            delivered,
+                                        );
+                                        AckKind::Term
+                                    } else {
+                                        self.shared.count(|c| &c.redeliveries);
+                                        AckKind::Nak(Some(redelivery_delay(&d, delivered)))
+                                    }
                                 }
                                 Verdict::Stop => {
                                     let _ = m.ack_with(AckKind::Nak(None)).await;
+                                    running.reason = "the bus is closed";
                                     break 'outer;
                                 }
                             };
@@ -647,7 +687,7 @@ impl Worker {
                 }
             }
         }
-        self.finish();
+        drop(running);
     }
 
     fn stream_error(&self, d: &Durable, message: String) {
@@ -655,10 +695,30 @@ impl Worker {
         telemetry::stream_error(self.bus.name(), &d.stream, &d.consumer, &message);
         self.shared.error(message);
     }
+}
 
-    fn finish(&self) {
-        self.shared.running.store(false, Ordering::Release);
-        telemetry::stopped(self.bus.name());
+/// Marks the bridge stopped when its task ends, however it ends (a panic included), and
+/// reports why.
+struct Running<'a> {
+    worker: &'a Worker,
+    reason: &'static str,
+}
+
+impl<'a> Running<'a> {
+    fn new(worker: &'a Worker, reason: &'static str) -> Self {
+        Running { worker, reason }
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        let reason = if std::thread::panicking() {
+            "the bridge task panicked"
+        } else {
+            self.reason
+        };
+        self.worker.shared.running.store(false, Ordering::Release);
+        telemetry::stopped(self.worker.bus.name(), reason);
     }
 }
 

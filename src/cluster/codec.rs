@@ -269,6 +269,29 @@ mod tests {
     }
 
     #[test]
+    fn binary_round_trips_a_content_type_without_data() {
+        let s = Signal::builder("a.b", "/s")
+            .id("1")
+            .time_str("2024-01-01T00:00:00Z")
+            .datacontenttype("application/json")
+            .build()
+            .unwrap();
+        let (headers, payload) = encode(&s, ContentMode::Binary, "n");
+        assert!(payload.is_empty());
+        let d = decode(
+            "signals.a.b",
+            headers.as_ref(),
+            &payload,
+            "signals",
+            &OwnOrigin::new("m"),
+        );
+        let Ok(Decoded::Signal(back)) = d else {
+            panic!("{d:?}")
+        };
+        assert_eq!(back, s.with_extension(ORIGIN_EXTENSION, "n").unwrap());
+    }
+
+    #[test]
     fn binary_round_trip() {
         let (headers, payload) = encode(&sample(), ContentMode::Binary, "node-a");
         let headers = headers.unwrap();

@@ -20,9 +20,10 @@
 //! - **Core NATS**: at most once. A signal published while a bridge is down, or lost with a
 //!   connection, is not delivered to it.
 //! - **JetStream**: a publish is `Ok` once the stream stored it; a durable bridge
-//!   acknowledges a signal only after the local bus delivered it to every matching target,
-//!   asks for a redelivery (with a doubling delay) when one failed, and resumes after a
-//!   restart where it stopped. At least once: receivers deduplicate on the signal id.
+//!   acknowledges a signal only after the local bus delivered it to every matching target
+//!   (an async target: queued it), asks for a redelivery (with a doubling delay) when one
+//!   failed, gives up after `max_deliver` deliveries (counted and logged), and resumes after
+//!   a restart where it stopped. At least once: receivers deduplicate on the signal id.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -105,20 +106,24 @@ pub(crate) fn validate_stream_name(name: &str) -> Result<(), &'static str> {
     }
 }
 
-/// Whether a stream subject captures every subject under `prefix`.
+/// Whether a stream subject captures every subject under `prefix` (`<prefix>.>`).
 fn captures(stream_subject: &str, prefix: &str) -> bool {
-    if stream_subject == ">" {
-        return true;
+    let prefix: Vec<&str> = prefix.split('.').collect();
+    for (i, token) in stream_subject.split('.').enumerate() {
+        match (token, prefix.get(i)) {
+            (">", _) => return true,
+            (_, None) => return false,
+            ("*", Some(_)) => {}
+            (t, Some(p)) if t == *p => {}
+            _ => return false,
+        }
     }
-    match stream_subject.strip_suffix('>') {
-        // `a.>` captures `a.b.>`; `a.b.>` captures `a.b.>`.
-        Some(parent) => format!("{prefix}.").starts_with(parent),
-        None => false,
-    }
+    false
 }
 
 /// Makes sure the JetStream stream `name` exists and captures `<prefix>.>`: creates it
-/// (file storage, a 2-minute duplicate window) when it does not exist.
+/// (file storage, a 2-minute duplicate window, no age or size limit: set limits on the stream
+/// yourself, or create it with your own configuration first) when it does not exist.
 ///
 /// # Errors
 /// [`ClusterError::Stream`] when the name is invalid, the server refuses, or an existing
@@ -176,13 +181,26 @@ mod telemetry {
         );
     }
 
-    pub(super) fn stopped(bus: &str) {
+    pub(super) fn stopped(bus: &str, reason: &str) {
         tracing::info!(
             name: "signal_bus::cluster",
             target: "signal_bus::cluster",
             message = "NATS bridge stopped.",
             kind = "stopped",
             bus,
+            reason,
+        );
+    }
+
+    pub(super) fn abandoned(bus: &str, subject: &str, deliveries: i64) {
+        tracing::error!(
+            name: "signal_bus::cluster",
+            target: "signal_bus::cluster",
+            message = "Gave up on a bridged signal: local targets failed it max_deliver times.",
+            kind = "abandoned",
+            bus,
+            subject,
+            deliveries,
         );
     }
 
@@ -266,5 +284,9 @@ mod tests {
         assert!(!captures("acme.prod.>", "acme"));
         assert!(!captures("signals.*", "signals"));
         assert!(!captures("sig.>", "signals"));
+        assert!(captures("*.>", "signals"));
+        assert!(captures("acme.*.>", "acme.prod"));
+        assert!(!captures("acme.*", "acme.prod"));
+        assert!(!captures("signals", "signals"));
     }
 }

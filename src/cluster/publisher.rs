@@ -27,6 +27,7 @@ use super::{
 };
 use crate::{
     adapter::{AttachSlot, Health},
+    binding::encode_value,
     Adapter, ConfigError, ContentMode, DeliveryError, Signal,
 };
 
@@ -45,16 +46,17 @@ fn process_origin() -> &'static str {
 ///   flight) is lost. While the client reconnects, publishes wait for room in its buffer, up
 ///   to the target's timeout.
 /// - **JetStream** ([`jetstream`](NatsPubSub::jetstream)): each publish waits for the stream's
-///   acknowledgement, so an `Ok` outcome means the signal is stored. The message id is the
-///   signal id (`Nats-Msg-Id`), so a retried publish within the stream's duplicate window is
-///   stored once. With batching ([`Target::batch`](crate::Target::batch)) a batch is
+///   acknowledgement, so an `Ok` outcome means the signal is stored. The message id
+///   (`Nats-Msg-Id`) is the signal's source and id, so a retried publish within the stream's
+///   duplicate window is stored once. With batching ([`Target::batch`](crate::Target::batch)) a batch is
 ///   published in one go and its acknowledgements awaited together.
 ///
 /// Every message carries the id of the bus's node as the
 /// [`signalorigin`](super::ORIGIN_EXTENSION) extension attribute (the first member of the
 /// JSON, or the `ce-signalorigin` header). Signals that came in through a
-/// [`NatsBridge`](super::NatsBridge) already have it and are not published again: bridged
-/// buses never echo signals back and forth.
+/// [`NatsBridge`](super::NatsBridge) already have it and are not published again (the
+/// outcome is `Ok`): bridged buses never echo signals back and forth. This holds for any
+/// signal carrying that extension, however it reached the bus: do not set it yourself.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -73,7 +75,6 @@ pub struct NatsPubSub {
     mode: ContentMode,
     stream: Option<String>,
     jetstream: OnceLock<jetstream::Context>,
-    origin: Option<Arc<str>>,
     attached: AttachSlot,
 }
 
@@ -83,7 +84,6 @@ impl fmt::Debug for NatsPubSub {
             .field("prefix", &self.prefix)
             .field("mode", &self.mode)
             .field("stream", &self.stream)
-            .field("origin", &self.origin)
             .finish_non_exhaustive()
     }
 }
@@ -98,7 +98,6 @@ impl NatsPubSub {
             mode: ContentMode::Structured,
             stream: None,
             jetstream: OnceLock::new(),
-            origin: None,
             attached: AttachSlot::default(),
         }
     }
@@ -125,24 +124,17 @@ impl NatsPubSub {
         self
     }
 
-    /// The node id stamped on each message. Default: the id of the bus the target is
-    /// subscribed on ([`BusBuilder::node_id`](crate::BusBuilder::node_id)), or one id per
-    /// process outside a bus.
-    pub fn origin(mut self, origin: impl Into<String>) -> Self {
-        self.origin = Some(Arc::from(origin.into()));
-        self
-    }
-
     /// The subject a signal of type `ty` goes to.
     pub fn subject_for(&self, ty: &str) -> String {
         subject_for(&self.prefix, ty)
     }
 
+    /// The bus's node id (one id per process outside a bus): the bridge on the same bus
+    /// recognises its own signals by it.
     fn origin_id(&self) -> &str {
-        match (&self.origin, self.attached.get()) {
-            (Some(o), _) => o,
-            (None, Some(ctx)) => ctx.node_id(),
-            (None, None) => process_origin(),
+        match self.attached.get() {
+            Some(ctx) => ctx.node_id(),
+            None => process_origin(),
         }
     }
 
@@ -173,7 +165,10 @@ impl NatsPubSub {
             }
             .map(|()| None)
             .map_err(|e| {
-                let message = format!("NATS publish to `{}` failed: {e}", self.prefix);
+                let message = format!(
+                    "NATS publish to `{}` failed: {e}",
+                    self.subject_for(signal.ty())
+                );
                 match e.kind() {
                     CorePublishErrorKind::MaxPayloadExceeded | CorePublishErrorKind::BadSubject => {
                         DeliveryError::permanent(message)
@@ -186,7 +181,13 @@ impl NatsPubSub {
                 if let Some(headers) = headers {
                     message = message.headers(headers);
                 }
-                let message = message.message_id(signal.id()).expected_stream(stream);
+                // CloudEvents ids are unique per source: the message id is both.
+                let id = format!(
+                    "{} {}",
+                    encode_value(signal.source()),
+                    encode_value(signal.id())
+                );
+                let message = message.message_id(id).expected_stream(stream);
                 self.jetstream_context()
                     .send_publish(subject, message)
                     .await
@@ -237,11 +238,6 @@ impl Adapter for NatsPubSub {
         if let Some(stream) = &self.stream {
             if let Err(rule) = validate_stream_name(stream) {
                 problems.push(ConfigError::invalid("jetstream", stream, rule));
-            }
-        }
-        if let Some(origin) = &self.origin {
-            if let Err(rule) = crate::bus::validate_name("origin", origin) {
-                problems.push(ConfigError::invalid("origin", origin, rule));
             }
         }
         match problems.len() {
