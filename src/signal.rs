@@ -43,6 +43,7 @@ pub const SPEC_VERSION: &str = "1.0";
 /// Longest accepted value for `id`, `source`, `type` and `subject`, in bytes.
 pub const MAX_ATTRIBUTE_LEN: usize = 4096;
 
+/// The core attributes of the JSON form, in the order [`Signal::from_parts`] takes them.
 const CORE_ATTRIBUTES: [&str; 10] = [
     "specversion",
     "id",
@@ -613,13 +614,13 @@ impl Signal {
 
     fn from_map(mut map: Map<String, Value>) -> Result<Signal, SignalError> {
         let mut known: Known = Default::default();
-        for (slot, field) in known.iter_mut().zip(FIELDS) {
+        for (slot, field) in known.iter_mut().zip(CORE_ATTRIBUTES) {
             *slot = map.remove(field);
         }
         Signal::from_parts(known, None, map)
     }
 
-    /// Builds a signal from its core attributes (in [`FIELDS`] order) and the remaining
+    /// Builds a signal from its core attributes (in [`CORE_ATTRIBUTES`] order) and the remaining
     /// members, which are extensions.
     fn from_parts(
         known: Known,
@@ -919,23 +920,9 @@ impl Serialize for Signal {
     }
 }
 
-/// The core attributes of the JSON form, in the order [`Signal::from_parts`] takes them.
-const FIELDS: [&str; 10] = [
-    "specversion",
-    "id",
-    "source",
-    "type",
-    "subject",
-    "time",
-    "datacontenttype",
-    "dataschema",
-    "data",
-    "data_base64",
-];
-
 type Known = [Option<Value>; 10];
 
-/// The index of `data` in [`FIELDS`].
+/// The index of `data` in [`CORE_ATTRIBUTES`].
 const DATA: usize = 8;
 
 /// The data member as read: a parsed value, or JSON text kept for later.
@@ -944,7 +931,7 @@ enum DataIn {
     Raw(Box<RawValue>),
 }
 
-/// A member name of the JSON form: a core attribute (its index in [`FIELDS`]) or an
+/// A member name of the JSON form: a core attribute (its index in [`CORE_ATTRIBUTES`]) or an
 /// extension. Core names are recognised without allocating.
 struct Key(Result<usize, String>);
 
@@ -957,7 +944,7 @@ impl<'de> Deserialize<'de> for Key {
                 f.write_str("an attribute name")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
-                Ok(Key(FIELDS
+                Ok(Key(CORE_ATTRIBUTES
                     .iter()
                     .position(|f| *f == v)
                     .ok_or_else(|| v.to_owned())))

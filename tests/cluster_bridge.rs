@@ -18,7 +18,7 @@ use bytes::Bytes;
 use serde_json::json;
 use signal_bus::{
     adapter::{Handler, PubSub},
-    cluster::{ensure_stream, NatsBridge, ORIGIN_EXTENSION},
+    cluster::{ensure_stream, NatsBridge, NatsBridgeBuilder, ORIGIN_EXTENSION},
     ContentMode, DeliveryError, ErrorKind, Signal, Target,
 };
 
@@ -412,11 +412,22 @@ async fn durable_bridge_catches_up_on_what_was_published_while_it_was_down() {
     nats::delete_stream(&client, &stream).await;
 }
 
-#[tokio::test]
-async fn durable_bridge_redelivers_when_a_local_target_fails() {
+/// A JetStream publisher bus, and a bus whose `job.*` handler fails the first `failures`
+/// deliveries, bridged durably; the handler's call count.
+async fn flaky_durable_pair(
+    tag: &str,
+    failures: usize,
+    configure: impl FnOnce(NatsBridgeBuilder) -> NatsBridgeBuilder,
+) -> (
+    signal_bus::Bus,
+    NatsBridge,
+    Arc<AtomicUsize>,
+    async_nats::Client,
+    String,
+) {
     let client = nats::connect().await;
-    let (prefix, stream) = nats::unique("red");
-    let (a, _) = nats::bus_with_inbox("red-a", "nothing");
+    let (prefix, stream) = nats::unique(tag);
+    let (a, _) = nats::bus_with_inbox(&format!("{tag}-a"), "nothing");
     a.subscribe(
         "**",
         PubSub::nats(client.clone())
@@ -424,16 +435,18 @@ async fn durable_bridge_redelivers_when_a_local_target_fails() {
             .jetstream(&stream),
     )
     .unwrap();
-    let b = signal_bus::Bus::builder().name("red-b").build().unwrap();
+    let b = signal_bus::Bus::builder()
+        .name(format!("{tag}-b"))
+        .build()
+        .unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
     let seen = Arc::clone(&calls);
-    // Fails the first two deliveries of each signal.
     b.subscribe(
         "job.*",
         Handler::new(move |s: Arc<Signal>| {
             let n = seen.fetch_add(1, Ordering::SeqCst);
             async move {
-                if n < 2 {
+                if n < failures {
                     Err(DeliveryError::retryable(format!("not yet: {}", s.id())))
                 } else {
                     Ok(())
@@ -442,13 +455,17 @@ async fn durable_bridge_redelivers_when_a_local_target_fails() {
         }),
     )
     .unwrap();
-    let bridge = NatsBridge::builder(client.clone(), &b)
+    let builder = NatsBridge::builder(client.clone(), &b)
         .prefix(&prefix)
-        .durable(&stream, "worker")
-        .redelivery_delay(Duration::from_millis(50))
-        .start()
-        .await
-        .unwrap();
+        .durable(&stream, "worker");
+    let bridge = configure(builder).start().await.unwrap();
+    (a, bridge, calls, client, stream)
+}
+
+#[tokio::test]
+async fn durable_bridge_redelivers_when_a_local_target_fails() {
+    let (a, bridge, calls, client, stream) =
+        flaky_durable_pair("red", 2, |b| b.redelivery_delay(Duration::from_millis(50))).await;
     a.publish(signal("job.run", 1)).await.unwrap();
     nats::eventually("delivered on the third try", WAIT, || {
         calls.load(Ordering::SeqCst) >= 3
@@ -462,8 +479,13 @@ async fn durable_bridge_redelivers_when_a_local_target_fails() {
     );
     let stats = bridge.stats();
     assert_eq!(
-        (stats.failed, stats.redeliveries, stats.republished),
-        (2, 2, 3)
+        (
+            stats.failed,
+            stats.redeliveries,
+            stats.republished,
+            stats.abandoned
+        ),
+        (2, 2, 3, 0)
     );
     bridge.shutdown().await;
     nats::delete_stream(&client, &stream).await;
@@ -471,35 +493,10 @@ async fn durable_bridge_redelivers_when_a_local_target_fails() {
 
 #[tokio::test]
 async fn durable_bridge_gives_up_after_max_deliver_and_says_so() {
-    let client = nats::connect().await;
-    let (prefix, stream) = nats::unique("give");
-    let (a, _) = nats::bus_with_inbox("give-a", "nothing");
-    a.subscribe(
-        "**",
-        PubSub::nats(client.clone())
-            .prefix(&prefix)
-            .jetstream(&stream),
-    )
-    .unwrap();
-    let b = signal_bus::Bus::builder().name("give-b").build().unwrap();
-    let calls = Arc::new(AtomicUsize::new(0));
-    let seen = Arc::clone(&calls);
-    b.subscribe(
-        "job.*",
-        Handler::new(move |_s: Arc<Signal>| {
-            seen.fetch_add(1, Ordering::SeqCst);
-            async { Err(DeliveryError::retryable("always down")) }
-        }),
-    )
-    .unwrap();
-    let bridge = NatsBridge::builder(client.clone(), &b)
-        .prefix(&prefix)
-        .durable(&stream, "worker")
-        .max_deliver(3)
-        .redelivery_delay(Duration::from_millis(20))
-        .start()
-        .await
-        .unwrap();
+    let (a, bridge, calls, client, stream) = flaky_durable_pair("give", usize::MAX, |b| {
+        b.max_deliver(3).redelivery_delay(Duration::from_millis(20))
+    })
+    .await;
     a.publish(signal("job.run", 1)).await.unwrap();
     nats::eventually("abandoned after three deliveries", WAIT, || {
         bridge.stats().abandoned == 1
