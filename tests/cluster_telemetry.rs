@@ -6,55 +6,20 @@
 #[path = "support/nats.rs"]
 mod nats;
 
-use std::{
-    io,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+#[path = "support/capture.rs"]
+mod capture;
+
+use std::time::Duration;
 
 use bytes::Bytes;
 use signal_bus::cluster::NatsBridge;
-use tracing_subscriber::fmt::MakeWriter;
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-    }
-}
 
 const WAIT: Duration = Duration::from_secs(20);
 
 // One thread: the bridge task runs where the subscriber is set.
 #[tokio::test(flavor = "current_thread")]
 async fn bridge_events_name_what_happened() {
-    let out = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(out.clone())
-        .with_env_filter("signal_bus::cluster=info")
-        .without_time()
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (out, _guard) = capture::capture("signal_bus::cluster=info");
 
     let mut server = nats::OwnServer::start();
     let client = nats::fast_reconnect().connect(server.url()).await.unwrap();
@@ -86,7 +51,7 @@ async fn bridge_events_name_what_happened() {
     nats::eventually("healthy again", WAIT, || bridge.health().is_healthy()).await;
     bridge.shutdown().await;
 
-    let text = out.text();
+    let text = capture::text(&out);
     for expected in [
         "NATS bridge started. kind=\"started\" bus=\"tele\" subjects=[\"signals.>\"] durable=false",
         "Skipped a NATS message that is not a signal. kind=\"malformed\" bus=\"tele\" subject=\"signals.user.created\"",

@@ -1,52 +1,15 @@
 //! The bus emits `tracing` events with stable names and fields for publish and deliver.
 
-use std::{
-    io,
-    sync::{Arc, Mutex},
-};
+#[path = "support/capture.rs"]
+mod capture;
 
+use std::sync::Arc;
+
+use capture::{capture, text};
 use signal_bus::{
     adapter::{Handler, Noop},
     Bus, DeliveryError, Signal, Target,
 };
-use tracing_subscriber::fmt::MakeWriter;
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
-    }
-}
-
-fn capture(filter: &str) -> (Captured, tracing::subscriber::DefaultGuard) {
-    let out = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(out.clone())
-        .with_env_filter(filter)
-        .without_time()
-        .with_target(true)
-        .with_ansi(false)
-        .finish();
-    let guard = tracing::subscriber::set_default(subscriber);
-    (out, guard)
-}
-
-fn text(c: &Captured) -> String {
-    String::from_utf8(c.0.lock().unwrap().clone()).unwrap()
-}
 
 #[tokio::test(flavor = "current_thread")]
 async fn publish_and_deliver_events_carry_their_fields() {
