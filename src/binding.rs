@@ -2,6 +2,9 @@
 //! a binary-mode message, the percent-encoding of `ce-*` attribute values, and reading a
 //! binary-mode message back into a signal.
 
+// The helpers serve the `http` and `nats` features; the core alone uses only `ContentMode`.
+#![cfg_attr(not(any(feature = "http", feature = "nats")), allow(dead_code))]
+
 use std::borrow::Cow;
 
 use bytes::Bytes;

@@ -35,6 +35,16 @@ fn join_errors(errors: &[ConfigError]) -> String {
 }
 
 impl ConfigError {
+    /// Every problem a validation found: `Ok` for none, the one problem, or
+    /// [`ConfigError::Many`].
+    pub(crate) fn from_problems(mut problems: Vec<ConfigError>) -> Result<(), ConfigError> {
+        match problems.len() {
+            0 => Ok(()),
+            1 => Err(problems.remove(0)),
+            _ => Err(ConfigError::Many(problems)),
+        }
+    }
+
     /// A shorthand for [`ConfigError::Invalid`].
     pub fn invalid(
         option: &'static str,

@@ -236,7 +236,7 @@ impl LogFormat {
     /// A [`ConfigError`] on the `format` option naming the unknown placeholder and listing the
     /// valid ones ([`ConfigError::Many`] when there are several).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let mut errors: Vec<ConfigError> = self
+        let errors: Vec<ConfigError> = self
             .unknown
             .iter()
             .map(|p| {
@@ -247,11 +247,7 @@ impl LogFormat {
                 )
             })
             .collect();
-        match errors.len() {
-            0 => Ok(()),
-            1 => Err(errors.remove(0)),
-            _ => Err(ConfigError::Many(errors)),
-        }
+        ConfigError::from_problems(errors)
     }
 
     /// Renders a signal with this template (data uncapped).
@@ -630,11 +626,7 @@ impl Adapter for Logger {
                 "must be at least 1",
             ));
         }
-        match errors.len() {
-            0 => Ok(()),
-            1 => Err(errors.remove(0)),
-            _ => Err(ConfigError::Many(errors)),
-        }
+        ConfigError::from_problems(errors)
     }
 
     async fn deliver(&self, signal: &Signal) -> Result<(), DeliveryError> {

@@ -224,11 +224,7 @@ impl BusBuilder {
                 "must be at least 1",
             ));
         }
-        match problems.len() {
-            0 => {}
-            1 => return Err(problems.remove(0)),
-            _ => return Err(ConfigError::Many(problems)),
-        }
+        ConfigError::from_problems(problems)?;
         let node_id: Arc<str> = match self.node_id {
             Some(id) => Arc::from(id),
             None => Arc::from(format!("{}-{}", self.name, uuid::Uuid::now_v7().simple())),

@@ -191,11 +191,9 @@ impl NatsBridgeBuilder {
                 ));
             }
         }
-        match (problems.len(), pattern) {
-            (0, Some(p)) => Ok(p),
-            (1, _) => Err(problems.remove(0)),
-            _ => Err(ConfigError::Many(problems)),
-        }
+        ConfigError::from_problems(problems)?;
+        // No problems: the pattern parsed.
+        pattern.ok_or_else(|| ConfigError::invalid("pattern", &self.pattern, "does not parse"))
     }
 
     /// Validates, subscribes (or binds the durable consumer), and starts republishing into

@@ -240,11 +240,7 @@ impl Adapter for NatsPubSub {
                 problems.push(ConfigError::invalid("jetstream", stream, rule));
             }
         }
-        match problems.len() {
-            0 => Ok(()),
-            1 => Err(problems.remove(0)),
-            _ => Err(ConfigError::Many(problems)),
-        }
+        ConfigError::from_problems(problems)
     }
 
     async fn deliver(&self, signal: &Signal) -> Result<(), DeliveryError> {

@@ -256,11 +256,7 @@ impl Target {
                 )));
             }
         }
-        match problems.len() {
-            0 => Ok(()),
-            1 => Err(problems.remove(0)),
-            _ => Err(ConfigError::Many(problems)),
-        }
+        ConfigError::from_problems(problems)
     }
 
     /// The live targets a subscription gets: one, or one per endpoint when the target has a

@@ -93,11 +93,7 @@ impl Adapter for Http {
     fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
         self.request.validate(&mut problems);
-        match problems.len() {
-            0 => Ok(()),
-            1 => Err(problems.remove(0)),
-            _ => Err(ConfigError::Many(problems)),
-        }
+        ConfigError::from_problems(problems)
     }
 
     async fn deliver(&self, signal: &Signal) -> Result<(), DeliveryError> {

@@ -223,11 +223,7 @@ impl Adapter for Webhook {
                 }
             }
         }
-        match problems.len() {
-            0 => Ok(()),
-            1 => Err(problems.remove(0)),
-            _ => Err(ConfigError::Many(problems)),
-        }
+        ConfigError::from_problems(problems)
     }
 
     async fn deliver(&self, signal: &Signal) -> Result<(), DeliveryError> {

@@ -263,11 +263,7 @@ impl CircuitBreaker {
                 ));
             }
         }
-        match errors.len() {
-            0 => Ok(()),
-            1 => Err(errors.remove(0)),
-            _ => Err(ConfigError::Many(errors)),
-        }
+        ConfigError::from_problems(errors)
     }
 
     /// A fresh breaker (closed) with this configuration.

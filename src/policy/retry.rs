@@ -376,11 +376,7 @@ impl RetryPolicy {
                 ));
             }
         }
-        match errors.len() {
-            0 => Ok(()),
-            1 => Err(errors.remove(0)),
-            _ => Err(ConfigError::Many(errors)),
-        }
+        ConfigError::from_problems(errors)
     }
 
     fn check_base(&self, errors: &mut Vec<ConfigError>) {
