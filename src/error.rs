@@ -243,6 +243,15 @@ pub enum DeliveryError {
         /// The panic message.
         message: String,
     },
+    /// The receiver cannot take this signal as it is, and never will: its shape is not what
+    /// the receiver's schema accepts. A durable forwarder cancels the job as
+    /// `schema_mismatch` instead of retrying it (other permanent failures are retried
+    /// with the job backoff, then discarded).
+    #[error("schema mismatch: {message}")]
+    SchemaMismatch {
+        /// What does not match.
+        message: String,
+    },
     /// A failure with an explicit kind, from a custom adapter or a transport.
     #[error("{message}")]
     Other {
@@ -308,6 +317,19 @@ impl DeliveryError {
         }
     }
 
+    /// The receiver will never accept this signal as it is (a schema mismatch): permanent,
+    /// and a durable forwarder cancels the job as `schema_mismatch` rather than retrying it.
+    pub fn schema_mismatch(message: impl fmt::Display) -> Self {
+        DeliveryError::SchemaMismatch {
+            message: message.to_string(),
+        }
+    }
+
+    /// Whether the receiver said the signal does not match its schema.
+    pub fn is_schema_mismatch(&self) -> bool {
+        matches!(self, DeliveryError::SchemaMismatch { .. })
+    }
+
     /// The receiver asked to slow down; retry after `after` if given.
     pub fn throttled(message: impl fmt::Display, after: Option<Duration>) -> Self {
         DeliveryError::Other {
@@ -327,7 +349,8 @@ impl DeliveryError {
             | DeliveryError::UnknownName { .. }
             | DeliveryError::ReceiverGone { .. }
             | DeliveryError::Detached { .. }
-            | DeliveryError::Panicked { .. } => ErrorKind::Permanent,
+            | DeliveryError::Panicked { .. }
+            | DeliveryError::SchemaMismatch { .. } => ErrorKind::Permanent,
             DeliveryError::Http {
                 status,
                 retry_after,

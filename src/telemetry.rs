@@ -192,6 +192,12 @@ pub struct Metrics {
     /// Jobs of the bus's durable queue per state, as last seen by its runners (refreshed
     /// about every second); `None` without a queue or before the first look.
     pub queue: Option<std::collections::BTreeMap<crate::queue::JobState, u64>>,
+    /// Runnable jobs of the bus's queue waiting for a worker or forwarder name that no
+    /// process registered lately, per `(queue, worker)` (forwarder jobs show as
+    /// `signal_bus.forwarder:<name>`), as last seen by its runners; `None` without a queue
+    /// or before the first look. See [`Queue::unregistered`](crate::queue::Queue::unregistered).
+    pub queue_unregistered:
+        Option<std::collections::BTreeMap<(String, String), u64>>,
 }
 
 impl Metrics {
@@ -263,17 +269,20 @@ pub(crate) fn queue_job(
     outcome: &crate::queue::WorkOutcome,
     took: Duration,
 ) {
-    use crate::queue::WorkOutcome;
-    let detail = match outcome {
-        WorkOutcome::Cancel(r) | WorkOutcome::Error(r) => r.as_str(),
-        _ => "",
+    use crate::queue::{CancelReason, WorkOutcome};
+    let (detail, cancel_reason) = match outcome {
+        WorkOutcome::Error(r) => (r.as_str(), None),
+        WorkOutcome::Cancel(r) => (r.as_str(), Some(CancelReason::Worker.as_str())),
+        WorkOutcome::CancelFor(reason, r) => (r.as_str(), Some(reason.as_str())),
+        _ => ("", None),
     };
-    let forwarder = job.args.get("forwarder").and_then(|v| v.as_str());
+    let forwarder = job.forwarder();
     if matches!(kind, "completed" | "snoozed") {
         tracing::debug!(
             name: "signal_bus::queue",
             target: "signal_bus::queue",
             kind,
+            queue = %job.queue,
             worker = %job.worker,
             forwarder,
             job_id = job.id,
@@ -286,28 +295,73 @@ pub(crate) fn queue_job(
             target: "signal_bus::queue",
             message = "Job did not complete.",
             kind,
+            queue = %job.queue,
             worker = %job.worker,
             forwarder,
             job_id = job.id,
             attempt = job.attempt,
             max_attempts = job.max_attempts,
+            cancel_reason,
             error = detail,
         );
     }
 }
 
-pub(crate) fn queue_store_error(job: &crate::queue::Job, error: &crate::queue::QueueError) {
+/// Recording a job's outcome failed (`action`: complete, retry, snooze, cancel, discard).
+pub(crate) fn queue_store_error(
+    job: &crate::queue::Job,
+    action: &'static str,
+    error: &crate::queue::QueueError,
+) {
     tracing::error!(
         name: "signal_bus::queue",
         target: "signal_bus::queue",
         message = "Could not record a job's outcome; its lease will expire and it will run again.",
         kind = "store_error",
+        action,
+        queue = %job.queue,
+        worker = %job.worker,
+        forwarder = job.forwarder(),
         job_id = job.id,
+        attempt = job.attempt,
         error = %error,
     );
 }
 
-/// A runner's write or read failed; `action` says which (`claim`, `complete`).
+/// A runner's update of a job it ran was refused: the job is no longer held under its lease.
+pub(crate) fn queue_lease_lost(job: &crate::queue::Job, action: &'static str) {
+    tracing::warn!(
+        name: "signal_bus::queue",
+        target: "signal_bus::queue",
+        message = "A job's lease was taken over (rescued, released, cancelled or claimed again); \
+                   this runner's outcome was not recorded.",
+        kind = "lease_lost",
+        action,
+        queue = %job.queue,
+        worker = %job.worker,
+        forwarder = job.forwarder(),
+        job_id = job.id,
+        attempt = job.attempt,
+    );
+}
+
+/// As [`queue_lease_lost`], when only the job id is at hand (batched completions,
+/// heartbeats).
+pub(crate) fn queue_lease_lost_id(queue: &str, job_id: i64, action: &'static str) {
+    tracing::warn!(
+        name: "signal_bus::queue",
+        target: "signal_bus::queue",
+        message = "A job's lease was taken over (rescued, released, cancelled or claimed again); \
+                   this runner's outcome was not recorded.",
+        kind = "lease_lost",
+        action,
+        queue,
+        job_id,
+    );
+}
+
+/// A runner's write or read failed; `action` says which (`claim`, `complete`, `rescue`,
+/// `register`, `prune`, ...).
 pub(crate) fn queue_store_failure(
     queue: &str,
     action: &'static str,
@@ -324,13 +378,60 @@ pub(crate) fn queue_store_failure(
     );
 }
 
-pub(crate) fn queue_rescued(queue: &str, count: u64) {
+pub(crate) fn queue_rescued(count: u64) {
     tracing::warn!(
         name: "signal_bus::queue",
         target: "signal_bus::queue",
-        message = "Rescued jobs whose runner stopped renewing their lease.",
+        message = "Rescued jobs whose runner stopped renewing their lease; each counts as a \
+                   failed attempt and is retried with backoff.",
         kind = "rescued",
-        queue,
         count,
+    );
+}
+
+/// Jobs for a name no process registered within the grace period were cancelled.
+pub(crate) fn queue_unknown_cancelled(queue: &str, worker: &str, count: u64) {
+    let (reason, _) = crate::queue::unregistered_reason(worker);
+    tracing::warn!(
+        name: "signal_bus::queue",
+        target: "signal_bus::queue",
+        message = "Cancelled jobs whose worker or forwarder no process registered within the \
+                   grace period.",
+        kind = reason.as_str(),
+        queue,
+        worker,
+        forwarder = worker
+            .strip_prefix(crate::queue::FORWARDER_WORKER)
+            .and_then(|r| r.strip_prefix(':')),
+        count,
+    );
+}
+
+pub(crate) fn queue_pruned(report: &crate::queue::PruneReport) {
+    if *report == crate::queue::PruneReport::default() {
+        return;
+    }
+    tracing::debug!(
+        name: "signal_bus::queue",
+        target: "signal_bus::queue",
+        kind = "pruned",
+        completed = report.completed,
+        cancelled = report.cancelled,
+        discarded = report.discarded,
+        signals = report.signals,
+    );
+}
+
+/// A durable forwarder's endpoint answered 410 Gone: the forwarder is paused.
+pub(crate) fn forwarder_paused(forwarder: &str, error: &DeliveryError) {
+    tracing::error!(
+        name: "signal_bus::endpoint_disabled",
+        target: "signal_bus::endpoint_disabled",
+        message = "A durable forwarder's endpoint answered 410 Gone: the forwarder is paused in \
+                   this process and its jobs wait (no attempt spent) until \
+                   Queue::resume_forwarder.",
+        target_name = forwarder,
+        forwarder,
+        error = %error,
     );
 }

@@ -1,6 +1,7 @@
 //! The queue runner and the forwarder: thin jobs reloaded at run time, dispatch modes, the
-//! cancel taxonomy, retries and discards, panics, snoozes on an open breaker, tenant
-//! workers, shutdown and rescue. On the in-memory store (the SQL stores run the same code
+//! cancel taxonomy, retries and discards, 410 pauses, panics, snoozes on an open breaker,
+//! tenant workers, shutdown and rescue, runners that claim only what they can run, the
+//! grace period for unknown names, lease tokens and pruning. On the in-memory store (the SQL stores run the same code
 //! and their own conformance suites).
 
 use std::{
@@ -16,8 +17,9 @@ use signal_bus::{
     adapter::Handler,
     policy::{CircuitBreaker, RetryPolicy},
     queue::{
-        DispatchMode, Forwarder, Job, JobBackoff, JobState, MemoryStore, NewJob, Queue, QueueError,
-        Scope, Tenant, TenantWorker, WorkOutcome, Worker, FORWARDER_WORKER,
+        forwarder_worker, CancelReason, DispatchMode, Forwarder, Job, JobBackoff, JobState,
+        JobStore, MemoryStore, NewJob, Queue, QueueError, Retention, Scope, Tenant, TenantWorker,
+        WorkOutcome, Worker,
     },
     Bus, DeliveryError, Signal,
 };
@@ -103,16 +105,19 @@ async fn async_forwarder_enqueues_a_thin_job_and_the_runner_delivers() {
         "nothing delivered before a runner runs"
     );
     let job = only_job(&queue).await;
-    assert_eq!(job.worker, FORWARDER_WORKER);
+    assert_eq!(job.worker, forwarder_worker("siem"));
+    assert_eq!(job.worker, "signal_bus.forwarder:siem");
+    assert_eq!(job.forwarder(), Some("siem"));
     assert_eq!(job.state, JobState::Available);
     let args = job.args.as_object().unwrap();
     let mut keys: Vec<&String> = args.keys().collect();
     keys.sort();
     assert_eq!(
         keys,
-        ["forwarder", "occurred_at", "signal_id"],
+        ["forwarder", "occurred_at", "signal_id", "signal_source"],
         "a thin reference"
     );
+    assert_eq!(args["signal_source"], "/tests");
     assert_eq!(args["signal_id"], "sig-1");
     let runner = queue.start();
     wait_until("delivery", || seen.lock().unwrap().len() == 1).await;
@@ -182,6 +187,16 @@ async fn an_async_forwarder_needs_a_queue() {
     );
 }
 
+async fn counts_reach(queue: &Queue, what: &str, f: impl Fn(&std::collections::BTreeMap<JobState, u64>) -> bool) {
+    for _ in 0..1000 {
+        if f(&queue.counts().await.unwrap()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}: {:?}", queue.counts().await.unwrap());
+}
+
 #[tokio::test]
 async fn cancel_taxonomy() {
     let store = MemoryStore::new();
@@ -193,58 +208,136 @@ async fn cancel_taxonomy() {
         Forwarder::new(
             "siem",
             recorder(&seen, |n| {
-                (n == 0).then(|| DeliveryError::permanent("field `user` removed"))
+                (n == 0).then(|| DeliveryError::schema_mismatch("field `user` removed"))
             }),
         )
         .dispatch(DispatchMode::Async),
     )
     .unwrap();
-    // 1. schema_mismatch from the adapter (a permanent failure), 2. signal deleted,
-    // 3. a stored signal that no longer parses, 4. an unknown forwarder.
+    // 1. schema_mismatch said by the adapter, 2. signal deleted, 3. a stored signal that no
+    // longer parses.
     bus.publish(signal(1)).await.unwrap();
     bus.publish(signal(2)).await.unwrap();
     bus.publish(signal(3)).await.unwrap();
-    queue.store().delete_signal("sig-2").await.unwrap();
-    store.corrupt_signal("sig-3", b"{not json");
-    let sig4 = signal(4);
-    queue
-        .store()
-        .enqueue(
-            Some(&sig4),
-            &NewJob::new(
-                FORWARDER_WORKER,
-                json!({"forwarder": "gone", "signal_id": "sig-4"}),
-            ),
-        )
-        .await
-        .unwrap();
+    queue.store().delete_signal("/tests", "sig-2").await.unwrap();
+    store.corrupt_signal("/tests", "sig-3", b"{not json");
     let runner = queue.start();
-    wait_until("all cancelled", || {
-        futures_util::FutureExt::now_or_never(queue.counts())
-            .and_then(Result::ok)
-            .is_some_and(|c| c[&JobState::Cancelled] == 4)
-    })
-    .await;
+    counts_reach(&queue, "all cancelled", |c| c[&JobState::Cancelled] == 3).await;
     runner.shutdown().await;
-    let reasons: Vec<String> = queue
-        .list(JobState::Cancelled, 10)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|j| j.last_error.unwrap())
+    let cancelled = queue.list(JobState::Cancelled, 10).await.unwrap();
+    let reasons: Vec<Option<CancelReason>> = cancelled.iter().map(|j| j.cancel_reason).collect();
+    assert_eq!(
+        reasons,
+        [
+            Some(CancelReason::SchemaMismatch),
+            Some(CancelReason::SignalNotFound),
+            Some(CancelReason::SchemaMismatch)
+        ]
+    );
+    let details: Vec<&str> = cancelled
+        .iter()
+        .map(|j| j.last_error.as_deref().unwrap())
         .collect();
-    assert_eq!(reasons[0], "schema_mismatch: field `user` removed");
-    assert_eq!(reasons[1], "signal_not_found: signal `sig-2` was deleted");
-    assert!(
-        reasons[2].starts_with("schema_mismatch: signal `sig-3` does not parse"),
-        "{}",
-        reasons[2]
+    assert_eq!(
+        details[0],
+        "schema_mismatch: schema mismatch: field `user` removed"
     );
     assert_eq!(
-        reasons[3],
-        "unknown_forwarder: no forwarder `gone` is subscribed on a bus using this queue"
+        details[1],
+        "signal_not_found: signal `sig-2` from `/tests` was deleted"
+    );
+    assert!(
+        details[2].starts_with("schema_mismatch: signal `sig-3` from `/tests` does not hold a valid signal"),
+        "{}",
+        details[2]
     );
     assert!(seen.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn permanent_failures_are_retried_then_discarded_not_cancelled() {
+    let queue = quick_queue(MemoryStore::new());
+    let bus = Bus::builder().queue(queue.clone()).build().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    // An expired API key: 401 twice, then the operator fixes it.
+    let expired_key = |n: usize| {
+        (n < 2).then(|| DeliveryError::permanent("receiver answered HTTP 401: key expired"))
+    };
+    bus.subscribe(
+        "audit.**",
+        Forwarder::new("siem", recorder(&seen, expired_key))
+            .dispatch(DispatchMode::Async)
+            .max_attempts(3),
+    )
+    .unwrap();
+    bus.publish(signal(1)).await.unwrap();
+    let id = only_job(&queue).await.id;
+    let runner = queue.start();
+    wait_until("delivered on the third attempt", || {
+        seen.lock().unwrap().len() == 1
+    })
+    .await;
+    counts_reach(&queue, "completed", |c| c[&JobState::Completed] == 1).await;
+    let job = state_of(&queue, id).await;
+    assert_eq!((job.attempt, job.cancel_reason), (3, None));
+
+    // Never fixed: discarded with the last error after max_attempts, never cancelled.
+    let bus2 = Bus::builder().queue(queue.clone()).build().unwrap();
+    bus2.subscribe(
+        "audit.**",
+        Forwarder::new(
+            "moved",
+            recorder(&seen, |_| Some(DeliveryError::permanent("HTTP 404"))),
+        )
+        .dispatch(DispatchMode::Async)
+        .max_attempts(2),
+    )
+    .unwrap();
+    bus2.publish(signal(2)).await.unwrap();
+    counts_reach(&queue, "discarded", |c| c[&JobState::Discarded] == 1).await;
+    runner.shutdown().await;
+    let d = queue.list(JobState::Discarded, 1).await.unwrap().remove(0);
+    assert_eq!(
+        (d.attempt, d.last_error.as_deref(), d.cancel_reason),
+        (2, Some("HTTP 404"), None)
+    );
+}
+
+#[tokio::test]
+async fn gone_pauses_the_forwarder_and_keeps_every_job() {
+    let queue = quick_queue(MemoryStore::new());
+    let bus = Bus::builder().queue(queue.clone()).build().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let gone_once = |n: usize| {
+        (n == 0).then(|| DeliveryError::Gone {
+            message: "receiver answered HTTP 410".to_owned(),
+        })
+    };
+    bus.subscribe(
+        "audit.**",
+        Forwarder::new("siem", recorder(&seen, gone_once)).dispatch(DispatchMode::Async),
+    )
+    .unwrap();
+    for n in 0..3 {
+        bus.publish(signal(n)).await.unwrap();
+    }
+    let runner = queue.start();
+    wait_until("paused", || queue.paused_forwarders() == ["siem"]).await;
+    // Every job waits, none spent an attempt.
+    counts_reach(&queue, "all back, waiting", |c| {
+        c[&JobState::Executing] == 0 && c[&JobState::Available] + c[&JobState::Scheduled] == 3
+    })
+    .await;
+    for st in [JobState::Available, JobState::Scheduled] {
+        for j in queue.list(st, 10).await.unwrap() {
+            assert_eq!(j.attempt, 0, "{j:?}");
+        }
+    }
+    assert!(queue.resume_forwarder("siem"));
+    assert!(!queue.resume_forwarder("siem"), "already running");
+    counts_reach(&queue, "all delivered", |c| c[&JobState::Completed] == 3).await;
+    runner.shutdown().await;
+    assert_eq!(seen.lock().unwrap().len(), 3);
 }
 
 #[tokio::test]
@@ -265,7 +358,7 @@ async fn errors_are_retried_then_discarded_and_can_be_redriven() {
         seen.lock().unwrap().len() == 1
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    counts_reach(&queue, "completed", |c| c[&JobState::Completed] == 1).await;
     let job = state_of(&queue, id).await;
     assert_eq!((job.state, job.attempt), (JobState::Completed, 3));
     assert_eq!(job.last_error.as_deref(), Some("receiver 503"));
@@ -325,16 +418,22 @@ async fn a_panicking_worker_becomes_an_error_and_the_runner_goes_on() {
         .await
         .unwrap()
         .unwrap();
-    let ok_id = queue
-        .enqueue(NewJob::new("unknown-worker", json!({})))
+    let fine = queue
+        .enqueue(NewJob::new("fine", json!({})))
         .await
         .unwrap()
         .unwrap();
+    struct Fine;
+    #[async_trait::async_trait]
+    impl Worker for Fine {
+        async fn perform(&self, _job: &Job) -> WorkOutcome {
+            WorkOutcome::Ok
+        }
+    }
+    queue.register_worker("fine", Fine);
     let runner = queue.start();
-    wait_until("both done", || {
-        futures_util::FutureExt::now_or_never(queue.counts())
-            .and_then(Result::ok)
-            .is_some_and(|c| c[&JobState::Discarded] == 1 && c[&JobState::Cancelled] == 1)
+    counts_reach(&queue, "both done", |c| {
+        c[&JobState::Discarded] == 1 && c[&JobState::Completed] == 1
     })
     .await;
     runner.shutdown().await;
@@ -343,15 +442,19 @@ async fn a_panicking_worker_becomes_an_error_and_the_runner_goes_on() {
         job.last_error.as_deref(),
         Some("adapter panicked: worker bug")
     );
-    assert_eq!(
-        state_of(&queue, ok_id).await.last_error.as_deref(),
-        Some("unknown worker `unknown-worker`")
-    );
+    assert_eq!(state_of(&queue, fine).await.state, JobState::Completed);
 }
 
 #[tokio::test]
 async fn an_open_breaker_snoozes_without_spending_attempts() {
-    let queue = quick_queue(MemoryStore::new());
+    // The failed job's retry waits an hour, so it cannot come back (and be snoozed too)
+    // while the test looks, however slow the machine.
+    let queue = Queue::builder(MemoryStore::new())
+        .poll_interval(Duration::from_millis(10))
+        .backoff(JobBackoff::Policy(RetryPolicy::constant(
+            Duration::from_secs(3600),
+        )))
+        .build();
     let bus = Bus::builder().queue(queue.clone()).build().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     bus.subscribe(
@@ -371,21 +474,15 @@ async fn an_open_breaker_snoozes_without_spending_attempts() {
     bus.publish(signal(1)).await.unwrap();
     bus.publish(signal(2)).await.unwrap();
     let runner = queue.start();
-    wait_until("one retryable, one snoozed", || {
-        futures_util::FutureExt::now_or_never(queue.counts())
-            .and_then(Result::ok)
-            .is_some_and(|c| {
-                c[&JobState::Retryable] + c[&JobState::Scheduled] == 2
-                    && c[&JobState::Scheduled] >= 1
-            })
+    counts_reach(&queue, "one retryable, one snoozed", |c| {
+        c[&JobState::Retryable] == 1 && c[&JobState::Scheduled] == 1
     })
     .await;
     runner.shutdown().await;
     let snoozed = queue.list(JobState::Scheduled, 10).await.unwrap();
-    assert!(
-        snoozed.iter().all(|j| j.attempt == 0),
-        "a snooze spends no attempt: {snoozed:?}"
-    );
+    assert_eq!(snoozed[0].attempt, 0, "a snooze spends no attempt");
+    let retried = queue.list(JobState::Retryable, 10).await.unwrap();
+    assert_eq!(retried[0].attempt, 1);
 }
 
 struct Audit {
@@ -486,6 +583,9 @@ async fn shutdown_releases_unfinished_jobs_and_another_runner_rescues_orphans() 
     let fast = Queue::builder(store.clone())
         .poll_interval(Duration::from_millis(10))
         .lease(Duration::from_millis(200))
+        .backoff(JobBackoff::Policy(RetryPolicy::constant(
+            Duration::from_millis(10),
+        )))
         .build();
     let done = Arc::new(AtomicUsize::new(0));
     struct Count(Arc<AtomicUsize>);
@@ -507,6 +607,7 @@ async fn shutdown_releases_unfinished_jobs_and_another_runner_rescues_orphans() 
     fast.store()
         .claim(
             "default",
+            &["count".to_owned()],
             1,
             "crashed",
             now,
@@ -516,8 +617,17 @@ async fn shutdown_releases_unfinished_jobs_and_another_runner_rescues_orphans() 
         .unwrap();
     let runner = fast.start();
     wait_until("rescued and run", || done.load(Ordering::SeqCst) == 1).await;
+    counts_reach(&fast, "completed", |c| c[&JobState::Completed] == 1).await;
     runner.shutdown().await;
-    assert_eq!(state_of(&fast, id).await.attempt, 2);
+    let job = state_of(&fast, id).await;
+    assert_eq!(job.attempt, 2, "the crashed attempt counts");
+    assert!(
+        job.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("runner stopped during attempt 1")),
+        "its history says the runner died: {:?}",
+        job.last_error
+    );
 }
 
 #[tokio::test]
@@ -586,27 +696,254 @@ async fn a_timed_out_shutdown_keeps_finished_jobs_completed() {
 }
 
 #[tokio::test]
-async fn unsubscribing_a_forwarder_unregisters_it() {
+async fn unsubscribing_a_forwarder_leaves_its_jobs_waiting() {
     let queue = quick_queue(MemoryStore::new());
     let bus = Bus::builder().queue(queue.clone()).build().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let sub = bus
-        .subscribe(
-            "audit.**",
-            Forwarder::new("siem", recorder(&seen, |_| None)).dispatch(DispatchMode::Async),
-        )
-        .unwrap();
+    let forwarder = || Forwarder::new("siem", recorder(&seen, |_| None)).dispatch(DispatchMode::Async);
+    let sub = bus.subscribe("audit.**", forwarder()).unwrap();
     bus.publish(signal(1)).await.unwrap();
     bus.unsubscribe(sub).unwrap();
     let runner = queue.start();
-    wait_until("the orphaned job is cancelled", || {
-        futures_util::FutureExt::now_or_never(queue.counts())
-            .and_then(Result::ok)
-            .is_some_and(|c| c[&JobState::Cancelled] == 1)
+    // The runner has looked at the queue and seen a job nobody here can run...
+    wait_until("the job shows as waiting for an unregistered name", || {
+        queue.cached_unregistered().is_some_and(|u| {
+            u.get(&("default".to_owned(), forwarder_worker("siem"))) == Some(&1)
+        })
     })
     .await;
+    let job = only_job(&queue).await;
+    assert_eq!((job.state, job.attempt), (JobState::Available, 0), "not spent");
+    assert!(bus.metrics().queue_unregistered.is_some_and(|u| u.values().sum::<u64>() == 1));
+    // ...and subscribing again delivers it.
+    bus.subscribe("audit.**", forwarder()).unwrap();
+    wait_until("delivered", || seen.lock().unwrap().len() == 1).await;
+    counts_reach(&queue, "completed", |c| c[&JobState::Completed] == 1).await;
     runner.shutdown().await;
-    assert!(seen.lock().unwrap().is_empty());
-    let job = queue.list(JobState::Cancelled, 1).await.unwrap().remove(0);
-    assert!(job.last_error.unwrap().starts_with("unknown_forwarder"));
+}
+
+#[tokio::test]
+async fn a_runner_started_before_subscribe_delivers_every_pending_job() {
+    let store = MemoryStore::new();
+    // Published by an earlier process that had no runner.
+    {
+        let earlier = quick_queue(store.clone());
+        let bus = Bus::builder().queue(earlier).build().unwrap();
+        bus.subscribe(
+            "audit.**",
+            Forwarder::new("siem", signal_bus::adapter::Noop).dispatch(DispatchMode::Async),
+        )
+        .unwrap();
+        for n in 0..20 {
+            assert!(bus.publish(signal(n)).await.unwrap().is_ok());
+        }
+    }
+    // A restart, in the order the README shows: runner first, then subscribe.
+    let queue = quick_queue(store);
+    let runner = queue.start();
+    wait_until("the runner looked at the pending jobs", || {
+        queue
+            .cached_unregistered()
+            .is_some_and(|u| u.values().sum::<u64>() == 20)
+    })
+    .await;
+    let bus = Bus::builder().queue(queue.clone()).build().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    bus.subscribe(
+        "audit.**",
+        Forwarder::new("siem", recorder(&seen, |_| None)).dispatch(DispatchMode::Async),
+    )
+    .unwrap();
+    counts_reach(&queue, "all delivered", |c| c[&JobState::Completed] == 20).await;
+    runner.shutdown().await;
+    assert_eq!(queue.counts().await.unwrap()[&JobState::Cancelled], 0);
+    let mut ids = seen.lock().unwrap().clone();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 20);
+}
+
+#[tokio::test]
+async fn two_services_with_different_forwarders_share_one_queue() {
+    let store = MemoryStore::new();
+    let (a_seen, b_seen) = (
+        Arc::new(Mutex::new(Vec::new())),
+        Arc::new(Mutex::new(Vec::new())),
+    );
+    let mut runners = Vec::new();
+    let mut buses = Vec::new();
+    for (name, seen) in [("a", &a_seen), ("b", &b_seen)] {
+        let queue = quick_queue(store.clone());
+        runners.push(queue.start());
+        let bus = Bus::builder().queue(queue.clone()).build().unwrap();
+        bus.subscribe(
+            format!("{name}.**").as_str(),
+            Forwarder::new(name, recorder(seen, |_| None)).dispatch(DispatchMode::Async),
+        )
+        .unwrap();
+        buses.push(bus);
+    }
+    for n in 0..10 {
+        for (bus, ty) in [(&buses[0], "a.event"), (&buses[1], "b.event")] {
+            let s = Signal::builder(ty, "/svc").id(format!("{ty}-{n}")).build().unwrap();
+            bus.publish(s).await.unwrap();
+        }
+    }
+    wait_until("both services delivered their own", || {
+        a_seen.lock().unwrap().len() == 10 && b_seen.lock().unwrap().len() == 10
+    })
+    .await;
+    for r in runners {
+        r.shutdown().await;
+    }
+    assert!(a_seen.lock().unwrap().iter().all(|id| id.starts_with("a.")));
+    assert!(b_seen.lock().unwrap().iter().all(|id| id.starts_with("b.")));
+    let c = store.counts().await.unwrap();
+    assert_eq!((c[&JobState::Completed], c[&JobState::Cancelled]), (20, 0));
+}
+
+#[tokio::test]
+async fn jobs_nobody_registers_are_cancelled_after_the_grace_period() {
+    let queue = Queue::builder(MemoryStore::new())
+        .poll_interval(Duration::from_millis(10))
+        .unknown_after(Duration::from_millis(100))
+        .build();
+    let sig = signal(1);
+    queue
+        .store()
+        .enqueue(
+            Some(&sig),
+            &NewJob::new(
+                forwarder_worker("gone"),
+                json!({"forwarder": "gone", "signal_source": "/tests", "signal_id": "sig-1"}),
+            ),
+        )
+        .await
+        .unwrap();
+    let worker_job = queue
+        .enqueue(NewJob::new("retired-worker", json!({})))
+        .await
+        .unwrap()
+        .unwrap();
+    let runner = queue.start();
+    counts_reach(&queue, "both cancelled", |c| c[&JobState::Cancelled] == 2).await;
+    runner.shutdown().await;
+    let f = queue.list(JobState::Cancelled, 10).await.unwrap();
+    assert_eq!(f[0].cancel_reason, Some(CancelReason::UnknownForwarder));
+    assert!(f[0].last_error.as_deref().unwrap().contains("forwarder `gone`"));
+    assert_eq!(
+        state_of(&queue, worker_job).await.cancel_reason,
+        Some(CancelReason::UnknownWorker)
+    );
+}
+
+#[tokio::test]
+async fn a_job_cancelled_while_running_keeps_its_cancellation() {
+    struct Slow(Arc<tokio::sync::Notify>, Arc<tokio::sync::Notify>);
+    #[async_trait::async_trait]
+    impl Worker for Slow {
+        async fn perform(&self, _job: &Job) -> WorkOutcome {
+            self.0.notify_one();
+            self.1.notified().await;
+            WorkOutcome::Ok
+        }
+    }
+    let queue = quick_queue(MemoryStore::new());
+    let (started, release) = (Arc::new(tokio::sync::Notify::new()), Arc::new(tokio::sync::Notify::new()));
+    queue.register_worker("slow", Slow(Arc::clone(&started), Arc::clone(&release)));
+    let id = queue
+        .enqueue(NewJob::new("slow", json!({})))
+        .await
+        .unwrap()
+        .unwrap();
+    let runner = queue.start();
+    started.notified().await;
+    assert!(queue.cancel(id).await.unwrap(), "cancelled by hand while running");
+    release.notify_one();
+    // The runner's completion must be refused: the job stays cancelled.
+    runner.shutdown().await;
+    let job = state_of(&queue, id).await;
+    assert_eq!(
+        (job.state, job.cancel_reason),
+        (JobState::Cancelled, Some(CancelReason::Manual))
+    );
+}
+
+#[tokio::test]
+async fn generic_enqueues_share_one_commit_and_lose_nothing() {
+    let queue = quick_queue(MemoryStore::new());
+    let mut tasks = tokio::task::JoinSet::new();
+    for p in 0..64 {
+        let q = queue.clone();
+        tasks.spawn(async move {
+            let mut ids = Vec::new();
+            for n in 0..20 {
+                ids.push(
+                    q.enqueue(NewJob::new("w", json!({"p": p, "n": n})))
+                        .await
+                        .unwrap()
+                        .unwrap(),
+                );
+            }
+            ids
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(ids) = tasks.join_next().await {
+        all.extend(ids.unwrap());
+    }
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), 64 * 20);
+    assert_eq!(queue.counts().await.unwrap()[&JobState::Available], 64 * 20);
+    let e = queue
+        .enqueue(NewJob::new("w", json!({})).priority(10))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, QueueError::Invalid(_)), "{e}");
+}
+
+#[tokio::test]
+async fn the_runner_prunes_what_retention_lets_go() {
+    let store = MemoryStore::new();
+    let queue = Queue::builder(store.clone())
+        .poll_interval(Duration::from_millis(10))
+        .retention(Retention::default().completed(Some(Duration::ZERO)))
+        .prune_interval(Duration::from_millis(20))
+        .build();
+    let bus = Bus::builder().queue(queue.clone()).build().unwrap();
+    bus.subscribe(
+        "audit.**",
+        Forwarder::new("siem", signal_bus::adapter::Noop).dispatch(DispatchMode::Async),
+    )
+    .unwrap();
+    for n in 0..10 {
+        bus.publish(signal(n)).await.unwrap();
+    }
+    let runner = queue.start();
+    // Delivered, then pruned: no job left, and no signal either.
+    wait_until("pruned", || {
+        futures_util::FutureExt::now_or_never(queue.counts())
+            .and_then(Result::ok)
+            .is_some_and(|c| c.values().sum::<u64>() == 0)
+    })
+    .await;
+    let mut gone = 0;
+    for n in 0..10 {
+        for _ in 0..500 {
+            if store.load_signal("/tests", &format!("sig-{n}")).await.unwrap().is_none() {
+                gone += 1;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    runner.shutdown().await;
+    assert_eq!(gone, 10, "signals no job refers to are pruned too");
+    // By hand, per state.
+    let report = queue
+        .prune(Retention::keep_forever().cancelled(Some(Duration::ZERO)))
+        .await
+        .unwrap();
+    assert_eq!(report, signal_bus::queue::PruneReport::default());
 }

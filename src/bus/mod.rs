@@ -421,13 +421,12 @@ impl Bus {
                 });
             }
         }
-        let queue = self
-            .inner
-            .context
-            .queue
-            .as_ref()
-            .and_then(crate::queue::Queue::cached_counts);
-        Metrics { targets, queue }
+        let durable = self.inner.context.queue.as_ref();
+        Metrics {
+            targets,
+            queue: durable.and_then(crate::queue::Queue::cached_counts),
+            queue_unregistered: durable.and_then(crate::queue::Queue::cached_unregistered),
+        }
     }
 
     /// Pushes the current [`metrics`](Bus::metrics) through the `metrics` crate facade

@@ -4,7 +4,10 @@
 use std::{
     fmt,
     panic::AssertUnwindSafe,
-    sync::{Arc, OnceLock},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, OnceLock,
+    },
     time::Duration,
 };
 
@@ -13,7 +16,7 @@ use futures_util::FutureExt as _;
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::{worker::WorkOutcome, Job, NewJob, Queue, DEFAULT_MAX_ATTEMPTS};
+use super::{worker::WorkOutcome, CancelReason, Job, NewJob, Queue, DEFAULT_MAX_ATTEMPTS};
 use crate::{
     adapter::Health,
     bus::{validate_name, BusContext},
@@ -21,7 +24,9 @@ use crate::{
     Adapter, ConfigError, DeliveryError, ErrorKind, Signal,
 };
 
-/// The worker name of forwarder jobs.
+/// The prefix of forwarder jobs' worker names: the jobs of forwarder `siem` run as worker
+/// `signal_bus.forwarder:siem` ([`forwarder_worker`](super::forwarder_worker)), so a runner
+/// claims only the forwarders its process has.
 pub const FORWARDER_WORKER: &str = "signal_bus.forwarder";
 
 /// When a [`Forwarder`] delivers.
@@ -45,19 +50,49 @@ pub(crate) struct ForwarderJob {
     adapter: Arc<dyn Adapter>,
     timeout: Duration,
     breaker: Option<Breaker>,
+    /// The queue its jobs run in.
+    pub(crate) queue: String,
+    /// Set when the endpoint answered 410 Gone: the runner stops claiming its jobs (they
+    /// wait, nothing is spent) until [`Queue::resume_forwarder`].
+    paused: AtomicBool,
 }
 
-/// A target that forwards signals through the durable queue: the signal is stored once,
-/// a job carrying only a thin reference (forwarder name, signal id, occurred-at) is
-/// enqueued, and a runner reloads the signal and delivers it to the wrapped adapter, with
-/// retries and backoff.
+impl ForwarderJob {
+    pub(crate) fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Acquire)
+    }
+    /// Returns whether it was paused.
+    pub(crate) fn resume(&self) -> bool {
+        self.paused.swap(false, Ordering::AcqRel)
+    }
+    /// Returns whether it was running.
+    fn pause(&self) -> bool {
+        !self.paused.swap(true, Ordering::AcqRel)
+    }
+}
+
+/// A target that forwards signals through the durable queue: the signal is stored once
+/// per `(source, id)`, a job carrying only a thin reference (signal source and id,
+/// occurred-at) is enqueued for worker `signal_bus.forwarder:<name>`, and a runner of a
+/// process where this forwarder is subscribed reloads the signal and delivers it to the
+/// wrapped adapter, with retries and backoff.
 ///
-/// A job ends with the Sigra cancel taxonomy: `signal_not_found` (the signal was deleted
-/// before the run), `unknown_forwarder` (no forwarder of that name is subscribed on a bus
-/// using this queue), `schema_mismatch` (the stored signal no longer parses, or the adapter
-/// reports a permanent failure): cancelled, never retried. Retryable failures are retried
-/// until `max_attempts` (default 5), then discarded. An open circuit breaker snoozes the job
-/// without spending an attempt.
+/// How a job ends:
+/// - **completed**: the adapter took the signal.
+/// - **retried** with the job backoff after any failure (timeouts, 5xx, 401, 403, 404 and
+///   every other permanent error alike: an expired key or a moved endpoint gets fixed), then
+///   **discarded** with the last error after `max_attempts` (default 5). Discarded jobs
+///   can be listed and redriven.
+/// - **cancelled** only for Sigra's named reasons: `signal_not_found` (the stored signal
+///   was deleted), `unknown_forwarder` (no process subscribed a forwarder of that name on
+///   this queue for the grace period, [`QueueBuilder::unknown_after`](super::QueueBuilder::unknown_after)),
+///   `schema_mismatch` (the stored signal no longer parses, or the adapter returned
+///   [`DeliveryError::schema_mismatch`]).
+/// - **paused** on 410 Gone: the endpoint says it is gone for good, which is about the
+///   endpoint, not this signal. The forwarder stops claiming in this process, the job goes
+///   back without spending an attempt, and every job waits until
+///   [`Queue::resume_forwarder`] (an `error` event `signal_bus::endpoint_disabled` says so).
+/// - **snoozed** without spending an attempt while its circuit breaker is open.
 ///
 /// ```no_run
 /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
@@ -106,6 +141,8 @@ impl Forwarder {
                 adapter: Arc::new(adapter),
                 timeout: Duration::from_secs(30),
                 breaker: None,
+                queue: "default".to_owned(),
+                paused: AtomicBool::new(false),
             }),
             mode: DispatchMode::Auto,
             queue_name: "default".to_owned(),
@@ -124,6 +161,7 @@ impl Forwarder {
     /// The queue its jobs run in. Default: `default`.
     pub fn queue(mut self, queue: impl Into<String>) -> Self {
         self.queue_name = queue.into();
+        job_mut(&mut self.job).queue = self.queue_name.clone();
         self
     }
 
@@ -166,9 +204,10 @@ impl Forwarder {
 
     fn job_for(&self, signal: &Signal) -> NewJob {
         NewJob::new(
-            FORWARDER_WORKER,
+            super::forwarder_worker(&self.key),
             json!({
                 "forwarder": self.key,
+                "signal_source": signal.source(),
                 "signal_id": signal.id(),
                 "occurred_at": signal.time_rfc3339(),
             }),
@@ -186,6 +225,8 @@ fn job_mut(job: &mut Arc<ForwarderJob>) -> &mut ForwarderJob {
             adapter: Arc::clone(&job.adapter),
             timeout: job.timeout,
             breaker: job.breaker.as_ref().map(|b| b.config().build()),
+            queue: job.queue.clone(),
+            paused: AtomicBool::new(job.is_paused()),
         });
     }
     Arc::get_mut(job).unwrap_or_else(|| unreachable!("just made unique"))
@@ -238,6 +279,7 @@ impl Adapter for Forwarder {
                 );
             }
             let _ = self.queue.set(queue.clone());
+            queue.registry_changed();
         }
     }
 
@@ -256,6 +298,8 @@ impl Adapter for Forwarder {
             {
                 forwarders.remove(&self.key);
             }
+            drop(forwarders);
+            queue.registry_changed();
         }
     }
 
@@ -288,11 +332,6 @@ impl Adapter for Forwarder {
     }
 }
 
-/// The signal id a forwarder job points at.
-pub(crate) fn signal_id(job: &Job) -> Option<&str> {
-    job.args.get("signal_id").and_then(|v| v.as_str())
-}
-
 /// Runs one forwarder job. `prefetched` is its signal when the runner loaded it with its
 /// batch (`Ok(None)`: not stored).
 pub(crate) async fn perform(
@@ -300,14 +339,28 @@ pub(crate) async fn perform(
     job: &Job,
     prefetched: Option<Result<Option<Signal>, super::QueueError>>,
 ) -> WorkOutcome {
-    let (Some(name), Some(signal_id)) = (
-        job.args.get("forwarder").and_then(|v| v.as_str()),
-        job.args.get("signal_id").and_then(|v| v.as_str()),
-    ) else {
-        return WorkOutcome::Cancel(format!(
-            "schema_mismatch: job {} args lack `forwarder` or `signal_id`",
-            job.id
-        ));
+    let Some(name) = job.forwarder() else {
+        return WorkOutcome::CancelFor(
+            CancelReason::SchemaMismatch,
+            format!("schema_mismatch: job {} is not a forwarder job", job.id),
+        );
+    };
+    let Some((source, signal_id)) = job.signal_ref() else {
+        return match job.args.get("signal_id").and_then(|v| v.as_str()) {
+            // Stored before signals were keyed by source, and the signal was gone by the
+            // upgrade, so its source could not be recovered.
+            Some(id) => WorkOutcome::CancelFor(
+                CancelReason::SignalNotFound,
+                format!("signal_not_found: signal `{id}` was deleted"),
+            ),
+            None => WorkOutcome::CancelFor(
+                CancelReason::SchemaMismatch,
+                format!(
+                    "schema_mismatch: job {} args lack `signal_source` or `signal_id`",
+                    job.id
+                ),
+            ),
+        };
     };
     let fj = queue
         .inner
@@ -316,24 +369,28 @@ pub(crate) async fn perform(
         .unwrap_or_else(|e| e.into_inner())
         .get(name)
         .cloned();
-    let Some(fj) = fj else {
-        return WorkOutcome::Cancel(format!(
-            "unknown_forwarder: no forwarder `{name}` is subscribed on a bus using this queue"
-        ));
+    let Some(fj) = fj.filter(|fj| !fj.is_paused()) else {
+        // Unsubscribed or paused since the claim: put it back without spending an attempt,
+        // for a process (or a later subscribe) that runs it.
+        return WorkOutcome::Snooze(Duration::ZERO);
     };
     let loaded = match prefetched {
         Some(r) => r,
-        None => queue.store().load_signal(signal_id).await,
+        None => queue.store().load_signal(source, signal_id).await,
     };
     let signal = match loaded {
         Ok(Some(s)) => Arc::new(s),
         Ok(None) => {
-            return WorkOutcome::Cancel(format!(
-                "signal_not_found: signal `{signal_id}` was deleted"
-            ))
+            return WorkOutcome::CancelFor(
+                CancelReason::SignalNotFound,
+                format!("signal_not_found: signal `{signal_id}` from `{source}` was deleted"),
+            )
         }
         Err(super::QueueError::Corrupt { what }) => {
-            return WorkOutcome::Cancel(format!("schema_mismatch: {what}"))
+            return WorkOutcome::CancelFor(
+                CancelReason::SchemaMismatch,
+                format!("schema_mismatch: {what}"),
+            )
         }
         Err(e) => return WorkOutcome::Error(e.to_string()),
     };
@@ -361,13 +418,18 @@ pub(crate) async fn perform(
     }
     match result {
         Ok(()) => WorkOutcome::Ok,
-        Err(e) => match e.kind() {
-            ErrorKind::Permanent | ErrorKind::Gone
-                if !matches!(e, DeliveryError::Panicked { .. }) =>
-            {
-                WorkOutcome::Cancel(format!("schema_mismatch: {e}"))
+        Err(e) if e.is_schema_mismatch() => {
+            WorkOutcome::CancelFor(CancelReason::SchemaMismatch, format!("schema_mismatch: {e}"))
+        }
+        Err(e) if e.kind() == ErrorKind::Gone => {
+            if fj.pause() {
+                crate::telemetry::forwarder_paused(name, &e);
+                queue.registry_changed();
             }
-            _ => WorkOutcome::Error(e.to_string()),
-        },
+            WorkOutcome::Snooze(Duration::ZERO)
+        }
+        // Everything else, permanent failures included, is retried with the job backoff
+        // until `max_attempts`, then discarded with the last error.
+        Err(e) => WorkOutcome::Error(e.to_string()),
     }
 }

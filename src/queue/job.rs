@@ -175,8 +175,200 @@ pub struct Job {
     pub finished_at: Option<DateTime<Utc>>,
     /// Its unique key.
     pub unique_key: Option<String>,
-    /// The last error or cancel reason.
+    /// The last error, or what its cancellation says.
     pub last_error: Option<String>,
+    /// Why it was cancelled (for a cancelled job).
+    pub cancel_reason: Option<CancelReason>,
+    /// The claim token: it grows by one with every claim. A runner presents it with every
+    /// state change it makes after the claim ([`Job::lease`]), so a runner whose lease was
+    /// taken over cannot finish another runner's attempt.
+    pub token: i64,
+}
+
+impl Job {
+    /// The lease this job was claimed with: what [`JobStore`](super::JobStore) state changes
+    /// after a claim must present.
+    pub fn lease(&self) -> LeaseToken {
+        LeaseToken {
+            job: self.id,
+            token: self.token,
+        }
+    }
+
+    /// The forwarder a forwarder job delivers through (`None` for other jobs).
+    pub fn forwarder(&self) -> Option<&str> {
+        self.worker
+            .strip_prefix(super::FORWARDER_WORKER)
+            .and_then(|rest| rest.strip_prefix(':'))
+    }
+
+    /// The stored signal a job refers to, as `(source, id)` (forwarder jobs and any job whose
+    /// args carry `signal_source` and `signal_id`).
+    pub fn signal_ref(&self) -> Option<(&str, &str)> {
+        let source = self.args.get("signal_source")?.as_str()?;
+        let id = self.args.get("signal_id")?.as_str()?;
+        Some((source, id))
+    }
+}
+
+/// Proof of a claim: the job and the token the claim wrote on it. Every state change a
+/// runner makes after a claim presents it, and is refused with
+/// [`QueueError::LeaseLost`](super::QueueError::LeaseLost) when the job has since been
+/// rescued, released, cancelled or claimed again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LeaseToken {
+    /// The job id.
+    pub job: i64,
+    /// The token its claim wrote.
+    pub token: i64,
+}
+
+/// Why a job was cancelled: Sigra's taxonomy, plus cancellations by a worker or by hand.
+/// A cancelled job is never retried; [`Queue::redrive`](super::Queue::redrive) runs it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum CancelReason {
+    /// The stored signal a forwarder job points at is gone (deleted by retention or by hand).
+    SignalNotFound,
+    /// No process registered the job's forwarder for the queue's grace period
+    /// ([`QueueBuilder::unknown_after`](super::QueueBuilder::unknown_after), default 1 h).
+    UnknownForwarder,
+    /// No process registered the job's worker for the grace period (a generic job).
+    UnknownWorker,
+    /// The stored signal no longer parses, the job's args are not what its worker reads, or
+    /// the adapter said so ([`DeliveryError::schema_mismatch`](crate::DeliveryError::schema_mismatch)).
+    SchemaMismatch,
+    /// Its worker returned [`WorkOutcome::Cancel`](super::WorkOutcome::Cancel).
+    Worker,
+    /// Cancelled by hand ([`Queue::cancel`](super::Queue::cancel)).
+    Manual,
+}
+
+impl CancelReason {
+    /// Every reason.
+    pub const ALL: [CancelReason; 6] = [
+        CancelReason::SignalNotFound,
+        CancelReason::UnknownForwarder,
+        CancelReason::UnknownWorker,
+        CancelReason::SchemaMismatch,
+        CancelReason::Worker,
+        CancelReason::Manual,
+    ];
+
+    /// The stored name (`signal_not_found`, `unknown_forwarder`, `unknown_worker`,
+    /// `schema_mismatch`, `worker`, `manual`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CancelReason::SignalNotFound => "signal_not_found",
+            CancelReason::UnknownForwarder => "unknown_forwarder",
+            CancelReason::UnknownWorker => "unknown_worker",
+            CancelReason::SchemaMismatch => "schema_mismatch",
+            CancelReason::Worker => "worker",
+            CancelReason::Manual => "manual",
+        }
+    }
+}
+
+impl fmt::Display for CancelReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for CancelReason {
+    type Err = super::QueueError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        CancelReason::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| super::QueueError::Corrupt {
+                what: format!(
+                    "cancel reason `{s}` is not one of signal_not_found, unknown_forwarder, \
+                     unknown_worker, schema_mismatch, worker, manual"
+                ),
+            })
+    }
+}
+
+/// How long finished jobs are kept before [`Queue::prune`](super::Queue::prune) (or the
+/// runner's pruner) deletes them; a state set to `None` is kept forever. Stored signals
+/// that no job refers to any more are deleted with them.
+///
+/// # Default
+/// Completed jobs 1 day; cancelled and discarded jobs 30 days (they are the dead letters:
+/// inspect and redrive them before then).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Retention {
+    /// Completed jobs. Default: 1 day.
+    pub completed: Option<Duration>,
+    /// Cancelled jobs. Default: 30 days.
+    pub cancelled: Option<Duration>,
+    /// Discarded jobs. Default: 30 days.
+    pub discarded: Option<Duration>,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            completed: Some(Duration::from_secs(24 * 3600)),
+            cancelled: Some(Duration::from_secs(30 * 24 * 3600)),
+            discarded: Some(Duration::from_secs(30 * 24 * 3600)),
+        }
+    }
+}
+
+impl Retention {
+    /// Keeps every job and signal forever (no pruning).
+    pub fn keep_forever() -> Self {
+        Retention {
+            completed: None,
+            cancelled: None,
+            discarded: None,
+        }
+    }
+    /// Keeps completed jobs for `age` (`None`: forever).
+    pub fn completed(mut self, age: Option<Duration>) -> Self {
+        self.completed = age;
+        self
+    }
+    /// Keeps cancelled jobs for `age` (`None`: forever).
+    pub fn cancelled(mut self, age: Option<Duration>) -> Self {
+        self.cancelled = age;
+        self
+    }
+    /// Keeps discarded jobs for `age` (`None`: forever).
+    pub fn discarded(mut self, age: Option<Duration>) -> Self {
+        self.discarded = age;
+        self
+    }
+    /// Every final state with its age.
+    pub(crate) fn per_state(&self) -> [(JobState, Option<Duration>); 3] {
+        [
+            (JobState::Completed, self.completed),
+            (JobState::Cancelled, self.cancelled),
+            (JobState::Discarded, self.discarded),
+        ]
+    }
+}
+
+/// What a prune deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct PruneReport {
+    /// Completed jobs deleted.
+    pub completed: u64,
+    /// Cancelled jobs deleted.
+    pub cancelled: u64,
+    /// Discarded jobs deleted.
+    pub discarded: u64,
+    /// Stored signals deleted (no job referred to them any more).
+    pub signals: u64,
+}
+
+/// The worker name of the jobs of forwarder `name`: `signal_bus.forwarder:<name>`.
+pub fn forwarder_worker(name: &str) -> String {
+    format!("{}:{name}", super::FORWARDER_WORKER)
 }
 
 /// Milliseconds since the Unix epoch, as stored.

@@ -10,7 +10,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
-use super::{validate_new_job, Job, JobState, JobStore, NewJob, QueueError};
+use super::{
+    store::{RescueBackoff, SignalKey},
+    validate_new_job, CancelReason, Job, JobState, JobStore, LeaseToken, NewJob, QueueError,
+};
 use crate::Signal;
 
 #[derive(Debug, Clone)]
@@ -19,12 +22,39 @@ struct Row {
     lease_until: Option<DateTime<Utc>>,
     owner: Option<String>,
     unique_until: Option<DateTime<Utc>>,
+    /// The stored signal this job refers to.
+    signal: Option<SignalKey>,
+}
+
+impl Row {
+    fn is_runnable(&self, now: DateTime<Utc>) -> bool {
+        self.job.state == JobState::Available
+            || (matches!(self.job.state, JobState::Scheduled | JobState::Retryable)
+                && self.job.scheduled_at <= now)
+    }
+
+    fn holds(&self, lease: LeaseToken) -> bool {
+        self.job.state == JobState::Executing && self.job.token == lease.token
+    }
+
+    fn finish(&mut self, state: JobState, now: DateTime<Utc>, error: Option<&str>) {
+        self.job.state = state;
+        self.job.finished_at = Some(now);
+        if let Some(e) = error {
+            self.job.last_error = Some(e.to_owned());
+        }
+        self.owner = None;
+        self.lease_until = None;
+    }
 }
 
 #[derive(Debug, Default)]
 struct State {
-    signals: HashMap<String, Bytes>,
+    /// Signal bodies and when they were last stored.
+    signals: HashMap<SignalKey, (Bytes, DateTime<Utc>)>,
     jobs: BTreeMap<i64, Row>,
+    /// `(queue, worker)` -> when a process last said it runs them.
+    registry: HashMap<(String, String), DateTime<Utc>>,
     next_id: i64,
 }
 
@@ -45,10 +75,27 @@ impl MemoryStore {
     }
 
     /// Replaces a stored signal's bytes (for tests of corrupt data).
-    pub fn corrupt_signal(&self, id: &str, bytes: &[u8]) {
-        self.lock()
-            .signals
-            .insert(id.to_owned(), Bytes::copy_from_slice(bytes));
+    pub fn corrupt_signal(&self, source: &str, id: &str, bytes: &[u8]) {
+        self.lock().signals.insert(
+            (source.to_owned(), id.to_owned()),
+            (Bytes::copy_from_slice(bytes), Utc::now()),
+        );
+    }
+
+    /// Applies `f` to the job when `lease` still holds it.
+    fn with_lease(
+        &self,
+        lease: LeaseToken,
+        f: impl FnOnce(&mut Row),
+    ) -> Result<(), QueueError> {
+        let mut state = self.lock();
+        match state.jobs.get_mut(&lease.job) {
+            Some(row) if row.holds(lease) => {
+                f(row);
+                Ok(())
+            }
+            _ => Err(QueueError::LeaseLost { job: lease.job }),
+        }
     }
 }
 
@@ -58,15 +105,18 @@ fn insert(
     job: &NewJob,
     now: DateTime<Utc>,
 ) -> Option<i64> {
-    if let Some(s) = signal {
+    let key = signal.map(|s| (s.source().to_owned(), s.id().to_owned()));
+    if let (Some(s), Some(key)) = (signal, &key) {
+        // Stored once; storing it again keeps the first body and renews its age.
         state
             .signals
-            .entry(s.id().to_owned())
-            .or_insert_with(|| s.to_json_bytes());
+            .entry(key.clone())
+            .and_modify(|(_, at)| *at = now)
+            .or_insert_with(|| (s.to_json_bytes(), now));
     }
-    if let Some(key) = &job.unique_key {
+    if let Some(unique) = &job.unique_key {
         let live = state.jobs.values().any(|r| {
-            r.job.unique_key.as_ref() == Some(key)
+            r.job.unique_key.as_ref() == Some(unique)
                 && r.unique_until.is_some_and(|u| u > now)
                 && !matches!(r.job.state, JobState::Cancelled | JobState::Discarded)
         });
@@ -100,22 +150,36 @@ fn insert(
                 finished_at: None,
                 unique_key: job.unique_key.clone(),
                 last_error: None,
+                cancel_reason: None,
+                token: 0,
             },
             lease_until: None,
             owner: None,
             unique_until: job.unique_key.as_ref().map(|_| now + unique_for),
+            signal: key,
         },
     );
     Some(id)
 }
 
-impl MemoryStore {
-    fn update(&self, id: i64, f: impl FnOnce(&mut Row)) -> Result<(), QueueError> {
-        if let Some(row) = self.lock().jobs.get_mut(&id) {
-            f(row);
-        }
-        Ok(())
-    }
+/// Runnable jobs whose `(queue, worker)` was not registered since `seen_since`.
+fn unregistered_rows(
+    state: &State,
+    seen_since: DateTime<Utc>,
+    due_by: DateTime<Utc>,
+) -> Vec<i64> {
+    state
+        .jobs
+        .values()
+        .filter(|r| r.is_runnable(due_by) && r.job.scheduled_at <= due_by)
+        .filter(|r| {
+            state
+                .registry
+                .get(&(r.job.queue.clone(), r.job.worker.clone()))
+                .is_none_or(|at| *at < seen_since)
+        })
+        .map(|r| r.job.id)
+        .collect()
 }
 
 #[async_trait]
@@ -151,6 +215,7 @@ impl JobStore for MemoryStore {
     async fn claim(
         &self,
         queue: &str,
+        workers: &[String],
         limit: usize,
         owner: &str,
         now: DateTime<Utc>,
@@ -160,12 +225,8 @@ impl JobStore for MemoryStore {
         let mut runnable: Vec<&mut Row> = state
             .jobs
             .values_mut()
-            .filter(|r| {
-                r.job.queue == queue
-                    && (r.job.state == JobState::Available
-                        || (matches!(r.job.state, JobState::Scheduled | JobState::Retryable)
-                            && r.job.scheduled_at <= now))
-            })
+            .filter(|r| r.job.queue == queue && r.is_runnable(now))
+            .filter(|r| workers.contains(&r.job.worker))
             .collect();
         runnable.sort_by_key(|r| (r.job.priority, r.job.scheduled_at, r.job.id));
         Ok(runnable
@@ -174,6 +235,7 @@ impl JobStore for MemoryStore {
             .map(|r| {
                 r.job.state = JobState::Executing;
                 r.job.attempt += 1;
+                r.job.token += 1;
                 r.job.attempted_at = Some(now);
                 r.lease_until = Some(lease_until);
                 r.owner = Some(owner.to_owned());
@@ -184,32 +246,31 @@ impl JobStore for MemoryStore {
 
     async fn heartbeat(
         &self,
-        ids: &[i64],
-        owner: &str,
+        leases: &[LeaseToken],
         lease_until: DateTime<Utc>,
-    ) -> Result<(), QueueError> {
+    ) -> Result<Vec<i64>, QueueError> {
         let mut state = self.lock();
-        for id in ids {
-            if let Some(r) = state.jobs.get_mut(id) {
-                if r.job.state == JobState::Executing && r.owner.as_deref() == Some(owner) {
-                    r.lease_until = Some(lease_until);
-                }
+        let mut lost = Vec::new();
+        for lease in leases {
+            match state.jobs.get_mut(&lease.job) {
+                Some(r) if r.holds(*lease) => r.lease_until = Some(lease_until),
+                _ => lost.push(lease.job),
             }
         }
-        Ok(())
+        Ok(lost)
     }
 
-    async fn complete(&self, id: i64, now: DateTime<Utc>) -> Result<(), QueueError> {
-        self.update(id, |r| {
-            r.job.state = JobState::Completed;
-            r.job.finished_at = Some(now);
-            r.owner = None;
-            r.lease_until = None;
-        })
+    async fn complete(&self, lease: LeaseToken, now: DateTime<Utc>) -> Result<(), QueueError> {
+        self.with_lease(lease, |r| r.finish(JobState::Completed, now, None))
     }
 
-    async fn retry(&self, id: i64, at: DateTime<Utc>, error: &str) -> Result<(), QueueError> {
-        self.update(id, |r| {
+    async fn retry(
+        &self,
+        lease: LeaseToken,
+        at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<(), QueueError> {
+        self.with_lease(lease, |r| {
             r.job.state = JobState::Retryable;
             r.job.scheduled_at = at;
             r.job.last_error = Some(error.to_owned());
@@ -218,8 +279,8 @@ impl JobStore for MemoryStore {
         })
     }
 
-    async fn snooze(&self, id: i64, at: DateTime<Utc>) -> Result<(), QueueError> {
-        self.update(id, |r| {
+    async fn snooze(&self, lease: LeaseToken, at: DateTime<Utc>) -> Result<(), QueueError> {
+        self.with_lease(lease, |r| {
             r.job.state = JobState::Scheduled;
             r.job.scheduled_at = at;
             r.job.attempt = r.job.attempt.saturating_sub(1);
@@ -228,40 +289,65 @@ impl JobStore for MemoryStore {
         })
     }
 
-    async fn cancel(&self, id: i64, reason: &str, now: DateTime<Utc>) -> Result<(), QueueError> {
-        self.update(id, |r| {
-            r.job.state = JobState::Cancelled;
-            r.job.finished_at = Some(now);
-            r.job.last_error = Some(reason.to_owned());
-            r.owner = None;
-            r.lease_until = None;
+    async fn cancel(
+        &self,
+        lease: LeaseToken,
+        reason: CancelReason,
+        detail: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), QueueError> {
+        self.with_lease(lease, |r| {
+            r.finish(JobState::Cancelled, now, Some(detail));
+            r.job.cancel_reason = Some(reason);
         })
     }
 
-    async fn discard(&self, id: i64, error: &str, now: DateTime<Utc>) -> Result<(), QueueError> {
-        self.update(id, |r| {
-            r.job.state = JobState::Discarded;
-            r.job.finished_at = Some(now);
-            r.job.last_error = Some(error.to_owned());
-            r.owner = None;
-            r.lease_until = None;
-        })
+    async fn cancel_job(
+        &self,
+        id: i64,
+        reason: CancelReason,
+        detail: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, QueueError> {
+        let mut state = self.lock();
+        match state.jobs.get_mut(&id) {
+            Some(r) if !r.job.state.is_final() => {
+                r.finish(JobState::Cancelled, now, Some(detail));
+                r.job.cancel_reason = Some(reason);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
-    async fn rescue(&self, now: DateTime<Utc>) -> Result<u64, QueueError> {
+    async fn discard(
+        &self,
+        lease: LeaseToken,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), QueueError> {
+        self.with_lease(lease, |r| r.finish(JobState::Discarded, now, Some(error)))
+    }
+
+    async fn rescue(
+        &self,
+        now: DateTime<Utc>,
+        backoff: RescueBackoff<'_>,
+    ) -> Result<u64, QueueError> {
+        let mut state = self.lock();
         let mut n = 0;
-        for r in self.lock().jobs.values_mut() {
+        for r in state.jobs.values_mut() {
             if r.job.state == JobState::Executing && r.lease_until.is_some_and(|l| l < now) {
+                let error = super::rescue_error(r.job.attempt, r.job.max_attempts);
                 if r.job.attempt >= r.job.max_attempts {
-                    r.job.state = JobState::Discarded;
-                    r.job.finished_at = Some(now);
-                    r.job.last_error =
-                        Some("discarded: its runner stopped during the last attempt".to_owned());
+                    r.finish(JobState::Discarded, now, Some(&error));
                 } else {
-                    r.job.state = JobState::Available;
+                    r.job.state = JobState::Retryable;
+                    r.job.scheduled_at = super::after(now, backoff(r.job.attempt));
+                    r.job.last_error = Some(error);
+                    r.owner = None;
+                    r.lease_until = None;
                 }
-                r.owner = None;
-                r.lease_until = None;
                 n += 1;
             }
         }
@@ -269,8 +355,9 @@ impl JobStore for MemoryStore {
     }
 
     async fn release(&self, owner: &str, _now: DateTime<Utc>) -> Result<u64, QueueError> {
+        let mut state = self.lock();
         let mut n = 0;
-        for r in self.lock().jobs.values_mut() {
+        for r in state.jobs.values_mut() {
             if r.job.state == JobState::Executing && r.owner.as_deref() == Some(owner) {
                 r.job.state = JobState::Available;
                 r.job.attempt = r.job.attempt.saturating_sub(1);
@@ -282,20 +369,78 @@ impl JobStore for MemoryStore {
         Ok(n)
     }
 
-    async fn load_signal(&self, id: &str) -> Result<Option<Signal>, QueueError> {
-        let bytes = self.lock().signals.get(id).cloned();
+    async fn register_workers(
+        &self,
+        queue: &str,
+        workers: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<(), QueueError> {
+        let mut state = self.lock();
+        for w in workers {
+            let at = state
+                .registry
+                .entry((queue.to_owned(), w.clone()))
+                .or_insert(now);
+            *at = (*at).max(now);
+        }
+        Ok(())
+    }
+
+    async fn unregistered(
+        &self,
+        seen_since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<BTreeMap<(String, String), u64>, QueueError> {
+        let state = self.lock();
+        let mut out = BTreeMap::new();
+        for id in unregistered_rows(&state, seen_since, now) {
+            let job = &state.jobs[&id].job;
+            *out.entry((job.queue.clone(), job.worker.clone()))
+                .or_default() += 1;
+        }
+        Ok(out)
+    }
+
+    async fn cancel_unregistered(
+        &self,
+        cutoff: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<BTreeMap<(String, String), u64>, QueueError> {
+        let mut state = self.lock();
+        let mut out = BTreeMap::new();
+        for id in unregistered_rows(&state, cutoff, cutoff) {
+            let Some(r) = state.jobs.get_mut(&id) else {
+                continue;
+            };
+            let (reason, detail) = super::unregistered_reason(&r.job.worker);
+            r.finish(JobState::Cancelled, now, Some(&detail));
+            r.job.cancel_reason = Some(reason);
+            *out.entry((r.job.queue.clone(), r.job.worker.clone()))
+                .or_default() += 1;
+        }
+        Ok(out)
+    }
+
+    async fn load_signal(&self, source: &str, id: &str) -> Result<Option<Signal>, QueueError> {
+        let bytes = self
+            .lock()
+            .signals
+            .get(&(source.to_owned(), id.to_owned()))
+            .map(|(b, _)| b.clone());
         match bytes {
             None => Ok(None),
             Some(b) => Signal::from_json_slice(&b)
                 .map(Some)
-                .map_err(|e| QueueError::Corrupt {
-                    what: format!("signal `{id}` does not parse: {e}"),
-                }),
+                .map_err(|e| super::corrupt_signal(source, id, e)),
         }
     }
 
-    async fn delete_signal(&self, id: &str) -> Result<bool, QueueError> {
-        Ok(self.lock().signals.remove(id).is_some())
+    async fn delete_signal(&self, source: &str, id: &str) -> Result<bool, QueueError> {
+        Ok(self
+            .lock()
+            .signals
+            .remove(&(source.to_owned(), id.to_owned()))
+            .is_some())
     }
 
     async fn get(&self, id: i64) -> Result<Option<Job>, QueueError> {
@@ -323,6 +468,7 @@ impl JobStore for MemoryStore {
                     r.job.attempt = 0;
                     r.job.scheduled_at = now;
                     r.job.finished_at = None;
+                    r.job.cancel_reason = None;
                     n += 1;
                 }
             }
@@ -330,18 +476,42 @@ impl JobStore for MemoryStore {
         Ok(n)
     }
 
-    async fn prune(&self, before: DateTime<Utc>) -> Result<u64, QueueError> {
+    async fn prune(
+        &self,
+        job_state: JobState,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<u64, QueueError> {
+        if !job_state.is_final() {
+            return Ok(0);
+        }
         let mut state = self.lock();
         let old: Vec<i64> = state
             .jobs
             .values()
-            .filter(|r| {
-                r.job.state == JobState::Completed && r.job.finished_at.is_some_and(|f| f < before)
-            })
+            .filter(|r| r.job.state == job_state && r.job.finished_at.is_some_and(|f| f < before))
             .map(|r| r.job.id)
+            .take(limit)
             .collect();
         for id in &old {
             state.jobs.remove(id);
+        }
+        Ok(old.len() as u64)
+    }
+
+    async fn prune_signals(&self, before: DateTime<Utc>, limit: usize) -> Result<u64, QueueError> {
+        let mut state = self.lock();
+        let referenced: std::collections::HashSet<&SignalKey> =
+            state.jobs.values().filter_map(|r| r.signal.as_ref()).collect();
+        let old: Vec<SignalKey> = state
+            .signals
+            .iter()
+            .filter(|(k, (_, at))| *at < before && !referenced.contains(k))
+            .map(|(k, _)| k.clone())
+            .take(limit)
+            .collect();
+        for k in &old {
+            state.signals.remove(k);
         }
         Ok(old.len() as u64)
     }

@@ -2,9 +2,9 @@
 //! (tests), run by workers with retries, and the [`Forwarder`] target that delivers signals
 //! through it.
 //!
-//! A signal is stored once, as its CloudEvents JSON; a forwarder job carries only a thin
-//! reference (forwarder name, signal id, occurred-at) and the worker reloads the signal when
-//! it runs (the Sigra audit-forwarder design).
+//! A signal is stored once per `(source, id)`, as its CloudEvents JSON; a forwarder job
+//! carries only a thin reference (signal source and id, occurred-at) and the worker reloads
+//! the signal when it runs (the Sigra audit-forwarder design).
 
 mod forwarder;
 mod job;
@@ -18,17 +18,20 @@ mod store;
 mod worker;
 
 pub use forwarder::{DispatchMode, Forwarder, FORWARDER_WORKER};
-pub use job::{Job, JobState, NewJob, DEFAULT_MAX_ATTEMPTS};
+pub use job::{
+    forwarder_worker, CancelReason, Job, JobState, LeaseToken, NewJob, PruneReport, Retention,
+    DEFAULT_MAX_ATTEMPTS,
+};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresStore, PostgresStoreBuilder};
 pub use runner::{
     JobBackoff, Queue, QueueBuilder, Runner, RunnerReport, DEFAULT_CONCURRENCY, DEFAULT_LEASE,
-    DEFAULT_POLL_INTERVAL,
+    DEFAULT_POLL_INTERVAL, DEFAULT_PRUNE_INTERVAL, DEFAULT_UNKNOWN_AFTER,
 };
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteStore, SqliteStoreBuilder};
-pub use store::JobStore;
+pub use store::{JobStore, RescueBackoff, SignalKey};
 pub use worker::{tenant_scope, Scope, Tenant, TenantWorker, WorkOutcome, Worker, TENANT_KEYS};
 
 #[allow(unused_imports)]
@@ -55,6 +58,14 @@ pub enum QueueError {
     /// A job or option is invalid.
     #[error("invalid job: {0}")]
     Invalid(#[from] crate::ConfigError),
+    /// A runner's state change was refused: the job is no longer executing under the lease
+    /// it presented (rescued after its lease ran out, released, cancelled by hand or claimed
+    /// again). The job's current holder decides its outcome.
+    #[error("job {job}: the lease is no longer held by this runner (the job was rescued, released, cancelled or claimed again)")]
+    LeaseLost {
+        /// The job id.
+        job: i64,
+    },
     /// A tenant job misses a required argument.
     #[error("job args must contain `{key}` (null is allowed, absent is not)")]
     MissingArg {
@@ -96,4 +107,57 @@ pub(crate) fn validate_new_job(job: &NewJob) -> Result<(), QueueError> {
         );
     }
     Ok(())
+}
+
+/// What a rescued job's history says: its runner stopped renewing the lease.
+pub(crate) fn rescue_error(attempt: u32, max_attempts: u32) -> String {
+    if attempt >= max_attempts {
+        format!(
+            "discarded: its runner stopped during attempt {attempt} of {max_attempts} (the lease \
+             ran out: the process died or hung)"
+        )
+    } else {
+        format!(
+            "its runner stopped during attempt {attempt} of {max_attempts} (the lease ran out: \
+             the process died or hung); retried with backoff"
+        )
+    }
+}
+
+/// The cancel reason and detail for a job nobody registered a worker for.
+pub(crate) fn unregistered_reason(worker: &str) -> (CancelReason, String) {
+    match worker
+        .strip_prefix(FORWARDER_WORKER)
+        .and_then(|r| r.strip_prefix(':'))
+    {
+        Some(name) => (
+            CancelReason::UnknownForwarder,
+            format!(
+                "unknown_forwarder: no process registered forwarder `{name}` for this queue \
+                 within the grace period"
+            ),
+        ),
+        None => (
+            CancelReason::UnknownWorker,
+            format!(
+                "unknown_worker: no process registered worker `{worker}` for this queue within \
+                 the grace period"
+            ),
+        ),
+    }
+}
+
+/// A stored signal that does not parse.
+pub(crate) fn corrupt_signal(source: &str, id: &str, e: impl std::fmt::Display) -> QueueError {
+    QueueError::Corrupt {
+        what: format!("signal `{id}` from `{source}` does not hold a valid signal: {e}"),
+    }
+}
+
+/// `now + d`, saturating instead of overflowing.
+pub(crate) fn after(now: chrono::DateTime<chrono::Utc>, d: std::time::Duration) -> chrono::DateTime<chrono::Utc> {
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
 }

@@ -6,7 +6,7 @@ use std::{
     fmt,
     panic::AssertUnwindSafe,
     sync::{
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex, RwLock,
     },
     time::Duration,
@@ -18,8 +18,10 @@ use tokio::{sync::Notify, task::JoinSet};
 
 use super::{
     forwarder::ForwarderJob,
+    store::SignalKey,
     worker::{tenant_scope, WorkOutcome, Worker},
-    Job, JobState, JobStore, NewJob, QueueError,
+    CancelReason, Job, JobState, JobStore, LeaseToken, NewJob, PruneReport, QueueError,
+    Retention,
 };
 use crate::{policy::RetryPolicy, DeliveryError};
 
@@ -82,12 +84,40 @@ fn rand_u64() -> u64 {
     h.finish()
 }
 
+/// How long jobs may wait for a worker or forwarder name that no process registers before
+/// they are cancelled (`unknown_forwarder` / `unknown_worker`). Default: 1 hour.
+pub const DEFAULT_UNKNOWN_AFTER: Duration = Duration::from_secs(3600);
+/// How often a runner deletes what [`Retention`] lets go. Default: 1 minute.
+pub const DEFAULT_PRUNE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Most jobs (or signals) one prune round deletes per state: keeps each write short.
+const PRUNE_LIMIT: usize = 10_000;
+/// How often a runner tells the store which names it runs, at most.
+const MAX_REGISTRY_INTERVAL: Duration = Duration::from_secs(30);
+
 #[derive(Debug)]
 struct Settings {
     queues: Vec<(String, usize)>,
     lease: Duration,
     poll_interval: Duration,
     backoff: JobBackoff,
+    unknown_after: Duration,
+    retention: Retention,
+    prune_interval: Duration,
+}
+
+impl Settings {
+    /// How often the runner refreshes its names in the store's registry: well inside the
+    /// grace period, so a live process is never mistaken for a missing one.
+    fn registry_interval(&self) -> Duration {
+        (self.unknown_after / 4)
+            .min(MAX_REGISTRY_INTERVAL)
+            .max(Duration::from_millis(10))
+    }
+    /// A name registered within this window counts as registered now.
+    fn registered_window(&self) -> Duration {
+        (self.registry_interval() * 3).min(self.unknown_after)
+    }
 }
 
 /// One enqueue waiting for the group committer.
@@ -107,15 +137,27 @@ pub(crate) struct Inner {
     settings: Settings,
     workers: RwLock<HashMap<String, Arc<dyn Worker>>>,
     pub(crate) forwarders: RwLock<HashMap<String, Arc<ForwarderJob>>>,
+    /// Bumped whenever a worker or forwarder is registered, removed, paused or resumed:
+    /// runners rebuild their claim filter when it changes.
+    pub(crate) generation: AtomicU64,
     running: AtomicUsize,
-    wake: Notify,
+    pub(crate) wake: Notify,
     /// The last job counts per state, refreshed by runners (about every second) and by
     /// `counts()`; read by `Bus::metrics`.
     last_counts: Mutex<Option<BTreeMap<JobState, u64>>>,
+    /// The last look at jobs waiting for a name no process registered.
+    last_unregistered: Mutex<Option<BTreeMap<(String, String), u64>>>,
 }
 
 /// A durable job queue: a [`JobStore`] plus the workers and forwarders that run its jobs.
 /// Cheap to clone.
+///
+/// A runner claims only the jobs whose worker or forwarder is registered in its own
+/// process; the others wait for a process that has it. So [`start`](Queue::start) and
+/// `bus.subscribe(.., Forwarder::new(..))` may come in either order, and services with
+/// different forwarders can share one queue. Jobs for a name that no process registers for
+/// [`unknown_after`](QueueBuilder::unknown_after) (default 1 h) are cancelled as
+/// `unknown_forwarder` or `unknown_worker`, with a warning naming it.
 ///
 /// ```no_run
 /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
@@ -180,6 +222,25 @@ impl QueueBuilder {
         self.settings.backoff = backoff;
         self
     }
+    /// How long jobs wait for a worker or forwarder name that no process registers before
+    /// they are cancelled (`unknown_forwarder`, `unknown_worker`). Runners refresh their
+    /// names in the store every quarter of this (at most every 30 s). Default: 1 hour.
+    pub fn unknown_after(mut self, grace: Duration) -> Self {
+        self.settings.unknown_after = grace.max(Duration::from_millis(40));
+        self
+    }
+    /// What the runner's pruner keeps. Default: [`Retention::default`] (completed jobs
+    /// 1 day, cancelled and discarded 30 days; signals while a job refers to them).
+    /// [`Retention::keep_forever`] turns the pruner off.
+    pub fn retention(mut self, retention: Retention) -> Self {
+        self.settings.retention = retention;
+        self
+    }
+    /// How often the runner prunes. Default: 1 minute.
+    pub fn prune_interval(mut self, interval: Duration) -> Self {
+        self.settings.prune_interval = interval.max(Duration::from_millis(10));
+        self
+    }
     /// The queue.
     pub fn build(self) -> Queue {
         Queue {
@@ -188,9 +249,11 @@ impl QueueBuilder {
                 settings: self.settings,
                 workers: RwLock::default(),
                 forwarders: RwLock::default(),
+                generation: AtomicU64::new(0),
                 running: AtomicUsize::new(0),
                 wake: Notify::new(),
                 last_counts: Mutex::new(None),
+                last_unregistered: Mutex::new(None),
                 committer: std::sync::OnceLock::new(),
             }),
         }
@@ -212,6 +275,9 @@ impl Queue {
                 lease: DEFAULT_LEASE,
                 poll_interval: DEFAULT_POLL_INTERVAL,
                 backoff: JobBackoff::Sigra,
+                unknown_after: DEFAULT_UNKNOWN_AFTER,
+                retention: Retention::default(),
+                prune_interval: DEFAULT_PRUNE_INTERVAL,
             },
         }
     }
@@ -226,7 +292,8 @@ impl Queue {
         self.inner.running.load(Ordering::Acquire) > 0
     }
 
-    /// Registers the worker for jobs named `name`.
+    /// Registers the worker for jobs named `name`; runners of this process start claiming
+    /// them at once.
     pub fn register_worker(&self, name: impl Into<String>, worker: impl Worker) {
         let mut w = self
             .inner
@@ -234,16 +301,81 @@ impl Queue {
             .write()
             .unwrap_or_else(|e| e.into_inner());
         w.insert(name.into(), Arc::new(worker));
+        drop(w);
+        self.registry_changed();
     }
 
-    /// Enqueues a generic job; wakes local runners.
+    /// Something a claim filter depends on changed: runners rebuild it and look again.
+    pub(crate) fn registry_changed(&self) {
+        self.inner.generation.fetch_add(1, Ordering::AcqRel);
+        self.inner.wake.notify_waiters();
+    }
+
+    /// The worker names this process can run now in `queue` (forwarders of that queue that
+    /// are not paused, and every registered worker). With `paused`, paused forwarders too:
+    /// they are registered (their jobs wait for them), they just do not claim.
+    fn names(&self, queue: &str, paused: bool) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .inner
+            .workers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        let forwarders = self
+            .inner
+            .forwarders
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        for (name, fj) in forwarders.iter() {
+            if fj.queue == queue && (paused || !fj.is_paused()) {
+                names.push(super::forwarder_worker(name));
+            }
+        }
+        names.sort_unstable();
+        names
+    }
+
+    /// Resumes a forwarder paused after its endpoint answered 410 Gone: its waiting jobs are
+    /// claimed again. Returns whether it was paused.
+    pub fn resume_forwarder(&self, name: &str) -> bool {
+        let fj = self
+            .inner
+            .forwarders
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned();
+        let resumed = fj.is_some_and(|fj| fj.resume());
+        if resumed {
+            self.registry_changed();
+        }
+        resumed
+    }
+
+    /// The forwarders of this process paused after a 410 Gone.
+    pub fn paused_forwarders(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .inner
+            .forwarders
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, fj)| fj.is_paused())
+            .map(|(n, _)| n.clone())
+            .collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// Enqueues a generic job; wakes local runners. Concurrent calls share one transaction
+    /// (group commit), as [`enqueue_signal`](Queue::enqueue_signal) does.
     ///
     /// # Errors
     /// An invalid job or a store failure.
     pub async fn enqueue(&self, job: NewJob) -> Result<Option<i64>, QueueError> {
-        let id = self.inner.store.enqueue(None, &job).await?;
-        self.inner.wake.notify_waiters();
-        Ok(id)
+        self.commit(None, job).await
     }
 
     /// Enqueues a tenant job: its args must contain `organization_id` and `actor_id`
@@ -267,13 +399,18 @@ impl Queue {
         signal: Arc<crate::Signal>,
         job: NewJob,
     ) -> Result<Option<i64>, QueueError> {
+        self.commit(Some(signal), job).await
+    }
+
+    /// One enqueue through the group committer.
+    async fn commit(
+        &self,
+        signal: Option<Arc<crate::Signal>>,
+        job: NewJob,
+    ) -> Result<Option<i64>, QueueError> {
         super::validate_new_job(&job)?;
         let (reply, done) = tokio::sync::oneshot::channel();
-        let pending = Pending {
-            signal: Some(signal),
-            job,
-            reply,
-        };
+        let pending = Pending { signal, job, reply };
         let sender = self.inner.committer.get_or_init(|| {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             tokio::spawn(group_commit(Arc::clone(&self.inner.store), rx));
@@ -316,13 +453,28 @@ impl Queue {
         Ok(n)
     }
 
-    /// Deletes completed jobs older than `retention`.
+    /// Cancels a job that has not finished (by hand, [`CancelReason::Manual`]). A runner
+    /// executing it finds its lease lost and records nothing. Returns whether it was
+    /// cancelled.
     ///
     /// # Errors
     /// A store failure.
-    pub async fn prune(&self, retention: Duration) -> Result<u64, QueueError> {
-        let before = Utc::now() - chrono::Duration::from_std(retention).unwrap_or_default();
-        self.inner.store.prune(before).await
+    pub async fn cancel(&self, id: i64) -> Result<bool, QueueError> {
+        self.inner
+            .store
+            .cancel_job(id, CancelReason::Manual, "manual: cancelled by hand", Utc::now())
+            .await
+    }
+
+    /// Deletes what `retention` lets go: finished jobs older than their state's age, then
+    /// stored signals no job refers to any more. Runs until nothing is left to delete, in
+    /// rounds of at most 10,000 rows per state. The runner does this by itself every
+    /// [`prune_interval`](QueueBuilder::prune_interval) with the queue's own retention.
+    ///
+    /// # Errors
+    /// A store failure (what was deleted before it stays deleted).
+    pub async fn prune(&self, retention: Retention) -> Result<PruneReport, QueueError> {
+        prune_all(self.inner.store.as_ref(), &retention, usize::MAX).await
     }
 
     /// How many jobs are in each state.
@@ -339,6 +491,26 @@ impl Queue {
         Ok(counts)
     }
 
+    /// Runnable jobs waiting for a worker or forwarder name that no process (this one
+    /// included) has registered lately, per `(queue, worker)`; forwarder jobs show as
+    /// `signal_bus.forwarder:<name>`. They are cancelled once the grace period
+    /// ([`unknown_after`](QueueBuilder::unknown_after)) passes without one.
+    ///
+    /// # Errors
+    /// A store failure.
+    pub async fn unregistered(&self) -> Result<BTreeMap<(String, String), u64>, QueueError> {
+        let now = Utc::now();
+        let window = chrono::Duration::from_std(self.inner.settings.registered_window())
+            .unwrap_or_default();
+        let found = self.inner.store.unregistered(now - window, now).await?;
+        *self
+            .inner
+            .last_unregistered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(found.clone());
+        Ok(found)
+    }
+
     /// The job counts per state as last seen (refreshed about every second while a runner
     /// runs, and by [`counts`](Queue::counts)); `None` before the first look.
     pub fn cached_counts(&self) -> Option<BTreeMap<JobState, u64>> {
@@ -349,9 +521,21 @@ impl Queue {
             .clone()
     }
 
+    /// The jobs waiting for an unregistered name as last seen (refreshed with the counts
+    /// while a runner runs, and by [`unregistered`](Queue::unregistered)).
+    pub fn cached_unregistered(&self) -> Option<BTreeMap<(String, String), u64>> {
+        self.inner
+            .last_unregistered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Starts a runner: for each queue, a loop claiming up to its concurrency and running
-    /// jobs; a heartbeat renewing leases; and a rescuer returning jobs of crashed runners.
-    /// Must be called inside a tokio runtime.
+    /// jobs of the names registered in this process; and one maintenance loop that renews
+    /// leases' owners in the registry, rescues jobs of crashed runners, cancels jobs nobody
+    /// registers for, prunes, and refreshes the counts. Must be called inside a tokio
+    /// runtime. Workers and forwarders may be registered before or after.
     pub fn start(&self) -> Runner {
         let owner = format!("{}-{}", std::process::id(), uuid::Uuid::now_v7());
         let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -368,6 +552,7 @@ impl Queue {
                 aborted.clone(),
             ));
         }
+        tasks.spawn(maintain(self.clone(), stopped.clone()));
         Runner {
             queue: self.clone(),
             owner,
@@ -396,11 +581,12 @@ impl Queue {
     ) -> bool {
         let store = &self.inner.store;
         let started = std::time::Instant::now();
-        let outcome = if job.worker == super::forwarder::FORWARDER_WORKER {
+        let outcome = if job.forwarder().is_some() {
             super::forwarder::perform(self, &job, signal).await
         } else {
             match self.worker(&job.worker) {
-                None => WorkOutcome::Cancel(format!("unknown worker `{}`", job.worker)),
+                // Unregistered since the claim: leave it for a process that has it.
+                None => WorkOutcome::Snooze(Duration::ZERO),
                 Some(w) => AssertUnwindSafe(w.perform(&job))
                     .catch_unwind()
                     .await
@@ -410,45 +596,86 @@ impl Queue {
             }
         };
         let now = Utc::now();
+        let lease = job.lease();
+        let out_of_attempts = job.attempt >= job.max_attempts;
         let kind = match &outcome {
             WorkOutcome::Ok => "completed",
-            WorkOutcome::Cancel(_) => "cancelled",
+            WorkOutcome::Cancel(_) | WorkOutcome::CancelFor(..) => "cancelled",
             WorkOutcome::Snooze(_) => "snoozed",
-            WorkOutcome::Error(_) if job.attempt >= job.max_attempts => "discarded",
+            WorkOutcome::Error(_) if out_of_attempts => "discarded",
             WorkOutcome::Error(_) => "retryable",
         };
-        let result = match &outcome {
-            WorkOutcome::Ok => Ok(()),
-            WorkOutcome::Cancel(reason) => store.cancel(job.id, reason, now).await,
-            WorkOutcome::Snooze(d) => {
+        let (result, action) = match &outcome {
+            WorkOutcome::Ok => (Ok(()), "complete"),
+            WorkOutcome::Cancel(detail) => (
                 store
-                    .snooze(
-                        job.id,
-                        now + chrono::Duration::from_std(*d).unwrap_or_default(),
-                    )
-                    .await
+                    .cancel(lease, CancelReason::Worker, detail, now)
+                    .await,
+                "cancel",
+            ),
+            WorkOutcome::CancelFor(reason, detail) => {
+                (store.cancel(lease, *reason, detail, now).await, "cancel")
             }
-            WorkOutcome::Error(e) if job.attempt >= job.max_attempts => {
-                store.discard(job.id, e, now).await
+            WorkOutcome::Snooze(d) => (store.snooze(lease, super::after(now, *d)).await, "snooze"),
+            WorkOutcome::Error(e) if out_of_attempts => {
+                (store.discard(lease, e, now).await, "discard")
             }
             WorkOutcome::Error(e) => {
                 let delay = self.inner.settings.backoff.delay(job.attempt);
-                store
-                    .retry(
-                        job.id,
-                        now + chrono::Duration::from_std(delay).unwrap_or_default(),
-                        e,
-                    )
-                    .await
+                (store.retry(lease, super::after(now, delay), e).await, "retry")
             }
         };
         crate::telemetry::queue_job(&job, kind, &outcome, started.elapsed());
-        if let Err(e) = result {
+        match result {
+            Ok(()) => {}
+            Err(QueueError::LeaseLost { .. }) => crate::telemetry::queue_lease_lost(&job, action),
             // The lease runs out and another runner (or this one) rescues the job.
-            crate::telemetry::queue_store_error(&job, &e);
+            Err(e) => crate::telemetry::queue_store_error(&job, action, &e),
         }
         outcome == WorkOutcome::Ok
     }
+}
+
+/// Prunes every state of `retention`, then unreferenced signals, `limit` rows per state at a
+/// time, until a round deletes less than a full batch.
+async fn prune_all(
+    store: &dyn JobStore,
+    retention: &Retention,
+    rounds: usize,
+) -> Result<PruneReport, QueueError> {
+    let now = Utc::now();
+    let mut report = PruneReport::default();
+    let mut oldest_kept = None;
+    for (state, age) in retention.per_state() {
+        let Some(age) = age else { continue };
+        let before = now - chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
+        oldest_kept = Some(oldest_kept.map_or(before, |o: chrono::DateTime<Utc>| o.min(before)));
+        let mut deleted = 0;
+        for _ in 0..rounds {
+            let n = store.prune(state, before, PRUNE_LIMIT).await?;
+            deleted += n;
+            if n < PRUNE_LIMIT as u64 {
+                break;
+            }
+        }
+        match state {
+            JobState::Completed => report.completed = deleted,
+            JobState::Cancelled => report.cancelled = deleted,
+            _ => report.discarded = deleted,
+        }
+    }
+    if oldest_kept.is_some() {
+        // A signal is deleted once no job refers to it. Only signals last stored before now
+        // are candidates, so one being enqueued again right now keeps its body.
+        for _ in 0..rounds {
+            let n = store.prune_signals(now, PRUNE_LIMIT).await?;
+            report.signals += n;
+            if n < PRUNE_LIMIT as u64 {
+                break;
+            }
+        }
+    }
+    Ok(report)
 }
 
 /// The signals of a claimed batch's forwarder jobs, in one read; `None` when the read failed
@@ -456,17 +683,17 @@ impl Queue {
 async fn prefetch_signals(
     store: &dyn JobStore,
     jobs: &[Job],
-) -> Option<HashMap<String, Result<crate::Signal, QueueError>>> {
-    let ids: Vec<&str> = jobs
+) -> Option<HashMap<SignalKey, Result<crate::Signal, QueueError>>> {
+    let keys: Vec<(&str, &str)> = jobs
         .iter()
-        .filter(|j| j.worker == super::forwarder::FORWARDER_WORKER)
-        .filter_map(super::forwarder::signal_id)
+        .filter(|j| j.forwarder().is_some())
+        .filter_map(Job::signal_ref)
         .collect();
-    if ids.is_empty() {
+    if keys.is_empty() {
         return Some(HashMap::new());
     }
     store
-        .load_signals(&ids)
+        .load_signals(&keys)
         .await
         .ok()
         .map(|v| v.into_iter().collect())
@@ -510,6 +737,92 @@ async fn group_commit(
     }
 }
 
+/// The runner's housekeeping: registry, rescue, unknown names, pruning and counts, each on
+/// its own period, until the runner stops.
+async fn maintain(queue: Queue, mut stopped: tokio::sync::watch::Receiver<bool>) {
+    let inner = Arc::clone(&queue.inner);
+    let settings = &inner.settings;
+    let store = inner.store.as_ref();
+    let registry_every = settings.registry_interval();
+    let rescue_every = settings.lease / 2;
+    let sweep_every = registry_every;
+    let counts_every = Duration::from_secs(1);
+    let tick_every = registry_every
+        .min(rescue_every)
+        .min(counts_every)
+        .min(settings.prune_interval);
+    let mut tick = tokio::time::interval(tick_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let due = |last: &mut Option<tokio::time::Instant>, every: Duration| {
+        let now = tokio::time::Instant::now();
+        if last.is_none_or(|t| now.duration_since(t) >= every) {
+            *last = Some(now);
+            true
+        } else {
+            false
+        }
+    };
+    let (mut registered, mut rescued, mut swept, mut pruned, mut counted) =
+        (None, None, None, None, None);
+    let mut generation = u64::MAX;
+    let backoff = |attempt: u32| settings.backoff.delay(attempt);
+    let grace = chrono::Duration::from_std(settings.unknown_after).unwrap_or_default();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stopped.changed() => {}
+        }
+        if *stopped.borrow() {
+            break;
+        }
+        let now = Utc::now();
+        // Names first: a sweep never cancels what this process runs.
+        let current = inner.generation.load(Ordering::Acquire);
+        let mut registry_ok = true;
+        if current != generation || due(&mut registered, registry_every) {
+            generation = current;
+            for (name, _) in &settings.queues {
+                if let Err(e) = store
+                    .register_workers(name, &queue.names(name, true), now)
+                    .await
+                {
+                    crate::telemetry::queue_store_failure(name, "register", &e);
+                    registry_ok = false;
+                    // Try again on the next tick.
+                    generation = u64::MAX;
+                }
+            }
+        }
+        if due(&mut rescued, rescue_every) {
+            match store.rescue(now, &backoff).await {
+                Ok(n) if n > 0 => crate::telemetry::queue_rescued(n),
+                Ok(_) => {}
+                Err(e) => crate::telemetry::queue_store_failure("*", "rescue", &e),
+            }
+        }
+        if registry_ok && due(&mut swept, sweep_every) {
+            match store.cancel_unregistered(now - grace, now).await {
+                Ok(cancelled) => {
+                    for ((q, worker), n) in cancelled {
+                        crate::telemetry::queue_unknown_cancelled(&q, &worker, n);
+                    }
+                }
+                Err(e) => crate::telemetry::queue_store_failure("*", "cancel_unregistered", &e),
+            }
+        }
+        if due(&mut pruned, settings.prune_interval) {
+            match prune_all(store, &settings.retention, 1).await {
+                Ok(report) => crate::telemetry::queue_pruned(&report),
+                Err(e) => crate::telemetry::queue_store_failure("*", "prune", &e),
+            }
+        }
+        if due(&mut counted, counts_every) {
+            let _ = queue.counts().await;
+            let _ = queue.unregistered().await;
+        }
+    }
+}
+
 async fn run_queue(
     queue: Queue,
     name: String,
@@ -521,37 +834,37 @@ async fn run_queue(
     let inner = Arc::clone(&queue.inner);
     let lease = inner.settings.lease;
     let lease_chrono = chrono::Duration::from_std(lease).unwrap_or_default();
-    let mut running: JoinSet<(i64, bool)> = JoinSet::new();
-    // Task -> job, so a task that failed (panicked outside the worker) is known.
-    let mut tasks: HashMap<tokio::task::Id, i64> = HashMap::new();
-    let mut completed: Vec<i64> = Vec::new();
-    let mut broken: Vec<i64> = Vec::new();
-    let mut last_rescue: Option<std::time::Instant> = None;
-    let mut last_counts: Option<std::time::Instant> = None;
+    let mut running: JoinSet<(LeaseToken, bool)> = JoinSet::new();
+    // Task -> the job's lease, so a task that failed (panicked outside the worker) is known.
+    let mut tasks: HashMap<tokio::task::Id, LeaseToken> = HashMap::new();
+    let mut completed: Vec<LeaseToken> = Vec::new();
+    let mut broken: Vec<LeaseToken> = Vec::new();
+    // The names this process runs in this queue, rebuilt when the registry changes.
+    let mut names: (u64, Vec<String>) = (u64::MAX, Vec::new());
     let mut heartbeat = tokio::time::interval(lease / 3);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Claim again once this many slots are free (claims are writes: batch them).
     let refill = (concurrency / 4).max(1);
-    let finish = |done: Result<(tokio::task::Id, (i64, bool)), tokio::task::JoinError>,
-                  tasks: &mut HashMap<tokio::task::Id, i64>,
-                  completed: &mut Vec<i64>,
-                  broken: &mut Vec<i64>| match done {
-        Ok((task, (id, ok))) => {
+    let finish = |done: Result<(tokio::task::Id, (LeaseToken, bool)), tokio::task::JoinError>,
+                  tasks: &mut HashMap<tokio::task::Id, LeaseToken>,
+                  completed: &mut Vec<LeaseToken>,
+                  broken: &mut Vec<LeaseToken>| match done {
+        Ok((task, (lease, ok))) => {
             tasks.remove(&task);
             if ok {
-                completed.push(id);
+                completed.push(lease);
             }
         }
         Err(e) => {
-            if let Some(id) = tasks.remove(&e.id()) {
+            if let Some(lease) = tasks.remove(&e.id()) {
                 // Cancelled tasks are released by the runner; a panic is retried.
                 if e.is_panic() {
-                    broken.push(id);
+                    broken.push(lease);
                 }
             }
         }
     };
-    let record = |completed: &mut Vec<i64>, broken: &mut Vec<i64>| {
+    let record = |completed: &mut Vec<LeaseToken>, broken: &mut Vec<LeaseToken>| {
         let store = Arc::clone(&inner.store);
         let done = std::mem::take(completed);
         let failed = std::mem::take(broken);
@@ -559,20 +872,49 @@ async fn run_queue(
         async move {
             let mut keep = Vec::new();
             if !done.is_empty() {
-                if let Err(e) = store.complete_many(&done, Utc::now()).await {
-                    // Kept for the next round; if the store stays down the leases expire
-                    // and the jobs run again (at least once).
-                    crate::telemetry::queue_store_failure(&name, "complete", &e);
-                    keep = done;
+                match store.complete_many(&done, Utc::now()).await {
+                    Ok(lost) => {
+                        for id in lost {
+                            crate::telemetry::queue_lease_lost_id(&name, id, "complete");
+                        }
+                    }
+                    Err(e) => {
+                        // Kept for the next round; if the store stays down the leases expire
+                        // and the jobs run again (at least once).
+                        crate::telemetry::queue_store_failure(&name, "complete", &e);
+                        keep = done;
+                    }
                 }
             }
-            for id in failed {
-                let at = after(Utc::now(), Duration::from_secs(1));
-                let _ = store
-                    .retry(id, at, "the job's task failed outside its worker")
-                    .await;
+            for lease in failed {
+                let at = super::after(Utc::now(), Duration::from_secs(1));
+                match store
+                    .retry(lease, at, "the job's task failed outside its worker")
+                    .await
+                {
+                    Ok(()) => {}
+                    Err(QueueError::LeaseLost { job }) => {
+                        crate::telemetry::queue_lease_lost_id(&name, job, "retry");
+                    }
+                    Err(e) => crate::telemetry::queue_store_failure(&name, "retry", &e),
+                }
             }
             keep
+        }
+    };
+    let beat = |tasks: &HashMap<tokio::task::Id, LeaseToken>| {
+        let store = Arc::clone(&inner.store);
+        let leases: Vec<LeaseToken> = tasks.values().copied().collect();
+        let name = name.clone();
+        async move {
+            match store.heartbeat(&leases, Utc::now() + lease_chrono).await {
+                Ok(lost) => {
+                    for id in lost {
+                        crate::telemetry::queue_lease_lost_id(&name, id, "heartbeat");
+                    }
+                }
+                Err(e) => crate::telemetry::queue_store_failure(&name, "heartbeat", &e),
+            }
         }
     };
     loop {
@@ -586,45 +928,37 @@ async fn run_queue(
         if *stopped.borrow() {
             break;
         }
+        let generation = inner.generation.load(Ordering::Acquire);
+        if names.0 != generation {
+            names = (generation, queue.names(&name, false));
+        }
         let free = concurrency.saturating_sub(running.len());
         let mut claimed = 0;
-        if free >= refill || running.is_empty() {
+        if (free >= refill || running.is_empty()) && !names.1.is_empty() {
             let now = Utc::now();
             match inner
                 .store
-                .claim(&name, free, &owner, now, now + lease_chrono)
+                .claim(&name, &names.1, free, &owner, now, now + lease_chrono)
                 .await
             {
                 Ok(jobs) => {
                     claimed = jobs.len();
                     let mut prefetched = prefetch_signals(inner.store.as_ref(), &jobs).await;
                     for job in jobs {
-                        let id = job.id;
+                        let lease = job.lease();
                         let q = queue.clone();
                         let signal = prefetched.as_mut().map(|found| {
-                            super::forwarder::signal_id(&job)
-                                .and_then(|sid| found.get(sid).cloned())
+                            job.signal_ref()
+                                .and_then(|(s, i)| found.get(&(s.to_owned(), i.to_owned())))
+                                .cloned()
                                 .transpose()
                         });
                         let handle =
-                            running.spawn(async move { (id, q.execute(job, signal).await) });
-                        tasks.insert(handle.id(), id);
+                            running.spawn(async move { (lease, q.execute(job, signal).await) });
+                        tasks.insert(handle.id(), lease);
                     }
                 }
                 Err(e) => crate::telemetry::queue_store_failure(&name, "claim", &e),
-            }
-            if last_counts.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                last_counts = Some(std::time::Instant::now());
-                let _ = queue.counts().await;
-            }
-            // Jobs of crashed runners: checked every half lease, not on every poll.
-            if last_rescue.is_none_or(|t| t.elapsed() >= lease / 2) {
-                last_rescue = Some(std::time::Instant::now());
-                if let Ok(n) = inner.store.rescue(now).await {
-                    if n > 0 {
-                        crate::telemetry::queue_rescued(&name, n);
-                    }
-                }
             }
         }
         if claimed > 0 && running.len() < concurrency {
@@ -637,10 +971,7 @@ async fn run_queue(
             }
             _ = &mut woken, if has_room => {}
             _ = inner.store.wait_for_jobs(inner.settings.poll_interval), if has_room => {}
-            _ = heartbeat.tick() => {
-                let ids: Vec<i64> = tasks.values().copied().collect();
-                let _ = inner.store.heartbeat(&ids, &owner, Utc::now() + lease_chrono).await;
-            }
+            _ = heartbeat.tick() => beat(&tasks).await,
             _ = stopped.changed() => {}
         }
     }
@@ -661,22 +992,11 @@ async fn run_queue(
                 finish(done, &mut tasks, &mut completed, &mut broken);
                 completed = record(&mut completed, &mut broken).await;
             }
-            _ = heartbeat.tick() => {
-                let ids: Vec<i64> = tasks.values().copied().collect();
-                let _ = inner.store.heartbeat(&ids, &owner, Utc::now() + lease_chrono).await;
-            }
+            _ = heartbeat.tick() => beat(&tasks).await,
             _ = abort.changed() => aborting = true,
         }
     }
     let _ = record(&mut completed, &mut broken).await;
-}
-
-/// `now + d`, saturating instead of overflowing.
-fn after(now: chrono::DateTime<Utc>, d: Duration) -> chrono::DateTime<Utc> {
-    chrono::Duration::from_std(d)
-        .ok()
-        .and_then(|d| now.checked_add_signed(d))
-        .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC)
 }
 
 /// A running set of queue loops. Dropping it without [`shutdown`](Runner::shutdown) stops

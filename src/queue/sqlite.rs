@@ -41,7 +41,11 @@ use sqlx::{
     Row, SqliteConnection,
 };
 
-use super::{from_ms, to_ms, Job, JobState, JobStore, NewJob, QueueError};
+use super::{
+    from_ms,
+    store::{RescueBackoff, SignalKey},
+    to_ms, CancelReason, Job, JobState, JobStore, LeaseToken, NewJob, QueueError,
+};
 use crate::{ConfigError, Signal};
 
 const BACKEND: &str = "sqlite";
@@ -95,6 +99,60 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
             "CREATE INDEX signal_bus_jobs_runnable
             ON signal_bus_jobs (queue, priority, scheduled_at, id)
             WHERE state IN ('available', 'scheduled', 'retryable')",
+        ],
+    ),
+    (
+        3,
+        &[
+            // Signals are keyed by (source, id), as CloudEvents makes them unique.
+            "CREATE TABLE signal_bus_signals_v3 (
+            source TEXT NOT NULL,
+            id TEXT NOT NULL,
+            type TEXT NOT NULL,
+            body BLOB NOT NULL,
+            stored_at INTEGER NOT NULL,
+            PRIMARY KEY (source, id))",
+            "INSERT INTO signal_bus_signals_v3 (source, id, type, body, stored_at)
+            SELECT COALESCE(CASE WHEN json_valid(CAST(body AS TEXT))
+                                 THEN json_extract(CAST(body AS TEXT), '$.source') END, ''),
+                   id, type, body, stored_at
+            FROM signal_bus_signals",
+            "DROP TABLE signal_bus_signals",
+            "ALTER TABLE signal_bus_signals_v3 RENAME TO signal_bus_signals",
+            // Jobs refer to their signal (retention keeps it while any job does), carry a
+            // claim token and a cancel reason.
+            "ALTER TABLE signal_bus_jobs ADD COLUMN signal_source TEXT",
+            "ALTER TABLE signal_bus_jobs ADD COLUMN signal_id TEXT",
+            "ALTER TABLE signal_bus_jobs ADD COLUMN cancel_reason TEXT",
+            "ALTER TABLE signal_bus_jobs ADD COLUMN token INTEGER NOT NULL DEFAULT 0",
+            "UPDATE signal_bus_jobs SET signal_id = json_extract(args, '$.signal_id')
+            WHERE json_type(args, '$.signal_id') = 'text'",
+            "UPDATE signal_bus_jobs SET signal_source = (
+                SELECT s.source FROM signal_bus_signals s
+                WHERE s.id = signal_bus_jobs.signal_id ORDER BY s.source LIMIT 1)
+            WHERE signal_id IS NOT NULL",
+            "UPDATE signal_bus_jobs SET args = json_set(args, '$.signal_source', signal_source)
+            WHERE signal_source IS NOT NULL AND json_type(args, '$.signal_source') IS NULL",
+            // Forwarder jobs name their forwarder in `worker`, so claims can filter on it.
+            "UPDATE signal_bus_jobs
+            SET worker = 'signal_bus.forwarder:' || json_extract(args, '$.forwarder')
+            WHERE worker = 'signal_bus.forwarder' AND json_type(args, '$.forwarder') = 'text'",
+            "UPDATE signal_bus_jobs SET cancel_reason = CASE
+                WHEN last_error LIKE 'signal_not_found%' THEN 'signal_not_found'
+                WHEN last_error LIKE 'unknown_forwarder%' THEN 'unknown_forwarder'
+                WHEN last_error LIKE 'unknown worker%' THEN 'unknown_worker'
+                WHEN last_error LIKE 'schema_mismatch%' THEN 'schema_mismatch'
+                ELSE 'worker' END
+            WHERE state = 'cancelled'",
+            "CREATE INDEX signal_bus_jobs_signal
+            ON signal_bus_jobs (signal_source, signal_id) WHERE signal_id IS NOT NULL",
+            // Which process runs which workers, for how long: tells a job waiting for another
+            // process from a job nobody runs.
+            "CREATE TABLE signal_bus_workers (
+            queue TEXT NOT NULL,
+            worker TEXT NOT NULL,
+            seen_at INTEGER NOT NULL,
+            PRIMARY KEY (queue, worker))",
         ],
     ),
 ];
@@ -337,17 +395,38 @@ fn json_ids(ids: &[i64]) -> String {
     serde_json::Value::from(ids).to_string()
 }
 
-/// An `(id, body)` row as a parsed signal (a body that does not parse is `Corrupt`).
-fn parse_signal_row(row: &SqliteRow) -> Result<(String, Result<Signal, QueueError>), QueueError> {
-    let id: String = row.try_get("id").map_err(store_error)?;
-    let body: Vec<u8> = row.try_get("body").map_err(store_error)?;
-    let parsed = Signal::from_json_slice(&body).map_err(|e| QueueError::Corrupt {
-        what: format!("signal `{id}` does not hold a valid signal: {e}"),
-    });
-    Ok((id, parsed))
+/// Leases as a JSON array of `[id, token]` pairs, for
+/// `(id, token) IN (SELECT value ->> 0, value ->> 1 FROM json_each(?))`.
+fn json_leases(leases: &[LeaseToken]) -> String {
+    let pairs: Vec<[i64; 2]> = leases.iter().map(|l| [l.job, l.token]).collect();
+    serde_json::to_string(&pairs).unwrap_or_else(|_| "[]".to_owned())
 }
 
-/// Rows per multi-row INSERT (16 columns each, well under SQLite's parameter limit).
+/// The ids of `leases` that are not in `kept`.
+fn lost_ids(leases: &[LeaseToken], kept: &[i64]) -> Vec<i64> {
+    let kept: std::collections::HashSet<i64> = kept.iter().copied().collect();
+    leases
+        .iter()
+        .map(|l| l.job)
+        .filter(|id| !kept.contains(id))
+        .collect()
+}
+
+/// A `(source, id, body)` row as a parsed signal (a body that does not parse is `Corrupt`).
+fn parse_signal_row(row: &SqliteRow) -> Result<(SignalKey, Result<Signal, QueueError>), QueueError> {
+    let source: String = row.try_get("source").map_err(store_error)?;
+    let id: String = row.try_get("id").map_err(store_error)?;
+    let body: Vec<u8> = row.try_get("body").map_err(store_error)?;
+    let parsed =
+        Signal::from_json_slice(&body).map_err(|e| super::corrupt_signal(&source, &id, e));
+    Ok(((source, id), parsed))
+}
+
+/// Storing a signal again keeps its first body and renews its age (retention counts from
+/// the last time a job was enqueued for it).
+const UPSERT_SIGNAL: &str = " ON CONFLICT(source, id) DO UPDATE SET stored_at = excluded.stored_at";
+
+/// Rows per multi-row INSERT (13 columns each, well under SQLite's parameter limit).
 const BULK_ROWS: usize = 500;
 
 /// Inserts signals and jobs with multi-row statements (no unique keys among them).
@@ -360,24 +439,25 @@ async fn insert_bulk(
     let signals: Vec<&Signal> = items.iter().filter_map(|(s, _)| s.as_deref()).collect();
     for chunk in signals.chunks(BULK_ROWS) {
         let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT INTO signal_bus_signals (id, type, body, stored_at) ",
+            "INSERT INTO signal_bus_signals (source, id, type, body, stored_at) ",
         );
         q.push_values(chunk, |mut b, s| {
-            b.push_bind(s.id())
+            b.push_bind(s.source())
+                .push_bind(s.id())
                 .push_bind(s.ty())
                 .push_bind(s.to_json_bytes().to_vec())
                 .push_bind(now_ms);
         });
-        q.push(" ON CONFLICT(id) DO NOTHING");
+        q.push(UPSERT_SIGNAL);
         q.build().execute(&mut *conn).await?;
     }
     let mut ids = Vec::with_capacity(items.len());
     for chunk in items.chunks(BULK_ROWS) {
         let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
             "INSERT INTO signal_bus_jobs (queue, worker, args, state, attempt, max_attempts, \
-             priority, inserted_at, scheduled_at) ",
+             priority, inserted_at, scheduled_at, signal_source, signal_id) ",
         );
-        q.push_values(chunk, |mut b, (_, job)| {
+        q.push_values(chunk, |mut b, (signal, job)| {
             let scheduled_at = job.scheduled_at.unwrap_or(now);
             let state = if scheduled_at > now {
                 JobState::Scheduled
@@ -392,7 +472,9 @@ async fn insert_bulk(
                 .push_bind(i64::from(job.max_attempts))
                 .push_bind(i64::from(job.priority))
                 .push_bind(now_ms)
-                .push_bind(to_ms(scheduled_at));
+                .push_bind(to_ms(scheduled_at))
+                .push_bind(signal.as_ref().map(|s| s.source().to_owned()))
+                .push_bind(signal.as_ref().map(|s| s.id().to_owned()));
         });
         q.push(" RETURNING id");
         let mut chunk_ids: Vec<i64> = q
@@ -439,10 +521,11 @@ async fn insert_job(
     };
     if let Some(signal) = signal {
         let body = signal.to_json_bytes();
-        sqlx::query(
-            "INSERT INTO signal_bus_signals (id, type, body, stored_at) VALUES (?, ?, ?, ?)
-             ON CONFLICT(id) DO NOTHING",
-        )
+        sqlx::query(&format!(
+            "INSERT INTO signal_bus_signals (source, id, type, body, stored_at)
+             VALUES (?, ?, ?, ?, ?){UPSERT_SIGNAL}"
+        ))
+        .bind(signal.source())
         .bind(signal.id())
         .bind(signal.ty())
         .bind(&body[..])
@@ -459,8 +542,8 @@ async fn insert_job(
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO signal_bus_jobs
             (queue, worker, args, state, attempt, max_attempts, priority, inserted_at,
-             scheduled_at, unique_key, unique_until)
-         VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?)
+             scheduled_at, unique_key, unique_until, signal_source, signal_id)
+         VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?)
          RETURNING id",
     )
     .bind(&job.queue)
@@ -473,6 +556,8 @@ async fn insert_job(
     .bind(to_ms(scheduled_at))
     .bind(&job.unique_key)
     .bind(unique_until)
+    .bind(signal.map(Signal::source))
+    .bind(signal.map(Signal::id))
     .fetch_one(&mut *conn)
     .await?;
     Ok(Some(id))
@@ -500,6 +585,12 @@ fn job_from_row(row: &SqliteRow) -> Result<Job, QueueError> {
             .map_err(get_err)?
             .map(from_ms))
     };
+    let cancel_reason = row
+        .try_get::<Option<String>, _>("cancel_reason")
+        .map_err(get_err)?
+        .map(|r| CancelReason::from_str(&r))
+        .transpose()
+        .map_err(|e| corrupt(e.to_string()))?;
     Ok(Job {
         id,
         queue: row.try_get("queue").map_err(get_err)?,
@@ -518,7 +609,58 @@ fn job_from_row(row: &SqliteRow) -> Result<Job, QueueError> {
         finished_at: opt_time("finished_at")?,
         unique_key: row.try_get("unique_key").map_err(get_err)?,
         last_error: row.try_get("last_error").map_err(get_err)?,
+        cancel_reason,
+        token: row.try_get("token").map_err(get_err)?,
     })
+}
+
+/// Runnable at `?` (bound once): available, or scheduled/retryable whose time has come.
+const RUNNABLE: &str = "state IN ('available', 'scheduled', 'retryable') AND scheduled_at <= ?";
+
+/// Not registered by any process since `?`.
+const NOT_REGISTERED: &str = "NOT EXISTS (SELECT 1 FROM signal_bus_workers w
+     WHERE w.queue = signal_bus_jobs.queue AND w.worker = signal_bus_jobs.worker
+       AND w.seen_at >= ?)";
+
+impl SqliteStore {
+    /// One token-checked state change of an executing job; zero rows changed is
+    /// [`QueueError::LeaseLost`].
+    async fn leased(&self, lease: LeaseToken, query: Query<'_>) -> Result<(), QueueError> {
+        let n = self
+            .write(query.bind(lease.job).bind(lease.token))
+            .await?;
+        if n == 0 {
+            Err(QueueError::LeaseLost { job: lease.job })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Counts of unregistered runnable jobs per `(queue, worker)`.
+    async fn unregistered_on(
+        conn: &mut SqliteConnection,
+        seen_since: DateTime<Utc>,
+        due_by: DateTime<Utc>,
+    ) -> Result<BTreeMap<(String, String), u64>, sqlx::Error> {
+        let rows = sqlx::query(&format!(
+            "SELECT queue, worker, COUNT(*) AS n FROM signal_bus_jobs
+             WHERE {RUNNABLE} AND {NOT_REGISTERED}
+             GROUP BY queue, worker"
+        ))
+        .bind(to_ms(due_by))
+        .bind(to_ms(seen_since))
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut out = BTreeMap::new();
+        for row in rows {
+            let n: i64 = row.try_get("n")?;
+            out.insert(
+                (row.try_get("queue")?, row.try_get("worker")?),
+                u64::try_from(n).unwrap_or(0),
+            );
+        }
+        Ok(out)
+    }
 }
 
 #[async_trait]
@@ -582,12 +724,13 @@ impl JobStore for SqliteStore {
     async fn claim(
         &self,
         queue: &str,
+        workers: &[String],
         limit: usize,
         owner: &str,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<Job>, QueueError> {
-        if limit == 0 {
+        if limit == 0 || workers.is_empty() {
             return Ok(Vec::new());
         }
         let now_ms = to_ms(now);
@@ -595,13 +738,14 @@ impl JobStore for SqliteStore {
         // take the same job.
         let rows = sqlx::query(
             "UPDATE signal_bus_jobs
-             SET state = 'executing', attempt = attempt + 1, attempted_at = ?,
-                 lease_until = ?, owner = ?
+             SET state = 'executing', attempt = attempt + 1, token = token + 1,
+                 attempted_at = ?, lease_until = ?, owner = ?
              WHERE id IN (
                  SELECT id FROM signal_bus_jobs
                  WHERE queue = ?
                    AND state IN ('available', 'scheduled', 'retryable')
                    AND (state = 'available' OR scheduled_at <= ?)
+                   AND worker IN (SELECT value FROM json_each(?))
                  ORDER BY priority, scheduled_at, id
                  LIMIT ?)
              RETURNING *",
@@ -611,6 +755,7 @@ impl JobStore for SqliteStore {
         .bind(owner)
         .bind(queue)
         .bind(now_ms)
+        .bind(serde_json::Value::from(workers).to_string())
         .bind(sql_limit(limit))
         .fetch_all(&self.writer)
         .await
@@ -626,137 +771,218 @@ impl JobStore for SqliteStore {
 
     async fn heartbeat(
         &self,
-        ids: &[i64],
-        owner: &str,
+        leases: &[LeaseToken],
         lease_until: DateTime<Utc>,
+    ) -> Result<Vec<i64>, QueueError> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let kept: Vec<i64> = sqlx::query_scalar(
+            "UPDATE signal_bus_jobs SET lease_until = ?
+             WHERE state = 'executing'
+               AND (id, token) IN (SELECT value ->> 0, value ->> 1 FROM json_each(?))
+             RETURNING id",
+        )
+        .bind(to_ms(lease_until))
+        .bind(json_leases(leases))
+        .fetch_all(&self.writer)
+        .await
+        .map_err(store_error)?;
+        Ok(lost_ids(leases, &kept))
+    }
+
+    async fn complete(&self, lease: LeaseToken, now: DateTime<Utc>) -> Result<(), QueueError> {
+        self.leased(
+            lease,
+            sqlx::query(
+                "UPDATE signal_bus_jobs
+                 SET state = 'completed', finished_at = ?, owner = NULL, lease_until = NULL
+                 WHERE id = ? AND state = 'executing' AND token = ?",
+            )
+            .bind(to_ms(now)),
+        )
+        .await
+    }
+
+    async fn complete_many(
+        &self,
+        leases: &[LeaseToken],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<i64>, QueueError> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let kept: Vec<i64> = sqlx::query_scalar(
+            "UPDATE signal_bus_jobs
+             SET state = 'completed', finished_at = ?, owner = NULL, lease_until = NULL
+             WHERE state = 'executing'
+               AND (id, token) IN (SELECT value ->> 0, value ->> 1 FROM json_each(?))
+             RETURNING id",
+        )
+        .bind(to_ms(now))
+        .bind(json_leases(leases))
+        .fetch_all(&self.writer)
+        .await
+        .map_err(store_error)?;
+        Ok(lost_ids(leases, &kept))
+    }
+
+    async fn retry(
+        &self,
+        lease: LeaseToken,
+        at: DateTime<Utc>,
+        error: &str,
     ) -> Result<(), QueueError> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        self.write(
-            sqlx::query(
-                "UPDATE signal_bus_jobs SET lease_until = ?
-                 WHERE state = 'executing' AND owner = ?
-                   AND id IN (SELECT value FROM json_each(?))",
-            )
-            .bind(to_ms(lease_until))
-            .bind(owner)
-            .bind(json_ids(ids)),
-        )
-        .await?;
-        Ok(())
-    }
-
-    async fn complete(&self, id: i64, now: DateTime<Utc>) -> Result<(), QueueError> {
-        self.write(
-            sqlx::query(
-                "UPDATE signal_bus_jobs
-                 SET state = 'completed', finished_at = ?, owner = NULL, lease_until = NULL
-                 WHERE id = ? AND state = 'executing'",
-            )
-            .bind(to_ms(now))
-            .bind(id),
-        )
-        .await?;
-        Ok(())
-    }
-
-    async fn complete_many(&self, ids: &[i64], now: DateTime<Utc>) -> Result<(), QueueError> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        self.write(
-            sqlx::query(
-                "UPDATE signal_bus_jobs
-                 SET state = 'completed', finished_at = ?, owner = NULL, lease_until = NULL
-                 WHERE state = 'executing' AND id IN (SELECT value FROM json_each(?))",
-            )
-            .bind(to_ms(now))
-            .bind(json_ids(ids)),
-        )
-        .await?;
-        Ok(())
-    }
-
-    async fn retry(&self, id: i64, at: DateTime<Utc>, error: &str) -> Result<(), QueueError> {
-        self.write(
+        self.leased(
+            lease,
             sqlx::query(
                 "UPDATE signal_bus_jobs
                  SET state = 'retryable', scheduled_at = ?, last_error = ?,
                      owner = NULL, lease_until = NULL
-                 WHERE id = ? AND state = 'executing'",
+                 WHERE id = ? AND state = 'executing' AND token = ?",
             )
             .bind(to_ms(at))
-            .bind(error)
-            .bind(id),
+            .bind(error),
         )
-        .await?;
-        Ok(())
+        .await
     }
 
-    async fn snooze(&self, id: i64, at: DateTime<Utc>) -> Result<(), QueueError> {
-        self.write(
+    async fn snooze(&self, lease: LeaseToken, at: DateTime<Utc>) -> Result<(), QueueError> {
+        self.leased(
+            lease,
             sqlx::query(
                 "UPDATE signal_bus_jobs
                  SET state = 'scheduled', scheduled_at = ?, attempt = MAX(attempt - 1, 0),
                      owner = NULL, lease_until = NULL
-                 WHERE id = ? AND state = 'executing'",
+                 WHERE id = ? AND state = 'executing' AND token = ?",
             )
-            .bind(to_ms(at))
-            .bind(id),
+            .bind(to_ms(at)),
         )
-        .await?;
-        Ok(())
+        .await
     }
 
-    async fn cancel(&self, id: i64, reason: &str, now: DateTime<Utc>) -> Result<(), QueueError> {
-        self.write(
+    async fn cancel(
+        &self,
+        lease: LeaseToken,
+        reason: CancelReason,
+        detail: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), QueueError> {
+        self.leased(
+            lease,
             sqlx::query(
                 "UPDATE signal_bus_jobs
-                 SET state = 'cancelled', finished_at = ?, last_error = ?,
+                 SET state = 'cancelled', finished_at = ?, cancel_reason = ?, last_error = ?,
                      owner = NULL, lease_until = NULL
-                 WHERE id = ? AND state NOT IN ('completed', 'cancelled', 'discarded')",
+                 WHERE id = ? AND state = 'executing' AND token = ?",
             )
             .bind(to_ms(now))
-            .bind(reason)
-            .bind(id),
+            .bind(reason.as_str())
+            .bind(detail),
         )
-        .await?;
-        Ok(())
+        .await
     }
 
-    async fn discard(&self, id: i64, error: &str, now: DateTime<Utc>) -> Result<(), QueueError> {
-        self.write(
+    async fn cancel_job(
+        &self,
+        id: i64,
+        reason: CancelReason,
+        detail: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, QueueError> {
+        let n = self
+            .write(
+                sqlx::query(
+                    "UPDATE signal_bus_jobs
+                     SET state = 'cancelled', finished_at = ?, cancel_reason = ?,
+                         last_error = ?, owner = NULL, lease_until = NULL
+                     WHERE id = ? AND state NOT IN ('completed', 'cancelled', 'discarded')",
+                )
+                .bind(to_ms(now))
+                .bind(reason.as_str())
+                .bind(detail)
+                .bind(id),
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn discard(
+        &self,
+        lease: LeaseToken,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), QueueError> {
+        self.leased(
+            lease,
             sqlx::query(
                 "UPDATE signal_bus_jobs
                  SET state = 'discarded', finished_at = ?, last_error = ?,
                      owner = NULL, lease_until = NULL
-                 WHERE id = ? AND state NOT IN ('completed', 'cancelled', 'discarded')",
+                 WHERE id = ? AND state = 'executing' AND token = ?",
             )
             .bind(to_ms(now))
-            .bind(error)
-            .bind(id),
-        )
-        .await?;
-        Ok(())
-    }
-
-    async fn rescue(&self, now: DateTime<Utc>) -> Result<u64, QueueError> {
-        self.write(
-            sqlx::query(
-                "UPDATE signal_bus_jobs
-                 SET state = CASE WHEN attempt >= max_attempts THEN 'discarded' ELSE 'available' END,
-                     finished_at = CASE WHEN attempt >= max_attempts THEN ? ELSE NULL END,
-                     last_error = CASE WHEN attempt >= max_attempts
-                         THEN 'discarded: its runner stopped during the last attempt'
-                         ELSE last_error END,
-                     owner = NULL, lease_until = NULL
-                 WHERE state = 'executing' AND lease_until < ?",
-            )
-            .bind(to_ms(now))
-            .bind(to_ms(now)),
+            .bind(error),
         )
         .await
+    }
+
+    async fn rescue(
+        &self,
+        now: DateTime<Utc>,
+        backoff: RescueBackoff<'_>,
+    ) -> Result<u64, QueueError> {
+        let now_ms = to_ms(now);
+        // Cheap look first (a reader): most rounds find nothing to rescue.
+        let any: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM signal_bus_jobs WHERE state = 'executing' AND lease_until < ? LIMIT 1",
+        )
+        .bind(now_ms)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(store_error)?;
+        if any.is_none() {
+            return Ok(0);
+        }
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(store_error)?;
+        let expired: Vec<(i64, i64, i64)> = sqlx::query_as(
+            "SELECT id, attempt, max_attempts FROM signal_bus_jobs
+             WHERE state = 'executing' AND lease_until < ?",
+        )
+        .bind(now_ms)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        for (id, attempt, max_attempts) in &expired {
+            let attempt = u32::try_from(*attempt).unwrap_or(u32::MAX);
+            let max = u32::try_from(*max_attempts).unwrap_or(u32::MAX);
+            let error = super::rescue_error(attempt, max);
+            let (state, at, finished) = if attempt >= max {
+                ("discarded", now_ms, Some(now_ms))
+            } else {
+                ("retryable", to_ms(super::after(now, backoff(attempt))), None)
+            };
+            sqlx::query(
+                "UPDATE signal_bus_jobs
+                 SET state = ?, scheduled_at = ?, finished_at = ?, last_error = ?,
+                     owner = NULL, lease_until = NULL
+                 WHERE id = ? AND state = 'executing'",
+            )
+            .bind(state)
+            .bind(at)
+            .bind(finished)
+            .bind(error)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        }
+        tx.commit().await.map_err(store_error)?;
+        Ok(expired.len() as u64)
     }
 
     async fn release(&self, owner: &str, _now: DateTime<Utc>) -> Result<u64, QueueError> {
@@ -772,41 +998,128 @@ impl JobStore for SqliteStore {
         .await
     }
 
-    async fn load_signal(&self, id: &str) -> Result<Option<Signal>, QueueError> {
-        let body: Option<Vec<u8>> =
-            sqlx::query_scalar("SELECT body FROM signal_bus_signals WHERE id = ?")
-                .bind(id)
-                .fetch_optional(&self.reader)
-                .await
-                .map_err(store_error)?;
+    async fn register_workers(
+        &self,
+        queue: &str,
+        workers: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<(), QueueError> {
+        if workers.is_empty() {
+            return Ok(());
+        }
+        self.write(
+            sqlx::query(
+                "INSERT INTO signal_bus_workers (queue, worker, seen_at)
+                 SELECT ?, value, ? FROM json_each(?) WHERE true
+                 ON CONFLICT(queue, worker) DO UPDATE
+                 SET seen_at = MAX(seen_at, excluded.seen_at)",
+            )
+            .bind(queue)
+            .bind(to_ms(now))
+            .bind(serde_json::Value::from(workers).to_string()),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn unregistered(
+        &self,
+        seen_since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<BTreeMap<(String, String), u64>, QueueError> {
+        let mut conn = self.reader.acquire().await.map_err(store_error)?;
+        Self::unregistered_on(&mut conn, seen_since, now)
+            .await
+            .map_err(store_error)
+    }
+
+    async fn cancel_unregistered(
+        &self,
+        cutoff: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<BTreeMap<(String, String), u64>, QueueError> {
+        // Look first without the write lock: almost always there is nothing to cancel.
+        let found = self.unregistered(cutoff, cutoff).await?;
+        if found.is_empty() {
+            return Ok(found);
+        }
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(store_error)?;
+        let found = Self::unregistered_on(&mut tx, cutoff, cutoff)
+            .await
+            .map_err(store_error)?;
+        let mut out = BTreeMap::new();
+        for (queue, worker) in found.into_keys() {
+            let (reason, detail) = super::unregistered_reason(&worker);
+            let n = sqlx::query(&format!(
+                "UPDATE signal_bus_jobs
+                 SET state = 'cancelled', finished_at = ?, cancel_reason = ?, last_error = ?,
+                     owner = NULL, lease_until = NULL
+                 WHERE queue = ? AND worker = ? AND {RUNNABLE} AND {NOT_REGISTERED}"
+            ))
+            .bind(to_ms(now))
+            .bind(reason.as_str())
+            .bind(detail)
+            .bind(&queue)
+            .bind(&worker)
+            .bind(to_ms(cutoff))
+            .bind(to_ms(cutoff))
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?
+            .rows_affected();
+            if n > 0 {
+                out.insert((queue, worker), n);
+            }
+        }
+        tx.commit().await.map_err(store_error)?;
+        Ok(out)
+    }
+
+    async fn load_signal(&self, source: &str, id: &str) -> Result<Option<Signal>, QueueError> {
+        let body: Option<Vec<u8>> = sqlx::query_scalar(
+            "SELECT body FROM signal_bus_signals WHERE source = ? AND id = ?",
+        )
+        .bind(source)
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(store_error)?;
         body.map(|body| {
-            Signal::from_json_slice(&body).map_err(|e| QueueError::Corrupt {
-                what: format!("signal `{id}` does not hold a valid signal: {e}"),
-            })
+            Signal::from_json_slice(&body).map_err(|e| super::corrupt_signal(source, id, e))
         })
         .transpose()
     }
 
     async fn load_signals(
         &self,
-        ids: &[&str],
-    ) -> Result<Vec<(String, Result<Signal, QueueError>)>, QueueError> {
-        if ids.is_empty() {
+        keys: &[(&str, &str)],
+    ) -> Result<Vec<(SignalKey, Result<Signal, QueueError>)>, QueueError> {
+        if keys.is_empty() {
             return Ok(Vec::new());
         }
+        let pairs: Vec<[&str; 2]> = keys.iter().map(|(s, i)| [*s, *i]).collect();
         let rows = sqlx::query(
-            "SELECT id, body FROM signal_bus_signals WHERE id IN (SELECT value FROM json_each(?))",
+            "SELECT source, id, body FROM signal_bus_signals
+             WHERE (source, id) IN (SELECT value ->> 0, value ->> 1 FROM json_each(?))",
         )
-        .bind(serde_json::Value::from(ids).to_string())
+        .bind(serde_json::to_string(&pairs).unwrap_or_else(|_| "[]".to_owned()))
         .fetch_all(&self.reader)
         .await
         .map_err(store_error)?;
         rows.iter().map(parse_signal_row).collect()
     }
 
-    async fn delete_signal(&self, id: &str) -> Result<bool, QueueError> {
+    async fn delete_signal(&self, source: &str, id: &str) -> Result<bool, QueueError> {
         let n = self
-            .write(sqlx::query("DELETE FROM signal_bus_signals WHERE id = ?").bind(id))
+            .write(
+                sqlx::query("DELETE FROM signal_bus_signals WHERE source = ? AND id = ?")
+                    .bind(source)
+                    .bind(id),
+            )
             .await?;
         Ok(n > 0)
     }
@@ -838,7 +1151,7 @@ impl JobStore for SqliteStore {
             sqlx::query(
                 "UPDATE signal_bus_jobs
                  SET state = 'available', attempt = 0, scheduled_at = ?, finished_at = NULL,
-                     owner = NULL, lease_until = NULL
+                     cancel_reason = NULL, owner = NULL, lease_until = NULL
                  WHERE state IN ('cancelled', 'discarded')
                    AND id IN (SELECT value FROM json_each(?))",
             )
@@ -848,12 +1161,43 @@ impl JobStore for SqliteStore {
         .await
     }
 
-    async fn prune(&self, before: DateTime<Utc>) -> Result<u64, QueueError> {
+    async fn prune(
+        &self,
+        state: JobState,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<u64, QueueError> {
+        if !state.is_final() || limit == 0 {
+            return Ok(0);
+        }
         self.write(
             sqlx::query(
-                "DELETE FROM signal_bus_jobs WHERE state = 'completed' AND finished_at < ?",
+                "DELETE FROM signal_bus_jobs WHERE id IN (
+                     SELECT id FROM signal_bus_jobs
+                     WHERE state = ? AND finished_at < ? LIMIT ?)",
             )
-            .bind(to_ms(before)),
+            .bind(state.as_str())
+            .bind(to_ms(before))
+            .bind(sql_limit(limit)),
+        )
+        .await
+    }
+
+    async fn prune_signals(&self, before: DateTime<Utc>, limit: usize) -> Result<u64, QueueError> {
+        if limit == 0 {
+            return Ok(0);
+        }
+        self.write(
+            sqlx::query(
+                "DELETE FROM signal_bus_signals WHERE rowid IN (
+                     SELECT s.rowid FROM signal_bus_signals s
+                     WHERE s.stored_at < ?
+                       AND NOT EXISTS (SELECT 1 FROM signal_bus_jobs j
+                                       WHERE j.signal_source = s.source AND j.signal_id = s.id)
+                     LIMIT ?)",
+            )
+            .bind(to_ms(before))
+            .bind(sql_limit(limit)),
         )
         .await
     }

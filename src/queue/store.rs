@@ -5,23 +5,37 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::{Job, JobState, NewJob, QueueError};
+use super::{CancelReason, Job, JobState, LeaseToken, NewJob, QueueError};
 use crate::Signal;
+
+/// A stored signal's key: CloudEvents makes `(source, id)` unique, so the store does too.
+pub type SignalKey = (String, String);
+
+/// How a rescue schedules a job whose runner died: the delay after failed attempt `n`.
+pub type RescueBackoff<'a> = &'a (dyn Fn(u32) -> Duration + Send + Sync);
 
 /// Where a durable queue keeps signals and jobs. Implemented by
 /// [`SqliteStore`](super::SqliteStore), `PostgresStore` (feature `postgres`) and
-/// [`MemoryStore`](super::MemoryStore).
+/// [`MemoryStore`](super::MemoryStore). The runner is written against this trait only, and
+/// one conformance suite (`tests/support/queue_suite.rs`) holds every backend to it.
 ///
 /// Every method is one atomic step: a job and its signal commit together, a claim either
 /// takes a job or leaves it, and nothing acknowledged is ever lost.
+///
+/// # Leases
+/// A claim writes a new token on each job it takes ([`Job::token`]). Every state change
+/// after a claim presents the job's [`LeaseToken`] and is refused with
+/// [`QueueError::LeaseLost`] when the job is no longer executing under that token (its
+/// lease ran out and it was rescued, it was released, cancelled by hand or claimed again).
 #[async_trait]
 pub trait JobStore: Send + Sync + 'static {
     /// The backend's name: `sqlite`, `postgres`, `memory`.
     fn backend(&self) -> &'static str;
 
-    /// Stores `signal` (once, by id; storing it again is a no-op) and inserts `job`, in one
-    /// transaction. Returns the job id, or `None` when a live job with the same unique key
-    /// exists within its period.
+    /// Stores `signal` (once per `(source, id)`; storing it again is a no-op) and inserts
+    /// `job`, in one transaction; the job refers to the signal, which retention keeps as
+    /// long as any job does. Returns the job id, or `None` when a live job with the same
+    /// unique key exists within its period.
     ///
     /// # Errors
     /// The store is unreachable, read-only or the data is invalid; nothing is stored then.
@@ -40,81 +54,127 @@ pub trait JobStore: Send + Sync + 'static {
         items: &[(Option<Arc<Signal>>, NewJob)],
     ) -> Result<Vec<Option<i64>>, QueueError>;
 
-    /// Takes up to `limit` runnable jobs of `queue` (available, or scheduled/retryable whose
-    /// time has come), lowest priority number first, then oldest `scheduled_at`, then id;
-    /// marks them executing with `attempt + 1`, owned by `owner` until `lease_until`.
+    /// Takes up to `limit` runnable jobs of `queue` whose worker is one of `workers`
+    /// (available, or scheduled/retryable whose time has come), lowest priority number
+    /// first, then oldest `scheduled_at`, then id; marks them executing with `attempt + 1`
+    /// and a new token, owned by `owner` until `lease_until`. Jobs of other workers are left
+    /// for a process that runs them; an empty `workers` claims nothing.
     ///
     /// # Errors
     /// The store is unreachable.
     async fn claim(
         &self,
         queue: &str,
+        workers: &[String],
         limit: usize,
         owner: &str,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<Job>, QueueError>;
 
-    /// Extends the lease of executing jobs owned by `owner`.
+    /// Extends the leases of executing jobs still held under these tokens. Returns the ids
+    /// whose lease is no longer held (the runner should give up on them).
     ///
     /// # Errors
     /// The store is unreachable.
     async fn heartbeat(
         &self,
-        ids: &[i64],
-        owner: &str,
+        leases: &[LeaseToken],
         lease_until: DateTime<Utc>,
-    ) -> Result<(), QueueError>;
+    ) -> Result<Vec<i64>, QueueError>;
 
     /// Marks an executing job completed.
     ///
     /// # Errors
-    /// The store is unreachable.
-    async fn complete(&self, id: i64, now: DateTime<Utc>) -> Result<(), QueueError>;
+    /// [`QueueError::LeaseLost`] when the lease is no longer held; the store is unreachable.
+    async fn complete(&self, lease: LeaseToken, now: DateTime<Utc>) -> Result<(), QueueError>;
 
-    /// Marks several executing jobs completed (one write for many). Default: one by one.
+    /// Marks several executing jobs completed (one write for many). Returns the ids whose
+    /// lease was no longer held (those were not changed). Default: one by one.
     ///
     /// # Errors
     /// The store is unreachable.
-    async fn complete_many(&self, ids: &[i64], now: DateTime<Utc>) -> Result<(), QueueError> {
-        for id in ids {
-            self.complete(*id, now).await?;
+    async fn complete_many(
+        &self,
+        leases: &[LeaseToken],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<i64>, QueueError> {
+        let mut lost = Vec::new();
+        for lease in leases {
+            match self.complete(*lease, now).await {
+                Ok(()) => {}
+                Err(QueueError::LeaseLost { job }) => lost.push(job),
+                Err(e) => return Err(e),
+            }
         }
-        Ok(())
+        Ok(lost)
     }
 
     /// Marks an executing job retryable at `at`, recording `error`.
     ///
     /// # Errors
-    /// The store is unreachable.
-    async fn retry(&self, id: i64, at: DateTime<Utc>, error: &str) -> Result<(), QueueError>;
+    /// [`QueueError::LeaseLost`]; the store is unreachable.
+    async fn retry(
+        &self,
+        lease: LeaseToken,
+        at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<(), QueueError>;
 
     /// Reschedules an executing job at `at` without spending an attempt.
     ///
     /// # Errors
-    /// The store is unreachable.
-    async fn snooze(&self, id: i64, at: DateTime<Utc>) -> Result<(), QueueError>;
+    /// [`QueueError::LeaseLost`]; the store is unreachable.
+    async fn snooze(&self, lease: LeaseToken, at: DateTime<Utc>) -> Result<(), QueueError>;
 
-    /// Marks a job cancelled with `reason`.
+    /// Marks an executing job cancelled for `reason`, recording `detail`.
+    ///
+    /// # Errors
+    /// [`QueueError::LeaseLost`]; the store is unreachable.
+    async fn cancel(
+        &self,
+        lease: LeaseToken,
+        reason: CancelReason,
+        detail: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), QueueError>;
+
+    /// Cancels a job that is not finished yet, whoever holds it (by hand: an executing job's
+    /// runner then finds its lease lost). Returns whether it was cancelled.
     ///
     /// # Errors
     /// The store is unreachable.
-    async fn cancel(&self, id: i64, reason: &str, now: DateTime<Utc>) -> Result<(), QueueError>;
+    async fn cancel_job(
+        &self,
+        id: i64,
+        reason: CancelReason,
+        detail: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, QueueError>;
 
-    /// Marks a job discarded (out of attempts) with `error`.
+    /// Marks an executing job discarded (out of attempts) with `error`.
+    ///
+    /// # Errors
+    /// [`QueueError::LeaseLost`]; the store is unreachable.
+    async fn discard(
+        &self,
+        lease: LeaseToken,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), QueueError>;
+
+    /// Takes back executing jobs whose lease ended before `now` (their runner died): each
+    /// is treated as a failed attempt, retryable after `backoff(attempt)` (behind fresh
+    /// work) with an error saying its runner stopped, or discarded when that was its last
+    /// attempt. Returns how many.
     ///
     /// # Errors
     /// The store is unreachable.
-    async fn discard(&self, id: i64, error: &str, now: DateTime<Utc>) -> Result<(), QueueError>;
-
-    /// Returns executing jobs whose lease ended before `now` (their runner died) to
-    /// `available`, keeping their attempt count; a job that was on its last attempt is
-    /// discarded instead, so a job that crashes its runner cannot loop forever. Returns how
-    /// many.
-    ///
-    /// # Errors
-    /// The store is unreachable.
-    async fn rescue(&self, now: DateTime<Utc>) -> Result<u64, QueueError>;
+    async fn rescue(
+        &self,
+        now: DateTime<Utc>,
+        backoff: RescueBackoff<'_>,
+    ) -> Result<u64, QueueError>;
 
     /// Puts executing jobs owned by `owner` back to `available` and gives their attempt back
     /// (a runner shutting down releases what it did not finish). Returns how many.
@@ -123,41 +183,77 @@ pub trait JobStore: Send + Sync + 'static {
     /// The store is unreachable.
     async fn release(&self, owner: &str, now: DateTime<Utc>) -> Result<u64, QueueError>;
 
-    /// The stored signal with this id.
+    /// Records that a process runs `workers` for `queue` now (the registry that tells a
+    /// job waiting for another process from a job nobody can run).
+    ///
+    /// # Errors
+    /// The store is unreachable.
+    async fn register_workers(
+        &self,
+        queue: &str,
+        workers: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<(), QueueError>;
+
+    /// Runnable jobs (due by `now`) whose `(queue, worker)` no process registered since
+    /// `seen_since`, counted per queue and worker.
+    ///
+    /// # Errors
+    /// The store is unreachable.
+    async fn unregistered(
+        &self,
+        seen_since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<BTreeMap<(String, String), u64>, QueueError>;
+
+    /// Cancels runnable jobs that have been due since before `cutoff` and whose
+    /// `(queue, worker)` no process registered since `cutoff`: `unknown_forwarder` for
+    /// forwarder jobs, `unknown_worker` for others. Returns how many, per queue and worker.
+    ///
+    /// # Errors
+    /// The store is unreachable.
+    async fn cancel_unregistered(
+        &self,
+        cutoff: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<BTreeMap<(String, String), u64>, QueueError>;
+
+    /// The stored signal with this `(source, id)`.
     ///
     /// # Errors
     /// The store is unreachable, or the row does not hold a valid signal
     /// ([`QueueError::Corrupt`]).
-    async fn load_signal(&self, id: &str) -> Result<Option<Signal>, QueueError>;
+    async fn load_signal(&self, source: &str, id: &str) -> Result<Option<Signal>, QueueError>;
 
-    /// Several stored signals in one read (the runner prefetches a claimed batch). Ids not
-    /// stored are absent from the result; a row that does not parse is an `Err` for that id.
-    /// Default: one by one.
+    /// Several stored signals in one read (the runner prefetches a claimed batch). Keys not
+    /// stored are absent from the result; a row that does not parse is an `Err` for that
+    /// key. Default: one by one.
     ///
     /// # Errors
     /// The store is unreachable.
     async fn load_signals(
         &self,
-        ids: &[&str],
-    ) -> Result<Vec<(String, Result<Signal, QueueError>)>, QueueError> {
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            match self.load_signal(id).await {
-                Ok(Some(s)) => out.push(((*id).to_owned(), Ok(s))),
+        keys: &[(&str, &str)],
+    ) -> Result<Vec<(SignalKey, Result<Signal, QueueError>)>, QueueError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for (source, id) in keys {
+            let key = ((*source).to_owned(), (*id).to_owned());
+            match self.load_signal(source, id).await {
+                Ok(Some(s)) => out.push((key, Ok(s))),
                 Ok(None) => {}
-                Err(e @ QueueError::Corrupt { .. }) => out.push(((*id).to_owned(), Err(e))),
+                Err(e @ QueueError::Corrupt { .. }) => out.push((key, Err(e))),
                 Err(e) => return Err(e),
             }
         }
         Ok(out)
     }
 
-    /// Deletes a stored signal (retention); jobs that still point at it will be cancelled
-    /// with `SignalNotFound`. Returns whether it existed.
+    /// Deletes a stored signal by hand; jobs that still point at it will be cancelled with
+    /// `signal_not_found`. Returns whether it existed.
     ///
     /// # Errors
     /// The store is unreachable.
-    async fn delete_signal(&self, id: &str) -> Result<bool, QueueError>;
+    async fn delete_signal(&self, source: &str, id: &str) -> Result<bool, QueueError>;
 
     /// One job.
     ///
@@ -178,11 +274,25 @@ pub trait JobStore: Send + Sync + 'static {
     /// The store is unreachable.
     async fn redrive(&self, ids: &[i64], now: DateTime<Utc>) -> Result<u64, QueueError>;
 
-    /// Deletes completed jobs finished before `before`. Returns how many.
+    /// Deletes up to `limit` jobs in the final `state` (completed, cancelled or discarded)
+    /// that finished before `before`. Returns how many. A state that is not final deletes
+    /// nothing.
     ///
     /// # Errors
     /// The store is unreachable.
-    async fn prune(&self, before: DateTime<Utc>) -> Result<u64, QueueError>;
+    async fn prune(
+        &self,
+        state: JobState,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<u64, QueueError>;
+
+    /// Deletes up to `limit` stored signals that were stored (or stored again) before
+    /// `before` and that no job refers to. Returns how many.
+    ///
+    /// # Errors
+    /// The store is unreachable.
+    async fn prune_signals(&self, before: DateTime<Utc>, limit: usize) -> Result<u64, QueueError>;
 
     /// How many jobs are in each state.
     ///

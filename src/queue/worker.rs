@@ -5,7 +5,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 
-use super::{Job, QueueError};
+use super::{CancelReason, Job, QueueError};
 
 /// How a job run ended (the Sigra/Oban outcome taxonomy).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,8 +13,11 @@ use super::{Job, QueueError};
 pub enum WorkOutcome {
     /// Done: the job completes.
     Ok,
-    /// Will never work: the job is cancelled, not retried.
+    /// Will never work: the job is cancelled ([`CancelReason::Worker`]), not retried.
     Cancel(String),
+    /// Will never work, for one of the named reasons (e.g.
+    /// [`CancelReason::SchemaMismatch`]: the args are not what this worker reads).
+    CancelFor(CancelReason, String),
     /// Failed: retried with backoff until `max_attempts`, then discarded.
     Error(String),
     /// Not now: run again after this long, without spending an attempt.
@@ -84,7 +87,7 @@ impl<W: TenantWorker> Worker for Tenant<W> {
     async fn perform(&self, job: &Job) -> WorkOutcome {
         match tenant_scope(&job.args) {
             Ok(scope) => self.0.perform(scope, job).await,
-            Err(e) => WorkOutcome::Cancel(e.to_string()),
+            Err(e) => WorkOutcome::CancelFor(CancelReason::SchemaMismatch, e.to_string()),
         }
     }
 }

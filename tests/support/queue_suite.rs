@@ -1,21 +1,26 @@
 //! One conformance suite every `JobStore` passes: memory, SQLite and PostgreSQL run the
-//! same checks.
+//! same checks. Times are passed explicitly wherever the store takes them, so no check
+//! depends on how fast the machine is.
 
 #![allow(dead_code)]
 
 use std::{sync::Arc, time::Duration};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde_json::json;
 use signal_bus::{
-    queue::{JobState, JobStore, NewJob, QueueError},
+    queue::{CancelReason, Job, JobState, JobStore, LeaseToken, NewJob, QueueError},
     Signal,
 };
 
 fn signal(id: &str) -> Signal {
-    Signal::builder("audit.login", "/suite")
+    signal_from("/suite", id)
+}
+
+fn signal_from(source: &str, id: &str) -> Signal {
+    Signal::builder("audit.login", source)
         .id(id)
-        .data(json!({"user": id}))
+        .data(json!({"user": id, "source": source}))
         .build()
         .unwrap()
 }
@@ -24,65 +29,71 @@ fn ms(n: i64) -> chrono::Duration {
     chrono::Duration::milliseconds(n)
 }
 
-async fn claim_all(store: &dyn JobStore, queue: &str) -> Vec<i64> {
-    let now = Utc::now();
+/// The worker every suite job runs as.
+fn w() -> Vec<String> {
+    vec!["w".to_owned()]
+}
+
+async fn claim_at(store: &dyn JobStore, queue: &str, now: DateTime<Utc>) -> Vec<Job> {
     store
-        .claim(queue, 100, "suite", now, now + ms(60_000))
+        .claim(queue, &w(), 100, "suite", now, now + ms(60_000))
         .await
         .unwrap()
-        .into_iter()
-        .map(|j| j.id)
-        .collect()
+}
+
+async fn claim_all(store: &dyn JobStore, queue: &str) -> Vec<Job> {
+    claim_at(store, queue, Utc::now()).await
+}
+
+fn ids(jobs: &[Job]) -> Vec<i64> {
+    jobs.iter().map(|j| j.id).collect()
+}
+
+fn no_backoff(_: u32) -> Duration {
+    Duration::ZERO
 }
 
 /// Runs every check against `store` (which must be empty).
 pub async fn run_all(store: Arc<dyn JobStore>) {
     let s = store.as_ref();
     roundtrip_and_signal_stored_once(s).await;
+    same_id_from_two_sources(s).await;
     priority_then_time_order(s).await;
     scheduled_jobs_wait(s).await;
+    claims_only_registered_workers(s).await;
     unique_keys(s).await;
     retry_snooze_cancel_discard(s).await;
-    rescue_and_release(s).await;
+    stale_leases_are_refused(s).await;
+    rescue_is_a_failed_attempt_behind_fresh_work(s).await;
+    heartbeat_and_release(s).await;
     crash_on_last_attempt_discards(s).await;
-    redrive_prune_counts(s).await;
+    unregistered_names_wait_then_cancel(s).await;
+    redrive_and_counts(s).await;
+    prune_per_state_and_signals(s).await;
     invalid_jobs_are_refused(s).await;
     group_commit(s).await;
 }
 
 async fn roundtrip_and_signal_stored_once(s: &dyn JobStore) {
     let sig = signal("sig-roundtrip");
-    let a = s
-        .enqueue(
-            Some(&sig),
-            &NewJob::new("w", json!({"signal_id": sig.id()})).queue("q1"),
-        )
-        .await
-        .unwrap()
-        .unwrap();
-    let b = s
-        .enqueue(
-            Some(&sig),
-            &NewJob::new("w", json!({"signal_id": sig.id()})).queue("q1"),
-        )
-        .await
-        .unwrap()
-        .unwrap();
+    let job = || NewJob::new("w", json!({"signal_id": sig.id()})).queue("q1");
+    let a = s.enqueue(Some(&sig), &job()).await.unwrap().unwrap();
+    let b = s.enqueue(Some(&sig), &job()).await.unwrap().unwrap();
     assert_ne!(a, b);
-    let loaded = s.load_signal(sig.id()).await.unwrap().unwrap();
+    let loaded = s.load_signal("/suite", sig.id()).await.unwrap().unwrap();
     assert_eq!(loaded, sig, "the reloaded signal equals the original");
-    let jobs = {
-        let now = Utc::now();
-        s.claim("q1", 10, "suite", now, now + ms(60_000))
-            .await
-            .unwrap()
-    };
-    assert_eq!(jobs.iter().map(|j| j.id).collect::<Vec<_>>(), [a, b]);
+    assert_eq!(
+        s.load_signal("/elsewhere", sig.id()).await.unwrap(),
+        None,
+        "keyed by source too"
+    );
+    let jobs = claim_all(s, "q1").await;
+    assert_eq!(ids(&jobs), [a, b]);
     assert!(jobs
         .iter()
-        .all(|j| j.state == JobState::Executing && j.attempt == 1));
+        .all(|j| j.state == JobState::Executing && j.attempt == 1 && j.token == 1));
     assert_eq!(jobs[0].args, json!({"signal_id": "sig-roundtrip"}));
-    s.complete(a, Utc::now()).await.unwrap();
+    s.complete(jobs[0].lease(), Utc::now()).await.unwrap();
     let done = s.get(a).await.unwrap().unwrap();
     assert_eq!(done.state, JobState::Completed);
     assert!(done.finished_at.is_some());
@@ -90,14 +101,52 @@ async fn roundtrip_and_signal_stored_once(s: &dyn JobStore) {
         claim_all(s, "q1").await.is_empty(),
         "an executing job is not claimed twice"
     );
-    assert!(s.delete_signal(sig.id()).await.unwrap());
-    assert_eq!(s.load_signal(sig.id()).await.unwrap(), None);
-    assert!(!s.delete_signal(sig.id()).await.unwrap());
+    assert!(s.delete_signal("/suite", sig.id()).await.unwrap());
+    assert_eq!(s.load_signal("/suite", sig.id()).await.unwrap(), None);
+    assert!(!s.delete_signal("/suite", sig.id()).await.unwrap());
+}
+
+async fn same_id_from_two_sources(s: &dyn JobStore) {
+    let a = signal_from("/service-a", "1");
+    let b = signal_from("/service-b", "1");
+    for sig in [&a, &b] {
+        let job = NewJob::new(
+            "w",
+            json!({"signal_source": sig.source(), "signal_id": sig.id()}),
+        )
+        .queue("q-two-sources");
+        s.enqueue(Some(sig), &job).await.unwrap().unwrap();
+    }
+    assert_eq!(
+        s.load_signal("/service-a", "1").await.unwrap().as_ref(),
+        Some(&a)
+    );
+    assert_eq!(
+        s.load_signal("/service-b", "1").await.unwrap().as_ref(),
+        Some(&b)
+    );
+    let jobs = claim_all(s, "q-two-sources").await;
+    assert_eq!(jobs.len(), 2);
+    let keys: Vec<(&str, &str)> = jobs.iter().filter_map(Job::signal_ref).collect();
+    let mut loaded = s.load_signals(&keys).await.unwrap();
+    loaded.sort_by(|x, y| x.0.cmp(&y.0));
+    let got: Vec<(String, Signal)> = loaded
+        .into_iter()
+        .map(|((source, _), r)| (source, r.unwrap()))
+        .collect();
+    assert_eq!(
+        got,
+        [("/service-a".to_owned(), a), ("/service-b".to_owned(), b)],
+        "each source's own signal, not one of them twice"
+    );
+    s.complete_many(&jobs.iter().map(Job::lease).collect::<Vec<_>>(), Utc::now())
+        .await
+        .unwrap();
 }
 
 async fn priority_then_time_order(s: &dyn JobStore) {
     let base = Utc::now() - ms(10_000);
-    let mut ids = Vec::new();
+    let mut job_ids = Vec::new();
     for (p, offset) in [(5, 0), (0, 2), (0, 1), (9, 0)] {
         let id = s
             .enqueue(
@@ -110,9 +159,12 @@ async fn priority_then_time_order(s: &dyn JobStore) {
             .await
             .unwrap()
             .unwrap();
-        ids.push(id);
+        job_ids.push(id);
     }
-    assert_eq!(claim_all(s, "q2").await, [ids[2], ids[1], ids[0], ids[3]]);
+    assert_eq!(
+        ids(&claim_all(s, "q2").await),
+        [job_ids[2], job_ids[1], job_ids[0], job_ids[3]]
+    );
 }
 
 async fn scheduled_jobs_wait(s: &dyn JobStore) {
@@ -126,12 +178,43 @@ async fn scheduled_jobs_wait(s: &dyn JobStore) {
         .unwrap()
         .unwrap();
     assert_eq!(s.get(id).await.unwrap().unwrap().state, JobState::Scheduled);
-    assert!(claim_all(s, "q3").await.is_empty());
-    let got = s
-        .claim("q3", 10, "suite", later + ms(1), later + ms(60_000))
+    assert!(claim_at(s, "q3", later - ms(1)).await.is_empty());
+    assert_eq!(ids(&claim_at(s, "q3", later + ms(1)).await), [id]);
+}
+
+async fn claims_only_registered_workers(s: &dyn JobStore) {
+    let mine = s
+        .enqueue(None, &NewJob::new("w", json!({})).queue("q-filter"))
+        .await
+        .unwrap()
+        .unwrap();
+    let theirs = s
+        .enqueue(None, &NewJob::new("other", json!({})).queue("q-filter"))
+        .await
+        .unwrap()
+        .unwrap();
+    let now = Utc::now();
+    assert!(
+        s.claim("q-filter", &[], 10, "suite", now, now + ms(60_000))
+            .await
+            .unwrap()
+            .is_empty(),
+        "no names, no claims"
+    );
+    assert_eq!(ids(&claim_all(s, "q-filter").await), [mine]);
+    let other = s
+        .claim(
+            "q-filter",
+            &["other".to_owned()],
+            10,
+            "suite",
+            now,
+            now + ms(60_000),
+        )
         .await
         .unwrap();
-    assert_eq!(got.len(), 1);
+    assert_eq!(ids(&other), [theirs], "left for the process that runs it");
+    assert_eq!(other[0].attempt, 1, "no attempt was spent while it waited");
 }
 
 async fn unique_keys(s: &dyn JobStore) {
@@ -148,6 +231,7 @@ async fn unique_keys(s: &dyn JobStore) {
         .queue("q4")
         .unique("short", Duration::from_millis(50));
     assert!(s.enqueue(None, &short).await.unwrap().is_some());
+    // Waiting longer than the period can only make this hold more surely.
     tokio::time::sleep(Duration::from_millis(80)).await;
     assert!(
         s.enqueue(None, &short).await.unwrap().is_some(),
@@ -164,93 +248,207 @@ async fn retry_snooze_cancel_discard(s: &dyn JobStore) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(claim_all(s, "q5").await, [id]);
-    let soon = Utc::now() + ms(30);
-    s.retry(id, soon, "boom").await.unwrap();
+    let first = claim_all(s, "q5").await;
+    assert_eq!(ids(&first), [id]);
+    let soon = Utc::now() + ms(60_000);
+    s.retry(first[0].lease(), soon, "boom").await.unwrap();
     let j = s.get(id).await.unwrap().unwrap();
     assert_eq!(
         (j.state, j.last_error.as_deref()),
         (JobState::Retryable, Some("boom"))
     );
-    assert!(claim_all(s, "q5").await.is_empty(), "not before its time");
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let now = Utc::now();
-    let again = s
-        .claim("q5", 10, "suite", now, now + ms(60_000))
-        .await
-        .unwrap();
-    assert_eq!(again[0].attempt, 2);
-    s.snooze(id, Utc::now()).await.unwrap();
+    assert!(
+        claim_at(s, "q5", soon - ms(1)).await.is_empty(),
+        "not before its time"
+    );
+    let again = claim_at(s, "q5", soon).await;
+    assert_eq!((again[0].attempt, again[0].token), (2, 2));
+    s.snooze(again[0].lease(), soon).await.unwrap();
     let j = s.get(id).await.unwrap().unwrap();
     assert_eq!(
         (j.state, j.attempt),
         (JobState::Scheduled, 1),
         "a snooze gives the attempt back"
     );
-    let now = Utc::now() + ms(1);
-    let again = s
-        .claim("q5", 10, "suite", now, now + ms(60_000))
-        .await
-        .unwrap();
+    let again = claim_at(s, "q5", soon + ms(1)).await;
     assert_eq!(again[0].attempt, 2);
-    s.cancel(id, "signal_not_found: gone", Utc::now())
-        .await
-        .unwrap();
+    s.cancel(
+        again[0].lease(),
+        CancelReason::SignalNotFound,
+        "signal_not_found: gone",
+        Utc::now(),
+    )
+    .await
+    .unwrap();
     let j = s.get(id).await.unwrap().unwrap();
     assert_eq!(j.state, JobState::Cancelled);
+    assert_eq!(j.cancel_reason, Some(CancelReason::SignalNotFound));
     assert_eq!(j.last_error.as_deref(), Some("signal_not_found: gone"));
     let d = s
         .enqueue(None, &NewJob::new("w", json!({})).queue("q5"))
         .await
         .unwrap()
         .unwrap();
-    claim_all(s, "q5").await;
-    s.discard(d, "out of attempts", Utc::now()).await.unwrap();
-    assert_eq!(s.get(d).await.unwrap().unwrap().state, JobState::Discarded);
+    let claimed = claim_all(s, "q5").await;
+    s.discard(claimed[0].lease(), "out of attempts", Utc::now())
+        .await
+        .unwrap();
+    let j = s.get(d).await.unwrap().unwrap();
+    assert_eq!((j.state, j.cancel_reason), (JobState::Discarded, None));
+    // By hand: any job that has not finished, executing or not.
+    let m = s
+        .enqueue(None, &NewJob::new("w", json!({})).queue("q5"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(s
+        .cancel_job(m, CancelReason::Manual, "manual", Utc::now())
+        .await
+        .unwrap());
+    assert!(!s
+        .cancel_job(m, CancelReason::Manual, "manual", Utc::now())
+        .await
+        .unwrap());
+    let j = s.get(m).await.unwrap().unwrap();
+    assert_eq!(j.cancel_reason, Some(CancelReason::Manual));
 }
 
-async fn rescue_and_release(s: &dyn JobStore) {
+async fn stale_leases_are_refused(s: &dyn JobStore) {
     let id = s
+        .enqueue(None, &NewJob::new("w", json!({})).queue("q-lease"))
+        .await
+        .unwrap()
+        .unwrap();
+    let t0 = Utc::now();
+    let first = s
+        .claim("q-lease", &w(), 1, "slow", t0, t0 + ms(10))
+        .await
+        .unwrap();
+    let stale = first[0].lease();
+    assert_eq!(s.rescue(t0 + ms(20), &no_backoff).await.unwrap(), 1);
+    let second = claim_at(s, "q-lease", t0 + ms(30)).await;
+    let fresh = second[0].lease();
+    assert_eq!(
+        fresh.token,
+        stale.token + 1,
+        "every claim writes a new token"
+    );
+    // The slow runner wakes up: none of its updates may touch the new attempt.
+    let lost =
+        |r: Result<(), QueueError>| matches!(r, Err(QueueError::LeaseLost { job }) if job == id);
+    assert!(lost(s.complete(stale, Utc::now()).await));
+    assert!(lost(s.retry(stale, Utc::now(), "late").await));
+    assert!(lost(s.snooze(stale, Utc::now()).await));
+    assert!(lost(s.discard(stale, "late", Utc::now()).await));
+    assert!(lost(
+        s.cancel(stale, CancelReason::Worker, "late", Utc::now())
+            .await
+    ));
+    assert_eq!(s.complete_many(&[stale], Utc::now()).await.unwrap(), [id]);
+    assert_eq!(
+        s.heartbeat(&[stale], Utc::now() + ms(60_000))
+            .await
+            .unwrap(),
+        [id]
+    );
+    let j = s.get(id).await.unwrap().unwrap();
+    assert_eq!((j.state, j.token), (JobState::Executing, fresh.token));
+    assert!(s
+        .heartbeat(&[fresh], Utc::now() + ms(60_000))
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(s
+        .complete_many(&[fresh], Utc::now())
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(s.get(id).await.unwrap().unwrap().state, JobState::Completed);
+    // A job that does not exist is no lease either.
+    let ghost = LeaseToken {
+        job: i64::MAX,
+        token: 1,
+    };
+    assert!(matches!(
+        s.complete(ghost, Utc::now()).await,
+        Err(QueueError::LeaseLost { .. })
+    ));
+}
+
+async fn rescue_is_a_failed_attempt_behind_fresh_work(s: &dyn JobStore) {
+    let crashed = s
         .enqueue(None, &NewJob::new("w", json!({})).queue("q6"))
         .await
         .unwrap()
         .unwrap();
     let t0 = Utc::now();
     // A runner that crashed: its lease ended in the past.
-    s.claim("q6", 1, "crashed", t0, t0 + ms(10)).await.unwrap();
-    assert_eq!(s.rescue(t0 + ms(5)).await.unwrap(), 0, "lease still valid");
-    assert_eq!(s.rescue(t0 + ms(20)).await.unwrap(), 1);
-    let j = s.get(id).await.unwrap().unwrap();
-    assert_eq!((j.state, j.attempt), (JobState::Available, 1));
-    let got = claim_all(s, "q6").await;
-    assert_eq!(got, [id]);
-    s.heartbeat(&[id], "suite-6", Utc::now() + ms(120_000))
+    s.claim("q6", &w(), 1, "crashed", t0, t0 + ms(10))
         .await
         .unwrap();
-    // Owned by "suite" (claim_all), so a heartbeat by another owner changes nothing...
-    s.rescue(Utc::now() + ms(90_000)).await.unwrap();
-    assert_eq!(s.get(id).await.unwrap().unwrap().state, JobState::Available);
-    // ...while the owner's own heartbeat keeps the job from being rescued.
+    let fresh = s
+        .enqueue(None, &NewJob::new("w", json!({})).queue("q6"))
+        .await
+        .unwrap()
+        .unwrap();
+    let backoff = |attempt: u32| Duration::from_secs(u64::from(attempt) * 30);
+    assert_eq!(
+        s.rescue(t0 + ms(5), &backoff).await.unwrap(),
+        0,
+        "lease still valid"
+    );
+    assert_eq!(s.rescue(t0 + ms(20), &backoff).await.unwrap(), 1);
+    let j = s.get(crashed).await.unwrap().unwrap();
+    assert_eq!((j.state, j.attempt), (JobState::Retryable, 1));
+    assert_eq!(
+        j.scheduled_at.timestamp_millis(),
+        (t0 + ms(20) + ms(30_000)).timestamp_millis(),
+        "backoff(1) after the rescue"
+    );
+    let history = j.last_error.unwrap();
+    assert!(
+        history.contains("runner stopped during attempt 1"),
+        "{history}"
+    );
+    let now = t0 + ms(25);
+    assert_eq!(
+        ids(&claim_at(s, "q6", now).await),
+        [fresh],
+        "the rescued job waits behind fresh work"
+    );
+    let later = claim_at(s, "q6", t0 + ms(20) + ms(30_000)).await;
+    assert_eq!((ids(&later), later[0].attempt), (vec![crashed], 2));
+}
+
+async fn heartbeat_and_release(s: &dyn JobStore) {
+    let id = s
+        .enqueue(None, &NewJob::new("w", json!({})).queue("q6b"))
+        .await
+        .unwrap()
+        .unwrap();
     let now = Utc::now();
     let got = s
-        .claim("q6", 1, "suite-6", now, now + ms(10))
+        .claim("q6b", &w(), 1, "suite-6", now, now + ms(10))
         .await
         .unwrap();
-    assert_eq!(got[0].id, id);
-    s.heartbeat(&[id], "suite-6", now + ms(120_000))
+    assert_eq!(ids(&got), [id]);
+    assert!(s
+        .heartbeat(&[got[0].lease()], now + ms(120_000))
         .await
-        .unwrap();
-    s.rescue(now + ms(90_000)).await.unwrap();
+        .unwrap()
+        .is_empty());
+    s.rescue(now + ms(90_000), &no_backoff).await.unwrap();
     assert_eq!(
         s.get(id).await.unwrap().unwrap().state,
         JobState::Executing,
         "renewed"
     );
+    assert_eq!(s.release("someone-else", Utc::now()).await.unwrap(), 0);
     assert_eq!(s.release("suite-6", Utc::now()).await.unwrap(), 1);
     let j = s.get(id).await.unwrap().unwrap();
     assert_eq!(
         (j.state, j.attempt),
-        (JobState::Available, 2),
+        (JobState::Available, 0),
         "release gives the attempt back"
     );
 }
@@ -265,26 +463,100 @@ async fn crash_on_last_attempt_discards(s: &dyn JobStore) {
         .unwrap()
         .unwrap();
     let t0 = Utc::now();
-    s.claim("q9", 1, "crashed", t0, t0 + ms(10)).await.unwrap();
-    assert_eq!(s.rescue(t0 + ms(20)).await.unwrap(), 1);
+    s.claim("q9", &w(), 1, "crashed", t0, t0 + ms(10))
+        .await
+        .unwrap();
+    assert_eq!(s.rescue(t0 + ms(20), &no_backoff).await.unwrap(), 1);
     let j = s.get(id).await.unwrap().unwrap();
     assert_eq!(j.state, JobState::Discarded, "no endless crash loop");
-    assert_eq!(
-        j.last_error.as_deref(),
-        Some("discarded: its runner stopped during the last attempt")
+    assert!(
+        j.last_error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("discarded: its runner stopped during attempt 1 of 1")),
+        "{:?}",
+        j.last_error
     );
 }
 
-async fn redrive_prune_counts(s: &dyn JobStore) {
+async fn unregistered_names_wait_then_cancel(s: &dyn JobStore) {
+    let t0 = Utc::now();
+    let job = |worker: &str| {
+        NewJob::new(worker, json!({}))
+            .queue("q-reg")
+            .scheduled_at(t0 - ms(10_000))
+    };
+    let known = s.enqueue(None, &job("w")).await.unwrap().unwrap();
+    let forwarder = s
+        .enqueue(None, &job("signal_bus.forwarder:gone"))
+        .await
+        .unwrap()
+        .unwrap();
+    let worker = s.enqueue(None, &job("gone-worker")).await.unwrap().unwrap();
+    let elsewhere = s.enqueue(None, &job("elsewhere")).await.unwrap().unwrap();
+    // `w` registered by this process, `elsewhere` by another one a while ago.
+    s.register_workers("q-reg", &w(), t0).await.unwrap();
+    s.register_workers("q-reg", &["elsewhere".to_owned()], t0 - ms(5_000))
+        .await
+        .unwrap();
+    let waiting = s.unregistered(t0 - ms(1_000), t0).await.unwrap();
+    let key = |w: &str| ("q-reg".to_owned(), w.to_owned());
+    assert_eq!(waiting.get(&key("signal_bus.forwarder:gone")), Some(&1));
+    assert_eq!(waiting.get(&key("gone-worker")), Some(&1));
+    assert_eq!(
+        waiting.get(&key("elsewhere")),
+        Some(&1),
+        "seen 5 s ago only"
+    );
+    assert_eq!(waiting.get(&key("w")), None);
+    // A grace of 8 s: `elsewhere` was seen within it and keeps its job.
+    let cancelled = s.cancel_unregistered(t0 - ms(8_000), t0).await.unwrap();
+    assert_eq!(cancelled.get(&key("signal_bus.forwarder:gone")), Some(&1));
+    assert_eq!(cancelled.get(&key("gone-worker")), Some(&1));
+    assert_eq!(cancelled.len(), 2, "{cancelled:?}");
+    let reason = |id| async move { s.get(id).await.unwrap().unwrap() };
+    let f = reason(forwarder).await;
+    assert_eq!(
+        (f.state, f.cancel_reason),
+        (JobState::Cancelled, Some(CancelReason::UnknownForwarder))
+    );
+    assert!(f.last_error.unwrap().contains("`gone`"));
+    assert_eq!(
+        reason(worker).await.cancel_reason,
+        Some(CancelReason::UnknownWorker)
+    );
+    assert_eq!(reason(known).await.state, JobState::Available);
+    assert_eq!(reason(elsewhere).await.state, JobState::Available);
+    // Jobs that became due within the grace period are not cancelled yet.
+    let recent = s
+        .enqueue(
+            None,
+            &NewJob::new("late-worker", json!({}))
+                .queue("q-reg")
+                .scheduled_at(t0 - ms(1_000)),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    s.cancel_unregistered(t0 - ms(8_000), t0).await.unwrap();
+    assert_eq!(reason(recent).await.state, JobState::Available);
+    // Clean up for the later checks.
+    for id in [known, elsewhere, recent] {
+        s.cancel_job(id, CancelReason::Manual, "suite", t0)
+            .await
+            .unwrap();
+    }
+}
+
+async fn redrive_and_counts(s: &dyn JobStore) {
     let id = s
         .enqueue(None, &NewJob::new("w", json!({})).queue("q7"))
         .await
         .unwrap()
         .unwrap();
-    claim_all(s, "q7").await;
-    s.discard(id, "x", Utc::now()).await.unwrap();
+    let c = claim_all(s, "q7").await;
+    s.discard(c[0].lease(), "x", Utc::now()).await.unwrap();
     assert!(s
-        .list(JobState::Discarded, 100)
+        .list(JobState::Discarded, 1000)
         .await
         .unwrap()
         .iter()
@@ -292,13 +564,82 @@ async fn redrive_prune_counts(s: &dyn JobStore) {
     assert_eq!(s.redrive(&[id], Utc::now()).await.unwrap(), 1);
     let j = s.get(id).await.unwrap().unwrap();
     assert_eq!((j.state, j.attempt), (JobState::Available, 0));
-    claim_all(s, "q7").await;
-    s.complete(id, Utc::now() - ms(5_000)).await.unwrap();
-    let before = s.counts().await.unwrap();
-    assert_eq!(before.len(), 7, "every state is counted");
-    assert!(before[&JobState::Completed] >= 1);
-    assert!(s.prune(Utc::now() - ms(1_000)).await.unwrap() >= 1);
-    assert!(s.get(id).await.unwrap().is_none());
+    let c = claim_all(s, "q7").await;
+    s.complete(c[0].lease(), Utc::now()).await.unwrap();
+    let counts = s.counts().await.unwrap();
+    assert_eq!(counts.len(), 7, "every state is counted");
+    assert!(counts[&JobState::Completed] >= 1);
+}
+
+async fn prune_per_state_and_signals(s: &dyn JobStore) {
+    // Start from no finished jobs, so the counts below are exact.
+    let far = Utc::now() + ms(3_600_000);
+    for state in [
+        JobState::Completed,
+        JobState::Cancelled,
+        JobState::Discarded,
+    ] {
+        s.prune(state, far, usize::MAX).await.unwrap();
+    }
+    let t0 = Utc::now();
+    let mk = |i: usize| signal_from("/prune", &format!("p-{i}"));
+    let mut leases = Vec::new();
+    for i in 0..4 {
+        let sig = mk(i);
+        let job = NewJob::new(
+            "w",
+            json!({"signal_source": "/prune", "signal_id": sig.id()}),
+        )
+        .queue("q-prune");
+        s.enqueue(Some(&sig), &job).await.unwrap().unwrap();
+    }
+    for j in claim_all(s, "q-prune").await {
+        leases.push(j.lease());
+    }
+    let old = t0 - ms(3_600_000);
+    s.complete(leases[0], old).await.unwrap();
+    s.cancel(leases[1], CancelReason::Worker, "c", old)
+        .await
+        .unwrap();
+    s.discard(leases[2], "d", old).await.unwrap();
+    // leases[3] stays executing: its signal must survive everything below.
+    assert_eq!(s.prune(JobState::Executing, t0, 100).await.unwrap(), 0);
+    assert_eq!(
+        s.prune(JobState::Completed, old - ms(1), 100)
+            .await
+            .unwrap(),
+        0,
+        "younger than the cut"
+    );
+    assert_eq!(s.prune(JobState::Completed, t0, 100).await.unwrap(), 1);
+    assert_eq!(s.prune(JobState::Cancelled, t0, 100).await.unwrap(), 1);
+    assert!(
+        s.get(leases[2].job).await.unwrap().is_some(),
+        "discarded kept"
+    );
+    assert_eq!(s.prune(JobState::Discarded, t0, 100).await.unwrap(), 1);
+    // Signals of pruned jobs go; the executing job's stays.
+    let later = Utc::now() + ms(1_000);
+    let mut deleted = 0;
+    loop {
+        let n = s.prune_signals(later, 1).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        deleted += n;
+    }
+    assert!(
+        deleted >= 3,
+        "at least the three pruned jobs' signals: {deleted}"
+    );
+    for i in 0..3 {
+        assert_eq!(
+            s.load_signal("/prune", &format!("p-{i}")).await.unwrap(),
+            None
+        );
+    }
+    assert!(s.load_signal("/prune", "p-3").await.unwrap().is_some());
+    s.complete(leases[3], t0).await.unwrap();
 }
 
 async fn invalid_jobs_are_refused(s: &dyn JobStore) {
@@ -324,13 +665,13 @@ async fn group_commit(s: &dyn JobStore) {
     let ids = s.enqueue_many(&items).await.unwrap();
     assert_eq!(ids.iter().flatten().count(), 500);
     assert_eq!(
-        s.load_signal("bulk-499").await.unwrap().unwrap().id(),
+        s.load_signal("/suite", "bulk-499")
+            .await
+            .unwrap()
+            .unwrap()
+            .id(),
         "bulk-499"
     );
-    let now = Utc::now();
-    let claimed = s
-        .claim("q8", 1000, "suite", now, now + ms(60_000))
-        .await
-        .unwrap();
-    assert_eq!(claimed.len(), 500);
+    let claimed = claim_all(s, "q8").await;
+    assert_eq!(claimed.len(), 100);
 }
