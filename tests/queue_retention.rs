@@ -1,0 +1,136 @@
+#![cfg(feature = "sqlite")]
+//! Retention soak: a SQLite queue that delivers and prunes cycle after cycle stays the same
+//! size on disk (deleted pages are reused), and keeps no job or signal it was told to let
+//! go; the same load without pruning grows, so the check can tell the difference.
+
+use std::{path::Path, time::Duration};
+
+use signal_bus::{
+    adapter::Noop,
+    queue::{DispatchMode, Forwarder, JobState, Queue, Retention, SqliteStore},
+    Bus, Signal,
+};
+use sqlx::{sqlite::SqliteConnectOptions, SqlitePool};
+
+const CYCLES: usize = 30;
+const PER_CYCLE: usize = 300;
+
+/// Pages in the database (the file's size in pages once the WAL is checkpointed).
+async fn pages(path: &Path) -> i64 {
+    let pool = SqlitePool::connect_with(SqliteConnectOptions::new().filename(path))
+        .await
+        .unwrap();
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let n: i64 = sqlx::query_scalar("PRAGMA page_count")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    n
+}
+
+async fn rows(path: &Path, table: &str) -> i64 {
+    let pool = SqlitePool::connect_with(SqliteConnectOptions::new().filename(path))
+        .await
+        .unwrap();
+    let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    n
+}
+
+/// Runs `CYCLES` rounds of publish, deliver and (when `prune`) prune; returns the page
+/// count after each round.
+async fn soak(path: &Path, prune: bool) -> Vec<i64> {
+    // Durability is not what this test is about: NORMAL keeps it fast.
+    let store = SqliteStore::builder(path)
+        .synchronous_normal()
+        .open()
+        .await
+        .unwrap();
+    let queue = Queue::builder(store)
+        .poll_interval(Duration::from_millis(5))
+        .retention(Retention::keep_forever())
+        .queue("default", 50)
+        .build();
+    let runner = queue.start();
+    let bus = Bus::builder().queue(queue.clone()).build().unwrap();
+    bus.subscribe(
+        "audit.**",
+        Forwarder::new("siem", Noop).dispatch(DispatchMode::Async),
+    )
+    .unwrap();
+    let payload = "x".repeat(512);
+    let mut sizes = Vec::new();
+    for cycle in 0..CYCLES {
+        let publishes = (0..PER_CYCLE).map(|n| {
+            let s = Signal::builder("audit.event", "/soak")
+                .id(format!("{cycle}-{n}"))
+                .data(serde_json::json!({ "pad": payload }))
+                .build()
+                .unwrap();
+            bus.publish(s)
+        });
+        for report in futures_util::future::join_all(publishes).await {
+            assert!(report.unwrap().is_ok());
+        }
+        let target = ((cycle + 1) * PER_CYCLE) as u64;
+        for i in 0.. {
+            let c = queue.counts().await.unwrap();
+            let done = c[&JobState::Completed];
+            if (prune && done + pruned_so_far(cycle) >= target) || (!prune && done >= target) {
+                break;
+            }
+            assert!(i < 6000, "cycle {cycle} never finished: {c:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if prune {
+            let report = queue
+                .prune(Retention::keep_forever().completed(Some(Duration::ZERO)))
+                .await
+                .unwrap();
+            assert_eq!(report.completed, PER_CYCLE as u64, "cycle {cycle}");
+            assert_eq!(report.signals, PER_CYCLE as u64, "cycle {cycle}");
+        }
+        sizes.push(pages(path).await);
+    }
+    runner.shutdown().await;
+    sizes
+}
+
+fn pruned_so_far(cycle: usize) -> u64 {
+    (cycle * PER_CYCLE) as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruning_keeps_the_database_size_flat() {
+    let dir = std::env::temp_dir().join(format!("signal-bus-soak-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (pruned, kept) = (dir.join("pruned.db"), dir.join("kept.db"));
+
+    let flat = soak(&pruned, true).await;
+    assert_eq!(rows(&pruned, "signal_bus_jobs").await, 0);
+    assert_eq!(rows(&pruned, "signal_bus_signals").await, 0);
+    // After the first rounds have sized the file, it stops growing: freed pages are reused.
+    let settled = flat[4];
+    let last = *flat.last().unwrap();
+    eprintln!("pages with pruning, per cycle: {flat:?}");
+    assert!(
+        last <= settled + settled / 10 + 8,
+        "the file grew from {settled} to {last} pages over {} pruned cycles: {flat:?}",
+        CYCLES - 5
+    );
+
+    let grown = soak(&kept, false).await;
+    eprintln!("pages without pruning, per cycle: {grown:?}");
+    assert!(
+        *grown.last().unwrap() > 3 * last,
+        "without pruning the same load must grow the file ({grown:?} vs {flat:?})"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
