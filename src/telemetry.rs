@@ -8,7 +8,8 @@
 //! | `signal_bus::circuit` | warn (opened), info (other transitions) | a breaker changed state | `target_name`, `from`, `to` |
 //! | `signal_bus::dead_letter` | warn | a signal failed for good and goes to dead-letter targets | `target_name`, `signal_type`, `signal_id`, `attempts`, `error` |
 //! | `signal_bus::drop` | warn | a full async queue dropped a signal | `target_name`, `signal_type`, `signal_id`, `overflow` |
-//! | `signal_bus::endpoint_disabled` | error | an endpoint answered 410 Gone and was disabled | `target_name`, `error` |
+//! | `signal_bus::endpoint_disabled` | error | an endpoint answered 410 Gone and was disabled (a durable forwarder: paused) | `target_name`, `error` (and `forwarder`) |
+//! | `signal_bus::queue` | debug (completed, snoozed, pruned), warn (retryable, discarded, cancelled, rescued, lease_lost, unknown_forwarder, unknown_worker), error (store_error) | a durable job ended an attempt, or the runner's housekeeping or a store operation did something worth knowing | `kind`, and per kind `queue`, `worker`, `forwarder`, `job_id`, `attempt`, `max_attempts`, `cancel_reason`, `action`, `count`, `error` |
 //! | `signal_bus::cluster` | info, warn | a NATS bridge started or stopped, lost or regained its connection, skipped a malformed message, saw a local target fail, or hit a JetStream stream error (feature `nats`) | `kind`, `bus`, and per kind `subjects`, `subject`, `signal_type`, `signal_id`, `stream`, `consumer`, `error` |
 //!
 //! Besides events, [`Bus::metrics`](crate::Bus::metrics) returns counters and latency per

@@ -278,6 +278,15 @@ impl Adapter for Forwarder {
                     forwarder = %self.key,
                 );
             }
+            if !queue.runs_queue(&self.queue_name) {
+                tracing::warn!(
+                    message = "This forwarder's jobs go to a queue that runners of this process \
+                               do not claim from: another process must run it, or add it with \
+                               QueueBuilder::queue.",
+                    forwarder = %self.key,
+                    queue = %self.queue_name,
+                );
+            }
             let _ = self.queue.set(queue.clone());
             queue.registry_changed();
         }

@@ -305,6 +305,11 @@ impl Queue {
         self.registry_changed();
     }
 
+    /// Whether a runner started from this queue claims from queue `name`.
+    pub(crate) fn runs_queue(&self, name: &str) -> bool {
+        self.inner.settings.queues.iter().any(|(n, _)| n == name)
+    }
+
     /// Something a claim filter depends on changed: runners rebuild it and look again.
     pub(crate) fn registry_changed(&self) {
         self.inner.generation.fetch_add(1, Ordering::AcqRel);
@@ -762,8 +767,8 @@ async fn maintain(queue: Queue, mut stopped: tokio::sync::watch::Receiver<bool>)
             false
         }
     };
-    let (mut registered, mut rescued, mut swept, mut pruned, mut counted) =
-        (None, None, None, None, None);
+    let (mut registered, mut rescued, mut swept, mut pruned, mut counted, mut looked) =
+        (None, None, None, None, None, None);
     let mut generation = u64::MAX;
     let backoff = |attempt: u32| settings.backoff.delay(attempt);
     let grace = chrono::Duration::from_std(settings.unknown_after).unwrap_or_default();
@@ -818,6 +823,9 @@ async fn maintain(queue: Queue, mut stopped: tokio::sync::watch::Receiver<bool>)
         }
         if due(&mut counted, counts_every) {
             let _ = queue.counts().await;
+        }
+        // A scan of the waiting jobs: less often than the counts.
+        if due(&mut looked, registry_every.max(counts_every)) {
             let _ = queue.unregistered().await;
         }
     }
