@@ -197,8 +197,7 @@ pub struct Metrics {
     /// process registered lately, per `(queue, worker)` (forwarder jobs show as
     /// `signal_bus.forwarder:<name>`), as last seen by its runners; `None` without a queue
     /// or before the first look. See [`Queue::unregistered`](crate::queue::Queue::unregistered).
-    pub queue_unregistered:
-        Option<std::collections::BTreeMap<(String, String), u64>>,
+    pub queue_unregistered: Option<std::collections::BTreeMap<(String, String), u64>>,
 }
 
 impl Metrics {

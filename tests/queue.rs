@@ -187,14 +187,21 @@ async fn an_async_forwarder_needs_a_queue() {
     );
 }
 
-async fn counts_reach(queue: &Queue, what: &str, f: impl Fn(&std::collections::BTreeMap<JobState, u64>) -> bool) {
+async fn counts_reach(
+    queue: &Queue,
+    what: &str,
+    f: impl Fn(&std::collections::BTreeMap<JobState, u64>) -> bool,
+) {
     for _ in 0..1000 {
         if f(&queue.counts().await.unwrap()) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("timed out waiting for {what}: {:?}", queue.counts().await.unwrap());
+    panic!(
+        "timed out waiting for {what}: {:?}",
+        queue.counts().await.unwrap()
+    );
 }
 
 #[tokio::test]
@@ -219,7 +226,11 @@ async fn cancel_taxonomy() {
     bus.publish(signal(1)).await.unwrap();
     bus.publish(signal(2)).await.unwrap();
     bus.publish(signal(3)).await.unwrap();
-    queue.store().delete_signal("/tests", "sig-2").await.unwrap();
+    queue
+        .store()
+        .delete_signal("/tests", "sig-2")
+        .await
+        .unwrap();
     store.corrupt_signal("/tests", "sig-3", b"{not json");
     let runner = queue.start();
     counts_reach(&queue, "all cancelled", |c| c[&JobState::Cancelled] == 3).await;
@@ -247,7 +258,9 @@ async fn cancel_taxonomy() {
         "signal_not_found: signal `sig-2` from `/tests` was deleted"
     );
     assert!(
-        details[2].starts_with("schema_mismatch: signal `sig-3` from `/tests` does not hold a valid signal"),
+        details[2].starts_with(
+            "schema_mismatch: signal `sig-3` from `/tests` does not hold a valid signal"
+        ),
         "{}",
         details[2]
     );
@@ -700,21 +713,29 @@ async fn unsubscribing_a_forwarder_leaves_its_jobs_waiting() {
     let queue = quick_queue(MemoryStore::new());
     let bus = Bus::builder().queue(queue.clone()).build().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let forwarder = || Forwarder::new("siem", recorder(&seen, |_| None)).dispatch(DispatchMode::Async);
+    let forwarder =
+        || Forwarder::new("siem", recorder(&seen, |_| None)).dispatch(DispatchMode::Async);
     let sub = bus.subscribe("audit.**", forwarder()).unwrap();
     bus.publish(signal(1)).await.unwrap();
     bus.unsubscribe(sub).unwrap();
     let runner = queue.start();
     // The runner has looked at the queue and seen a job nobody here can run...
     wait_until("the job shows as waiting for an unregistered name", || {
-        queue.cached_unregistered().is_some_and(|u| {
-            u.get(&("default".to_owned(), forwarder_worker("siem"))) == Some(&1)
-        })
+        queue
+            .cached_unregistered()
+            .is_some_and(|u| u.get(&("default".to_owned(), forwarder_worker("siem"))) == Some(&1))
     })
     .await;
     let job = only_job(&queue).await;
-    assert_eq!((job.state, job.attempt), (JobState::Available, 0), "not spent");
-    assert!(bus.metrics().queue_unregistered.is_some_and(|u| u.values().sum::<u64>() == 1));
+    assert_eq!(
+        (job.state, job.attempt),
+        (JobState::Available, 0),
+        "not spent"
+    );
+    assert!(bus
+        .metrics()
+        .queue_unregistered
+        .is_some_and(|u| u.values().sum::<u64>() == 1));
     // ...and subscribing again delivers it.
     bus.subscribe("audit.**", forwarder()).unwrap();
     wait_until("delivered", || seen.lock().unwrap().len() == 1).await;
@@ -785,7 +806,10 @@ async fn two_services_with_different_forwarders_share_one_queue() {
     }
     for n in 0..10 {
         for (bus, ty) in [(&buses[0], "a.event"), (&buses[1], "b.event")] {
-            let s = Signal::builder(ty, "/svc").id(format!("{ty}-{n}")).build().unwrap();
+            let s = Signal::builder(ty, "/svc")
+                .id(format!("{ty}-{n}"))
+                .build()
+                .unwrap();
             bus.publish(s).await.unwrap();
         }
     }
@@ -830,7 +854,11 @@ async fn jobs_nobody_registers_are_cancelled_after_the_grace_period() {
     runner.shutdown().await;
     let f = queue.list(JobState::Cancelled, 10).await.unwrap();
     assert_eq!(f[0].cancel_reason, Some(CancelReason::UnknownForwarder));
-    assert!(f[0].last_error.as_deref().unwrap().contains("forwarder `gone`"));
+    assert!(f[0]
+        .last_error
+        .as_deref()
+        .unwrap()
+        .contains("forwarder `gone`"));
     assert_eq!(
         state_of(&queue, worker_job).await.cancel_reason,
         Some(CancelReason::UnknownWorker)
@@ -849,7 +877,10 @@ async fn a_job_cancelled_while_running_keeps_its_cancellation() {
         }
     }
     let queue = quick_queue(MemoryStore::new());
-    let (started, release) = (Arc::new(tokio::sync::Notify::new()), Arc::new(tokio::sync::Notify::new()));
+    let (started, release) = (
+        Arc::new(tokio::sync::Notify::new()),
+        Arc::new(tokio::sync::Notify::new()),
+    );
     queue.register_worker("slow", Slow(Arc::clone(&started), Arc::clone(&release)));
     let id = queue
         .enqueue(NewJob::new("slow", json!({})))
@@ -858,7 +889,10 @@ async fn a_job_cancelled_while_running_keeps_its_cancellation() {
         .unwrap();
     let runner = queue.start();
     started.notified().await;
-    assert!(queue.cancel(id).await.unwrap(), "cancelled by hand while running");
+    assert!(
+        queue.cancel(id).await.unwrap(),
+        "cancelled by hand while running"
+    );
     release.notify_one();
     // The runner's completion must be refused: the job stays cancelled.
     runner.shutdown().await;
@@ -931,7 +965,12 @@ async fn the_runner_prunes_what_retention_lets_go() {
     let mut gone = 0;
     for n in 0..10 {
         for _ in 0..500 {
-            if store.load_signal("/tests", &format!("sig-{n}")).await.unwrap().is_none() {
+            if store
+                .load_signal("/tests", &format!("sig-{n}"))
+                .await
+                .unwrap()
+                .is_none()
+            {
                 gone += 1;
                 break;
             }

@@ -187,12 +187,17 @@ impl JobStore for Flaky {
 fn queue(store: &Flaky) -> Queue {
     Queue::builder(store.clone())
         .poll_interval(Duration::from_millis(10))
-        .backoff(JobBackoff::Policy(RetryPolicy::constant(Duration::from_secs(3600))))
+        .backoff(JobBackoff::Policy(RetryPolicy::constant(
+            Duration::from_secs(3600),
+        )))
         .build()
 }
 
 fn signal(id: &str) -> Signal {
-    Signal::builder("audit.login", "/tele").id(id).build().unwrap()
+    Signal::builder("audit.login", "/tele")
+        .id(id)
+        .build()
+        .unwrap()
 }
 
 /// Waits until the captured log has a line with every one of `fields`; returns it.
@@ -248,7 +253,10 @@ async fn a_failed_outcome_write_is_reported_with_the_job() {
         "attempt=1",
         "disk on fire",
     ] {
-        assert!(store_error.contains(field), "missing {field}: {store_error}");
+        assert!(
+            store_error.contains(field),
+            "missing {field}: {store_error}"
+        );
     }
     drop(runner);
 }
@@ -260,7 +268,11 @@ async fn a_failed_claim_is_reported_and_the_runner_goes_on() {
     let queue = queue(&store);
     queue.register_worker("w", Ok);
     store.fail_claims.store(true, Ordering::SeqCst);
-    let id = queue.enqueue(NewJob::new("w", json!({}))).await.unwrap().unwrap();
+    let id = queue
+        .enqueue(NewJob::new("w", json!({})))
+        .await
+        .unwrap()
+        .unwrap();
     let runner = queue.start();
     let line = line_with(&out, &["ERROR", "kind=\"store_error\"", "action=\"claim\""]).await;
     assert!(line.contains("queue=\"default\""), "{line}");
@@ -300,7 +312,11 @@ async fn cancellations_name_their_reason_and_unknown_names_are_warned_about() {
         .await
         .unwrap();
     let runner = queue.start();
-    let cancelled = line_with(&out, &["kind=\"cancelled\"", "cancel_reason=\"signal_not_found\""]).await;
+    let cancelled = line_with(
+        &out,
+        &["kind=\"cancelled\"", "cancel_reason=\"signal_not_found\""],
+    )
+    .await;
     assert!(cancelled.contains("forwarder=\"siem\""), "{cancelled}");
     let unknown = line_with(&out, &["WARN", "kind=\"unknown_forwarder\""]).await;
     for field in ["forwarder=\"retired\"", "count=1", "queue=\"default\""] {
@@ -316,10 +332,16 @@ async fn rescues_lost_leases_and_paused_forwarders_are_reported() {
     let queue = Queue::builder(store.clone())
         .poll_interval(Duration::from_millis(10))
         .lease(Duration::from_millis(200))
-        .backoff(JobBackoff::Policy(RetryPolicy::constant(Duration::from_secs(3600))))
+        .backoff(JobBackoff::Policy(RetryPolicy::constant(
+            Duration::from_secs(3600),
+        )))
         .build();
     // A runner that died holding a job: rescued, reported.
-    let id = queue.enqueue(NewJob::new("w", json!({}))).await.unwrap().unwrap();
+    let id = queue
+        .enqueue(NewJob::new("w", json!({})))
+        .await
+        .unwrap()
+        .unwrap();
     let now = Utc::now();
     store
         .claim("default", &["w".to_owned()], 1, "dead", now, now)
@@ -328,7 +350,10 @@ async fn rescues_lost_leases_and_paused_forwarders_are_reported() {
     let runner = queue.start();
     let rescued = line_with(&out, &["WARN", "kind=\"rescued\""]).await;
     assert!(rescued.contains("count=1"), "{rescued}");
-    assert_eq!(store.get(id).await.unwrap().unwrap().state, JobState::Retryable);
+    assert_eq!(
+        store.get(id).await.unwrap().unwrap().state,
+        JobState::Retryable
+    );
     // A forwarder whose endpoint is gone: paused, reported as an endpoint_disabled error.
     let bus = Bus::builder().queue(queue.clone()).build().unwrap();
     bus.subscribe(
@@ -381,7 +406,11 @@ async fn a_refused_completion_is_reported_as_a_lost_lease() {
     assert!(queue.cancel(id).await.unwrap());
     release.notify_one();
     let lost = line_with(&out, &["WARN", "kind=\"lease_lost\""]).await;
-    for field in ["action=\"complete\"", &format!("job_id={id}"), "queue=\"default\""] {
+    for field in [
+        "action=\"complete\"",
+        &format!("job_id={id}"),
+        "queue=\"default\"",
+    ] {
         assert!(lost.contains(field), "missing {field}: {lost}");
     }
     runner.shutdown().await;

@@ -373,7 +373,7 @@ pub struct BridgeStats {
 /// - **durable** ([`durable`](NatsBridgeBuilder::durable)): a JetStream durable consumer
 ///   with explicit acks after local delivery, so nothing acknowledged by the stream is lost
 ///   (unless a local target fails it `max_deliver` times) and a restarted bridge catches up;
-///   at least once (a signal may come twice, so receivers deduplicate on the signal id).
+///   at least once (a signal may come twice, so receivers deduplicate on the signal's `(source, id)`).
 ///
 /// Reconnects are the client's work; the bridge reports disconnections as
 /// `signal_bus::cluster` events, in [`stats`](NatsBridge::stats) and in

@@ -23,7 +23,7 @@
 //!   acknowledges a signal only after the local bus delivered it to every matching target
 //!   (an async target: queued it), asks for a redelivery (with a doubling delay) when one
 //!   failed, gives up after `max_deliver` deliveries (counted and logged), and resumes after
-//!   a restart where it stopped. At least once: receivers deduplicate on the signal id.
+//!   a restart where it stopped. At least once: receivers deduplicate on the signal's `(source, id)`.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {

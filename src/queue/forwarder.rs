@@ -427,9 +427,10 @@ pub(crate) async fn perform(
     }
     match result {
         Ok(()) => WorkOutcome::Ok,
-        Err(e) if e.is_schema_mismatch() => {
-            WorkOutcome::CancelFor(CancelReason::SchemaMismatch, format!("schema_mismatch: {e}"))
-        }
+        Err(e) if e.is_schema_mismatch() => WorkOutcome::CancelFor(
+            CancelReason::SchemaMismatch,
+            format!("schema_mismatch: {e}"),
+        ),
         Err(e) if e.kind() == ErrorKind::Gone => {
             if fj.pause() {
                 crate::telemetry::forwarder_paused(name, &e);

@@ -83,11 +83,7 @@ impl MemoryStore {
     }
 
     /// Applies `f` to the job when `lease` still holds it.
-    fn with_lease(
-        &self,
-        lease: LeaseToken,
-        f: impl FnOnce(&mut Row),
-    ) -> Result<(), QueueError> {
+    fn with_lease(&self, lease: LeaseToken, f: impl FnOnce(&mut Row)) -> Result<(), QueueError> {
         let mut state = self.lock();
         match state.jobs.get_mut(&lease.job) {
             Some(row) if row.holds(lease) => {
@@ -163,11 +159,7 @@ fn insert(
 }
 
 /// Runnable jobs whose `(queue, worker)` was not registered since `seen_since`.
-fn unregistered_rows(
-    state: &State,
-    seen_since: DateTime<Utc>,
-    due_by: DateTime<Utc>,
-) -> Vec<i64> {
+fn unregistered_rows(state: &State, seen_since: DateTime<Utc>, due_by: DateTime<Utc>) -> Vec<i64> {
     state
         .jobs
         .values()
@@ -501,8 +493,11 @@ impl JobStore for MemoryStore {
 
     async fn prune_signals(&self, before: DateTime<Utc>, limit: usize) -> Result<u64, QueueError> {
         let mut state = self.lock();
-        let referenced: std::collections::HashSet<&SignalKey> =
-            state.jobs.values().filter_map(|r| r.signal.as_ref()).collect();
+        let referenced: std::collections::HashSet<&SignalKey> = state
+            .jobs
+            .values()
+            .filter_map(|r| r.signal.as_ref())
+            .collect();
         let old: Vec<SignalKey> = state
             .signals
             .iter()

@@ -20,8 +20,7 @@ use super::{
     forwarder::ForwarderJob,
     store::SignalKey,
     worker::{tenant_scope, WorkOutcome, Worker},
-    CancelReason, Job, JobState, JobStore, LeaseToken, NewJob, PruneReport, QueueError,
-    Retention,
+    CancelReason, Job, JobState, JobStore, LeaseToken, NewJob, PruneReport, QueueError, Retention,
 };
 use crate::{policy::RetryPolicy, DeliveryError};
 
@@ -467,7 +466,12 @@ impl Queue {
     pub async fn cancel(&self, id: i64) -> Result<bool, QueueError> {
         self.inner
             .store
-            .cancel_job(id, CancelReason::Manual, "manual: cancelled by hand", Utc::now())
+            .cancel_job(
+                id,
+                CancelReason::Manual,
+                "manual: cancelled by hand",
+                Utc::now(),
+            )
             .await
     }
 
@@ -505,8 +509,8 @@ impl Queue {
     /// A store failure.
     pub async fn unregistered(&self) -> Result<BTreeMap<(String, String), u64>, QueueError> {
         let now = Utc::now();
-        let window = chrono::Duration::from_std(self.inner.settings.registered_window())
-            .unwrap_or_default();
+        let window =
+            chrono::Duration::from_std(self.inner.settings.registered_window()).unwrap_or_default();
         let found = self.inner.store.unregistered(now - window, now).await?;
         *self
             .inner
@@ -613,9 +617,7 @@ impl Queue {
         let (result, action) = match &outcome {
             WorkOutcome::Ok => (Ok(()), "complete"),
             WorkOutcome::Cancel(detail) => (
-                store
-                    .cancel(lease, CancelReason::Worker, detail, now)
-                    .await,
+                store.cancel(lease, CancelReason::Worker, detail, now).await,
                 "cancel",
             ),
             WorkOutcome::CancelFor(reason, detail) => {
@@ -627,7 +629,10 @@ impl Queue {
             }
             WorkOutcome::Error(e) => {
                 let delay = self.inner.settings.backoff.delay(job.attempt);
-                (store.retry(lease, super::after(now, delay), e).await, "retry")
+                (
+                    store.retry(lease, super::after(now, delay), e).await,
+                    "retry",
+                )
             }
         };
         crate::telemetry::queue_job(&job, kind, &outcome, started.elapsed());

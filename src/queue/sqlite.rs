@@ -413,12 +413,13 @@ fn lost_ids(leases: &[LeaseToken], kept: &[i64]) -> Vec<i64> {
 }
 
 /// A `(source, id, body)` row as a parsed signal (a body that does not parse is `Corrupt`).
-fn parse_signal_row(row: &SqliteRow) -> Result<(SignalKey, Result<Signal, QueueError>), QueueError> {
+fn parse_signal_row(
+    row: &SqliteRow,
+) -> Result<(SignalKey, Result<Signal, QueueError>), QueueError> {
     let source: String = row.try_get("source").map_err(store_error)?;
     let id: String = row.try_get("id").map_err(store_error)?;
     let body: Vec<u8> = row.try_get("body").map_err(store_error)?;
-    let parsed =
-        Signal::from_json_slice(&body).map_err(|e| super::corrupt_signal(&source, &id, e));
+    let parsed = Signal::from_json_slice(&body).map_err(|e| super::corrupt_signal(&source, &id, e));
     Ok(((source, id), parsed))
 }
 
@@ -626,9 +627,7 @@ impl SqliteStore {
     /// One token-checked state change of an executing job; zero rows changed is
     /// [`QueueError::LeaseLost`].
     async fn leased(&self, lease: LeaseToken, query: Query<'_>) -> Result<(), QueueError> {
-        let n = self
-            .write(query.bind(lease.job).bind(lease.token))
-            .await?;
+        let n = self.write(query.bind(lease.job).bind(lease.token)).await?;
         if n == 0 {
             Err(QueueError::LeaseLost { job: lease.job })
         } else {
@@ -964,7 +963,11 @@ impl JobStore for SqliteStore {
             let (state, at, finished) = if attempt >= max {
                 ("discarded", now_ms, Some(now_ms))
             } else {
-                ("retryable", to_ms(super::after(now, backoff(attempt))), None)
+                (
+                    "retryable",
+                    to_ms(super::after(now, backoff(attempt))),
+                    None,
+                )
             };
             sqlx::query(
                 "UPDATE signal_bus_jobs
@@ -1080,14 +1083,13 @@ impl JobStore for SqliteStore {
     }
 
     async fn load_signal(&self, source: &str, id: &str) -> Result<Option<Signal>, QueueError> {
-        let body: Option<Vec<u8>> = sqlx::query_scalar(
-            "SELECT body FROM signal_bus_signals WHERE source = ? AND id = ?",
-        )
-        .bind(source)
-        .bind(id)
-        .fetch_optional(&self.reader)
-        .await
-        .map_err(store_error)?;
+        let body: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT body FROM signal_bus_signals WHERE source = ? AND id = ?")
+                .bind(source)
+                .bind(id)
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(store_error)?;
         body.map(|body| {
             Signal::from_json_slice(&body).map_err(|e| super::corrupt_signal(source, id, e))
         })
