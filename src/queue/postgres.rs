@@ -1,23 +1,32 @@
 //! The PostgreSQL queue store: many processes on many machines share one queue.
 //!
 //! - **Claims** take rows with `FOR UPDATE SKIP LOCKED`, so concurrent runners never take
-//!   the same job and never wait on each other's locks.
-//! - **Enqueue** stores the signal and the job in one transaction and sends
-//!   `NOTIFY signal_bus_jobs, '<queue>'`; [`JobStore::wait_for_jobs`] listens on that channel
-//!   and wakes up as soon as the transaction commits. Many jobs go in with one multi-row
-//!   `INSERT ... SELECT FROM unnest(...)` (group commit).
+//!   the same job and never wait on each other's locks. Each claim writes a new token on the
+//!   job (`token = token + 1`); every later state change presents it
+//!   ([`LeaseToken`]) and changes nothing when the job was rescued, released, cancelled or
+//!   claimed again since ([`QueueError::LeaseLost`]).
+//! - **Enqueue** stores the signal (once per `(source, id)`) and the job in one transaction
+//!   and sends `NOTIFY signal_bus_jobs, '<queue>'`; [`JobStore::wait_for_jobs`] listens on
+//!   that channel and wakes up as soon as the transaction commits. Many jobs go in with one
+//!   multi-row `INSERT ... SELECT FROM unnest(...)` (group commit).
 //! - **Transactional outbox**: [`PostgresStore::enqueue_in`] inserts inside the caller's own
 //!   transaction, so the job commits or rolls back with the caller's writes.
 //! - **Unique keys** are race-free: the enqueuing transaction takes a transaction-scoped
 //!   advisory lock on the key's hash before it looks for a live job with that key.
+//! - **Retention**: a job refers to its stored signal (`signal_source`, `signal_id`); a
+//!   signal is pruned only when no job refers to it. Storing a signal again renews its
+//!   `stored_at` under the row lock, so a prune never deletes a signal that a concurrent
+//!   enqueue has just pointed a new job at.
+//! - **Worker registry** (`signal_bus_workers`): each process records the workers it runs
+//!   per queue, which tells a job waiting for another process from a job nobody runs.
 //! - **Migrations** are versioned (`signal_bus_migrations`) and run under an advisory lock, so
 //!   many processes starting at once migrate once.
 //!
-//! Times are stored as `BIGINT` Unix milliseconds, like the SQLite backend; the table and
-//! index names are the same in both.
+//! Times are stored as `BIGINT` Unix milliseconds, like the SQLite backend; the table, column
+//! and index names are the same in both (PostgreSQL has two more indexes, for pruning).
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     fmt,
     str::FromStr,
     sync::Arc,
@@ -33,7 +42,11 @@ use sqlx::{
 };
 use tokio::sync::{Mutex, Notify};
 
-use super::{from_ms, to_ms, Job, JobState, JobStore, NewJob, QueueError};
+use super::{
+    from_ms,
+    store::{RescueBackoff, SignalKey},
+    to_ms, CancelReason, Job, JobState, JobStore, LeaseToken, NewJob, QueueError,
+};
 use crate::Signal;
 
 /// The backend name in errors.
@@ -58,9 +71,14 @@ const UNIQUE_LOCK_CLASS: i32 = 0x5342;
 /// The columns of a job, as [`job_from_row`] reads them (`args` as text: JSON without
 /// needing sqlx's `json` feature).
 const JOB_COLUMNS: &str = "id, queue, worker, args::text AS args, state, attempt, max_attempts, \
-     priority, inserted_at, scheduled_at, attempted_at, finished_at, unique_key, last_error";
+     priority, inserted_at, scheduled_at, attempted_at, finished_at, unique_key, last_error, \
+     cancel_reason, token";
 
-/// Versioned migrations: each version's statements run in one transaction.
+/// The states a job can be claimed from (when its time has come).
+const RUNNABLE: &str = "('available', 'scheduled', 'retryable')";
+
+/// Versioned migrations: each version's statements run in one transaction. Released
+/// versions are never edited: a change is a new version.
 const MIGRATIONS: &[(i32, &[&str])] = &[
     (
         1,
@@ -106,6 +124,94 @@ const MIGRATIONS: &[(i32, &[&str])] = &[
             WHERE state IN ('available', 'scheduled', 'retryable')",
         ],
     ),
+    (
+        3,
+        &[
+            // Signals are keyed by (source, id), as CloudEvents makes them unique. Until now
+            // the source was only inside the stored body: read it from there. A body that
+            // does not parse keeps its row, under the source '' (never a valid source),
+            // where loading it reports it corrupt. The fast path is one UPDATE; only when a
+            // body breaks it does the slow path go row by row.
+            "ALTER TABLE signal_bus_signals ADD COLUMN source TEXT",
+            "DO $$
+            BEGIN
+                UPDATE signal_bus_signals
+                SET source = COALESCE(convert_from(body, 'UTF8')::json ->> 'source', '');
+            EXCEPTION WHEN OTHERS THEN
+                DECLARE
+                    r RECORD;
+                BEGIN
+                    FOR r IN SELECT id, body FROM signal_bus_signals LOOP
+                        BEGIN
+                            UPDATE signal_bus_signals
+                            SET source =
+                                COALESCE(convert_from(r.body, 'UTF8')::json ->> 'source', '')
+                            WHERE id = r.id;
+                        EXCEPTION WHEN OTHERS THEN
+                            UPDATE signal_bus_signals SET source = '' WHERE id = r.id;
+                        END;
+                    END LOOP;
+                END;
+            END
+            $$",
+            "ALTER TABLE signal_bus_signals ALTER COLUMN source SET NOT NULL",
+            "ALTER TABLE signal_bus_jobs
+                ADD COLUMN signal_source TEXT,
+                ADD COLUMN signal_id TEXT,
+                ADD COLUMN cancel_reason TEXT,
+                ADD COLUMN token BIGINT NOT NULL DEFAULT 0",
+            // Every job whose args name a stored signal now refers to it (retention keeps
+            // the signal while the job exists) and gets its source in its args, where
+            // forwarder jobs (and workers) read it. Old signal ids were unique, so the id
+            // finds the row (through the old primary key, still in place). A job whose
+            // signal was already gone stays as it was: a forwarder job then has no
+            // `signal_source` and is cancelled `signal_not_found`, as it would have been.
+            "UPDATE signal_bus_jobs AS j
+            SET signal_source = s.source,
+                signal_id = s.id,
+                args = CASE WHEN j.args ? 'signal_source' THEN j.args
+                            ELSE j.args || jsonb_build_object('signal_source', s.source) END
+            FROM signal_bus_signals AS s
+            WHERE jsonb_typeof(j.args -> 'signal_id') = 'string'
+              AND s.id = j.args ->> 'signal_id'",
+            // Forwarder jobs name their forwarder in the worker (the registry counts workers).
+            "UPDATE signal_bus_jobs
+            SET worker = 'signal_bus.forwarder:' || (args ->> 'forwarder')
+            WHERE worker = 'signal_bus.forwarder'
+              AND jsonb_typeof(args -> 'forwarder') = 'string'",
+            // Cancelled jobs get their reason from what the old release wrote.
+            "UPDATE signal_bus_jobs SET cancel_reason = CASE
+                WHEN last_error LIKE 'signal_not_found%' THEN 'signal_not_found'
+                WHEN last_error LIKE 'unknown_forwarder%' THEN 'unknown_forwarder'
+                WHEN last_error LIKE 'unknown worker%' THEN 'unknown_worker'
+                WHEN last_error LIKE 'schema_mismatch%' THEN 'schema_mismatch'
+                ELSE 'worker' END
+            WHERE state = 'cancelled'",
+            "ALTER TABLE signal_bus_signals
+                DROP CONSTRAINT signal_bus_signals_pkey,
+                ADD PRIMARY KEY (source, id)",
+            // Signal pruning: old signals in age order, and whether any job refers to one.
+            "CREATE INDEX signal_bus_signals_stored ON signal_bus_signals (stored_at)",
+            "CREATE INDEX signal_bus_jobs_signal
+            ON signal_bus_jobs (signal_source, signal_id) WHERE signal_id IS NOT NULL",
+            // Job pruning: finished jobs of one state, oldest first.
+            "CREATE INDEX signal_bus_jobs_finished
+            ON signal_bus_jobs (state, finished_at) WHERE finished_at IS NOT NULL",
+            // Claims keep walking `signal_bus_jobs_runnable` in claim order, filtering on
+            // `worker = ANY(...)`, and stop at LIMIT. An index led by the worker would make
+            // PostgreSQL sort every runnable job of those workers on each claim (an `= ANY`
+            // scan returns no order), and one more index costs every state change a write.
+            // The walk skips jobs of workers the claiming process does not run: few, since
+            // jobs nobody runs are cancelled after the grace period; processes that run
+            // different workers should use different queues.
+            "CREATE TABLE signal_bus_workers (
+                queue TEXT NOT NULL,
+                worker TEXT NOT NULL,
+                seen_at BIGINT NOT NULL,
+                PRIMARY KEY (queue, worker)
+            )",
+        ],
+    ),
 ];
 
 /// A durable job store on PostgreSQL (feature `postgres`).
@@ -122,7 +228,10 @@ const MIGRATIONS: &[(i32, &[&str])] = &[
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 /// let store = PostgresStore::connect("postgres://postgres@127.0.0.1:5432/app").await?;
 /// let signal = Signal::new("user.created", "/accounts", serde_json::json!({ "id": 42 }))?;
-/// let job = NewJob::new("audit", serde_json::json!({ "signal_id": signal.id() }));
+/// let job = NewJob::new(
+///     "audit",
+///     serde_json::json!({ "signal_source": signal.source(), "signal_id": signal.id() }),
+/// );
 /// let id = store.enqueue(Some(&signal), &job).await?;
 /// assert!(id.is_some());
 /// # Ok(())
@@ -321,7 +430,10 @@ impl PostgresStore {
     ///     .execute(&mut *tx)
     ///     .await?;
     /// let signal = Signal::new("account.activated", "/accounts", serde_json::json!({ "id": 42 }))?;
-    /// let job = NewJob::new("audit", serde_json::json!({ "signal_id": signal.id() }));
+    /// let job = NewJob::new(
+    ///     "audit",
+    ///     serde_json::json!({ "signal_source": signal.source(), "signal_id": signal.id() }),
+    /// );
     /// store.enqueue_in(&mut tx, Some(&signal), &job).await?;
     /// tx.commit().await?; // the account update, the signal and the job, together
     /// # Ok(())
@@ -452,6 +564,10 @@ impl<'a> Prepared<'a> {
 /// Inserts validated jobs (and their signals) on `conn`, which is inside a transaction,
 /// and notifies their queues. Returns one id per item, `None` for a job skipped because
 /// of a live unique key (earlier items of the same batch count).
+///
+/// A signal that is already stored keeps its first body; storing it again renews its
+/// `stored_at` (never backwards) and so takes its row lock until the transaction ends,
+/// which keeps a concurrent [`JobStore::prune_signals`] from deleting it under the new job.
 async fn insert_jobs(
     conn: &mut PgConnection,
     items: &[(Option<&Signal>, &NewJob)],
@@ -509,16 +625,18 @@ async fn insert_jobs(
         let body = p.signal.map(|s| s.to_json_bytes());
         let id: i64 = sqlx::query_scalar(
             "WITH s AS (
-                INSERT INTO signal_bus_signals (id, type, body, stored_at)
-                SELECT $1, $2, $3, $4 WHERE $1::text IS NOT NULL
-                ON CONFLICT (id) DO NOTHING
+                INSERT INTO signal_bus_signals (source, id, type, body, stored_at)
+                SELECT $1, $2, $3, $4, $5 WHERE $2::text IS NOT NULL
+                ON CONFLICT (source, id) DO UPDATE
+                    SET stored_at = GREATEST(signal_bus_signals.stored_at, EXCLUDED.stored_at)
              )
              INSERT INTO signal_bus_jobs
                 (queue, worker, args, state, attempt, max_attempts, priority, inserted_at,
-                 scheduled_at, unique_key, unique_until)
-             VALUES ($5, $6, $7::jsonb, $8, 0, $9, $10, $4, $11, $12, $13)
+                 scheduled_at, unique_key, unique_until, signal_source, signal_id)
+             VALUES ($6, $7, $8::jsonb, $9, 0, $10, $11, $5, $12, $13, $14, $1, $2)
              RETURNING id",
         )
+        .bind(p.signal.map(Signal::source))
         .bind(p.signal.map(Signal::id))
         .bind(p.signal.map(Signal::ty))
         .bind(body.as_deref())
@@ -553,17 +671,16 @@ async fn insert_jobs(
     .await?;
     ids.sort_unstable();
 
-    let mut seen_signals: HashSet<&str> = HashSet::new();
-    let (mut sig_ids, mut sig_types, mut sig_bodies) = (Vec::new(), Vec::new(), Vec::new());
-    for (_, p) in &kept {
-        if let Some(signal) = p.signal {
-            if seen_signals.insert(signal.id()) {
-                sig_ids.push(signal.id());
-                sig_types.push(signal.ty());
-                sig_bodies.push(signal.to_json_vec());
-            }
-        }
-    }
+    // Each signal once (PostgreSQL refuses to update one row twice in a statement), in key
+    // order (concurrent batches lock shared signals in the same order: no deadlock).
+    let mut signals: Vec<&Signal> = kept.iter().filter_map(|(_, p)| p.signal).collect();
+    signals.sort_unstable_by(|a, b| (a.source(), a.id()).cmp(&(b.source(), b.id())));
+    signals.dedup_by(|a, b| a.source() == b.source() && a.id() == b.id());
+    let sig_sources: Vec<&str> = signals.iter().map(|s| s.source()).collect();
+    let sig_ids: Vec<&str> = signals.iter().map(|s| s.id()).collect();
+    let sig_types: Vec<&str> = signals.iter().map(|s| s.ty()).collect();
+    let sig_bodies: Vec<Vec<u8>> = signals.iter().map(|s| s.to_json_vec()).collect();
+
     let n = kept.len();
     let (mut queues, mut workers, mut args, mut states) = (
         Vec::with_capacity(n),
@@ -578,6 +695,7 @@ async fn insert_jobs(
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
+    let (mut job_sources, mut job_signal_ids) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for (_, p) in &kept {
         queues.push(p.job.queue.as_str());
         workers.push(p.job.worker.as_str());
@@ -588,24 +706,31 @@ async fn insert_jobs(
         scheduled.push(p.scheduled_at);
         unique_keys.push(p.job.unique_key.as_deref());
         unique_until.push(p.unique_until);
+        job_sources.push(p.signal.map(Signal::source));
+        job_signal_ids.push(p.signal.map(Signal::id));
     }
     sqlx::query(
         "WITH s AS (
-            INSERT INTO signal_bus_signals (id, type, body, stored_at)
-            SELECT sid, sty, sbody, $1 FROM unnest($2::text[], $3::text[], $4::bytea[])
-                AS x(sid, sty, sbody)
-            ON CONFLICT (id) DO NOTHING
+            INSERT INTO signal_bus_signals (source, id, type, body, stored_at)
+            SELECT ssrc, sid, sty, sbody, $1
+            FROM unnest($2::text[], $3::text[], $4::text[], $5::bytea[])
+                AS x(ssrc, sid, sty, sbody)
+            ON CONFLICT (source, id) DO UPDATE
+                SET stored_at = GREATEST(signal_bus_signals.stored_at, EXCLUDED.stored_at)
          )
          INSERT INTO signal_bus_jobs
             (id, queue, worker, args, state, attempt, max_attempts, priority, inserted_at,
-             scheduled_at, unique_key, unique_until)
+             scheduled_at, unique_key, unique_until, signal_source, signal_id)
          SELECT jid, jqueue, jworker, jargs::jsonb, jstate, 0, jmax, jprio, $1, jsched, jkey,
-                juntil
-         FROM unnest($5::bigint[], $6::text[], $7::text[], $8::text[], $9::text[],
-                     $10::int4[], $11::int2[], $12::bigint[], $13::text[], $14::bigint[])
-            AS y(jid, jqueue, jworker, jargs, jstate, jmax, jprio, jsched, jkey, juntil)",
+                juntil, jsrc, jsig
+         FROM unnest($6::bigint[], $7::text[], $8::text[], $9::text[], $10::text[],
+                     $11::int4[], $12::int2[], $13::bigint[], $14::text[], $15::bigint[],
+                     $16::text[], $17::text[])
+            AS y(jid, jqueue, jworker, jargs, jstate, jmax, jprio, jsched, jkey, juntil,
+                 jsrc, jsig)",
     )
     .bind(now_ms)
+    .bind(&sig_sources)
     .bind(&sig_ids)
     .bind(&sig_types)
     .bind(&sig_bodies)
@@ -619,6 +744,8 @@ async fn insert_jobs(
     .bind(&scheduled)
     .bind(&unique_keys)
     .bind(&unique_until)
+    .bind(&job_sources)
+    .bind(&job_signal_ids)
     .execute(&mut *conn)
     .await?;
     for ((i, _), id) in kept.iter().zip(&ids) {
@@ -650,6 +777,12 @@ fn job_from_row(row: &PgRow) -> Result<Job, QueueError> {
         .map_err(|e| corrupt(format!("args are not valid JSON: {e}")))?;
     let attempt: i32 = row.try_get("attempt").map_err(get_err)?;
     let max_attempts: i32 = row.try_get("max_attempts").map_err(get_err)?;
+    let cancel_reason = row
+        .try_get::<Option<String>, _>("cancel_reason")
+        .map_err(get_err)?
+        .map(|r| CancelReason::from_str(&r))
+        .transpose()
+        .map_err(|e| corrupt(e.to_string()))?;
     let opt_time = |column: &str| -> Result<Option<DateTime<Utc>>, QueueError> {
         Ok(row
             .try_get::<Option<i64>, _>(column)
@@ -673,7 +806,52 @@ fn job_from_row(row: &PgRow) -> Result<Job, QueueError> {
         finished_at: opt_time("finished_at")?,
         unique_key: row.try_get("unique_key").map_err(get_err)?,
         last_error: row.try_get("last_error").map_err(get_err)?,
+        cancel_reason,
+        token: row.try_get("token").map_err(get_err)?,
     })
+}
+
+/// Leases as two arrays (ids, tokens), sorted by job id: statements that lock many jobs
+/// take them in one order.
+fn lease_arrays(leases: &[LeaseToken]) -> (Vec<i64>, Vec<i64>) {
+    let mut sorted = leases.to_vec();
+    sorted.sort_unstable_by_key(|l| (l.job, l.token));
+    sorted.iter().map(|l| (l.job, l.token)).unzip()
+}
+
+/// The leases that are not in `held` (as `(job, token)`), as job ids, in input order.
+fn lost_leases(leases: &[LeaseToken], held: &[(i64, i64)]) -> Vec<i64> {
+    let held: HashSet<(i64, i64)> = held.iter().copied().collect();
+    leases
+        .iter()
+        .filter(|l| !held.contains(&(l.job, l.token)))
+        .map(|l| l.job)
+        .collect()
+}
+
+/// Counts per `(queue, worker)` from query rows.
+fn per_worker(
+    rows: impl IntoIterator<Item = (String, String, i64)>,
+) -> BTreeMap<(String, String), u64> {
+    let mut out = BTreeMap::new();
+    for (queue, worker, n) in rows {
+        *out.entry((queue, worker)).or_default() += u64::try_from(n).unwrap_or(0);
+    }
+    out
+}
+
+impl PostgresStore {
+    /// Runs a state change guarded by a lease: no row changed means the lease is lost.
+    async fn with_lease(
+        &self,
+        lease: LeaseToken,
+        query: sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments>,
+    ) -> Result<(), QueueError> {
+        match self.write(query).await? {
+            0 => Err(QueueError::LeaseLost { job: lease.job }),
+            _ => Ok(()),
+        }
+    }
 }
 
 #[async_trait]
@@ -721,27 +899,29 @@ impl JobStore for PostgresStore {
     async fn claim(
         &self,
         queue: &str,
+        workers: &[String],
         limit: usize,
         owner: &str,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<Job>, QueueError> {
-        if limit == 0 {
+        if limit == 0 || workers.is_empty() {
             return Ok(Vec::new());
         }
         let sql = format!(
             "WITH picked AS (
                 SELECT id AS picked_id FROM signal_bus_jobs
                 WHERE queue = $1
-                  AND state IN ('available', 'scheduled', 'retryable')
+                  AND state IN {RUNNABLE}
                   AND (state = 'available' OR scheduled_at <= $2)
+                  AND worker = ANY($6)
                 ORDER BY priority, scheduled_at, id
                 LIMIT $3
                 FOR UPDATE SKIP LOCKED
              )
              UPDATE signal_bus_jobs
-             SET state = 'executing', attempt = attempt + 1, attempted_at = $2,
-                 lease_until = $4, owner = $5
+             SET state = 'executing', attempt = attempt + 1, token = token + 1,
+                 attempted_at = $2, lease_until = $4, owner = $5
              FROM picked
              WHERE id = picked_id
              RETURNING {JOB_COLUMNS}"
@@ -752,6 +932,7 @@ impl JobStore for PostgresStore {
             .bind(sql_limit(limit))
             .bind(to_ms(lease_until))
             .bind(owner)
+            .bind(workers)
             .fetch_all(&self.pool)
             .await
             .map_err(store_error)?;
@@ -767,136 +948,246 @@ impl JobStore for PostgresStore {
 
     async fn heartbeat(
         &self,
-        ids: &[i64],
-        owner: &str,
+        leases: &[LeaseToken],
         lease_until: DateTime<Utc>,
+    ) -> Result<Vec<i64>, QueueError> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (ids, tokens) = lease_arrays(leases);
+        let held: Vec<(i64, i64)> = sqlx::query_as(
+            "UPDATE signal_bus_jobs AS j SET lease_until = $1
+             FROM unnest($2::bigint[], $3::bigint[]) AS l(id, token)
+             WHERE j.id = ANY($2) AND j.id = l.id AND j.state = 'executing'
+               AND j.token = l.token
+             RETURNING j.id, j.token",
+        )
+        .bind(to_ms(lease_until))
+        .bind(&ids)
+        .bind(&tokens)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(lost_leases(leases, &held))
+    }
+
+    async fn complete(&self, lease: LeaseToken, now: DateTime<Utc>) -> Result<(), QueueError> {
+        self.with_lease(
+            lease,
+            sqlx::query(
+                "UPDATE signal_bus_jobs
+                 SET state = 'completed', finished_at = $1, owner = NULL, lease_until = NULL
+                 WHERE id = $2 AND state = 'executing' AND token = $3",
+            )
+            .bind(to_ms(now))
+            .bind(lease.job)
+            .bind(lease.token),
+        )
+        .await
+    }
+
+    async fn complete_many(
+        &self,
+        leases: &[LeaseToken],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<i64>, QueueError> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (ids, tokens) = lease_arrays(leases);
+        let done: Vec<(i64, i64)> = sqlx::query_as(
+            "UPDATE signal_bus_jobs AS j
+             SET state = 'completed', finished_at = $1, owner = NULL, lease_until = NULL
+             FROM unnest($2::bigint[], $3::bigint[]) AS l(id, token)
+             WHERE j.id = ANY($2) AND j.id = l.id AND j.state = 'executing'
+               AND j.token = l.token
+             RETURNING j.id, j.token",
+        )
+        .bind(to_ms(now))
+        .bind(&ids)
+        .bind(&tokens)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(lost_leases(leases, &done))
+    }
+
+    async fn retry(
+        &self,
+        lease: LeaseToken,
+        at: DateTime<Utc>,
+        error: &str,
     ) -> Result<(), QueueError> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        self.write(
-            sqlx::query(
-                "UPDATE signal_bus_jobs SET lease_until = $1
-                 WHERE state = 'executing' AND owner = $2 AND id = ANY($3)",
-            )
-            .bind(to_ms(lease_until))
-            .bind(owner)
-            .bind(ids),
-        )
-        .await
-        .map(drop)
-    }
-
-    async fn complete(&self, id: i64, now: DateTime<Utc>) -> Result<(), QueueError> {
-        self.write(
-            sqlx::query(
-                "UPDATE signal_bus_jobs
-                 SET state = 'completed', finished_at = $1, owner = NULL, lease_until = NULL
-                 WHERE id = $2 AND state = 'executing'",
-            )
-            .bind(to_ms(now))
-            .bind(id),
-        )
-        .await
-        .map(drop)
-    }
-
-    async fn complete_many(&self, ids: &[i64], now: DateTime<Utc>) -> Result<(), QueueError> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        self.write(
-            sqlx::query(
-                "UPDATE signal_bus_jobs
-                 SET state = 'completed', finished_at = $1, owner = NULL, lease_until = NULL
-                 WHERE id = ANY($2) AND state = 'executing'",
-            )
-            .bind(to_ms(now))
-            .bind(ids),
-        )
-        .await
-        .map(drop)
-    }
-
-    async fn retry(&self, id: i64, at: DateTime<Utc>, error: &str) -> Result<(), QueueError> {
-        self.write(
+        self.with_lease(
+            lease,
             sqlx::query(
                 "UPDATE signal_bus_jobs
                  SET state = 'retryable', scheduled_at = $1, last_error = $2,
                      owner = NULL, lease_until = NULL
-                 WHERE id = $3 AND state = 'executing'",
+                 WHERE id = $3 AND state = 'executing' AND token = $4",
             )
             .bind(to_ms(at))
             .bind(error)
-            .bind(id),
+            .bind(lease.job)
+            .bind(lease.token),
         )
         .await
-        .map(drop)
     }
 
-    async fn snooze(&self, id: i64, at: DateTime<Utc>) -> Result<(), QueueError> {
-        self.write(
+    async fn snooze(&self, lease: LeaseToken, at: DateTime<Utc>) -> Result<(), QueueError> {
+        self.with_lease(
+            lease,
             sqlx::query(
                 "UPDATE signal_bus_jobs
                  SET state = 'scheduled', scheduled_at = $1, attempt = GREATEST(attempt - 1, 0),
                      owner = NULL, lease_until = NULL
-                 WHERE id = $2 AND state = 'executing'",
+                 WHERE id = $2 AND state = 'executing' AND token = $3",
             )
             .bind(to_ms(at))
-            .bind(id),
+            .bind(lease.job)
+            .bind(lease.token),
         )
         .await
-        .map(drop)
     }
 
-    async fn cancel(&self, id: i64, reason: &str, now: DateTime<Utc>) -> Result<(), QueueError> {
-        self.write(
+    async fn cancel(
+        &self,
+        lease: LeaseToken,
+        reason: CancelReason,
+        detail: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), QueueError> {
+        self.with_lease(
+            lease,
             sqlx::query(
                 "UPDATE signal_bus_jobs
-                 SET state = 'cancelled', finished_at = $1, last_error = $2,
+                 SET state = 'cancelled', finished_at = $1, last_error = $2, cancel_reason = $3,
                      owner = NULL, lease_until = NULL
-                 WHERE id = $3 AND state NOT IN ('completed', 'cancelled', 'discarded')",
+                 WHERE id = $4 AND state = 'executing' AND token = $5",
             )
             .bind(to_ms(now))
-            .bind(reason)
-            .bind(id),
+            .bind(detail)
+            .bind(reason.as_str())
+            .bind(lease.job)
+            .bind(lease.token),
         )
         .await
-        .map(drop)
     }
 
-    async fn discard(&self, id: i64, error: &str, now: DateTime<Utc>) -> Result<(), QueueError> {
-        self.write(
+    async fn cancel_job(
+        &self,
+        id: i64,
+        reason: CancelReason,
+        detail: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, QueueError> {
+        let n = self
+            .write(
+                sqlx::query(
+                    "UPDATE signal_bus_jobs
+                     SET state = 'cancelled', finished_at = $1, last_error = $2,
+                         cancel_reason = $3, owner = NULL, lease_until = NULL
+                     WHERE id = $4 AND state NOT IN ('completed', 'cancelled', 'discarded')",
+                )
+                .bind(to_ms(now))
+                .bind(detail)
+                .bind(reason.as_str())
+                .bind(id),
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn discard(
+        &self,
+        lease: LeaseToken,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), QueueError> {
+        self.with_lease(
+            lease,
             sqlx::query(
                 "UPDATE signal_bus_jobs
                  SET state = 'discarded', finished_at = $1, last_error = $2,
                      owner = NULL, lease_until = NULL
-                 WHERE id = $3 AND state NOT IN ('completed', 'cancelled', 'discarded')",
+                 WHERE id = $3 AND state = 'executing' AND token = $4",
             )
             .bind(to_ms(now))
             .bind(error)
-            .bind(id),
+            .bind(lease.job)
+            .bind(lease.token),
         )
         .await
-        .map(drop)
     }
 
-    async fn rescue(&self, now: DateTime<Utc>) -> Result<u64, QueueError> {
-        self.write(
-            sqlx::query(
-                "UPDATE signal_bus_jobs
-                 SET state = CASE WHEN attempt >= max_attempts THEN 'discarded' ELSE 'available' END,
-                     finished_at = CASE WHEN attempt >= max_attempts THEN $1 ELSE NULL END,
-                     last_error = CASE WHEN attempt >= max_attempts
-                         THEN 'discarded: its runner stopped during the last attempt'
-                         ELSE last_error END,
-                     owner = NULL, lease_until = NULL
-                 WHERE state = 'executing' AND lease_until < $2",
-            )
-            .bind(to_ms(now))
-            .bind(to_ms(now)),
+    /// Takes the expired jobs with `FOR UPDATE SKIP LOCKED` (a job whose late runner is
+    /// finishing it right now is left to that runner), then writes each one's outcome, in
+    /// one transaction.
+    async fn rescue(
+        &self,
+        now: DateTime<Utc>,
+        backoff: RescueBackoff<'_>,
+    ) -> Result<u64, QueueError> {
+        let now_ms = to_ms(now);
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        let expired: Vec<(i64, i32, i32)> = sqlx::query_as(
+            "SELECT id, attempt, max_attempts FROM signal_bus_jobs
+             WHERE state = 'executing' AND lease_until < $1
+             ORDER BY id
+             FOR UPDATE SKIP LOCKED",
         )
+        .bind(now_ms)
+        .fetch_all(&mut *tx)
         .await
+        .map_err(store_error)?;
+        if expired.is_empty() {
+            tx.rollback().await.map_err(store_error)?;
+            return Ok(0);
+        }
+        let n = expired.len();
+        let (mut ids, mut states, mut scheduled, mut errors, mut finished) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for (id, attempt, max_attempts) in expired {
+            let attempt = u32::try_from(attempt).unwrap_or(0);
+            let max_attempts = u32::try_from(max_attempts).unwrap_or(0);
+            ids.push(id);
+            errors.push(super::rescue_error(attempt, max_attempts));
+            if attempt >= max_attempts {
+                states.push(JobState::Discarded.as_str());
+                scheduled.push(None);
+                finished.push(Some(now_ms));
+            } else {
+                states.push(JobState::Retryable.as_str());
+                scheduled.push(Some(to_ms(super::after(now, backoff(attempt)))));
+                finished.push(None);
+            }
+        }
+        let done = sqlx::query(
+            "UPDATE signal_bus_jobs AS j
+             SET state = r.state,
+                 scheduled_at = COALESCE(r.sched, j.scheduled_at),
+                 finished_at = COALESCE(r.fin, j.finished_at),
+                 last_error = r.err,
+                 owner = NULL, lease_until = NULL
+             FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::bigint[])
+                AS r(id, state, sched, err, fin)
+             WHERE j.id = ANY($1) AND j.id = r.id",
+        )
+        .bind(&ids)
+        .bind(&states)
+        .bind(&scheduled)
+        .bind(&errors)
+        .bind(&finished)
+        .execute(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        tx.commit().await.map_err(store_error)?;
+        Ok(done.rows_affected())
     }
 
     async fn release(&self, owner: &str, _now: DateTime<Utc>) -> Result<u64, QueueError> {
@@ -912,48 +1203,171 @@ impl JobStore for PostgresStore {
         .await
     }
 
-    async fn load_signal(&self, id: &str) -> Result<Option<Signal>, QueueError> {
+    async fn register_workers(
+        &self,
+        queue: &str,
+        workers: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<(), QueueError> {
+        // Each row once (ON CONFLICT cannot update a row twice), in one order (processes
+        // registering the same workers at once cannot deadlock).
+        let mut workers: Vec<&str> = workers.iter().map(String::as_str).collect();
+        workers.sort_unstable();
+        workers.dedup();
+        if workers.is_empty() {
+            return Ok(());
+        }
+        self.write(
+            sqlx::query(
+                "INSERT INTO signal_bus_workers (queue, worker, seen_at)
+                 SELECT $1, w, $2 FROM unnest($3::text[]) AS w
+                 ON CONFLICT (queue, worker) DO UPDATE
+                     SET seen_at = GREATEST(signal_bus_workers.seen_at, EXCLUDED.seen_at)",
+            )
+            .bind(queue)
+            .bind(to_ms(now))
+            .bind(&workers),
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn unregistered(
+        &self,
+        seen_since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<BTreeMap<(String, String), u64>, QueueError> {
+        let sql = format!(
+            "SELECT j.queue, j.worker, count(*) FROM signal_bus_jobs AS j
+             WHERE j.state IN {RUNNABLE} AND j.scheduled_at <= $2
+               AND NOT EXISTS (
+                   SELECT 1 FROM signal_bus_workers AS w
+                   WHERE w.queue = j.queue AND w.worker = j.worker AND w.seen_at >= $1
+               )
+             GROUP BY j.queue, j.worker"
+        );
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(&sql)
+            .bind(to_ms(seen_since))
+            .bind(to_ms(now))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(per_worker(rows))
+    }
+
+    /// Takes the jobs with `FOR UPDATE SKIP LOCKED` (a job being claimed right now is left
+    /// to its claim), then cancels them, in one transaction.
+    async fn cancel_unregistered(
+        &self,
+        cutoff: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<BTreeMap<(String, String), u64>, QueueError> {
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        let sql = format!(
+            "SELECT j.id, j.queue, j.worker FROM signal_bus_jobs AS j
+             WHERE j.state IN {RUNNABLE} AND j.scheduled_at <= $1
+               AND NOT EXISTS (
+                   SELECT 1 FROM signal_bus_workers AS w
+                   WHERE w.queue = j.queue AND w.worker = j.worker AND w.seen_at >= $1
+               )
+             ORDER BY j.id
+             FOR UPDATE OF j SKIP LOCKED"
+        );
+        let rows: Vec<(i64, String, String)> = sqlx::query_as(&sql)
+            .bind(to_ms(cutoff))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        if rows.is_empty() {
+            tx.rollback().await.map_err(store_error)?;
+            return Ok(BTreeMap::new());
+        }
+        let mut reasons: HashMap<&str, (CancelReason, String)> = HashMap::new();
+        let (mut ids, mut codes, mut details) = (
+            Vec::with_capacity(rows.len()),
+            Vec::with_capacity(rows.len()),
+            Vec::with_capacity(rows.len()),
+        );
+        for (id, _, worker) in &rows {
+            let (reason, detail) = reasons
+                .entry(worker.as_str())
+                .or_insert_with(|| super::unregistered_reason(worker));
+            ids.push(*id);
+            codes.push(reason.as_str());
+            details.push(detail.clone());
+        }
+        let sql = format!(
+            "UPDATE signal_bus_jobs AS j
+             SET state = 'cancelled', finished_at = $1, cancel_reason = c.reason,
+                 last_error = c.detail, owner = NULL, lease_until = NULL
+             FROM unnest($2::bigint[], $3::text[], $4::text[]) AS c(id, reason, detail)
+             WHERE j.id = ANY($2) AND j.id = c.id AND j.state IN {RUNNABLE}
+             RETURNING j.queue, j.worker"
+        );
+        let cancelled: Vec<(String, String)> = sqlx::query_as(&sql)
+            .bind(to_ms(now))
+            .bind(&ids)
+            .bind(&codes)
+            .bind(&details)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        tx.commit().await.map_err(store_error)?;
+        Ok(per_worker(cancelled.into_iter().map(|(q, w)| (q, w, 1))))
+    }
+
+    async fn load_signal(&self, source: &str, id: &str) -> Result<Option<Signal>, QueueError> {
         let body: Option<Vec<u8>> =
-            sqlx::query_scalar("SELECT body FROM signal_bus_signals WHERE id = $1")
+            sqlx::query_scalar("SELECT body FROM signal_bus_signals WHERE source = $1 AND id = $2")
+                .bind(source)
                 .bind(id)
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(store_error)?;
         body.map(|body| {
-            Signal::from_json_slice(&body).map_err(|e| QueueError::Corrupt {
-                what: format!("signal `{id}` does not hold a valid signal: {e}"),
-            })
+            Signal::from_json_slice(&body).map_err(|e| super::corrupt_signal(source, id, e))
         })
         .transpose()
     }
 
     async fn load_signals(
         &self,
-        ids: &[&str],
-    ) -> Result<Vec<(String, Result<Signal, QueueError>)>, QueueError> {
-        if ids.is_empty() {
+        keys: &[(&str, &str)],
+    ) -> Result<Vec<(SignalKey, Result<Signal, QueueError>)>, QueueError> {
+        let mut keys = keys.to_vec();
+        keys.sort_unstable();
+        keys.dedup();
+        if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let rows: Vec<(String, Vec<u8>)> =
-            sqlx::query_as("SELECT id, body FROM signal_bus_signals WHERE id = ANY($1)")
-                .bind(ids)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(store_error)?;
+        let (sources, ids): (Vec<&str>, Vec<&str>) = keys.into_iter().unzip();
+        let rows: Vec<(String, String, Vec<u8>)> = sqlx::query_as(
+            "SELECT s.source, s.id, s.body
+             FROM unnest($1::text[], $2::text[]) AS k(source, id)
+             JOIN signal_bus_signals AS s ON s.source = k.source AND s.id = k.id",
+        )
+        .bind(&sources)
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
         Ok(rows
             .into_iter()
-            .map(|(id, body)| {
-                let parsed = Signal::from_json_slice(&body).map_err(|e| QueueError::Corrupt {
-                    what: format!("signal `{id}` does not hold a valid signal: {e}"),
-                });
-                (id, parsed)
+            .map(|(source, id, body)| {
+                let parsed = Signal::from_json_slice(&body)
+                    .map_err(|e| super::corrupt_signal(&source, &id, e));
+                ((source, id), parsed)
             })
             .collect())
     }
 
-    async fn delete_signal(&self, id: &str) -> Result<bool, QueueError> {
+    async fn delete_signal(&self, source: &str, id: &str) -> Result<bool, QueueError> {
         let n = self
-            .write(sqlx::query("DELETE FROM signal_bus_signals WHERE id = $1").bind(id))
+            .write(
+                sqlx::query("DELETE FROM signal_bus_signals WHERE source = $1 AND id = $2")
+                    .bind(source)
+                    .bind(id),
+            )
             .await?;
         Ok(n > 0)
     }
@@ -989,7 +1403,7 @@ impl JobStore for PostgresStore {
             sqlx::query(
                 "UPDATE signal_bus_jobs
                  SET state = 'available', attempt = 0, scheduled_at = $1, finished_at = NULL,
-                     owner = NULL, lease_until = NULL
+                     cancel_reason = NULL, owner = NULL, lease_until = NULL
                  WHERE state IN ('cancelled', 'discarded') AND id = ANY($2)",
             )
             .bind(to_ms(now))
@@ -998,12 +1412,63 @@ impl JobStore for PostgresStore {
         .await
     }
 
-    async fn prune(&self, before: DateTime<Utc>) -> Result<u64, QueueError> {
+    /// Oldest first, through `signal_bus_jobs_finished`; rows another transaction holds
+    /// (a redrive under way) are skipped, never waited for. The ids are collected first
+    /// (`= ANY(ARRAY(...))`), so the delete looks each one up instead of scanning the table.
+    async fn prune(
+        &self,
+        state: JobState,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<u64, QueueError> {
+        if !state.is_final() || limit == 0 {
+            return Ok(0);
+        }
         self.write(
             sqlx::query(
-                "DELETE FROM signal_bus_jobs WHERE state = 'completed' AND finished_at < $1",
+                "DELETE FROM signal_bus_jobs
+                 WHERE id = ANY(ARRAY(
+                     SELECT id FROM signal_bus_jobs
+                     WHERE state = $1 AND finished_at < $2
+                     ORDER BY finished_at
+                     LIMIT $3
+                     FOR UPDATE SKIP LOCKED
+                 ))",
             )
-            .bind(to_ms(before)),
+            .bind(state.as_str())
+            .bind(to_ms(before))
+            .bind(sql_limit(limit)),
+        )
+        .await
+    }
+
+    /// Oldest first. A signal an enqueue is storing again right now is locked by that
+    /// enqueue (which renews its `stored_at`): it is skipped, and once the enqueue commits it
+    /// is no longer old, so the new job never loses its signal. The lock is taken with
+    /// `SKIP LOCKED`, so a prune never waits for (or deadlocks with) an enqueue. The rows
+    /// are deleted by `ctid`: they are locked by this statement, so their versions cannot
+    /// move before the delete.
+    async fn prune_signals(&self, before: DateTime<Utc>, limit: usize) -> Result<u64, QueueError> {
+        if limit == 0 {
+            return Ok(0);
+        }
+        self.write(
+            sqlx::query(
+                "DELETE FROM signal_bus_signals
+                 WHERE ctid = ANY(ARRAY(
+                     SELECT s.ctid FROM signal_bus_signals AS s
+                     WHERE s.stored_at < $1
+                       AND NOT EXISTS (
+                           SELECT 1 FROM signal_bus_jobs AS j
+                           WHERE j.signal_source = s.source AND j.signal_id = s.id
+                       )
+                     ORDER BY s.stored_at
+                     LIMIT $2
+                     FOR UPDATE OF s SKIP LOCKED
+                 ))",
+            )
+            .bind(to_ms(before))
+            .bind(sql_limit(limit)),
         )
         .await
     }

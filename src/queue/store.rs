@@ -32,9 +32,11 @@ pub trait JobStore: Send + Sync + 'static {
     /// The backend's name: `sqlite`, `postgres`, `memory`.
     fn backend(&self) -> &'static str;
 
-    /// Stores `signal` (once per `(source, id)`; storing it again is a no-op) and inserts
-    /// `job`, in one transaction; the job refers to the signal, which retention keeps as
-    /// long as any job does. Returns the job id, or `None` when a live job with the same
+    /// Stores `signal` (once per `(source, id)`: storing it again keeps the first body and
+    /// renews its `stored_at`, which is what keeps [`prune_signals`](JobStore::prune_signals)
+    /// from deleting a signal an enqueue is referring to again) and inserts `job`, in one
+    /// transaction; the job refers to the signal, which retention keeps as long as any job
+    /// does. Returns the job id, or `None` when a live job with the same
     /// unique key exists within its period.
     ///
     /// # Errors
