@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+#[cfg(feature = "postgres")]
+pub mod pg_server;
+
 use std::{
     collections::VecDeque,
     net::SocketAddr,
