@@ -378,6 +378,21 @@ pub(crate) fn queue_store_failure(
     );
 }
 
+/// A claimed job's row could not be read: it was cancelled as `schema_mismatch`.
+#[allow(dead_code)]
+pub(crate) fn queue_corrupt_job(backend: &str, job_id: i64, error: &crate::queue::QueueError) {
+    tracing::error!(
+        name: "signal_bus::queue",
+        target: "signal_bus::queue",
+        message = "A claimed job's row does not hold a valid job: it is cancelled as \
+                   schema_mismatch; the rest of its batch runs.",
+        kind = "corrupt_job",
+        backend,
+        job_id,
+        error = %error,
+    );
+}
+
 pub(crate) fn queue_rescued(count: u64) {
     tracing::warn!(
         name: "signal_bus::queue",

@@ -556,6 +556,49 @@ async fn claims_take_only_the_listed_workers() {
     db.drop_db([store]).await;
 }
 
+/// One row that does not hold a valid job must not strand the rest of its claim batch: it
+/// is cancelled as `schema_mismatch`, the others are handed out.
+#[tokio::test]
+async fn a_corrupt_row_does_not_take_its_claim_batch_down() {
+    let db = TestDb::new().await;
+    let store = db.store().await;
+    let mut job_ids = Vec::new();
+    for _ in 0..3 {
+        job_ids.push(store.enqueue(None, &job("a")).await.unwrap().unwrap());
+    }
+    let mut conn = db.conn().await;
+    sqlx::query("UPDATE signal_bus_jobs SET cancel_reason = 'no-such-reason' WHERE id = $1")
+        .bind(job_ids[1])
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let claimed = claim(&store, "default", &["a"]).await;
+    assert_eq!(ids(&claimed), [job_ids[0], job_ids[2]]);
+    let executing: Vec<i64> =
+        sqlx::query_scalar("SELECT id FROM signal_bus_jobs WHERE state = 'executing' ORDER BY id")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(
+        executing,
+        [job_ids[0], job_ids[2]],
+        "nothing taken and not handed out"
+    );
+    let (state, detail): (String, String) =
+        sqlx::query_as("SELECT state, last_error FROM signal_bus_jobs WHERE id = $1")
+            .bind(job_ids[1])
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(state, "cancelled");
+    assert!(
+        detail.starts_with("schema_mismatch: corrupt queue data"),
+        "{detail}"
+    );
+    drop(conn);
+    db.drop_db([store]).await;
+}
+
 #[tokio::test]
 async fn scheduled_jobs_wait_for_their_time() {
     let db = TestDb::new().await;
@@ -2324,15 +2367,11 @@ async fn an_old_database_keeps_the_rows_it_cannot_read() {
     // A forwarder job without a name keeps its worker (nobody registers it).
     let j = store.get(nameless).await.unwrap().unwrap();
     assert_eq!(j.worker, "signal_bus.forwarder");
-    // Other jobs that name a signal refer to it and get its source too (a source of
-    // their own is kept).
+    // Other jobs that name a signal refer to it (retention keeps it), but their args are
+    // their workers' own and stay as they were.
     let j = store.get(generic).await.unwrap().unwrap();
     assert_eq!(j.worker, "audit");
-    assert_eq!(
-        j.args,
-        json!({ "signal_id": "good", "signal_source": "/ok" })
-    );
-    assert_eq!(j.signal_ref(), Some(("/ok", "good")));
+    assert_eq!(j.args, json!({ "signal_id": "good" }));
     assert_eq!(
         signal_columns(&store, generic).await,
         (Some("/ok".to_owned()), Some("good".to_owned()))

@@ -101,6 +101,17 @@ fn insert(
     job: &NewJob,
     now: DateTime<Utc>,
 ) -> Option<i64> {
+    if let Some(unique) = &job.unique_key {
+        let live = state.jobs.values().any(|r| {
+            r.job.unique_key.as_ref() == Some(unique)
+                && r.unique_until.is_some_and(|u| u > now)
+                && !matches!(r.job.state, JobState::Cancelled | JobState::Discarded)
+        });
+        if live {
+            // Nothing is stored for a job that is not inserted.
+            return None;
+        }
+    }
     let key = signal.map(|s| (s.source().to_owned(), s.id().to_owned()));
     if let (Some(s), Some(key)) = (signal, &key) {
         // Stored once; storing it again keeps the first body and renews its age.
@@ -109,16 +120,6 @@ fn insert(
             .entry(key.clone())
             .and_modify(|(_, at)| *at = now)
             .or_insert_with(|| (s.to_json_bytes(), now));
-    }
-    if let Some(unique) = &job.unique_key {
-        let live = state.jobs.values().any(|r| {
-            r.job.unique_key.as_ref() == Some(unique)
-                && r.unique_until.is_some_and(|u| u > now)
-                && !matches!(r.job.state, JobState::Cancelled | JobState::Discarded)
-        });
-        if live {
-            return None;
-        }
     }
     state.next_id += 1;
     let id = state.next_id;

@@ -161,15 +161,16 @@ const MIGRATIONS: &[(i32, &[&str])] = &[
                 ADD COLUMN cancel_reason TEXT,
                 ADD COLUMN token BIGINT NOT NULL DEFAULT 0",
             // Every job whose args name a stored signal now refers to it (retention keeps
-            // the signal while the job exists) and gets its source in its args, where
-            // forwarder jobs (and workers) read it. Old signal ids were unique, so the id
+            // the signal while the job exists); forwarder jobs also get its source in their
+            // args, where they read it (other jobs' args are their workers' own). Old signal ids were unique, so the id
             // finds the row (through the old primary key, still in place). A job whose
             // signal was already gone stays as it was: a forwarder job then has no
             // `signal_source` and is cancelled `signal_not_found`, as it would have been.
             "UPDATE signal_bus_jobs AS j
             SET signal_source = s.source,
                 signal_id = s.id,
-                args = CASE WHEN j.args ? 'signal_source' THEN j.args
+                args = CASE WHEN j.worker <> 'signal_bus.forwarder' OR j.args ? 'signal_source'
+                            THEN j.args
                             ELSE j.args || jsonb_build_object('signal_source', s.source) END
             FROM signal_bus_signals AS s
             WHERE jsonb_typeof(j.args -> 'signal_id') = 'string'
@@ -936,10 +937,21 @@ impl JobStore for PostgresStore {
             .fetch_all(&self.pool)
             .await
             .map_err(store_error)?;
-        let mut jobs = rows
-            .iter()
-            .map(job_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut jobs = Vec::with_capacity(rows.len());
+        for row in &rows {
+            match job_from_row(row) {
+                Ok(job) => jobs.push(job),
+                Err(e) => {
+                    // One corrupt row must not strand the rest of the batch: it is cancelled
+                    // (no worker can run what it cannot read) and reported; the others run.
+                    let id: i64 = row.try_get("id").map_err(store_error)?;
+                    let detail = format!("schema_mismatch: {e}");
+                    self.cancel_job(id, CancelReason::SchemaMismatch, &detail, now)
+                        .await?;
+                    crate::telemetry::queue_corrupt_job(BACKEND, id, &e);
+                }
+            }
+        }
         jobs.sort_by(|a, b| {
             (a.priority, a.scheduled_at, a.id).cmp(&(b.priority, b.scheduled_at, b.id))
         });

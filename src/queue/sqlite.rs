@@ -104,7 +104,45 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
     (
         3,
         &[
-            // Signals are keyed by (source, id), as CloudEvents makes them unique.
+            // Jobs refer to their signal (retention keeps it while any job does), carry a
+            // claim token and a cancel reason. A job row whose args are not valid JSON is
+            // left as it is (and reported corrupt when read), never an error here: CASE
+            // keeps the JSON functions away from it.
+            "ALTER TABLE signal_bus_jobs ADD COLUMN signal_source TEXT",
+            "ALTER TABLE signal_bus_jobs ADD COLUMN signal_id TEXT",
+            "ALTER TABLE signal_bus_jobs ADD COLUMN cancel_reason TEXT",
+            "ALTER TABLE signal_bus_jobs ADD COLUMN token INTEGER NOT NULL DEFAULT 0",
+            "UPDATE signal_bus_jobs SET signal_id = json_extract(args, '$.signal_id')
+            WHERE CASE WHEN json_valid(args) THEN json_type(args, '$.signal_id') END = 'text'",
+            // The source was only inside the stored body. Old signal ids were unique, and
+            // the old primary key on `id` makes each lookup one index probe.
+            "UPDATE signal_bus_jobs SET signal_source = (
+                SELECT COALESCE(CASE WHEN json_valid(CAST(s.body AS TEXT))
+                                     THEN json_extract(CAST(s.body AS TEXT), '$.source') END, '')
+                FROM signal_bus_signals s WHERE s.id = signal_bus_jobs.signal_id)
+            WHERE signal_id IS NOT NULL",
+            // A job whose signal was already gone refers to nothing (a forwarder job then
+            // has no `signal_source` and is cancelled `signal_not_found`, as before).
+            "UPDATE signal_bus_jobs SET signal_id = NULL WHERE signal_source IS NULL",
+            // Forwarder jobs read the source from their args; other jobs' args are theirs.
+            "UPDATE signal_bus_jobs SET args = json_set(args, '$.signal_source', signal_source)
+            WHERE worker = 'signal_bus.forwarder' AND signal_source IS NOT NULL
+              AND CASE WHEN json_valid(args) THEN json_type(args, '$.signal_source') END IS NULL",
+            // Forwarder jobs name their forwarder in `worker`, so claims can filter on it.
+            "UPDATE signal_bus_jobs
+            SET worker = 'signal_bus.forwarder:' || json_extract(args, '$.forwarder')
+            WHERE worker = 'signal_bus.forwarder'
+              AND CASE WHEN json_valid(args) THEN json_type(args, '$.forwarder') END = 'text'",
+            "UPDATE signal_bus_jobs SET cancel_reason = CASE
+                WHEN last_error LIKE 'signal_not_found%' THEN 'signal_not_found'
+                WHEN last_error LIKE 'unknown_forwarder%' THEN 'unknown_forwarder'
+                WHEN last_error LIKE 'unknown worker%' THEN 'unknown_worker'
+                WHEN last_error LIKE 'schema_mismatch%' THEN 'schema_mismatch'
+                ELSE 'worker' END
+            WHERE state = 'cancelled'",
+            // Signals are keyed by (source, id), as CloudEvents makes them unique. A body
+            // that does not parse keeps its row under the source '' (never a valid source),
+            // where loading it reports it corrupt.
             "CREATE TABLE signal_bus_signals_v3 (
             source TEXT NOT NULL,
             id TEXT NOT NULL,
@@ -119,31 +157,6 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
             FROM signal_bus_signals",
             "DROP TABLE signal_bus_signals",
             "ALTER TABLE signal_bus_signals_v3 RENAME TO signal_bus_signals",
-            // Jobs refer to their signal (retention keeps it while any job does), carry a
-            // claim token and a cancel reason.
-            "ALTER TABLE signal_bus_jobs ADD COLUMN signal_source TEXT",
-            "ALTER TABLE signal_bus_jobs ADD COLUMN signal_id TEXT",
-            "ALTER TABLE signal_bus_jobs ADD COLUMN cancel_reason TEXT",
-            "ALTER TABLE signal_bus_jobs ADD COLUMN token INTEGER NOT NULL DEFAULT 0",
-            "UPDATE signal_bus_jobs SET signal_id = json_extract(args, '$.signal_id')
-            WHERE json_type(args, '$.signal_id') = 'text'",
-            "UPDATE signal_bus_jobs SET signal_source = (
-                SELECT s.source FROM signal_bus_signals s
-                WHERE s.id = signal_bus_jobs.signal_id ORDER BY s.source LIMIT 1)
-            WHERE signal_id IS NOT NULL",
-            "UPDATE signal_bus_jobs SET args = json_set(args, '$.signal_source', signal_source)
-            WHERE signal_source IS NOT NULL AND json_type(args, '$.signal_source') IS NULL",
-            // Forwarder jobs name their forwarder in `worker`, so claims can filter on it.
-            "UPDATE signal_bus_jobs
-            SET worker = 'signal_bus.forwarder:' || json_extract(args, '$.forwarder')
-            WHERE worker = 'signal_bus.forwarder' AND json_type(args, '$.forwarder') = 'text'",
-            "UPDATE signal_bus_jobs SET cancel_reason = CASE
-                WHEN last_error LIKE 'signal_not_found%' THEN 'signal_not_found'
-                WHEN last_error LIKE 'unknown_forwarder%' THEN 'unknown_forwarder'
-                WHEN last_error LIKE 'unknown worker%' THEN 'unknown_worker'
-                WHEN last_error LIKE 'schema_mismatch%' THEN 'schema_mismatch'
-                ELSE 'worker' END
-            WHERE state = 'cancelled'",
             "CREATE INDEX signal_bus_jobs_signal
             ON signal_bus_jobs (signal_source, signal_id) WHERE signal_id IS NOT NULL",
             // Which process runs which workers, for how long: tells a job waiting for another
@@ -759,10 +772,21 @@ impl JobStore for SqliteStore {
         .fetch_all(&self.writer)
         .await
         .map_err(store_error)?;
-        let mut jobs = rows
-            .iter()
-            .map(job_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut jobs = Vec::with_capacity(rows.len());
+        for row in &rows {
+            match job_from_row(row) {
+                Ok(job) => jobs.push(job),
+                Err(e) => {
+                    // One corrupt row must not strand the rest of the batch: it is cancelled
+                    // (no worker can run what it cannot read) and reported; the others run.
+                    let id: i64 = row.try_get("id").map_err(store_error)?;
+                    let detail = format!("schema_mismatch: {e}");
+                    self.cancel_job(id, CancelReason::SchemaMismatch, &detail, now)
+                        .await?;
+                    crate::telemetry::queue_corrupt_job(BACKEND, id, &e);
+                }
+            }
+        }
         // RETURNING gives rows in no particular order.
         jobs.sort_by_key(|j| (j.priority, j.scheduled_at, j.id));
         Ok(jobs)
