@@ -166,14 +166,48 @@ async fn retry_after_is_honoured() {
     );
 }
 
-#[tokio::test]
+/// An in-process endpoint that fails or succeeds on command, counting its calls, with a
+/// delay in (paused) tokio time: breaker timing is exact, whatever the machine's load.
+#[derive(Clone, Default)]
+struct Endpoint {
+    calls: Arc<AtomicUsize>,
+    healthy: Arc<std::sync::atomic::AtomicBool>,
+    delay: Arc<Mutex<Duration>>,
+}
+
+impl Endpoint {
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+    fn answer(&self, healthy: bool, delay: Duration) {
+        self.healthy.store(healthy, Ordering::SeqCst);
+        *self.delay.lock().unwrap() = delay;
+    }
+    fn target(&self) -> Target {
+        let me = self.clone();
+        Target::new(Handler::new(move |_s: Arc<Signal>| {
+            let me = me.clone();
+            async move {
+                me.calls.fetch_add(1, Ordering::SeqCst);
+                let delay = *me.delay.lock().unwrap();
+                tokio::time::sleep(delay).await;
+                if me.healthy.load(Ordering::SeqCst) {
+                    Ok(())
+                } else {
+                    Err(DeliveryError::retryable("receiver answered HTTP 500"))
+                }
+            }
+        }))
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn breaker_opens_fails_fast_probes_and_closes() {
-    let server = TestServer::start().await;
-    server.always(Reply::status(500));
+    let endpoint = Endpoint::default();
     let bus = bus();
     bus.subscribe(
         "job.*",
-        Target::new(Http::post(&server.url("/")).unwrap()).circuit_breaker(
+        endpoint.target().circuit_breaker(
             CircuitBreaker::new()
                 .failure_threshold(3)
                 .recovery_timeout(Duration::from_millis(300))
@@ -184,22 +218,33 @@ async fn breaker_opens_fails_fast_probes_and_closes() {
     for _ in 0..3 {
         bus.publish(signal(1)).await.unwrap();
     }
-    assert_eq!(server.count(), 3);
+    assert_eq!(endpoint.calls(), 3);
     assert_eq!(bus.metrics().targets[0].circuit, Some(CircuitState::Open));
     // Open: fails fast, the endpoint is not touched.
     let report = bus.publish(signal(2)).await.unwrap();
     let e = report.get(0).unwrap().error.unwrap();
     assert!(matches!(e, DeliveryError::CircuitOpen { .. }), "{e:?}");
-    assert_eq!(server.count(), 3);
+    assert_eq!(endpoint.calls(), 3);
     let health = bus.health().await;
     assert!(!health[0]
         .status
         .eq(&signal_bus::adapter::HealthStatus::Healthy));
     assert!(health[0].last_error.is_some());
+    // Still open just before the recovery timeout.
+    tokio::time::advance(Duration::from_millis(299)).await;
+    assert!(bus
+        .publish(signal(2))
+        .await
+        .unwrap()
+        .get(0)
+        .unwrap()
+        .error
+        .is_some());
+    assert_eq!(endpoint.calls(), 3);
 
     // After the recovery timeout exactly two probes go through at once; a third fails fast.
-    tokio::time::sleep(Duration::from_millis(350)).await;
-    server.always(Reply::status(204).delay(Duration::from_millis(200)));
+    tokio::time::advance(Duration::from_millis(1)).await;
+    endpoint.answer(true, Duration::from_millis(200));
     let (a, b, c) = tokio::join!(
         bus.publish(signal(3)),
         bus.publish(signal(4)),
@@ -208,19 +253,18 @@ async fn breaker_opens_fails_fast_probes_and_closes() {
     let outcomes = [a.unwrap(), b.unwrap(), c.unwrap()];
     let ok = outcomes.iter().filter(|r| r.is_ok()).count();
     assert_eq!(ok, 2, "exactly half_open_max_calls probes");
-    assert_eq!(server.count(), 5);
+    assert_eq!(endpoint.calls(), 5);
     assert_eq!(bus.metrics().targets[0].circuit, Some(CircuitState::Closed));
     assert!(bus.publish(signal(6)).await.unwrap().is_ok());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_failed_probe_reopens_the_breaker() {
-    let server = TestServer::start().await;
-    server.always(Reply::status(500));
+    let endpoint = Endpoint::default();
     let bus = bus();
     bus.subscribe(
         "job.*",
-        Target::new(Http::post(&server.url("/")).unwrap()).circuit_breaker(
+        endpoint.target().circuit_breaker(
             CircuitBreaker::new()
                 .failure_threshold(1)
                 .recovery_timeout(Duration::from_millis(200)),
@@ -229,12 +273,35 @@ async fn a_failed_probe_reopens_the_breaker() {
     .unwrap();
     bus.publish(signal(1)).await.unwrap();
     assert_eq!(bus.metrics().targets[0].circuit, Some(CircuitState::Open));
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    tokio::time::advance(Duration::from_millis(200)).await;
     bus.publish(signal(2)).await.unwrap(); // the probe, which fails
+    assert_eq!(endpoint.calls(), 2);
+    assert_eq!(bus.metrics().targets[0].circuit, Some(CircuitState::Open));
+    tokio::time::advance(Duration::from_millis(199)).await;
+    bus.publish(signal(3)).await.unwrap();
+    assert_eq!(endpoint.calls(), 2, "reopened: fails fast again");
+}
+
+/// The same breaker in front of a real HTTP endpoint: an open breaker never touches it.
+#[tokio::test]
+async fn an_open_breaker_spares_a_real_endpoint() {
+    let server = TestServer::start().await;
+    server.always(Reply::status(500));
+    let bus = bus();
+    bus.subscribe(
+        "job.*",
+        Target::new(Http::post(&server.url("/")).unwrap()).circuit_breaker(
+            CircuitBreaker::new()
+                .failure_threshold(2)
+                .recovery_timeout(Duration::from_secs(3600)),
+        ),
+    )
+    .unwrap();
+    for n in 0..5 {
+        bus.publish(signal(n)).await.unwrap();
+    }
     assert_eq!(server.count(), 2);
     assert_eq!(bus.metrics().targets[0].circuit, Some(CircuitState::Open));
-    bus.publish(signal(3)).await.unwrap();
-    assert_eq!(server.count(), 2, "reopened: fails fast again");
 }
 
 #[tokio::test]
@@ -390,7 +457,7 @@ async fn publish_returns_before_async_delivery_and_shutdown_drains() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn shutdown_reports_what_is_left_at_the_deadline() {
     let bus = bus();
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -444,7 +511,13 @@ async fn batching_groups_by_size_and_flushes_on_time() {
     for n in 0..7 {
         bus.publish(signal(n)).await.unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The last batch of one is flushed by time alone: wait for it (no window to miss).
+    for _ in 0..1000 {
+        if batches.sizes.lock().unwrap().iter().sum::<usize>() == 7 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let sizes = batches.sizes.lock().unwrap().clone();
     assert_eq!(sizes.iter().sum::<usize>(), 7, "{sizes:?}");
     assert!(sizes.iter().all(|s| *s <= 3), "{sizes:?}");

@@ -702,7 +702,8 @@ async fn a_timed_out_shutdown_keeps_finished_jobs_completed() {
             .is_some_and(|j| j.state == JobState::Executing)
     })
     .await;
-    let report = runner.shutdown_within(Duration::from_millis(300)).await;
+    // Quick needs 50 ms; the deadline leaves it 2 s however busy the machine is.
+    let report = runner.shutdown_within(Duration::from_secs(2)).await;
     assert_eq!(report.released, 1, "only the unfinished job is released");
     assert_eq!(state_of(&queue, quick).await.state, JobState::Completed);
     assert_eq!(state_of(&queue, slow).await.state, JobState::Available);
