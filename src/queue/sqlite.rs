@@ -157,6 +157,9 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
             FROM signal_bus_signals",
             "DROP TABLE signal_bus_signals",
             "ALTER TABLE signal_bus_signals_v3 RENAME TO signal_bus_signals",
+            // No query walks the first index any more (claims use the runnable index, the
+            // rest the lease index): one write less per state change pays for the new one.
+            "DROP INDEX IF EXISTS signal_bus_jobs_fetch",
             "CREATE INDEX signal_bus_jobs_signal
             ON signal_bus_jobs (signal_source, signal_id) WHERE signal_id IS NOT NULL",
             // Which process runs which workers, for how long: tells a job waiting for another
