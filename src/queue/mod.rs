@@ -155,7 +155,10 @@ pub(crate) fn corrupt_signal(source: &str, id: &str, e: impl std::fmt::Display) 
 }
 
 /// `now + d`, saturating instead of overflowing.
-pub(crate) fn after(now: chrono::DateTime<chrono::Utc>, d: std::time::Duration) -> chrono::DateTime<chrono::Utc> {
+pub(crate) fn after(
+    now: chrono::DateTime<chrono::Utc>,
+    d: std::time::Duration,
+) -> chrono::DateTime<chrono::Utc> {
     chrono::Duration::from_std(d)
         .ok()
         .and_then(|d| now.checked_add_signed(d))
