@@ -64,7 +64,7 @@ fn recorder(
 }
 
 async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    for _ in 0..500 {
+    for _ in 0..3000 {
         if f() {
             return;
         }
@@ -192,7 +192,7 @@ async fn counts_reach(
     what: &str,
     f: impl Fn(&std::collections::BTreeMap<JobState, u64>) -> bool,
 ) {
-    for _ in 0..1000 {
+    for _ in 0..3000 {
         if f(&queue.counts().await.unwrap()) {
             return;
         }
@@ -965,7 +965,7 @@ async fn the_runner_prunes_what_retention_lets_go() {
     .await;
     let mut gone = 0;
     for n in 0..10 {
-        for _ in 0..500 {
+        for _ in 0..3000 {
             if store
                 .load_signal("/tests", &format!("sig-{n}"))
                 .await

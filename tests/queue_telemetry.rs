@@ -202,7 +202,7 @@ fn signal(id: &str) -> Signal {
 
 /// Waits until the captured log has a line with every one of `fields`; returns it.
 async fn line_with(out: &Captured, fields: &[&str]) -> String {
-    for _ in 0..1000 {
+    for _ in 0..3000 {
         let log = text(out);
         if let Some(line) = log.lines().find(|l| fields.iter().all(|f| l.contains(f))) {
             return line.to_owned();
