@@ -262,10 +262,11 @@ async fn egress_guard_refuses_private_targets_unless_allowed() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains(
-            "points to 127.0.0.1, a loopback address; webhooks refuse these unless \
-             allow_private_networks(true)"
-        ),
+        e.contains("points to 127.0.0.1, a loopback address (127.0.0.0/8 Loopback, RFC 1122: "),
+        "{e}"
+    );
+    assert!(
+        e.contains("; webhooks refuse these unless allow_private_networks(true)"),
         "{e}"
     );
     for url in [
@@ -338,4 +339,64 @@ async fn secrets_never_show_in_debug() {
     assert!(debug.contains("redacted"), "{debug}");
     let scheme: &dyn SigningScheme = &GitHub::new("gh-s3cret").unwrap();
     assert!(!format!("{scheme:?}").contains("gh-s3cret"));
+}
+
+#[tokio::test]
+async fn egress_guard_refuses_reserved_and_embedded_literals_at_subscribe() {
+    let bus = Bus::builder().build().unwrap();
+    for (url, kind) in [
+        ("http://198.18.0.1/x", "benchmarking"),
+        ("http://198.19.255.254/x", "benchmarking"),
+        ("http://192.0.0.170/x", "IETF protocol assignment"),
+        ("http://192.0.2.10/x", "documentation"),
+        ("http://198.51.100.10/x", "documentation"),
+        ("http://203.0.113.10/x", "documentation"),
+        ("http://192.88.99.1/x", "6to4 relay anycast"),
+        ("http://240.0.0.1/x", "reserved"),
+        ("http://[64:ff9b::a00:1]/x", "private"),
+        ("http://[64:ff9b::7f00:1]/x", "loopback"),
+        ("http://[64:ff9b:1::808:808]/x", "local-use NAT64"),
+        ("http://[2002:a00:1::1]/x", "6to4"),
+        ("http://[2002:808:808::1]/x", "6to4"),
+        ("http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/x", "Teredo"),
+        ("http://[2001:db8::1]/x", "documentation"),
+        ("http://[3fff::1]/x", "documentation"),
+        ("http://[100::1]/x", "discard-only"),
+        ("http://[5f00::1]/x", "segment-routing (SRv6 SID)"),
+        ("http://[fec0::1]/x", "deprecated site-local"),
+        ("http://[::ffff:0:7f00:1]/x", "obsolete IPv4-translated"),
+        ("http://[::ffff:169.254.169.254]/x", "link-local"),
+        ("http://[::a00:1]/x", "deprecated IPv4-compatible"),
+        ("http://[ff02::1]/x", "multicast"),
+    ] {
+        let e = bus
+            .subscribe("a.*", Webhook::new(url).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&format!(" {kind} address")) && e.contains("allow_private_networks(true)"),
+            "{url}: {e}"
+        );
+    }
+    // Public neighbours, and public IPv4 reached through IPv4-mapped and NAT64 forms, pass.
+    for url in [
+        "http://198.20.0.1/x",
+        "http://198.17.255.255/x",
+        "http://192.0.3.1/x",
+        "http://203.0.114.1/x",
+        "http://[::ffff:8.8.8.8]/x",
+        "http://[64:ff9b::808:808]/x",
+        "http://[2606:4700:4700::1111]/x",
+    ] {
+        Webhook::new(url)
+            .unwrap()
+            .validate()
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+    }
+    // Allowed on request.
+    Webhook::new("http://198.18.0.1/x")
+        .unwrap()
+        .allow_private_networks(true)
+        .validate()
+        .unwrap();
 }

@@ -16,7 +16,11 @@ pub(crate) struct ClientOptions {
     pub(crate) pool_max_idle_per_host: usize,
     pub(crate) pool_idle_timeout: Duration,
     pub(crate) connect_timeout: Duration,
-    /// Refuse private, loopback and link-local addresses after DNS resolution.
+    /// Refuse the special-purpose addresses of `egress` after DNS resolution. A guarded
+    /// client ignores the proxy environment variables (`HTTP_PROXY`, `HTTPS_PROXY`,
+    /// `ALL_PROXY`, lowercase forms included): through a proxy, the proxy would resolve the
+    /// destination and the guard's resolver would never run. An unguarded client (`Http`, or
+    /// a webhook with `allow_private_networks(true)`) uses the environment's proxies.
     pub(crate) egress_guard: bool,
 }
 
@@ -93,7 +97,9 @@ fn build(options: ClientOptions) -> Result<reqwest::Client, DeliveryError> {
         .tcp_nodelay(true)
         .user_agent(concat!("signal-bus/", env!("CARGO_PKG_VERSION")));
     if options.egress_guard {
-        builder = builder.dns_resolver(Arc::new(GuardedResolver));
+        // No proxy, from the environment or otherwise: the guard must resolve the
+        // destination itself and connect to the address it checked.
+        builder = builder.no_proxy().dns_resolver(Arc::new(GuardedResolver));
     }
     builder
         .build()

@@ -84,15 +84,17 @@ impl Endpoint {
         }
     }
 
-    /// Refuses a literal private, loopback, link-local or unspecified address.
+    /// Refuses a literal address in one of the IANA special-purpose ranges the egress guard
+    /// refuses (private, loopback, link-local, documentation, benchmarking, 6to4, ...),
+    /// naming the range, its RFC and why.
     pub(crate) fn check_literal_ip(&self) -> Result<(), ConfigError> {
         if let Some(ip) = self.literal_ip() {
-            if let Some(category) = egress::refused_category(ip) {
+            if let Err(refusal) = egress::check(ip) {
                 return Err(ConfigError::invalid(
                     "url",
                     &self.shown,
                     format!(
-                        "points to {ip}, a {category} address; webhooks refuse these unless \
+                        "points to {ip}, {refusal}; webhooks refuse these unless \
                          allow_private_networks(true)"
                     ),
                 ));

@@ -151,6 +151,13 @@ impl Webhook {
         body: bytes::Bytes,
         headers: &[&HeaderMap],
     ) -> Result<(), DeliveryError> {
+        // Literal addresses never reach the guard's resolver: check them here too, so calling
+        // `deliver` directly (without `subscribe`'s validation) cannot skip the guard.
+        if self.request.client.egress_guard {
+            for e in &self.endpoints {
+                e.check_literal_ip().map_err(DeliveryError::permanent)?;
+            }
+        }
         let results: Vec<Result<(), DeliveryError>> = if self.parallel && self.endpoints.len() > 1 {
             join_all(
                 self.endpoints
