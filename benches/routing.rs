@@ -1,5 +1,6 @@
 //! Routing benchmarks: trie walk (uncached and cached) against a `GlobSet`
-//! baseline, and the cost of `add` on a large router.
+//! baseline, the cost of `add` on a large router, and the adversarial sets
+//! (100k `**`-rich patterns, 100k literal ones, long types) beside the benign one.
 //!
 //! Run with `cargo bench --bench routing`.
 
@@ -174,6 +175,110 @@ fn bench_route(c: &mut Criterion) {
     group.finish();
 }
 
+fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+    let mut x = seed | 1;
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    }
+}
+
+/// `**`-rich patterns over a 4-letter alphabet, 4-8 segments (`a.**.b.*.**.c` and the
+/// like, as in the issue); the same generator as `tests/router_limits.rs`.
+fn adversarial_patterns(n: usize) -> Vec<String> {
+    let mut next = xorshift(0x9E37_79B9_7F4A_7C15);
+    (0..n)
+        .map(|_| {
+            let len = 4 + (next() % 5) as usize;
+            let mut segs: Vec<&str> = Vec::new();
+            while segs.len() < len {
+                let s = ["**", "**", "**", "*", "a", "b", "c", "d"][(next() % 8) as usize];
+                if !(s == "**" && segs.last() == Some(&"**")) {
+                    segs.push(s);
+                }
+            }
+            segs.join(".")
+        })
+        .collect()
+}
+
+/// Adversarial probe types of `m` segments: the alphabet in turn (matches the most routes),
+/// all `a`, random letters, and a type of unknown segments.
+fn adversarial_types(m: usize) -> Vec<(&'static str, String)> {
+    let mut next = xorshift(0xD1B5_4A32_D192_ED03 ^ m as u64);
+    let abcd = ["a", "b", "c", "d"];
+    let cycle: Vec<&str> = (0..m).map(|j| abcd[j % 4]).collect();
+    let random: Vec<&str> = (0..m).map(|_| abcd[(next() % 4) as usize]).collect();
+    vec![
+        ("abcd", cycle.join(".")),
+        ("all_a", vec!["a"; m].join(".")),
+        ("random", random.join(".")),
+        ("unknown", vec!["zz"; m].join(".")),
+    ]
+}
+
+fn bench_adversarial(c: &mut Criterion) {
+    const N: usize = 100_000;
+    let mut rich = Router::with_cache_capacity(0);
+    for (i, p) in adversarial_patterns(N).iter().enumerate() {
+        rich.add(p, 0, i).expect("valid pattern");
+    }
+    let mut literal = Router::with_cache_capacity(0);
+    for i in 0..N {
+        literal
+            .add(&format!("svc{}.entity{i}.created", i % 50), 0, i)
+            .expect("valid pattern");
+    }
+    println!(
+        "adversarial: {N} `**`-rich routes, {} trie nodes; {N} literal routes, {} trie nodes",
+        rich.trie_nodes(),
+        literal.trie_nodes()
+    );
+
+    let mut group = c.benchmark_group("route/globstar_rich_uncached");
+    group.throughput(Throughput::Elements(1));
+    for m in [8usize, 32, 64] {
+        for (name, ty) in adversarial_types(m) {
+            println!(
+                "globstar_rich m={m} {name}: {} matches, {} (node, position) visits, bound {}",
+                rich.route_uncached(&ty).len(),
+                rich.uncached_visits(&ty),
+                rich.trie_nodes() * (m + 1)
+            );
+            group.bench_with_input(BenchmarkId::new(name, m), &ty, |b, ty| {
+                b.iter(|| rich.route_uncached(black_box(ty)).len())
+            });
+        }
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("route/literal_uncached");
+    group.throughput(Throughput::Elements(1));
+    for m in [3usize, 32, 64] {
+        let types = [
+            ("near", {
+                let mut segs = vec!["svc7".to_owned(), "entity7".to_owned()];
+                segs.resize(m.max(3), "created".to_owned());
+                segs.join(".")
+            }),
+            ("unknown", vec!["zz"; m].join(".")),
+        ];
+        for (name, ty) in types {
+            println!(
+                "literal m={m} {name}: {} matches, {} visits",
+                literal.route_uncached(&ty).len(),
+                literal.uncached_visits(&ty)
+            );
+            group.bench_with_input(BenchmarkId::new(name, m), &ty, |b, ty| {
+                b.iter(|| literal.route_uncached(black_box(ty)).len())
+            });
+        }
+    }
+    group.finish();
+}
+
 fn bench_subscribe(c: &mut Criterion) {
     const N: usize = 100_000;
     let mut r = router(N);
@@ -220,6 +325,6 @@ criterion_group! {
         .sample_size(30)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = bench_route, bench_subscribe
+    targets = bench_route, bench_adversarial, bench_subscribe
 }
 criterion_main!(benches);

@@ -107,6 +107,20 @@ pub enum BusError {
         /// The name in use.
         name: String,
     },
+    /// A published signal's type has more segments than the bus routes
+    /// (`BusBuilder::max_type_segments`).
+    #[error(
+        "signal type `{ty}` has {segments} segments, more than the limit of {max} this bus \
+         routes (BusBuilder::max_type_segments)"
+    )]
+    TypeTooLong {
+        /// The refused type (its first 128 bytes, then `...`).
+        ty: String,
+        /// Its number of segments.
+        segments: usize,
+        /// The bus's limit.
+        max: usize,
+    },
     /// The bus has been shut down and accepts no more signals.
     #[error("bus `{bus}` is shut down")]
     Closed {

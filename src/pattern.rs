@@ -29,6 +29,18 @@ pub const MAX_PATTERN_LEN: usize = 1024;
 /// The largest number of segments accepted by [`Pattern::parse`].
 pub const MAX_PATTERN_SEGMENTS: usize = 128;
 
+/// The deepest nesting of brace groups accepted in a pattern (`{a,{b,c}}` nests 2 deep).
+///
+/// Checked on the text before the glob library sees it, so the limit holds whatever that
+/// library does with deep nesting. Braces count wherever they appear, inside `[...]` too.
+pub const MAX_BRACE_DEPTH: usize = 4;
+
+/// The largest number of alternatives accepted in the brace groups of one pattern: each
+/// group counts its branches (`{a,b}` 2, `{a,{b,c}}` 2 + 2 = 4), summed over the pattern.
+///
+/// Checked before the glob library compiles anything, like [`MAX_BRACE_DEPTH`].
+pub const MAX_ALTERNATIVES: usize = 64;
+
 /// Why a pattern was rejected by [`Pattern::parse`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -91,6 +103,34 @@ pub enum PatternError {
         segment: String,
         /// The first character outside the grammar.
         character: char,
+    },
+    /// Brace groups nest deeper than [`MAX_BRACE_DEPTH`].
+    #[error(
+        "pattern `{pattern}` nests brace groups {depth} deep in segment `{segment}`, \
+         more than the limit of {max}"
+    )]
+    BraceDepth {
+        /// The rejected pattern.
+        pattern: String,
+        /// The offending segment.
+        segment: String,
+        /// The deepest nesting reached (counting stops just past the limit).
+        depth: usize,
+        /// The limit ([`MAX_BRACE_DEPTH`]).
+        max: usize,
+    },
+    /// The brace groups of the pattern have more than [`MAX_ALTERNATIVES`] alternatives.
+    #[error(
+        "pattern `{pattern}` has {count} brace alternatives, more than the limit of {max} \
+         (each `{{...}}` group counts its comma-separated branches)"
+    )]
+    TooManyAlternatives {
+        /// The rejected pattern.
+        pattern: String,
+        /// Number of alternatives counted.
+        count: usize,
+        /// The limit ([`MAX_ALTERNATIVES`]).
+        max: usize,
     },
     /// A glob segment was refused by `globset`.
     #[error("pattern `{pattern}` has invalid glob segment `{segment}`: {reason}")]
@@ -296,7 +336,9 @@ impl Pattern {
     /// [`MAX_PATTERN_LEN`] bytes or [`MAX_PATTERN_SEGMENTS`] segments, has an
     /// empty segment (`a..b`, leading or trailing `.`), has `**` next to
     /// `**`, has `**` inside a segment (`a**`), has a character outside the
-    /// grammar, or has a glob segment that `globset` refuses (`[a`).
+    /// grammar, nests brace groups deeper than [`MAX_BRACE_DEPTH`], has more than
+    /// [`MAX_ALTERNATIVES`] brace alternatives, or has a glob segment that `globset` refuses
+    /// (`[a`). The brace limits are checked before any glob is compiled.
     pub fn parse(pattern: &str) -> Result<Self, PatternError> {
         if pattern.is_empty() {
             return Err(PatternError::Empty);
@@ -314,6 +356,7 @@ impl Pattern {
                 max: MAX_PATTERN_SEGMENTS,
             });
         }
+        check_braces(pattern)?;
         let mut segments = Vec::with_capacity(count);
         for (position, seg) in pattern.split('.').enumerate() {
             let parsed = parse_segment(pattern, seg, position)?;
@@ -403,6 +446,42 @@ impl Pattern {
         }
         reach[m]
     }
+}
+
+/// Brace nesting and alternatives, counted on the text before any glob compilation.
+fn check_braces(pattern: &str) -> Result<(), PatternError> {
+    let mut alternatives = 0usize;
+    for seg in pattern.split('.') {
+        let mut depth = 0usize;
+        for b in seg.bytes() {
+            match b {
+                b'{' => {
+                    depth += 1;
+                    alternatives += 1;
+                    if depth > MAX_BRACE_DEPTH {
+                        return Err(PatternError::BraceDepth {
+                            pattern: pattern.to_owned(),
+                            segment: seg.to_owned(),
+                            depth,
+                            max: MAX_BRACE_DEPTH,
+                        });
+                    }
+                }
+                b'}' => depth = depth.saturating_sub(1),
+                b',' if depth > 0 => alternatives += 1,
+                _ => {}
+            }
+        }
+    }
+    // A group of n branches is one `{` and n - 1 commas: n alternatives.
+    if alternatives > MAX_ALTERNATIVES {
+        return Err(PatternError::TooManyAlternatives {
+            pattern: pattern.to_owned(),
+            count: alternatives,
+            max: MAX_ALTERNATIVES,
+        });
+    }
+    Ok(())
 }
 
 fn parse_segment(pattern: &str, seg: &str, position: usize) -> Result<Segment, PatternError> {

@@ -6,6 +6,19 @@
 //! ordered result; the cache is invalidated by a generation counter that every
 //! [`Router::add`] and [`Router::remove`] bumps.
 //!
+//! # Cost of an uncached lookup
+//!
+//! The walk visits (trie node, type position) pairs, each at most once: a `**`
+//! node remembers the lowest position it was expanded from, so chains of `**`
+//! cannot blow up combinatorially. For a type of `m` segments the worst case is
+//! `O(nodes * (m + 1))` visits (each one hash lookup among the literal children
+//! plus one match per glob child), plus `O(k log k)` to order the `k` matching
+//! routes. Subtrees that cannot reach a route with the segments left are cut
+//! (each node keeps the fewest and most segments its routes still need), so a
+//! `**` followed by a fixed tail only tries the positions that tail can match.
+//! The [`Bus`](crate::Bus) bounds `m` (`BusBuilder::max_type_segments`, 32 by
+//! default); a standalone `Router` routes types of any length.
+//!
 //! Results are ordered most specific first ([`Pattern::specificity`]), then by
 //! priority (higher first), then by registration order (earlier first). Each
 //! matching route appears exactly once.
@@ -91,16 +104,60 @@ struct GlobChild {
     node: Node,
 }
 
-#[derive(Debug, Default)]
+/// `max_rest` of a subtree whose routes can be reached through a `**`: no upper bound.
+const UNBOUNDED: u32 = u32::MAX;
+
+#[derive(Debug)]
 struct Node {
     literals: HashMap<Box<str>, Node>,
     star: Option<Box<Node>>,
     globstar: Option<Box<Node>>,
     globs: Vec<GlobChild>,
     routes: Vec<Hit>,
+    /// A lower bound on the number of type segments still to consume from this node to reach
+    /// a route of its subtree (`u32::MAX` for a node without routes below it).
+    min_rest: u32,
+    /// An upper bound on that number ([`UNBOUNDED`] when a `**` leads to a route).
+    ///
+    /// Both bounds are exact after adds; a remove leaves them as they were, which keeps them
+    /// valid bounds (only looser), so pruning on them never drops a match.
+    max_rest: u32,
+}
+
+impl Default for Node {
+    fn default() -> Self {
+        Node {
+            literals: HashMap::new(),
+            star: None,
+            globstar: None,
+            globs: Vec::new(),
+            routes: Vec::new(),
+            min_rest: u32::MAX,
+            max_rest: 0,
+        }
+    }
 }
 
 impl Node {
+    /// Adds `hit` at the end of `segs` below this node and widens the bounds on the way back.
+    fn insert(&mut self, segs: &[Segment], hit: Hit) {
+        let Some((first, rest)) = segs.split_first() else {
+            self.routes.push(hit);
+            self.min_rest = 0;
+            return;
+        };
+        let child = self.child_mut(first);
+        child.insert(rest, hit);
+        let (cmin, cmax) = (child.min_rest, child.max_rest);
+        let (min, max) = match first {
+            // `**` consumes zero or more segments.
+            Segment::GlobStar => (cmin, UNBOUNDED),
+            _ => (cmin.saturating_add(1), cmax.saturating_add(1)),
+        };
+        self.min_rest = self.min_rest.min(min);
+        self.max_rest = self.max_rest.max(max);
+    }
+
     fn is_empty(&self) -> bool {
         self.routes.is_empty()
             && self.literals.is_empty()
@@ -188,17 +245,35 @@ fn remove_boxed(child: &mut Option<Box<Node>>, rest: &[Segment], slot: u32) -> b
 }
 
 /// State of one trie walk.
+///
+/// The walk visits (trie node, type position) pairs. A node other than a `**` node is
+/// entered only from its parent at the previous position, and a `**` node remembers the
+/// lowest position it was expanded from (in `globstars`), so each later expansion only covers
+/// the positions below that one. By induction on depth, every pair is visited at most once:
+/// a walk over a type of `m` segments makes at most `nodes * (m + 1)` visits, each costing one
+/// hash lookup of the segment among the literal children plus one match per glob child.
+/// Subtrees that cannot reach a route with the segments left (`min_rest`, `max_rest`) are
+/// cut before they are entered, which keeps a `**` followed by a fixed tail to the positions
+/// that tail can match.
 struct Walk<'a, 't> {
     parts: &'a [&'t str],
     hits: Vec<Hit>,
-    /// For each `**` node entered: the lowest type position it was expanded
-    /// from. Every (node, position) state is visited at most once.
-    globstars: Vec<(*const Node, usize)>,
+    /// For each `**` node entered: the lowest type position it was expanded from.
+    globstars: HashMap<*const Node, usize>,
+    /// Number of `visit` calls (each a distinct (node, position) pair).
+    visits: usize,
 }
 
 impl Walk<'_, '_> {
     fn visit(&mut self, node: &Node, pos: usize) {
+        self.visits += 1;
         let m = self.parts.len();
+        let rest = m - pos;
+        if rest < node.min_rest as usize
+            || (node.max_rest != UNBOUNDED && rest > node.max_rest as usize)
+        {
+            return;
+        }
         if pos == m {
             self.hits.extend_from_slice(&node.routes);
         } else {
@@ -219,21 +294,29 @@ impl Walk<'_, '_> {
         }
         if let Some(gs) = &node.globstar {
             let ptr: *const Node = &**gs;
-            // `**` consumes 0..=(m - pos) segments: visit gs at pos..=m,
-            // except the positions an earlier expansion already covered.
-            let end = match self.globstars.iter_mut().find(|(p, _)| *p == ptr) {
-                Some((_, lowest)) => {
-                    if pos >= *lowest {
+            // `**` consumes 0..=(m - pos) segments: visit gs at pos..=m, except the
+            // positions an earlier expansion already covered.
+            let end = match self.globstars.entry(ptr) {
+                std::collections::hash_map::Entry::Occupied(mut lowest) => {
+                    if pos >= *lowest.get() {
                         return;
                     }
-                    std::mem::replace(lowest, pos)
+                    std::mem::replace(lowest.get_mut(), pos)
                 }
-                None => {
-                    self.globstars.push((ptr, pos));
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(pos);
                     m + 1
                 }
             };
-            for q in pos..end {
+            // Only the positions from which gs can still reach a route: m - q must lie in
+            // gs.min_rest..=gs.max_rest.
+            let lo = if gs.max_rest == UNBOUNDED {
+                pos
+            } else {
+                pos.max(m.saturating_sub(gs.max_rest as usize))
+            };
+            let hi = end.min((m + 1).saturating_sub(gs.min_rest as usize));
+            for q in lo..hi {
                 self.visit(gs, q);
             }
         }
@@ -259,6 +342,13 @@ struct CacheEntry {
 /// (earlier first); each matching route appears once. Lookups are cached per
 /// signal type (4096 types by default, see [`Router::with_cache_capacity`]);
 /// adding or removing a route invalidates the cache.
+///
+/// An uncached lookup of a type of `m` segments costs at most
+/// `O(nodes * (m + 1))` trie steps plus ordering the matches (see the
+/// [module documentation](self)). Patterns have their own cap
+/// ([`MAX_PATTERN_SEGMENTS`](crate::pattern::MAX_PATTERN_SEGMENTS), 128), which
+/// bounds the trie depth; the router does not refuse patterns longer than the
+/// types a bus accepts (they simply never match).
 ///
 /// `Router<T>` is `Send + Sync` when `T` is: lookups take `&self`.
 ///
@@ -388,11 +478,7 @@ impl<T> Router<T> {
             None => u32::try_from(self.slots.len()).expect("more than u32::MAX routes"),
         };
         let key = sort_key(pattern.specificity(), priority, seq);
-        let mut node = &mut self.root;
-        for seg in pattern.segments() {
-            node = node.child_mut(seg);
-        }
-        node.routes.push(Hit { key, slot });
+        self.root.insert(pattern.segments(), Hit { key, slot });
         let entry = Entry {
             seq,
             pattern,
@@ -527,6 +613,12 @@ impl<T> Router<T> {
 
     /// Sorted hits for a valid type of `count` segments.
     fn walk(&self, ty: &str, count: usize) -> Vec<Hit> {
+        self.walk_counted(ty, count).0
+    }
+
+    /// Sorted hits for a valid type of `count` segments, and the number of (node, position)
+    /// pairs visited.
+    fn walk_counted(&self, ty: &str, count: usize) -> (Vec<Hit>, usize) {
         const INLINE: usize = 16;
         let mut inline = [""; INLINE];
         let heap: Vec<&str>;
@@ -542,7 +634,8 @@ impl<T> Router<T> {
         let mut walk = Walk {
             parts,
             hits: Vec::new(),
-            globstars: Vec::new(),
+            globstars: HashMap::new(),
+            visits: 0,
         };
         walk.visit(&self.root, 0);
         let mut hits = walk.hits;
@@ -553,7 +646,28 @@ impl<T> Router<T> {
             // the guarantee anyway.
             hits.dedup_by_key(|h| h.key);
         }
-        hits
+        (hits, walk.visits)
+    }
+
+    /// The number of (trie node, type position) pairs an uncached walk for `ty` visits
+    /// (0 for an invalid type). At most `trie_nodes() * (segments + 1)`. For tests and
+    /// benchmarks; not part of the stable API.
+    #[doc(hidden)]
+    pub fn uncached_visits(&self, ty: &str) -> usize {
+        type_segment_count(ty).map_or(0, |count| self.walk_counted(ty, count).1)
+    }
+
+    /// The number of trie nodes, the root included. For tests and benchmarks; not part of
+    /// the stable API.
+    #[doc(hidden)]
+    pub fn trie_nodes(&self) -> usize {
+        fn count(node: &Node) -> usize {
+            1 + node.literals.values().map(count).sum::<usize>()
+                + node.star.as_deref().map_or(0, count)
+                + node.globstar.as_deref().map_or(0, count)
+                + node.globs.iter().map(|g| count(&g.node)).sum::<usize>()
+        }
+        count(&self.root)
     }
 
     /// The number of routes.

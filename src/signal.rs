@@ -43,6 +43,17 @@ pub const SPEC_VERSION: &str = "1.0";
 /// Longest accepted value for `id`, `source`, `type` and `subject`, in bytes.
 pub const MAX_ATTRIBUTE_LEN: usize = 4096;
 
+/// The most dot-separated segments a signal type may have (the same cap as a pattern's,
+/// [`MAX_PATTERN_SEGMENTS`](crate::pattern::MAX_PATTERN_SEGMENTS)). Real CloudEvents types
+/// use a handful (`com.github.pull_request.opened`). A bus routes fewer by default: see
+/// [`DEFAULT_MAX_TYPE_SEGMENTS`].
+pub const MAX_TYPE_SEGMENTS: usize = 128;
+
+/// The default of `BusBuilder::max_type_segments`: the most segments a type may have for a
+/// bus to route it. 32 leaves room above real types and keeps the router's worst case (which
+/// grows with the number of segments) small.
+pub const DEFAULT_MAX_TYPE_SEGMENTS: usize = 32;
+
 /// The core attributes of the JSON form, in the order [`Signal::from_parts`] takes them.
 const CORE_ATTRIBUTES: [&str; 10] = [
     "specversion",
@@ -148,7 +159,8 @@ pub enum SignalError {
     },
 }
 
-/// Checks a signal type: dot-separated segments of `[A-Za-z0-9_-]+`.
+/// Checks a signal type: at most [`MAX_TYPE_SEGMENTS`] dot-separated segments of
+/// `[A-Za-z0-9_-]+`.
 ///
 /// # Errors
 /// [`SignalError::Empty`], [`SignalError::TooLong`] or [`SignalError::InvalidType`] naming
@@ -158,6 +170,13 @@ pub fn validate_type(ty: &str) -> Result<(), SignalError> {
         return Err(SignalError::Empty { field: "type" });
     }
     check_len("type", ty)?;
+    let segments = type_segments(ty);
+    if segments > MAX_TYPE_SEGMENTS {
+        return Err(SignalError::InvalidType {
+            value: ty.to_owned(),
+            rule: format!("has {segments} segments, more than the limit of {MAX_TYPE_SEGMENTS}"),
+        });
+    }
     for (i, seg) in ty.split('.').enumerate() {
         if seg.is_empty() {
             return Err(SignalError::InvalidType {
@@ -178,6 +197,11 @@ pub fn validate_type(ty: &str) -> Result<(), SignalError> {
         }
     }
     Ok(())
+}
+
+/// The number of `.`-separated segments of a type.
+pub(crate) fn type_segments(ty: &str) -> usize {
+    ty.bytes().filter(|&b| b == b'.').count() + 1
 }
 
 fn check_len(field: &'static str, value: &str) -> Result<(), SignalError> {

@@ -103,7 +103,39 @@ fn close_queues(targets: &[Target]) {
         if let Some(q) = &t.runtime.queue {
             q.close();
         }
-        close_queues(&t.on_failure);
+        close_queues(t.dead_letters());
+    }
+}
+
+/// The error for a type with more segments than the bus routes, naming at most 128 bytes of
+/// the type.
+#[cold]
+fn type_too_long(ty: &str, segments: usize, max: usize) -> BusError {
+    let mut end = ty.len().min(128);
+    while !ty.is_char_boundary(end) {
+        end -= 1;
+    }
+    let shown = if end < ty.len() {
+        format!("{}...", &ty[..end])
+    } else {
+        ty.to_owned()
+    };
+    BusError::TypeTooLong {
+        ty: shown,
+        segments,
+        max,
+    }
+}
+
+/// Publishes `signal_bus.endpoint.disabled` on the bus a target was subscribed on, if it
+/// is still alive.
+pub(crate) fn emit_endpoint_disabled(
+    bus: &std::sync::Weak<Inner>,
+    target: &str,
+    error: &crate::DeliveryError,
+) {
+    if let Some(inner) = bus.upgrade() {
+        inner.context.emit_endpoint_disabled(target, error);
     }
 }
 
@@ -139,6 +171,7 @@ pub(crate) struct Inner {
     routes: RwLock<HashMap<SubscriptionId, RouteId>>,
     cache: RwLock<MatchCache>,
     cache_capacity: usize,
+    max_type_segments: usize,
     next_id: AtomicU64,
     closed: AtomicBool,
 }
@@ -152,6 +185,7 @@ pub struct BusBuilder {
     node_id: Option<String>,
     pubsub_capacity: usize,
     cache_capacity: usize,
+    max_type_segments: usize,
 }
 
 impl Default for BusBuilder {
@@ -162,6 +196,7 @@ impl Default for BusBuilder {
             node_id: None,
             pubsub_capacity: 1024,
             cache_capacity: 4096,
+            max_type_segments: crate::signal::DEFAULT_MAX_TYPE_SEGMENTS,
         }
     }
 }
@@ -202,11 +237,23 @@ impl BusBuilder {
         self
     }
 
+    /// The most dot-separated segments a published signal's type may have. `publish` refuses
+    /// a longer type with [`BusError::TypeTooLong`], which names the type, its segment count
+    /// and this limit. Routing a new type costs at most (trie nodes) x (segments + 1) steps,
+    /// so this bounds the worst case of an uncached lookup. Default:
+    /// [`DEFAULT_MAX_TYPE_SEGMENTS`](crate::signal::DEFAULT_MAX_TYPE_SEGMENTS) (32); allowed:
+    /// 1 to [`MAX_TYPE_SEGMENTS`](crate::signal::MAX_TYPE_SEGMENTS) (128, what a signal may
+    /// have at all).
+    pub fn max_type_segments(mut self, max: usize) -> Self {
+        self.max_type_segments = max;
+        self
+    }
+
     /// Builds the bus.
     ///
     /// # Errors
     /// Every invalid option: an empty, over-long or control-character name or node id, a
-    /// zero pubsub capacity.
+    /// zero pubsub capacity, a zero `max_type_segments`.
     pub fn build(self) -> Result<Bus, ConfigError> {
         let mut problems = Vec::new();
         if let Err(rule) = validate_name("name", &self.name) {
@@ -222,6 +269,13 @@ impl BusBuilder {
                 "pubsub_capacity",
                 0,
                 "must be at least 1",
+            ));
+        }
+        if !(1..=crate::signal::MAX_TYPE_SEGMENTS).contains(&self.max_type_segments) {
+            problems.push(ConfigError::invalid(
+                "max_type_segments",
+                self.max_type_segments,
+                format!("must be between 1 and {}", crate::signal::MAX_TYPE_SEGMENTS),
             ));
         }
         ConfigError::from_problems(problems)?;
@@ -245,6 +299,7 @@ impl BusBuilder {
                 routes: RwLock::default(),
                 cache: RwLock::default(),
                 cache_capacity: self.cache_capacity,
+                max_type_segments: self.max_type_segments,
                 next_id: AtomicU64::new(1),
                 closed: AtomicBool::new(false),
             }),
@@ -404,18 +459,21 @@ impl Bus {
         for sub in self.all_subscriptions() {
             for t in sub.targets.iter() {
                 let rt = &t.runtime;
-                let c = &rt.counters;
+                let stats = rt.stats_if_used();
+                let count = |f: fn(&crate::dispatch::Counters) -> &AtomicU64| {
+                    stats.map_or(0, |s| f(&s.counters).load(Ordering::Relaxed))
+                };
                 targets.push(TargetMetrics {
                     subscription: sub.id,
                     target: t.name().to_owned(),
-                    delivered: c.delivered.load(Ordering::Relaxed),
-                    failed: c.failed.load(Ordering::Relaxed),
-                    retried: c.retried.load(Ordering::Relaxed),
-                    dropped: c.dropped.load(Ordering::Relaxed),
-                    dead_lettered: c.dead_lettered.load(Ordering::Relaxed),
+                    delivered: count(|c| &c.delivered),
+                    failed: count(|c| &c.failed),
+                    retried: count(|c| &c.retried),
+                    dropped: count(|c| &c.dropped),
+                    dead_lettered: count(|c| &c.dead_lettered),
                     queue_depth: rt.queue.as_ref().map_or(0, |q| q.depth()),
-                    latency_p50: rt.latency.quantile(0.5),
-                    latency_p99: rt.latency.quantile(0.99),
+                    latency_p50: rt.latency_quantile(0.5),
+                    latency_p99: rt.latency_quantile(0.99),
                     circuit: rt.breaker.as_ref().map(|b| b.state()),
                     disabled: rt.disabled.load(Ordering::Relaxed),
                 });
@@ -477,11 +535,7 @@ impl Bus {
                     latency: health.latency,
                     message: health.message,
                     last_success: rt.last_success(),
-                    last_error: rt
-                        .last_error
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .clone(),
+                    last_error: rt.last_error(),
                 }
             })
         });
@@ -521,7 +575,7 @@ impl Bus {
                 if t.runtime.queue.is_some() {
                     out.push(t);
                 }
-                queued(&t.on_failure, out);
+                queued(t.dead_letters(), out);
             }
         }
         let mut targets = Vec::new();
@@ -620,14 +674,23 @@ impl Bus {
     /// then older); one failing never stops the others. Synchronous targets are awaited.
     ///
     /// # Errors
-    /// Only when the bus cannot accept the signal ([`BusError::Closed`]); delivery failures
-    /// are outcomes in the report.
+    /// Only when the bus cannot accept the signal: [`BusError::Closed`], or a type with more
+    /// segments than [`BusBuilder::max_type_segments`] ([`BusError::TypeTooLong`]); delivery
+    /// failures are outcomes in the report.
     pub async fn publish(&self, signal: impl Into<Arc<Signal>>) -> Result<PublishReport, BusError> {
         let signal: Arc<Signal> = signal.into();
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(BusError::Closed {
                 bus: self.inner.name.to_string(),
             });
+        }
+        let segments = crate::signal::type_segments(signal.ty());
+        if segments > self.inner.max_type_segments {
+            return Err(type_too_long(
+                signal.ty(),
+                segments,
+                self.inner.max_type_segments,
+            ));
         }
         let started = crate::telemetry::publish_enabled().then(Instant::now);
         let mut report = PublishReport::new(Planned::Subscriptions(self.matched(signal.ty())));
