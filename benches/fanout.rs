@@ -1,6 +1,8 @@
 //! Publish cost: the bus delivering to 1, 10 and 100 channel subscribers among 1,000
-//! non-matching subscriptions, beside a raw loop of `try_send` over the same number of
-//! tokio mpsc senders, in the same run.
+//! non-matching subscriptions (a quarter sharing the signal type's prefix, a quarter `**`),
+//! beside a raw loop of `try_send` over the same number of tokio mpsc senders, in the same
+//! run. Consumer tasks drain every channel on the runtime's workers while the publisher
+//! runs, in the raw case and the bus case alike; the publisher reads each report.
 //!
 //! `cargo bench --bench fanout`
 
@@ -47,11 +49,14 @@ fn signal() -> Arc<Signal> {
 fn bus_with(rt: &Runtime, n: usize, policy: impl Fn(Target) -> Target) -> Bus {
     let bus = Bus::builder().name("bench").build().unwrap();
     for i in 0..NOISE {
+        // As in `examples/fanout_bench.rs`: unrelated literals and `*`, and patterns sharing
+        // the signal type's prefix (a literal, and a `**` one) so the trie walk goes down the
+        // matching branch. None matches `bench.fanout.event`.
         let pattern = match i % 4 {
-            0 => format!("noise.svc{i}.created"),
-            1 => format!("noise{i}.*"),
-            2 => format!("other.entity{i}.**"),
-            _ => format!("bench.fanout.other{i}"),
+            0 => format!("noise{}.svc{i}.created", i % 10),
+            1 => format!("noise{}.svc{i}.*", i % 10),
+            2 => format!("bench.fanout.other{i}"),
+            _ => format!("bench.**.other{i}"),
         };
         bus.subscribe(&pattern, signal_bus::adapter::Noop).unwrap();
     }
@@ -80,11 +85,13 @@ fn measure(
             rt.block_on(async move {
                 tokio::spawn(async move {
                     let start = Instant::now();
+                    let mut failed = 0;
                     for _ in 0..iters {
                         let report = bus.publish(Arc::clone(&sig)).await.unwrap();
-                        debug_assert!(report.is_ok());
-                        std::hint::black_box(report);
+                        // Read the report, as a caller would.
+                        failed += report.failed();
                     }
+                    assert_eq!(failed, 0);
                     start.elapsed()
                 })
                 .await

@@ -31,6 +31,7 @@ mod target;
 
 pub(crate) use report::Planned;
 pub use report::{Outcome, Outcomes, PublishReport};
+pub(crate) use runtime::Counters;
 pub use target::{
     IntoTargets, Target, DEFAULT_BATCH_QUEUE_CAPACITY, DEFAULT_TIMEOUT, MAX_BATCH_SIZE, MAX_TIMEOUT,
 };
@@ -94,7 +95,7 @@ fn close_queues(targets: &[Target]) {
         if let Some(q) = &t.runtime.queue {
             q.close();
         }
-        close_queues(&t.on_failure);
+        close_queues(t.dead_letters());
     }
 }
 

@@ -29,12 +29,39 @@ pub(crate) enum Fast {
 /// Tries a target on the publishing task: an async queue offer, or the adapter's
 /// `try_deliver` when the breaker (if any) is closed. No allocation, no clock read unless
 /// this delivery is sampled for latency.
+///
+/// The common case (a synchronous target without a breaker, enabled, not sampled this
+/// time) is inlined into the publish loop: one `try_deliver` call and one counter add.
+#[inline]
 pub(crate) fn try_fast(target: &Target, signal: &Arc<Signal>) -> Fast {
+    let rt = &*target.runtime;
+    if rt.plain && !rt.disabled.load(Ordering::Relaxed) {
+        let delivered = &rt.stats().counters.delivered;
+        if delivered.load(Ordering::Relaxed) % LATENCY_SAMPLE != 0 {
+            let attempt =
+                panic::catch_unwind(AssertUnwindSafe(|| target.adapter.try_deliver(signal)));
+            return match attempt {
+                Ok(Some(Ok(()))) => {
+                    delivered.fetch_add(1, Ordering::Relaxed);
+                    Fast::Done(Ok(()))
+                }
+                Ok(Some(Err(e))) => Fast::Slow(Some(e)),
+                Ok(None) => Fast::Slow(None),
+                Err(p) => Fast::Slow(Some(DeliveryError::from_panic(&*p))),
+            };
+        }
+    }
+    try_fast_general(target, signal)
+}
+
+/// [`try_fast`] for every target: queued, with a breaker, disabled, or sampled.
+#[inline(never)]
+fn try_fast_general(target: &Target, signal: &Arc<Signal>) -> Fast {
     let rt = &*target.runtime;
     if let Some(queue) = &rt.queue {
         return match queue.offer(target, signal) {
             super::queue::Offer::Done(Err(e)) => {
-                rt.counters.failed.fetch_add(1, Ordering::Relaxed);
+                rt.stats().counters.failed.fetch_add(1, Ordering::Relaxed);
                 rt.record_error(&e);
                 Fast::Done(Err(e))
             }
@@ -47,27 +74,30 @@ pub(crate) fn try_fast(target: &Target, signal: &Arc<Signal>) -> Fast {
     }
     // A closed breaker without a rate window never reads the clock: give it a fixed instant.
     // With a rate window, successes are recorded in time buckets: give it the real time.
-    let breaker_now = match &rt.breaker {
-        Some(b) if b.config().has_failure_rate() => Instant::now(),
-        _ => target.epoch,
-    };
-    let permit = match &rt.breaker {
-        None => None,
-        Some(b) if b.state() == CircuitState::Closed => match b.try_acquire(breaker_now) {
-            Ok(p) => Some(p),
-            Err(_) => return Fast::Slow(None),
-        },
+    let (permit, breaker_now) = match &rt.breaker {
+        None => (None, None),
+        Some(b) if b.state() == CircuitState::Closed => {
+            let now = if b.config().has_failure_rate() {
+                Instant::now()
+            } else {
+                super::target::epoch()
+            };
+            match b.try_acquire(now) {
+                Ok(p) => (Some(p), Some(now)),
+                Err(_) => return Fast::Slow(None),
+            }
+        }
         Some(_) => return Fast::Slow(None),
     };
-    let sampled = rt.counters.delivered.load(Ordering::Relaxed) % LATENCY_SAMPLE == 0;
+    let sampled = rt.delivered() % LATENCY_SAMPLE == 0;
     let started = sampled.then(std::time::Instant::now);
     let attempt = panic::catch_unwind(AssertUnwindSafe(|| target.adapter.try_deliver(signal)))
         .unwrap_or_else(|p| Some(Err(DeliveryError::from_panic(&*p))));
     match attempt {
         None => Fast::Slow(None),
         Some(Ok(())) => {
-            if let (Some(b), Some(p)) = (&rt.breaker, permit) {
-                let _ = b.on_success(p, breaker_now);
+            if let (Some(b), Some(p), Some(now)) = (&rt.breaker, permit, breaker_now) {
+                let _ = b.on_success(p, now);
             }
             rt.record_success(started.map(|s| s.elapsed()));
             Fast::Done(Ok(()))
@@ -85,23 +115,21 @@ pub(crate) fn try_fast(target: &Target, signal: &Arc<Signal>) -> Fast {
 async fn attempt_once(target: &Target, signal: &Arc<Signal>) -> Result<(), DeliveryError> {
     let delivery =
         AssertUnwindSafe(target.adapter.deliver_shared(Arc::clone(signal))).catch_unwind();
-    match tokio::time::timeout(target.timeout, delivery).await {
+    let timeout = target.config.timeout;
+    match tokio::time::timeout(timeout, delivery).await {
         Ok(Ok(result)) => result,
         Ok(Err(panic)) => Err(DeliveryError::from_panic(&*panic)),
-        Err(_) => Err(DeliveryError::Timeout {
-            after: target.timeout,
-        }),
+        Err(_) => Err(DeliveryError::Timeout { after: timeout }),
     }
 }
 
 async fn attempt_batch(target: &Target, signals: &[Arc<Signal>]) -> Result<(), DeliveryError> {
     let delivery = AssertUnwindSafe(target.adapter.deliver_batch(signals)).catch_unwind();
-    match tokio::time::timeout(target.timeout, delivery).await {
+    let timeout = target.config.timeout;
+    match tokio::time::timeout(timeout, delivery).await {
         Ok(Ok(result)) => result,
         Ok(Err(panic)) => Err(DeliveryError::from_panic(&*panic)),
-        Err(_) => Err(DeliveryError::Timeout {
-            after: target.timeout,
-        }),
+        Err(_) => Err(DeliveryError::Timeout { after: timeout }),
     }
 }
 
@@ -135,6 +163,7 @@ async fn run(
     let started = Instant::now();
     let mut backoff = None;
     let mut attempts: u32 = 1;
+    let mut latency = None;
     let error = loop {
         if rt.disabled.load(Ordering::Relaxed) {
             break DeliveryError::Gone {
@@ -177,18 +206,14 @@ async fn run(
                     circuit(target, t);
                 }
                 if result.is_ok() {
-                    rt.latency.record(t0.elapsed());
+                    latency = Some(t0.elapsed());
                 }
                 result
             }
         };
         let e = match result {
             Ok(()) => {
-                rt.counters.delivered.fetch_add(n, Ordering::Relaxed);
-                rt.last_success_ms.store(
-                    super::runtime::unix_ms(std::time::SystemTime::now()),
-                    Ordering::Relaxed,
-                );
+                rt.record_delivered(n, latency);
                 return Ok(());
             }
             Err(e) => e,
@@ -200,21 +225,21 @@ async fn run(
         if !e.is_retryable() || matches!(e, DeliveryError::CircuitOpen { .. }) {
             break e;
         }
-        let Some(policy) = &target.retry else {
+        let Some(policy) = &target.config.retry else {
             break e;
         };
         let delay = backoff
             .get_or_insert_with(|| policy.backoff())
             .next_delay(e.retry_after(), started.elapsed());
         let Some(delay) = delay else { break e };
-        rt.counters.retried.fetch_add(1, Ordering::Relaxed);
+        rt.stats().counters.retried.fetch_add(1, Ordering::Relaxed);
         telemetry::retry(target.name(), &signals[0], attempts, delay, &e);
         tokio::time::sleep(delay).await;
         attempts += 1;
     };
-    rt.counters.failed.fetch_add(n, Ordering::Relaxed);
+    rt.stats().counters.failed.fetch_add(n, Ordering::Relaxed);
     rt.record_error(&error);
-    if !target.on_failure.is_empty() {
+    if !target.dead_letters().is_empty() {
         for signal in signals {
             dead_letter(target, signal, attempts, &error).await;
         }
@@ -235,9 +260,7 @@ fn disable(target: &Target, error: &DeliveryError) {
         return;
     }
     telemetry::endpoint_disabled(target.name(), error);
-    if let Some(bus) = rt.bus.get() {
-        bus.emit_endpoint_disabled(target.name(), error);
-    }
+    crate::bus::emit_endpoint_disabled(&rt.bus, target.name(), error);
 }
 
 /// Sends a signal that failed for good to the target's dead-letter targets, marked with
@@ -252,11 +275,12 @@ async fn dead_letter(target: &Target, signal: &Arc<Signal>, attempts: u32, error
     let Ok(marked) = marked else { return };
     target
         .runtime
+        .stats()
         .counters
         .dead_lettered
         .fetch_add(1, Ordering::Relaxed);
     telemetry::dead_letter(target.name(), signal, attempts, error);
-    let targets = Arc::clone(&target.on_failure);
+    let targets = Arc::clone(target.dead_letters());
     deliver_dead_letters(Arc::new(marked), targets).await;
 }
 
@@ -273,6 +297,7 @@ fn deliver_dead_letters(signal: Arc<Signal>, targets: Arc<[Target]>) -> BoxFutur
 pub(crate) fn dropped(target: &Target, signal: &Signal, overflow: Overflow) {
     target
         .runtime
+        .stats()
         .counters
         .dropped
         .fetch_add(1, Ordering::Relaxed);

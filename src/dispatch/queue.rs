@@ -120,7 +120,7 @@ impl AsyncQueue {
         target: &Target,
         signal: &Arc<Signal>,
     ) -> Result<(), DeliveryError> {
-        let deadline = Instant::now() + target.timeout;
+        let deadline = Instant::now() + target.config.timeout;
         loop {
             let room = self.room.notified();
             tokio::pin!(room);

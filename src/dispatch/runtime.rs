@@ -1,11 +1,13 @@
 //! The live state of one activated target: its breaker, counters, latency histogram, async
 //! queue and last success or error. Created fresh when a target is subscribed (or
-//! dispatched), so two subscriptions never share a breaker.
+//! dispatched), so two subscriptions never share a breaker. What a target does not use is
+//! not allocated: no breaker or queue unless configured, and no counters, last error or
+//! latency histogram before the first delivery.
 
 use std::{
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
-        Mutex, OnceLock,
+        Mutex, OnceLock, Weak,
     },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -109,19 +111,43 @@ impl Histogram {
     }
 }
 
+/// What a target accumulates once it is used: counters, the last success and error, and
+/// the latency histogram (allocated apart, on the first timed delivery: 2 KiB).
 #[derive(Debug, Default)]
-pub(crate) struct TargetRuntime {
+pub(crate) struct Stats {
     pub(crate) counters: Counters,
-    pub(crate) latency: Histogram,
-    pub(crate) breaker: Option<Breaker>,
-    pub(crate) queue: Option<AsyncQueue>,
-    /// Set after a 410 Gone: no more deliveries until re-enabled.
-    pub(crate) disabled: AtomicBool,
     /// Unix milliseconds of the last success (0: never). Fast-path successes update it one
     /// in [`LATENCY_SAMPLE`].
     pub(crate) last_success_ms: AtomicU64,
     pub(crate) last_error: Mutex<Option<(SystemTime, String)>>,
-    pub(crate) bus: OnceLock<BusContext>,
+    latency: OnceLock<Histogram>,
+}
+
+impl Stats {
+    pub(crate) fn latency(&self) -> Option<&Histogram> {
+        self.latency.get()
+    }
+
+    fn record_latency(&self, d: Duration) {
+        self.latency.get_or_init(Histogram::default).record(d);
+    }
+}
+
+/// The live state of one activated target. Small when unused (a subscription costs a few
+/// words here): the breaker and queue exist only when configured, and the counters, last
+/// error and latency histogram are allocated on first use.
+#[derive(Debug, Default)]
+pub(crate) struct TargetRuntime {
+    pub(crate) breaker: Option<Box<Breaker>>,
+    pub(crate) queue: Option<Box<AsyncQueue>>,
+    /// Set after a 410 Gone: no more deliveries until re-enabled.
+    pub(crate) disabled: AtomicBool,
+    /// No breaker and no queue: `publish` may take the short fast path.
+    pub(crate) plain: bool,
+    stats: OnceLock<Box<Stats>>,
+    /// The bus the target is subscribed on (dangling for `dispatch`), for the signals it
+    /// emits about its targets.
+    pub(crate) bus: Weak<crate::bus::Inner>,
 }
 
 pub(crate) fn unix_ms(t: SystemTime) -> u64 {
@@ -130,25 +156,93 @@ pub(crate) fn unix_ms(t: SystemTime) -> u64 {
 }
 
 impl TargetRuntime {
+    pub(crate) fn new(
+        breaker: Option<Breaker>,
+        queue: Option<AsyncQueue>,
+        bus: Option<&BusContext>,
+    ) -> Self {
+        TargetRuntime {
+            plain: breaker.is_none() && queue.is_none(),
+            breaker: breaker.map(Box::new),
+            queue: queue.map(Box::new),
+            bus: bus.map_or_else(Weak::new, |b| b.bus.clone()),
+            ..TargetRuntime::default()
+        }
+    }
+
+    /// The stats, allocated on first use.
+    #[inline]
+    pub(crate) fn stats(&self) -> &Stats {
+        self.stats.get_or_init(Box::default)
+    }
+
+    /// The stats, if the target was ever used.
+    pub(crate) fn stats_if_used(&self) -> Option<&Stats> {
+        self.stats.get().map(|b| &**b)
+    }
+
+    /// Delivered signals so far (0 before the first use).
+    #[inline]
+    pub(crate) fn delivered(&self) -> u64 {
+        self.stats
+            .get()
+            .map_or(0, |s| s.counters.delivered.load(Ordering::Relaxed))
+    }
+
     pub(crate) fn record_success(&self, latency: Option<Duration>) {
-        self.counters.delivered.fetch_add(1, Ordering::Relaxed);
+        let stats = self.stats();
+        stats.counters.delivered.fetch_add(1, Ordering::Relaxed);
         if let Some(l) = latency {
-            self.latency.record(l);
-            self.last_success_ms
+            stats.record_latency(l);
+            stats
+                .last_success_ms
                 .store(unix_ms(SystemTime::now()), Ordering::Relaxed);
         }
     }
 
+    /// `n` signals delivered by the slow path, which took `latency` (when timed).
+    pub(crate) fn record_delivered(&self, n: u64, latency: Option<Duration>) {
+        let stats = self.stats();
+        stats.counters.delivered.fetch_add(n, Ordering::Relaxed);
+        if let Some(l) = latency {
+            stats.record_latency(l);
+        }
+        stats
+            .last_success_ms
+            .store(unix_ms(SystemTime::now()), Ordering::Relaxed);
+    }
+
     pub(crate) fn record_error(&self, error: &crate::DeliveryError) {
-        let mut last = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = self
+            .stats()
+            .last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         *last = Some((SystemTime::now(), error.to_string()));
     }
 
     pub(crate) fn last_success(&self) -> Option<SystemTime> {
-        match self.last_success_ms.load(Ordering::Relaxed) {
+        match self
+            .stats_if_used()?
+            .last_success_ms
+            .load(Ordering::Relaxed)
+        {
             0 => None,
             ms => Some(UNIX_EPOCH + Duration::from_millis(ms)),
         }
+    }
+
+    pub(crate) fn last_error(&self) -> Option<(SystemTime, String)> {
+        self.stats_if_used()?
+            .last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// A latency quantile, `None` before any timed delivery.
+    pub(crate) fn latency_quantile(&self, q: f64) -> Option<Duration> {
+        self.stats_if_used()?.latency()?.quantile(q)
     }
 }
 

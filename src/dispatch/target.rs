@@ -49,31 +49,38 @@ pub const MAX_BATCH_SIZE: usize = 10_000;
 #[derive(Clone)]
 pub struct Target {
     pub(crate) adapter: Arc<dyn Adapter>,
-    pub(crate) name: Arc<str>,
+    /// How to deliver: shared by every copy of the target and, for targets built with the
+    /// defaults, by every target (one static value), so a subscription allocates none.
+    pub(crate) config: Arc<Config>,
+    /// Live state: fresh for each activation (subscribe or dispatch).
+    pub(crate) runtime: Arc<TargetRuntime>,
+}
+
+/// A target's delivery options.
+#[derive(Clone)]
+pub(crate) struct Config {
+    /// The label; `None`: the adapter's name.
+    pub(crate) name: Option<Arc<str>>,
     pub(crate) timeout: Duration,
     pub(crate) retry: Option<RetryPolicy>,
     pub(crate) breaker: Option<CircuitBreaker>,
     pub(crate) on_failure: Arc<[Target]>,
     pub(crate) mode: Mode,
     pub(crate) batch: Option<BatchConfig>,
-    /// Live state: fresh for each activation (subscribe or dispatch).
-    pub(crate) runtime: Arc<TargetRuntime>,
-    /// A fixed instant given to a closed breaker without a failure-rate window, which never
-    /// reads it (no clock read on the fast path).
-    pub(crate) epoch: tokio::time::Instant,
 }
 
 impl fmt::Debug for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &*self.config;
         f.debug_struct("Target")
-            .field("name", &self.name)
+            .field("name", &self.name())
             .field("adapter", &self.adapter.name())
-            .field("timeout", &self.timeout)
-            .field("retry", &self.retry)
-            .field("circuit_breaker", &self.breaker)
-            .field("mode", &self.mode)
-            .field("batch", &self.batch)
-            .field("on_failure", &self.on_failure)
+            .field("timeout", &c.timeout)
+            .field("retry", &c.retry)
+            .field("circuit_breaker", &c.breaker)
+            .field("mode", &c.mode)
+            .field("batch", &c.batch)
+            .field("on_failure", &c.on_failure)
             .finish()
     }
 }
@@ -83,7 +90,24 @@ fn inert_runtime() -> Arc<TargetRuntime> {
     Arc::clone(INERT.get_or_init(Arc::default))
 }
 
-fn epoch() -> tokio::time::Instant {
+fn default_config() -> Arc<Config> {
+    static DEFAULT: OnceLock<Arc<Config>> = OnceLock::new();
+    Arc::clone(DEFAULT.get_or_init(|| {
+        Arc::new(Config {
+            name: None,
+            timeout: DEFAULT_TIMEOUT,
+            retry: None,
+            breaker: None,
+            on_failure: Arc::new([]),
+            mode: Mode::Sync,
+            batch: None,
+        })
+    }))
+}
+
+/// A fixed instant given to a closed breaker without a failure-rate window, which never
+/// reads it (no clock read on the fast path).
+pub(crate) fn epoch() -> tokio::time::Instant {
     static EPOCH: OnceLock<std::time::Instant> = OnceLock::new();
     tokio::time::Instant::from_std(*EPOCH.get_or_init(std::time::Instant::now))
 }
@@ -97,37 +121,33 @@ impl Target {
 
     /// A target delivering to a shared adapter.
     pub fn from_arc(adapter: Arc<dyn Adapter>) -> Self {
-        let name: Arc<str> = Arc::from(adapter.name());
         Target {
             adapter,
-            name,
-            timeout: DEFAULT_TIMEOUT,
-            retry: None,
-            breaker: None,
-            on_failure: Arc::new([]),
-            mode: Mode::Sync,
-            batch: None,
+            config: default_config(),
             runtime: inert_runtime(),
-            epoch: epoch(),
         }
+    }
+
+    fn config_mut(&mut self) -> &mut Config {
+        Arc::make_mut(&mut self.config)
     }
 
     /// How long one delivery attempt may take. Default: 5 s; allowed: 1 ms to 24 h.
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.config_mut().timeout = timeout;
         self
     }
 
     /// Retries retryable and throttled failures with this policy. Default: no retries.
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
-        self.retry = Some(policy);
+        self.config_mut().retry = Some(policy);
         self
     }
 
     /// Guards the endpoint with a circuit breaker: after enough failures, deliveries fail
     /// fast with `CircuitOpen` without touching it, until probes succeed. Default: none.
     pub fn circuit_breaker(mut self, breaker: CircuitBreaker) -> Self {
-        self.breaker = Some(breaker);
+        self.config_mut().breaker = Some(breaker);
         self
     }
 
@@ -135,15 +155,15 @@ impl Target {
     /// for good, with extensions `deadlettertarget`, `deadletterattempts`, `deadletterkind`
     /// and `deadlettererror`. May be called several times; targets add up.
     pub fn on_failure(mut self, targets: impl super::IntoTargets) -> Self {
-        let mut all: Vec<Target> = self.on_failure.iter().cloned().collect();
+        let mut all: Vec<Target> = self.config.on_failure.iter().cloned().collect();
         all.extend(targets.into_targets());
-        self.on_failure = all.into();
+        self.config_mut().on_failure = all.into();
         self
     }
 
     /// Synchronous (the default: publish waits) or async (a bounded queue and a worker).
     pub fn mode(mut self, mode: Mode) -> Self {
-        self.mode = mode;
+        self.config_mut().mode = mode;
         self
     }
 
@@ -151,7 +171,7 @@ impl Target {
     /// `flush_interval` after the first signal of a batch. Implies an async queue (the
     /// target's own [`Mode::Async`], or 10,000 signals with [`Overflow::Block`]).
     pub fn batch(mut self, size: usize, flush_interval: Duration) -> Self {
-        self.batch = Some(BatchConfig {
+        self.config_mut().batch = Some(BatchConfig {
             size,
             flush_interval,
         });
@@ -160,13 +180,16 @@ impl Target {
 
     /// The name this target has in reports, metrics and logs. Default: the adapter's name.
     pub fn label(mut self, name: impl AsRef<str>) -> Self {
-        self.name = Arc::from(name.as_ref());
+        self.config_mut().name = Some(Arc::from(name.as_ref()));
         self
     }
 
     /// The target's name.
     pub fn name(&self) -> &str {
-        &self.name
+        match &self.config.name {
+            Some(name) => name,
+            None => self.adapter.name(),
+        }
     }
 
     /// The adapter.
@@ -176,17 +199,17 @@ impl Target {
 
     /// The delivery timeout.
     pub fn get_timeout(&self) -> Duration {
-        self.timeout
+        self.config.timeout
     }
 
     /// The delivery mode.
     pub fn get_mode(&self) -> Mode {
-        self.mode
+        self.config.mode
     }
 
     /// Whether `publish` hands signals to a queue instead of waiting for them.
     pub fn is_queued(&self) -> bool {
-        matches!(self.mode, Mode::Async { .. }) || self.batch.is_some()
+        matches!(self.config.mode, Mode::Async { .. }) || self.config.batch.is_some()
     }
 
     /// Checks the adapter and every policy. Pure: no I/O.
@@ -204,23 +227,24 @@ impl Target {
             }
         };
         check(self.adapter.validate());
-        if self.timeout < Duration::from_millis(1) || self.timeout > MAX_TIMEOUT {
+        let c = &*self.config;
+        if c.timeout < Duration::from_millis(1) || c.timeout > MAX_TIMEOUT {
             check(Err(ConfigError::invalid(
                 "timeout",
-                format!("{:?}", self.timeout),
+                format!("{:?}", c.timeout),
                 "must be between 1ms and 24h",
             )));
         }
-        if self.name.is_empty() {
+        if self.name().is_empty() {
             check(Err(ConfigError::invalid("label", "", "must not be empty")));
         }
-        if let Some(r) = &self.retry {
+        if let Some(r) = &c.retry {
             check(r.validate());
         }
-        if let Some(b) = &self.breaker {
+        if let Some(b) = &c.breaker {
             check(b.validate());
         }
-        if let Mode::Async { capacity, .. } = self.mode {
+        if let Mode::Async { capacity, .. } = c.mode {
             if capacity == 0 || capacity > MAX_QUEUE_CAPACITY {
                 check(Err(ConfigError::invalid(
                     "capacity",
@@ -229,7 +253,7 @@ impl Target {
                 )));
             }
         }
-        if let Some(b) = self.batch {
+        if let Some(b) = c.batch {
             if b.size == 0 || b.size > MAX_BATCH_SIZE {
                 check(Err(ConfigError::invalid(
                     "batch size",
@@ -247,7 +271,7 @@ impl Target {
                 )));
             }
         }
-        for t in self.on_failure.iter() {
+        for t in c.on_failure.iter() {
             if let Err(e) = t.validate() {
                 check(Err(ConfigError::invalid(
                     "on_failure",
@@ -263,16 +287,18 @@ impl Target {
     /// retry policy or a breaker and its adapter has several endpoints (a webhook with
     /// several URLs), so each endpoint gets its own breaker, retries and counters.
     pub(crate) fn activate_all(&self, bus: &BusContext) -> Vec<Target> {
-        if self.retry.is_some() || self.breaker.is_some() {
+        if self.config.retry.is_some() || self.config.breaker.is_some() {
             let parts = self.adapter.split_endpoints();
             if parts.len() > 1 {
                 return parts
                     .into_iter()
                     .map(|(endpoint, adapter)| {
+                        let mut config = (*self.config).clone();
+                        config.name = Some(Arc::from(format!("{} {endpoint}", self.name())));
                         Target {
                             adapter,
-                            name: Arc::from(format!("{} {endpoint}", self.name)),
-                            ..self.clone()
+                            config: Arc::new(config),
+                            runtime: inert_runtime(),
                         }
                         .activate(Some(bus))
                     })
@@ -282,9 +308,12 @@ impl Target {
         vec![self.activate(Some(bus))]
     }
 
-    /// A copy with fresh live state (breaker, queue, counters), attached to `bus`.
+    /// A copy with fresh live state (breaker, queue, counters), attached to `bus`. The
+    /// options stay shared unless the target has dead-letter targets (they get fresh live
+    /// state too).
     pub(crate) fn activate(&self, bus: Option<&BusContext>) -> Target {
-        let queue = match (self.mode, self.batch) {
+        let c = &*self.config;
+        let queue = match (c.mode, c.batch) {
             (Mode::Async { capacity, overflow }, batch) => {
                 Some(AsyncQueue::new(capacity, overflow, batch))
             }
@@ -295,20 +324,27 @@ impl Target {
             )),
             (Mode::Sync, None) => None,
         };
-        let runtime = TargetRuntime {
-            breaker: self.breaker.as_ref().map(CircuitBreaker::build),
-            queue,
-            ..TargetRuntime::default()
-        };
+        let runtime = TargetRuntime::new(c.breaker.as_ref().map(CircuitBreaker::build), queue, bus);
         if let Some(bus) = bus {
-            let _ = runtime.bus.set(bus.clone());
             self.adapter.attach(bus);
         }
+        let config = if c.on_failure.is_empty() {
+            Arc::clone(&self.config)
+        } else {
+            let mut config = c.clone();
+            config.on_failure = c.on_failure.iter().map(|t| t.activate(bus)).collect();
+            Arc::new(config)
+        };
         Target {
-            on_failure: self.on_failure.iter().map(|t| t.activate(bus)).collect(),
+            adapter: Arc::clone(&self.adapter),
+            config,
             runtime: Arc::new(runtime),
-            ..self.clone()
         }
+    }
+
+    /// The dead-letter targets.
+    pub(crate) fn dead_letters(&self) -> &Arc<[Target]> {
+        &self.config.on_failure
     }
 }
 
