@@ -337,7 +337,13 @@ async fn gone_pauses_the_forwarder_and_keeps_every_job() {
         bus.publish(signal(n)).await.unwrap();
     }
     let runner = queue.start();
+    assert!(bus.metrics().queue_paused.is_empty());
     wait_until("paused", || queue.paused_forwarders() == ["siem"]).await;
+    assert_eq!(
+        bus.metrics().queue_paused,
+        ["siem"],
+        "metrics show the pause"
+    );
     // Every job waits, none spent an attempt.
     counts_reach(&queue, "all back, waiting", |c| {
         c[&JobState::Executing] == 0 && c[&JobState::Available] + c[&JobState::Scheduled] == 3
@@ -350,6 +356,7 @@ async fn gone_pauses_the_forwarder_and_keeps_every_job() {
     }
     assert!(queue.resume_forwarder("siem"));
     assert!(!queue.resume_forwarder("siem"), "already running");
+    assert!(bus.metrics().queue_paused.is_empty(), "resumed");
     counts_reach(&queue, "all delivered", |c| c[&JobState::Completed] == 3).await;
     runner.shutdown().await;
     assert_eq!(seen.lock().unwrap().len(), 3);
@@ -1190,12 +1197,58 @@ async fn concurrent_tenant_enqueues_are_group_committed() {
     sixty_four_concurrent_enqueues_share_commits(true).await;
 }
 
+/// An unreferenced signal stored again lately is kept for the margin (so a prune never
+/// races an enqueue that points a new job at it); past the margin it goes.
+#[tokio::test]
+async fn unreferenced_signals_are_kept_for_the_margin() {
+    let store = MemoryStore::new();
+    let queue = quick_queue(store.clone());
+    let s = signal(1);
+    let job = NewJob::new(forwarder_worker("siem"), json!({}));
+    let id = store.enqueue(Some(&s), &job).await.unwrap().unwrap();
+    assert!(queue.cancel(id).await.unwrap());
+    let jobs_only = Retention::keep_forever().cancelled(Some(Duration::ZERO));
+    assert_eq!(
+        jobs_only.signal_margin,
+        signal_bus::queue::DEFAULT_SIGNAL_MARGIN
+    );
+    assert_eq!(
+        signal_bus::queue::DEFAULT_SIGNAL_MARGIN,
+        Duration::from_secs(300)
+    );
+    assert_eq!(Retention::default().signal_margin, Duration::from_secs(300));
+    let report = queue.prune(jobs_only).await.unwrap();
+    assert_eq!((report.cancelled, report.signals), (1, 0), "{report:?}");
+    assert!(
+        store
+            .load_signal("/tests", "sig-1")
+            .await
+            .unwrap()
+            .is_some(),
+        "stored just now: inside the margin, kept"
+    );
+    let report = queue
+        .prune(jobs_only.signal_margin(Duration::ZERO))
+        .await
+        .unwrap();
+    assert_eq!(report.signals, 1, "{report:?}");
+    assert!(store
+        .load_signal("/tests", "sig-1")
+        .await
+        .unwrap()
+        .is_none());
+}
+
 #[tokio::test]
 async fn the_runner_prunes_what_retention_lets_go() {
     let store = MemoryStore::new();
     let queue = Queue::builder(store.clone())
         .poll_interval(Duration::from_millis(10))
-        .retention(Retention::default().completed(Some(Duration::ZERO)))
+        .retention(
+            Retention::default()
+                .completed(Some(Duration::ZERO))
+                .signal_margin(Duration::ZERO),
+        )
         .prune_interval(Duration::from_millis(20))
         .build();
     let bus = Bus::builder().queue(queue.clone()).build().unwrap();

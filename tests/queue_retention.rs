@@ -3,7 +3,10 @@
 //! size on disk (deleted pages are reused), and keeps no job or signal it was told to let
 //! go; the same load without pruning grows, so the check can tell the difference.
 
-use std::{path::Path, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use signal_bus::{
     adapter::Noop,
@@ -91,7 +94,11 @@ async fn soak(path: &Path, prune: bool) -> Vec<i64> {
         }
         if prune {
             let report = queue
-                .prune(Retention::keep_forever().completed(Some(Duration::ZERO)))
+                .prune(
+                    Retention::keep_forever()
+                        .completed(Some(Duration::ZERO))
+                        .signal_margin(Duration::ZERO),
+                )
                 .await
                 .unwrap();
             assert_eq!(report.completed, PER_CYCLE as u64, "cycle {cycle}");
@@ -107,11 +114,27 @@ fn pruned_so_far(cycle: usize) -> u64 {
     (cycle * PER_CYCLE) as u64
 }
 
+/// A temporary directory, removed on drop: also when the test fails.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        let dir = std::env::temp_dir().join(format!("signal-bus-soak-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pruning_keeps_the_database_size_flat() {
-    let dir = std::env::temp_dir().join(format!("signal-bus-soak-{}", uuid::Uuid::now_v7()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (pruned, kept) = (dir.join("pruned.db"), dir.join("kept.db"));
+    let dir = TempDir::new();
+    let (pruned, kept) = (dir.0.join("pruned.db"), dir.0.join("kept.db"));
 
     let flat = soak(&pruned, true).await;
     assert_eq!(rows(&pruned, "signal_bus_jobs").await, 0);
@@ -132,5 +155,4 @@ async fn pruning_keeps_the_database_size_flat() {
         *grown.last().unwrap() > 3 * last,
         "without pruning the same load must grow the file ({grown:?} vs {flat:?})"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
