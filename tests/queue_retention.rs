@@ -93,6 +93,12 @@ async fn soak(path: &Path, prune: bool) -> Vec<i64> {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         if prune {
+            // Completions are stamped in milliseconds and pruning takes those finished before
+            // now: wait until the clock has left the millisecond of the last completion.
+            let seen = chrono::Utc::now().timestamp_millis();
+            while chrono::Utc::now().timestamp_millis() <= seen {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
             let report = queue
                 .prune(
                     Retention::keep_forever()
@@ -101,8 +107,14 @@ async fn soak(path: &Path, prune: bool) -> Vec<i64> {
                 )
                 .await
                 .unwrap();
-            assert_eq!(report.completed, PER_CYCLE as u64, "cycle {cycle}");
-            assert_eq!(report.signals, PER_CYCLE as u64, "cycle {cycle}");
+            assert_eq!(
+                report.completed, PER_CYCLE as u64,
+                "cycle {cycle}: {report:?}"
+            );
+            assert_eq!(
+                report.signals, PER_CYCLE as u64,
+                "cycle {cycle}: {report:?}"
+            );
         }
         sizes.push(pages(path).await);
     }
