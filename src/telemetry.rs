@@ -198,6 +198,11 @@ pub struct Metrics {
     /// `signal_bus.forwarder:<name>`), as last seen by its runners; `None` without a queue
     /// or before the first look. See [`Queue::unregistered`](crate::queue::Queue::unregistered).
     pub queue_unregistered: Option<std::collections::BTreeMap<(String, String), u64>>,
+    /// The durable forwarders of this process paused after their endpoint answered 410 Gone
+    /// (their jobs wait until [`Queue::resume_forwarder`](crate::queue::Queue::resume_forwarder)),
+    /// sorted; empty without a queue. The pause lives in this process's memory only: other
+    /// processes with the same forwarder keep delivering, and a restart resumes it.
+    pub queue_paused: Vec<String>,
 }
 
 impl Metrics {

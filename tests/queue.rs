@@ -5,6 +5,7 @@
 //! and their own conformance suites).
 
 use std::{
+    collections::BTreeMap,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc, Mutex,
@@ -12,14 +13,15 @@ use std::{
     time::Duration,
 };
 
+use chrono::{DateTime, Utc};
 use serde_json::json;
 use signal_bus::{
     adapter::Handler,
     policy::{CircuitBreaker, RetryPolicy},
     queue::{
         forwarder_worker, CancelReason, DispatchMode, Forwarder, Job, JobBackoff, JobState,
-        JobStore, MemoryStore, NewJob, Queue, QueueError, Retention, Scope, Tenant, TenantWorker,
-        WorkOutcome, Worker,
+        JobStore, LeaseToken, MemoryStore, NewJob, Queue, QueueError, RescueBackoff, Retention,
+        Scope, SignalKey, Tenant, TenantWorker, WorkOutcome, Worker,
     },
     Bus, DeliveryError, Signal,
 };
@@ -335,7 +337,13 @@ async fn gone_pauses_the_forwarder_and_keeps_every_job() {
         bus.publish(signal(n)).await.unwrap();
     }
     let runner = queue.start();
+    assert!(bus.metrics().queue_paused.is_empty());
     wait_until("paused", || queue.paused_forwarders() == ["siem"]).await;
+    assert_eq!(
+        bus.metrics().queue_paused,
+        ["siem"],
+        "metrics show the pause"
+    );
     // Every job waits, none spent an attempt.
     counts_reach(&queue, "all back, waiting", |c| {
         c[&JobState::Executing] == 0 && c[&JobState::Available] + c[&JobState::Scheduled] == 3
@@ -348,6 +356,7 @@ async fn gone_pauses_the_forwarder_and_keeps_every_job() {
     }
     assert!(queue.resume_forwarder("siem"));
     assert!(!queue.resume_forwarder("siem"), "already running");
+    assert!(bus.metrics().queue_paused.is_empty(), "resumed");
     counts_reach(&queue, "all delivered", |c| c[&JobState::Completed] == 3).await;
     runner.shutdown().await;
     assert_eq!(seen.lock().unwrap().len(), 3);
@@ -938,12 +947,308 @@ async fn generic_enqueues_share_one_commit_and_lose_nothing() {
     assert!(matches!(e, QueueError::Invalid(_)), "{e}");
 }
 
+/// A store that delegates to a [`MemoryStore`] and counts its enqueue transactions: per-job
+/// `enqueue` calls apart from `enqueue_many` calls (one transaction each, however many jobs).
+/// The first transaction of either kind is held until [`Counting::open`], so a test can
+/// make every enqueue wait for the committer before anything commits.
+#[derive(Clone)]
+struct Counting {
+    inner: MemoryStore,
+    single: Arc<AtomicUsize>,
+    many: Arc<AtomicUsize>,
+    jobs_in_many: Arc<AtomicUsize>,
+    open: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Counting {
+    fn new() -> Counting {
+        Counting {
+            inner: MemoryStore::new(),
+            single: Arc::default(),
+            many: Arc::default(),
+            jobs_in_many: Arc::default(),
+            open: Arc::new(tokio::sync::watch::channel(false).0),
+        }
+    }
+    fn open(&self) {
+        self.open.send_replace(true);
+    }
+    /// Holds the first transaction until `open`.
+    async fn transaction(&self) {
+        if self.single.load(Ordering::SeqCst) + self.many.load(Ordering::SeqCst) == 1 {
+            let mut open = self.open.subscribe();
+            let _ = open.wait_for(|o| *o).await;
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl JobStore for Counting {
+    fn backend(&self) -> &'static str {
+        "counting"
+    }
+    async fn enqueue(&self, s: Option<&Signal>, j: &NewJob) -> Result<Option<i64>, QueueError> {
+        self.single.fetch_add(1, Ordering::SeqCst);
+        self.transaction().await;
+        self.inner.enqueue(s, j).await
+    }
+    async fn enqueue_many(
+        &self,
+        items: &[(Option<Arc<Signal>>, NewJob)],
+    ) -> Result<Vec<Option<i64>>, QueueError> {
+        self.many.fetch_add(1, Ordering::SeqCst);
+        self.jobs_in_many.fetch_add(items.len(), Ordering::SeqCst);
+        self.transaction().await;
+        self.inner.enqueue_many(items).await
+    }
+    async fn claim(
+        &self,
+        queue: &str,
+        workers: &[String],
+        limit: usize,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<Job>, QueueError> {
+        self.inner
+            .claim(queue, workers, limit, owner, now, lease_until)
+            .await
+    }
+    async fn heartbeat(
+        &self,
+        leases: &[LeaseToken],
+        until: DateTime<Utc>,
+    ) -> Result<Vec<i64>, QueueError> {
+        self.inner.heartbeat(leases, until).await
+    }
+    async fn complete(&self, lease: LeaseToken, now: DateTime<Utc>) -> Result<(), QueueError> {
+        self.inner.complete(lease, now).await
+    }
+    async fn retry(&self, l: LeaseToken, at: DateTime<Utc>, e: &str) -> Result<(), QueueError> {
+        self.inner.retry(l, at, e).await
+    }
+    async fn snooze(&self, l: LeaseToken, at: DateTime<Utc>) -> Result<(), QueueError> {
+        self.inner.snooze(l, at).await
+    }
+    async fn cancel(
+        &self,
+        l: LeaseToken,
+        r: CancelReason,
+        d: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), QueueError> {
+        self.inner.cancel(l, r, d, now).await
+    }
+    async fn cancel_job(
+        &self,
+        id: i64,
+        r: CancelReason,
+        d: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, QueueError> {
+        self.inner.cancel_job(id, r, d, now).await
+    }
+    async fn discard(&self, l: LeaseToken, e: &str, now: DateTime<Utc>) -> Result<(), QueueError> {
+        self.inner.discard(l, e, now).await
+    }
+    async fn rescue(&self, now: DateTime<Utc>, b: RescueBackoff<'_>) -> Result<u64, QueueError> {
+        self.inner.rescue(now, b).await
+    }
+    async fn release(&self, owner: &str, now: DateTime<Utc>) -> Result<u64, QueueError> {
+        self.inner.release(owner, now).await
+    }
+    async fn register_workers(
+        &self,
+        q: &str,
+        w: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<(), QueueError> {
+        self.inner.register_workers(q, w, now).await
+    }
+    async fn unregistered(
+        &self,
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<BTreeMap<(String, String), u64>, QueueError> {
+        self.inner.unregistered(since, now).await
+    }
+    async fn cancel_unregistered(
+        &self,
+        cutoff: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<BTreeMap<(String, String), u64>, QueueError> {
+        self.inner.cancel_unregistered(cutoff, now).await
+    }
+    async fn load_signal(&self, source: &str, id: &str) -> Result<Option<Signal>, QueueError> {
+        self.inner.load_signal(source, id).await
+    }
+    async fn load_signals(
+        &self,
+        keys: &[(&str, &str)],
+    ) -> Result<Vec<(SignalKey, Result<Signal, QueueError>)>, QueueError> {
+        self.inner.load_signals(keys).await
+    }
+    async fn delete_signal(&self, source: &str, id: &str) -> Result<bool, QueueError> {
+        self.inner.delete_signal(source, id).await
+    }
+    async fn get(&self, id: i64) -> Result<Option<Job>, QueueError> {
+        self.inner.get(id).await
+    }
+    async fn list(&self, state: JobState, limit: usize) -> Result<Vec<Job>, QueueError> {
+        self.inner.list(state, limit).await
+    }
+    async fn redrive(&self, ids: &[i64], now: DateTime<Utc>) -> Result<u64, QueueError> {
+        self.inner.redrive(ids, now).await
+    }
+    async fn prune(
+        &self,
+        state: JobState,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<u64, QueueError> {
+        self.inner.prune(state, before, limit).await
+    }
+    async fn prune_signals(&self, before: DateTime<Utc>, limit: usize) -> Result<u64, QueueError> {
+        self.inner.prune_signals(before, limit).await
+    }
+    async fn counts(&self) -> Result<BTreeMap<JobState, u64>, QueueError> {
+        self.inner.counts().await
+    }
+}
+
+/// Runs `fut`, counting in `polled` once its first poll has returned. An enqueue hands its
+/// job to the group committer before its first await, so once counted it is waiting there.
+async fn counted<F: std::future::Future>(polled: Arc<AtomicUsize>, fut: F) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    let mut first = true;
+    std::future::poll_fn(move |cx| {
+        let r = fut.as_mut().poll(cx);
+        if std::mem::take(&mut first) {
+            polled.fetch_add(1, Ordering::SeqCst);
+        }
+        r
+    })
+    .await
+}
+
+/// 64 concurrent `enqueue` (or `enqueue_tenant`) calls while the store holds its first
+/// transaction: they must all share at most two transactions (the held one, and one for
+/// everything that waited behind it), and none may go through the per-job `store.enqueue`.
+async fn sixty_four_concurrent_enqueues_share_commits(tenant: bool) {
+    const PRODUCERS: usize = 64;
+    let store = Counting::new();
+    let queue = Queue::builder(store.clone()).build();
+    let polled = Arc::new(AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for p in 0..PRODUCERS {
+        let (q, polled) = (queue.clone(), Arc::clone(&polled));
+        tasks.spawn(async move {
+            let args = json!({"organization_id": "org-1", "actor_id": null, "p": p});
+            let job = NewJob::new("w", args);
+            counted(polled, async {
+                if tenant {
+                    q.enqueue_tenant(job).await
+                } else {
+                    q.enqueue(job).await
+                }
+            })
+            .await
+        });
+    }
+    // Every call has handed its job over while the first transaction is still held.
+    wait_until("all 64 enqueues wait for the committer", || {
+        polled.load(Ordering::SeqCst) == PRODUCERS
+    })
+    .await;
+    store.open();
+    let mut ids = Vec::new();
+    while let Some(id) = tasks.join_next().await {
+        ids.push(id.unwrap().unwrap().expect("stored"));
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    let kind = if tenant { "enqueue_tenant" } else { "enqueue" };
+    assert_eq!(ids.len(), PRODUCERS, "{kind}: one id per job");
+    assert_eq!(
+        store.single.load(Ordering::SeqCst),
+        0,
+        "{kind}: no job may go through the per-job store.enqueue"
+    );
+    let transactions = store.many.load(Ordering::SeqCst);
+    assert!(
+        (1..=2).contains(&transactions),
+        "{kind}: {PRODUCERS} concurrent calls took {transactions} transactions (group commit \
+         allows 2: the held one and one for the calls that waited behind it)"
+    );
+    assert_eq!(store.jobs_in_many.load(Ordering::SeqCst), PRODUCERS);
+    assert_eq!(
+        queue.counts().await.unwrap()[&JobState::Available],
+        PRODUCERS as u64
+    );
+}
+
+#[tokio::test]
+async fn concurrent_generic_enqueues_are_group_committed() {
+    sixty_four_concurrent_enqueues_share_commits(false).await;
+}
+
+#[tokio::test]
+async fn concurrent_tenant_enqueues_are_group_committed() {
+    sixty_four_concurrent_enqueues_share_commits(true).await;
+}
+
+/// An unreferenced signal stored again lately is kept for the margin (so a prune never
+/// races an enqueue that points a new job at it); past the margin it goes.
+#[tokio::test]
+async fn unreferenced_signals_are_kept_for_the_margin() {
+    let store = MemoryStore::new();
+    let queue = quick_queue(store.clone());
+    let s = signal(1);
+    let job = NewJob::new(forwarder_worker("siem"), json!({}));
+    let id = store.enqueue(Some(&s), &job).await.unwrap().unwrap();
+    assert!(queue.cancel(id).await.unwrap());
+    let jobs_only = Retention::keep_forever().cancelled(Some(Duration::ZERO));
+    assert_eq!(
+        jobs_only.signal_margin,
+        signal_bus::queue::DEFAULT_SIGNAL_MARGIN
+    );
+    assert_eq!(
+        signal_bus::queue::DEFAULT_SIGNAL_MARGIN,
+        Duration::from_secs(300)
+    );
+    assert_eq!(Retention::default().signal_margin, Duration::from_secs(300));
+    let report = queue.prune(jobs_only).await.unwrap();
+    assert_eq!((report.cancelled, report.signals), (1, 0), "{report:?}");
+    assert!(
+        store
+            .load_signal("/tests", "sig-1")
+            .await
+            .unwrap()
+            .is_some(),
+        "stored just now: inside the margin, kept"
+    );
+    let report = queue
+        .prune(jobs_only.signal_margin(Duration::ZERO))
+        .await
+        .unwrap();
+    assert_eq!(report.signals, 1, "{report:?}");
+    assert!(store
+        .load_signal("/tests", "sig-1")
+        .await
+        .unwrap()
+        .is_none());
+}
+
 #[tokio::test]
 async fn the_runner_prunes_what_retention_lets_go() {
     let store = MemoryStore::new();
     let queue = Queue::builder(store.clone())
         .poll_interval(Duration::from_millis(10))
-        .retention(Retention::default().completed(Some(Duration::ZERO)))
+        .retention(
+            Retention::default()
+                .completed(Some(Duration::ZERO))
+                .signal_margin(Duration::ZERO),
+        )
         .prune_interval(Duration::from_millis(20))
         .build();
     let bus = Bus::builder().queue(queue.clone()).build().unwrap();

@@ -3,7 +3,10 @@
 //! size on disk (deleted pages are reused), and keeps no job or signal it was told to let
 //! go; the same load without pruning grows, so the check can tell the difference.
 
-use std::{path::Path, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use signal_bus::{
     adapter::Noop,
@@ -90,12 +93,28 @@ async fn soak(path: &Path, prune: bool) -> Vec<i64> {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         if prune {
+            // Completions are stamped in milliseconds and pruning takes those finished before
+            // now: wait until the clock has left the millisecond of the last completion.
+            let seen = chrono::Utc::now().timestamp_millis();
+            while chrono::Utc::now().timestamp_millis() <= seen {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
             let report = queue
-                .prune(Retention::keep_forever().completed(Some(Duration::ZERO)))
+                .prune(
+                    Retention::keep_forever()
+                        .completed(Some(Duration::ZERO))
+                        .signal_margin(Duration::ZERO),
+                )
                 .await
                 .unwrap();
-            assert_eq!(report.completed, PER_CYCLE as u64, "cycle {cycle}");
-            assert_eq!(report.signals, PER_CYCLE as u64, "cycle {cycle}");
+            assert_eq!(
+                report.completed, PER_CYCLE as u64,
+                "cycle {cycle}: {report:?}"
+            );
+            assert_eq!(
+                report.signals, PER_CYCLE as u64,
+                "cycle {cycle}: {report:?}"
+            );
         }
         sizes.push(pages(path).await);
     }
@@ -107,11 +126,27 @@ fn pruned_so_far(cycle: usize) -> u64 {
     (cycle * PER_CYCLE) as u64
 }
 
+/// A temporary directory, removed on drop: also when the test fails.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        let dir = std::env::temp_dir().join(format!("signal-bus-soak-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pruning_keeps_the_database_size_flat() {
-    let dir = std::env::temp_dir().join(format!("signal-bus-soak-{}", uuid::Uuid::now_v7()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (pruned, kept) = (dir.join("pruned.db"), dir.join("kept.db"));
+    let dir = TempDir::new();
+    let (pruned, kept) = (dir.0.join("pruned.db"), dir.0.join("kept.db"));
 
     let flat = soak(&pruned, true).await;
     assert_eq!(rows(&pruned, "signal_bus_jobs").await, 0);
@@ -132,5 +167,4 @@ async fn pruning_keeps_the_database_size_flat() {
         *grown.last().unwrap() > 3 * last,
         "without pruning the same load must grow the file ({grown:?} vs {flat:?})"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }

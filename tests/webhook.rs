@@ -64,7 +64,9 @@ async fn standard_webhooks_signature_verifies_independently() {
         .unwrap();
     assert!(report.is_ok(), "{report}");
     let req = &server.requests()[0];
-    assert_eq!(header(req, "webhook-id"), "msg_1");
+    // The message id is derived from the signal's source and id.
+    let msg_id = Webhook::message_id("/shop", "msg_1");
+    assert_eq!(header(req, "webhook-id"), msg_id);
     let ts = header(req, "webhook-timestamp");
     let now = chrono::Utc::now().timestamp();
     assert!((now - ts.parse::<i64>().unwrap()).abs() < 60);
@@ -72,7 +74,7 @@ async fn standard_webhooks_signature_verifies_independently() {
     let key = base64::engine::general_purpose::STANDARD
         .decode(SECRET.trim_start_matches("whsec_"))
         .unwrap();
-    let mut signed = format!("msg_1.{ts}.").into_bytes();
+    let mut signed = format!("{msg_id}.{ts}.").into_bytes();
     signed.extend_from_slice(&req.body);
     let expected = format!(
         "v1,{}",
@@ -189,7 +191,10 @@ async fn caller_headers_never_override_signing_headers() {
     for name in ["webhook-signature", "webhook-id", "webhook-timestamp"] {
         assert_eq!(req.headers.get_all(name).iter().count(), 1, "{name}");
     }
-    assert_eq!(header(req, "webhook-id"), "msg_3");
+    assert_eq!(
+        header(req, "webhook-id"),
+        Webhook::message_id("/shop", "msg_3")
+    );
     assert_ne!(header(req, "webhook-signature"), "v1,forged");
     assert_eq!(header(req, "x-tenant"), "acme");
     StandardWebhooks::new(SECRET)
@@ -307,7 +312,7 @@ async fn egress_guard_refuses_private_targets_unless_allowed() {
 }
 
 #[tokio::test]
-async fn message_ids_with_dots_are_refused() {
+async fn signal_ids_with_dots_are_sent_under_a_derived_message_id() {
     let server = TestServer::start().await;
     let report = dispatch(
         signal("a.b"),
@@ -315,13 +320,67 @@ async fn message_ids_with_dots_are_refused() {
     )
     .await
     .unwrap();
-    let e = report.get(0).unwrap().error.unwrap();
-    assert_eq!(e.kind(), ErrorKind::Permanent);
-    assert_eq!(
-        e.to_string(),
-        "signal id `a.b` contains `.`, which webhook message ids must not"
-    );
-    assert_eq!(server.count(), 0);
+    assert!(report.is_ok(), "{report}");
+    let req = &server.requests()[0];
+    let id = header(req, "webhook-id");
+    assert_eq!(id, Webhook::message_id("/shop", "a.b"));
+    assert!(!id.contains('.'), "{id}");
+    StandardWebhooks::new(SECRET)
+        .unwrap()
+        .verify(&req.headers, &req.body)
+        .unwrap();
+}
+
+/// `webhook-id` is what receivers deduplicate on: it comes from `(source, id)`, so the same
+/// id from two sources is two messages, and a retry of one signal is the same message. The
+/// same for every scheme, and for unsigned webhooks.
+#[tokio::test]
+async fn webhook_ids_come_from_source_and_id_and_survive_retries() {
+    let sign = |hook: Webhook, scheme: &str| match scheme {
+        "standard-webhooks" => hook.signing(StandardWebhooks::new(SECRET).unwrap()),
+        "github" => hook.signing(GitHub::new("gh").unwrap()),
+        "stripe" => hook.signing(StripeStyle::new("st").unwrap()),
+        "jido" => hook.signing(JidoCompat::new("jd").unwrap()),
+        _ => hook,
+    };
+    for scheme in ["unsigned", "standard-webhooks", "github", "stripe", "jido"] {
+        let server = TestServer::start().await;
+        // The first attempt of the first signal fails; its retry must keep its id.
+        server.reply(Reply::status(503));
+        let webhook = sign(hook(&server, "/h"), scheme);
+        let target = signal_bus::Target::new(webhook).retry(
+            signal_bus::policy::RetryPolicy::constant(Duration::from_millis(1)).max_attempts(3),
+        );
+        let bus = Bus::builder().build().unwrap();
+        bus.subscribe("order.**", target).unwrap();
+        for source in ["/service-a", "/service-b"] {
+            let s = Signal::builder("order.placed", source)
+                .id("1")
+                .build()
+                .unwrap();
+            let report = bus.publish(s).await.unwrap();
+            assert!(report.is_ok(), "{scheme} {source}: {report}");
+        }
+        let reqs = server.requests();
+        let ids: Vec<&str> = reqs.iter().map(|r| header(r, "webhook-id")).collect();
+        let (a, b) = (
+            Webhook::message_id("/service-a", "1"),
+            Webhook::message_id("/service-b", "1"),
+        );
+        assert_ne!(a, b);
+        assert_eq!(
+            ids,
+            [a.as_str(), a.as_str(), b.as_str()],
+            "{scheme}: a failed attempt and its retry, then the other source's signal"
+        );
+        for r in &reqs {
+            assert_eq!(
+                r.headers.get_all("webhook-id").iter().count(),
+                1,
+                "{scheme}"
+            );
+        }
+    }
 }
 
 #[tokio::test]

@@ -484,6 +484,7 @@ impl Bus {
             targets,
             queue: durable.and_then(crate::queue::Queue::cached_counts),
             queue_unregistered: durable.and_then(crate::queue::Queue::cached_unregistered),
+            queue_paused: durable.map_or_else(Vec::new, crate::queue::Queue::paused_forwarders),
         }
     }
 

@@ -32,7 +32,14 @@ pub const MAX_WEBHOOK_URLS: usize = 100;
 ///   refused (a literal IP at `subscribe`, a resolved one at connect time) unless
 ///   [`allow_private_networks(true)`](Webhook::allow_private_networks).
 ///
-/// The message id is the signal id; it must not contain `.`.
+/// # Message ids
+/// Every request carries a `webhook-id` header (signed or not, whatever the scheme; with
+/// [`StandardWebhooks`](super::signing::StandardWebhooks) it is also the signed message id):
+/// [`Webhook::message_id`] of the signal's source and id, `msg_` and 32 hex characters.
+/// CloudEvents makes `(source, id)` unique, so two sources that both use id `1` get two
+/// ids, while every retry of the same signal (by the target's retry policy, or by a durable
+/// [`Forwarder`](crate::queue::Forwarder) after a restart) sends the same one: receivers
+/// deduplicate on it. A batch gets the id of its signals' keys in order.
 ///
 /// ```no_run
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -191,20 +198,47 @@ impl Webhook {
         }
     }
 
+    /// The message id of the signal `(source, id)`: `msg_` and the first 32 hex characters
+    /// (128 bits) of SHA-256 over the source and the id, each preceded by its length in
+    /// bytes as a big-endian `u64`, so `("a", "bc")` and `("ab", "c")` differ. Deterministic:
+    /// every process, every attempt and every URL compute the same id for the same signal,
+    /// and a receiver can compute it too. Only `[a-z0-9_]`: valid for Standard Webhooks
+    /// (which forbids `.`) and in any header.
+    ///
+    /// ```
+    /// use signal_bus::http::Webhook;
+    ///
+    /// let a = Webhook::message_id("/service-a", "1");
+    /// assert!(a.starts_with("msg_") && a.len() == 36);
+    /// assert_ne!(a, Webhook::message_id("/service-b", "1"));
+    /// assert_eq!(a, Webhook::message_id("/service-a", "1"));
+    /// ```
+    pub fn message_id(source: &str, id: &str) -> String {
+        message_id_of([(source, id)])
+    }
+
     fn sign(&self, msg_id: &str, body: &[u8], ty: &str) -> Result<HeaderMap, DeliveryError> {
         let mut headers = HeaderMap::new();
-        let Some(scheme) = &self.signing else {
-            return Ok(headers);
-        };
-        if msg_id.contains('.') {
+        // Derived ids are `msg_` and hex only; this guards the invariant the schemes rely on.
+        if msg_id.contains('.') || msg_id.is_empty() {
             return Err(DeliveryError::Other {
                 kind: ErrorKind::Permanent,
                 message: format!(
-                    "signal id `{msg_id}` contains `.`, which webhook message ids must not"
+                    "webhook message id `{msg_id}` must be non-empty and must not contain `.`"
                 ),
                 retry_after: None,
             });
         }
+        let id = http::HeaderValue::from_str(msg_id).map_err(|_| DeliveryError::Other {
+            kind: ErrorKind::Permanent,
+            message: format!("webhook message id `{msg_id}` is not a valid header value"),
+            retry_after: None,
+        })?;
+        // Sent signed or not, whatever the scheme: receivers deduplicate on it.
+        headers.insert(http::header::HeaderName::from_static(MESSAGE_ID_HEADER), id);
+        let Some(scheme) = &self.signing else {
+            return Ok(headers);
+        };
         let event_type = self.event_types.get(ty).map_or(ty, String::as_str);
         let input = SignInput::new(msg_id, chrono::Utc::now().timestamp(), body, event_type);
         for (name, value) in scheme.sign_headers(&input) {
@@ -212,6 +246,29 @@ impl Webhook {
         }
         Ok(headers)
     }
+}
+
+/// The header every webhook request carries its message id in.
+const MESSAGE_ID_HEADER: &str = "webhook-id";
+
+/// `msg_` + 32 hex characters of SHA-256 over the length-prefixed sources and ids.
+fn message_id_of<'a>(keys: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    use sha2::{Digest as _, Sha256};
+    let mut hash = Sha256::new();
+    for (source, id) in keys {
+        for part in [source, id] {
+            hash.update((part.len() as u64).to_be_bytes());
+            hash.update(part.as_bytes());
+        }
+    }
+    let digest = hash.finalize();
+    let mut out = String::with_capacity(4 + 32);
+    out.push_str("msg_");
+    for b in &digest[..16] {
+        use std::fmt::Write as _;
+        let _ = write!(out, "{b:02x}");
+    }
+    out
 }
 
 #[async_trait]
@@ -236,7 +293,8 @@ impl Adapter for Webhook {
     async fn deliver(&self, signal: &Signal) -> Result<(), DeliveryError> {
         // Serialized (cached on the signal) and signed once, whatever the number of URLs.
         let encoded = binding::encode(signal, self.request.mode);
-        let signed = self.sign(signal.id(), &encoded.body, signal.ty())?;
+        let msg_id = Webhook::message_id(signal.source(), signal.id());
+        let signed = self.sign(&msg_id, &encoded.body, signal.ty())?;
         self.send_all(encoded.body, &[&encoded.headers, &signed])
             .await
     }
@@ -250,8 +308,10 @@ impl Adapter for Webhook {
             return Ok(());
         };
         let encoded = binding::encode_batch(signals);
-        // A batch is signed as one message, identified by its first signal.
-        let signed = self.sign(first.id(), &encoded.body, first.ty())?;
+        // A batch is signed as one message, identified by all of its signals' keys in order
+        // (a batch of one has its signal's id).
+        let msg_id = message_id_of(signals.iter().map(|s| (s.source(), s.id())));
+        let signed = self.sign(&msg_id, &encoded.body, first.ty())?;
         self.send_all(encoded.body, &[&encoded.headers, &signed])
             .await
     }
@@ -292,5 +352,45 @@ impl Adapter for Webhook {
         }
         debug_assert!(health.status != HealthStatus::Degraded || checks.len() > 1);
         health
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_ids_are_derived_from_source_and_id() {
+        let id = Webhook::message_id("/service-a", "1");
+        assert_eq!(id.len(), 36, "{id}");
+        assert!(id.starts_with("msg_"), "{id}");
+        assert!(id[4..]
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert_eq!(id, Webhook::message_id("/service-a", "1"), "deterministic");
+        assert_ne!(
+            id,
+            Webhook::message_id("/service-b", "1"),
+            "the source counts"
+        );
+        assert_ne!(id, Webhook::message_id("/service-a", "2"), "the id counts");
+        // Length prefixes: moving a byte from the source to the id changes the id.
+        assert_ne!(
+            Webhook::message_id("ab", "c"),
+            Webhook::message_id("a", "bc")
+        );
+        // Dots in the signal id never reach the message id.
+        assert!(!Webhook::message_id("/a.b", "x.y").contains('.'));
+        // A batch of one is its signal's id; a batch of two is its own.
+        assert_eq!(message_id_of([("/service-a", "1")]), id);
+        assert_ne!(
+            message_id_of([("/service-a", "1"), ("/service-b", "1")]),
+            id
+        );
+        // Pinned: receivers may compute it themselves, so it must never change.
+        assert_eq!(
+            Webhook::message_id("/shop", "1"),
+            "msg_5256bedc5077cf8a1b0236c9573b0aca"
+        );
     }
 }

@@ -92,6 +92,10 @@ impl ForwarderJob {
 ///   endpoint, not this signal. The forwarder stops claiming in this process, the job goes
 ///   back without spending an attempt, and every job waits until
 ///   [`Queue::resume_forwarder`] (an `error` event `signal_bus::endpoint_disabled` says so).
+///   The pause lives in this process's memory ([`Queue::paused_forwarders`],
+///   `bus.metrics().queue_paused`): other processes subscribing the same forwarder on a
+///   shared queue keep claiming its jobs until they get a 410 themselves, and a restart
+///   forgets it (the next job tries the endpoint again).
 /// - **snoozed** without spending an attempt while its circuit breaker is open.
 ///
 /// ```no_run

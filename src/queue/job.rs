@@ -294,9 +294,19 @@ impl FromStr for CancelReason {
 /// runner's pruner) deletes them; a state set to `None` is kept forever. Stored signals
 /// that no job refers to any more are deleted with them.
 ///
+/// A stored signal no job refers to is deleted only once it was last stored (or stored
+/// again) longer ago than the [`signal_margin`](Retention::signal_margin) (default 5
+/// minutes). The margin is what makes pruning safe against an enqueue that stores the same
+/// signal again at the same moment: on PostgreSQL, such an enqueue can commit its job after
+/// the prune took its snapshot, where the prune would not see the job; it renews the
+/// signal's `stored_at` to its own time, which the margin keeps out of reach. So enqueue
+/// transactions (your own ones too, with `enqueue_in`) must commit within the margin, and
+/// machines sharing a queue must keep their clocks well within it.
+///
 /// # Default
 /// Completed jobs 1 day; cancelled and discarded jobs 30 days (they are the dead letters:
-/// inspect and redrive them before then).
+/// inspect and redrive them before then); unreferenced signals 5 minutes after they were
+/// last stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Retention {
@@ -306,7 +316,13 @@ pub struct Retention {
     pub cancelled: Option<Duration>,
     /// Discarded jobs. Default: 30 days.
     pub discarded: Option<Duration>,
+    /// How long after it was last stored an unreferenced signal is kept. Default: 5 minutes
+    /// ([`DEFAULT_SIGNAL_MARGIN`]).
+    pub signal_margin: Duration,
 }
+
+/// How long an unreferenced stored signal outlives its last store. Default: 5 minutes.
+pub const DEFAULT_SIGNAL_MARGIN: Duration = Duration::from_secs(5 * 60);
 
 impl Default for Retention {
     fn default() -> Self {
@@ -314,6 +330,7 @@ impl Default for Retention {
             completed: Some(Duration::from_secs(24 * 3600)),
             cancelled: Some(Duration::from_secs(30 * 24 * 3600)),
             discarded: Some(Duration::from_secs(30 * 24 * 3600)),
+            signal_margin: DEFAULT_SIGNAL_MARGIN,
         }
     }
 }
@@ -325,7 +342,15 @@ impl Retention {
             completed: None,
             cancelled: None,
             discarded: None,
+            signal_margin: DEFAULT_SIGNAL_MARGIN,
         }
+    }
+    /// Keeps an unreferenced signal for `margin` after it was last stored. Default: 5
+    /// minutes. A shorter margin frees space sooner but lets a prune race an enqueue that
+    /// stores the same signal again (see the type's docs); zero is for tests only.
+    pub fn signal_margin(mut self, margin: Duration) -> Self {
+        self.signal_margin = margin;
+        self
     }
     /// Keeps completed jobs for `age` (`None`: forever).
     pub fn completed(mut self, age: Option<Duration>) -> Self {

@@ -20,7 +20,7 @@ mod worker;
 pub use forwarder::{DispatchMode, Forwarder, FORWARDER_WORKER};
 pub use job::{
     forwarder_worker, CancelReason, Job, JobState, LeaseToken, NewJob, PruneReport, Retention,
-    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_ATTEMPTS, DEFAULT_SIGNAL_MARGIN,
 };
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]

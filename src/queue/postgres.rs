@@ -15,8 +15,10 @@
 //!   advisory lock on the key's hash before it looks for a live job with that key.
 //! - **Retention**: a job refers to its stored signal (`signal_source`, `signal_id`); a
 //!   signal is pruned only when no job refers to it. Storing a signal again renews its
-//!   `stored_at` under the row lock, so a prune never deletes a signal that a concurrent
-//!   enqueue has just pointed a new job at.
+//!   `stored_at` under the row lock, and the queue prunes only signals stored before now
+//!   minus [`Retention::signal_margin`](super::Retention::signal_margin) (5 minutes), so an
+//!   enqueue that points a new job at an old signal keeps it, even one that commits after
+//!   the prune's snapshot (which cannot see its job).
 //! - **Worker registry** (`signal_bus_workers`): each process records the workers it runs
 //!   per queue, which tells a job waiting for another process from a job nobody runs.
 //! - **Migrations** are versioned (`signal_bus_migrations`) and run under an advisory lock, so
@@ -1458,8 +1460,11 @@ impl JobStore for PostgresStore {
     }
 
     /// Oldest first. A signal an enqueue is storing again right now is locked by that
-    /// enqueue (which renews its `stored_at`): it is skipped, and once the enqueue commits it
-    /// is no longer old, so the new job never loses its signal. The lock is taken with
+    /// enqueue (which renews its `stored_at`): it is skipped. One whose enqueue commits
+    /// after this statement's snapshot but before its lock is seen with the renewed
+    /// `stored_at` (the lock rechecks the row), while its new job is not: only `before`
+    /// keeps that signal, so callers pass a time well before any running enqueue's (the
+    /// queue passes now minus [`Retention::signal_margin`](super::Retention::signal_margin)). The lock is taken with
     /// `SKIP LOCKED`, so a prune never waits for (or deadlocks with) an enqueue. The rows
     /// are deleted by `ctid`: they are locked by this statement, so their versions cannot
     /// move before the delete.

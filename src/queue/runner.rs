@@ -342,7 +342,8 @@ impl Queue {
     }
 
     /// Resumes a forwarder paused after its endpoint answered 410 Gone: its waiting jobs are
-    /// claimed again. Returns whether it was paused.
+    /// claimed again. Returns whether it was paused. Pauses are held per process, in memory:
+    /// resume in every process that paused (a restarted process starts unpaused).
     pub fn resume_forwarder(&self, name: &str) -> bool {
         let fj = self
             .inner
@@ -358,7 +359,9 @@ impl Queue {
         resumed
     }
 
-    /// The forwarders of this process paused after a 410 Gone.
+    /// The forwarders of this process paused after a 410 Gone, sorted (also in
+    /// `bus.metrics().queue_paused`). In memory only: other processes and a restart do not
+    /// see it.
     pub fn paused_forwarders(&self) -> Vec<String> {
         let mut names: Vec<String> = self
             .inner
@@ -675,10 +678,14 @@ async fn prune_all(
         }
     }
     if oldest_kept.is_some() {
-        // A signal is deleted once no job refers to it. Only signals last stored before now
-        // are candidates, so one being enqueued again right now keeps its body.
+        // A signal is deleted once no job refers to it, and only when it was last stored
+        // more than the margin ago: an enqueue storing it again renews `stored_at` to its own
+        // time, so even one that commits after the prune's snapshot (PostgreSQL, READ
+        // COMMITTED), or on a machine whose clock is a little behind, keeps its signal.
+        let signals_before = now
+            - chrono::Duration::from_std(retention.signal_margin).unwrap_or(chrono::Duration::MAX);
         for _ in 0..rounds {
-            let n = store.prune_signals(now, PRUNE_LIMIT).await?;
+            let n = store.prune_signals(signals_before, PRUNE_LIMIT).await?;
             report.signals += n;
             if n < PRUNE_LIMIT as u64 {
                 break;

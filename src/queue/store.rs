@@ -290,7 +290,10 @@ pub trait JobStore: Send + Sync + 'static {
     ) -> Result<u64, QueueError>;
 
     /// Deletes up to `limit` stored signals that were stored (or stored again) before
-    /// `before` and that no job refers to. Returns how many.
+    /// `before` and that no job refers to. Returns how many. `before` must leave a margin
+    /// behind the running enqueues (the queue uses now minus
+    /// [`Retention::signal_margin`](super::Retention::signal_margin)): an enqueue that stores
+    /// a signal again may commit its job where a concurrent prune cannot see it.
     ///
     /// # Errors
     /// The store is unreachable.

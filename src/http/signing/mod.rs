@@ -34,7 +34,8 @@ pub use stripe::StripeStyle;
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
 pub struct SignInput<'a> {
-    /// The message id (the signal id unless mapped); never contains `.`.
+    /// The message id; never contains `.`. A [`Webhook`](crate::http::Webhook) passes
+    /// [`Webhook::message_id`](crate::http::Webhook::message_id) of the signal's source and id.
     pub msg_id: &'a str,
     /// Unix seconds of this attempt.
     pub timestamp: i64,
