@@ -148,8 +148,12 @@ pub enum PatternError {
 ///
 /// It matches exactly one segment of a signal type. Equality and hashing use
 /// the glob source text.
+///
+/// Cloning shares the compiled matcher (one allocation, reference counted).
 #[derive(Clone)]
-pub struct GlobSegment {
+pub struct GlobSegment(std::sync::Arc<GlobInner>);
+
+struct GlobInner {
     source: Box<str>,
     matcher: GlobMatcher,
 }
@@ -160,36 +164,32 @@ impl GlobSegment {
             .literal_separator(true)
             .build()
             .map_err(|e| e.kind().to_string())?;
-        Ok(Self {
+        Ok(Self(std::sync::Arc::new(GlobInner {
             source: source.into(),
             matcher: glob.compile_matcher(),
-        })
+        })))
     }
 
     /// The glob source text, for example `{created,updated}`.
     pub fn as_str(&self) -> &str {
-        &self.source
+        &self.0.source
     }
 
     /// Whether the glob matches one segment of a signal type.
     pub fn is_match(&self, segment: &str) -> bool {
-        self.matcher.is_match(segment)
-    }
-
-    pub(crate) fn matcher(&self) -> &GlobMatcher {
-        &self.matcher
+        self.0.matcher.is_match(segment)
     }
 }
 
 impl fmt::Debug for GlobSegment {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("GlobSegment").field(&self.source).finish()
+        f.debug_tuple("GlobSegment").field(&self.0.source).finish()
     }
 }
 
 impl PartialEq for GlobSegment {
     fn eq(&self, other: &Self) -> bool {
-        self.source == other.source
+        self.0.source == other.0.source
     }
 }
 
@@ -197,7 +197,7 @@ impl Eq for GlobSegment {}
 
 impl std::hash::Hash for GlobSegment {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.source.hash(state);
+        self.0.source.hash(state);
     }
 }
 

@@ -26,8 +26,8 @@
 use std::fmt;
 use std::sync::{Arc, RwLock};
 
+use crate::pattern::GlobSegment;
 use foldhash::{HashMap, HashMapExt};
-use globset::GlobMatcher;
 
 use crate::pattern::{type_segment_count, Pattern, PatternError, Segment};
 
@@ -74,45 +74,155 @@ impl RouteId {
 /// A route hit: the precomputed ordering key and the slot of the route.
 #[derive(Debug, Clone, Copy)]
 struct Hit {
-    /// Reverse(specificity), Reverse(priority), sequence, packed so that a
-    /// smaller key comes first. The low 64 bits are the sequence.
-    key: u128,
+    key: SortKey,
     slot: u32,
+}
+
+/// Reverse(specificity) and Reverse(priority) packed in `rank`, then the registration
+/// sequence: a smaller key comes first. Two words, not a `u128`, so a [`Hit`] is 24 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct SortKey {
+    rank: u64,
+    seq: u64,
 }
 
 impl Hit {
     fn id(self) -> RouteId {
         RouteId {
-            seq: self.key as u64,
+            seq: self.key.seq,
             slot: self.slot,
         }
     }
 }
 
-fn sort_key(specificity: i64, priority: i32, seq: u64) -> u128 {
+fn sort_key(specificity: i64, priority: i32, seq: u64) -> SortKey {
     let spec = specificity.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32;
     // Order-preserving map of i32 to u32, then reversed (higher spec first).
     let spec_rank = u32::MAX - ((spec as u32) ^ 0x8000_0000);
     let prio_rank = (MAX_PRIORITY - priority) as u8; // 0..=200, higher priority first
-    (u128::from(spec_rank) << 72) | (u128::from(prio_rank) << 64) | u128::from(seq)
+    SortKey {
+        rank: (u64::from(spec_rank) << 8) | u64::from(prio_rank),
+        seq,
+    }
 }
 
 #[derive(Debug)]
 struct GlobChild {
-    source: Box<str>,
-    matcher: GlobMatcher,
+    /// The glob (its source text and compiled matcher, shared with the pattern's segment).
+    glob: GlobSegment,
     node: Node,
 }
 
 /// `max_rest` of a subtree whose routes can be reached through a `**`: no upper bound.
 const UNBOUNDED: u32 = u32::MAX;
 
+/// Up to this many literal children live in a vector searched in order; more go to a map.
+const FEW_LITERALS: usize = 8;
+
+/// The literal children of a node. Most nodes have one child or none (the tail of a literal
+/// pattern), so a short vector of exactly the children's size comes first: a hash map with
+/// one entry would allocate room for several nodes.
+#[derive(Debug)]
+enum Literals {
+    Few(Vec<(Box<str>, Node)>),
+    Many(Box<HashMap<Box<str>, Node>>),
+}
+
+impl Default for Literals {
+    fn default() -> Self {
+        Literals::Few(Vec::new())
+    }
+}
+
+impl Literals {
+    #[inline]
+    fn get(&self, seg: &str) -> Option<&Node> {
+        match self {
+            Literals::Few(v) => v.iter().find(|(k, _)| **k == *seg).map(|(_, n)| n),
+            Literals::Many(m) => m.get(seg),
+        }
+    }
+
+    fn get_mut(&mut self, seg: &str) -> Option<&mut Node> {
+        match self {
+            Literals::Few(v) => v.iter_mut().find(|(k, _)| **k == *seg).map(|(_, n)| n),
+            Literals::Many(m) => m.get_mut(seg),
+        }
+    }
+
+    fn get_or_insert(&mut self, seg: &str) -> &mut Node {
+        if let Literals::Few(v) = self {
+            if v.len() >= FEW_LITERALS && !v.iter().any(|(k, _)| **k == *seg) {
+                let map: HashMap<Box<str>, Node> = std::mem::take(v).into_iter().collect();
+                *self = Literals::Many(Box::new(map));
+            }
+        }
+        match self {
+            Literals::Few(v) => {
+                let i = match v.iter().position(|(k, _)| **k == *seg) {
+                    Some(i) => i,
+                    None => {
+                        v.reserve_exact(1);
+                        v.push((seg.into(), Node::default()));
+                        v.len() - 1
+                    }
+                };
+                &mut v[i].1
+            }
+            Literals::Many(m) => m.entry(seg.into()).or_default(),
+        }
+    }
+
+    fn remove(&mut self, seg: &str) {
+        match self {
+            Literals::Few(v) => {
+                v.retain(|(k, _)| **k != *seg);
+                v.shrink_to_fit();
+            }
+            Literals::Many(m) => {
+                m.remove(seg);
+                if m.len() <= FEW_LITERALS / 2 {
+                    *self = Literals::Few(std::mem::take(&mut **m).into_iter().collect());
+                }
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            Literals::Few(v) => v.is_empty(),
+            Literals::Many(m) => m.is_empty(),
+        }
+    }
+
+    fn nodes(&self) -> Box<dyn Iterator<Item = &Node> + '_> {
+        match self {
+            Literals::Few(v) => Box::new(v.iter().map(|(_, n)| n)),
+            Literals::Many(m) => Box::new(m.values()),
+        }
+    }
+}
+
+/// The children of a node that are not literals: `*`, `**` and glob segments. Kept apart
+/// (and allocated only when present) since most nodes have none.
+#[derive(Debug, Default)]
+struct Wild {
+    star: Option<Node>,
+    globstar: Option<Node>,
+    globs: Vec<GlobChild>,
+}
+
+impl Wild {
+    fn is_empty(&self) -> bool {
+        self.star.is_none() && self.globstar.is_none() && self.globs.is_empty()
+    }
+}
+
 #[derive(Debug)]
 struct Node {
-    literals: HashMap<Box<str>, Node>,
-    star: Option<Box<Node>>,
-    globstar: Option<Box<Node>>,
-    globs: Vec<GlobChild>,
+    literals: Literals,
+    wild: Option<Box<Wild>>,
+    /// The routes ending here, with exactly their own capacity (most nodes hold one or none).
     routes: Vec<Hit>,
     /// A lower bound on the number of type segments still to consume from this node to reach
     /// a route of its subtree (`u32::MAX` for a node without routes below it).
@@ -127,10 +237,8 @@ struct Node {
 impl Default for Node {
     fn default() -> Self {
         Node {
-            literals: HashMap::new(),
-            star: None,
-            globstar: None,
-            globs: Vec::new(),
+            literals: Literals::default(),
+            wild: None,
             routes: Vec::new(),
             min_rest: u32::MAX,
             max_rest: 0,
@@ -142,6 +250,7 @@ impl Node {
     /// Adds `hit` at the end of `segs` below this node and widens the bounds on the way back.
     fn insert(&mut self, segs: &[Segment], hit: Hit) {
         let Some((first, rest)) = segs.split_first() else {
+            self.routes.reserve_exact(1);
             self.routes.push(hit);
             self.min_rest = 0;
             return;
@@ -159,38 +268,31 @@ impl Node {
     }
 
     fn is_empty(&self) -> bool {
-        self.routes.is_empty()
-            && self.literals.is_empty()
-            && self.star.is_none()
-            && self.globstar.is_none()
-            && self.globs.is_empty()
+        self.routes.is_empty() && self.literals.is_empty() && self.wild.is_none()
+    }
+
+    fn wild_mut(&mut self) -> &mut Wild {
+        self.wild.get_or_insert_with(Box::default)
     }
 
     fn child_mut(&mut self, seg: &Segment) -> &mut Node {
         match seg {
-            Segment::Literal(lit) => {
-                if !self.literals.contains_key(lit.as_str()) {
-                    self.literals.insert(lit.as_str().into(), Node::default());
-                }
-                self.literals
-                    .get_mut(lit.as_str())
-                    .expect("literal child was just inserted")
-            }
-            Segment::Star => self.star.get_or_insert_with(Box::default),
-            Segment::GlobStar => self.globstar.get_or_insert_with(Box::default),
+            Segment::Literal(lit) => self.literals.get_or_insert(lit),
+            Segment::Star => self.wild_mut().star.get_or_insert_with(Node::default),
+            Segment::GlobStar => self.wild_mut().globstar.get_or_insert_with(Node::default),
             Segment::Glob(glob) => {
-                let idx = match self.globs.iter().position(|g| *g.source == *glob.as_str()) {
+                let globs = &mut self.wild_mut().globs;
+                let idx = match globs.iter().position(|g| g.glob == *glob) {
                     Some(idx) => idx,
                     None => {
-                        self.globs.push(GlobChild {
-                            source: glob.as_str().into(),
-                            matcher: glob.matcher().clone(),
+                        globs.push(GlobChild {
+                            glob: glob.clone(),
                             node: Node::default(),
                         });
-                        self.globs.len() - 1
+                        globs.len() - 1
                     }
                 };
-                &mut self.globs[idx].node
+                &mut globs[idx].node
             }
         }
     }
@@ -201,39 +303,45 @@ impl Node {
         let Some((first, rest)) = segs.split_first() else {
             let before = self.routes.len();
             self.routes.retain(|h| h.slot != slot);
+            self.routes.shrink_to_fit();
             return self.routes.len() != before;
         };
-        match first {
-            Segment::Literal(lit) => {
-                let Some(child) = self.literals.get_mut(lit.as_str()) else {
-                    return false;
-                };
-                let found = child.remove(rest, slot);
-                if child.is_empty() {
-                    self.literals.remove(lit.as_str());
-                    if self.literals.is_empty() && self.literals.capacity() > 0 {
-                        self.literals = HashMap::new();
-                    }
-                }
-                found
+        if let Segment::Literal(lit) = first {
+            let Some(child) = self.literals.get_mut(lit) else {
+                return false;
+            };
+            let found = child.remove(rest, slot);
+            if child.is_empty() {
+                self.literals.remove(lit);
             }
-            Segment::Star => remove_boxed(&mut self.star, rest, slot),
-            Segment::GlobStar => remove_boxed(&mut self.globstar, rest, slot),
-            Segment::Glob(glob) => {
-                let Some(idx) = self.globs.iter().position(|g| *g.source == *glob.as_str()) else {
-                    return false;
-                };
-                let found = self.globs[idx].node.remove(rest, slot);
-                if self.globs[idx].node.is_empty() {
-                    self.globs.remove(idx);
-                }
-                found
-            }
+            return found;
         }
+        let Some(wild) = self.wild.as_deref_mut() else {
+            return false;
+        };
+        let found = match first {
+            Segment::Star => remove_child(&mut wild.star, rest, slot),
+            Segment::GlobStar => remove_child(&mut wild.globstar, rest, slot),
+            Segment::Glob(glob) => match wild.globs.iter().position(|g| g.glob == *glob) {
+                None => false,
+                Some(idx) => {
+                    let found = wild.globs[idx].node.remove(rest, slot);
+                    if wild.globs[idx].node.is_empty() {
+                        wild.globs.remove(idx);
+                    }
+                    found
+                }
+            },
+            Segment::Literal(_) => unreachable!("handled above"),
+        };
+        if wild.is_empty() {
+            self.wild = None;
+        }
+        found
     }
 }
 
-fn remove_boxed(child: &mut Option<Box<Node>>, rest: &[Segment], slot: u32) -> bool {
+fn remove_child(child: &mut Option<Node>, rest: &[Segment], slot: u32) -> bool {
     let Some(node) = child.as_mut() else {
         return false;
     };
@@ -278,22 +386,22 @@ impl Walk<'_, '_> {
             self.hits.extend_from_slice(&node.routes);
         } else {
             let seg = self.parts[pos];
-            if !node.literals.is_empty() {
-                if let Some(child) = node.literals.get(seg) {
-                    self.visit(child, pos + 1);
+            if let Some(child) = node.literals.get(seg) {
+                self.visit(child, pos + 1);
+            }
+            if let Some(wild) = &node.wild {
+                if let Some(star) = &wild.star {
+                    self.visit(star, pos + 1);
                 }
-            }
-            if let Some(star) = &node.star {
-                self.visit(star, pos + 1);
-            }
-            for glob in &node.globs {
-                if glob.matcher.is_match(seg) {
-                    self.visit(&glob.node, pos + 1);
+                for glob in &wild.globs {
+                    if glob.glob.is_match(seg) {
+                        self.visit(&glob.node, pos + 1);
+                    }
                 }
             }
         }
-        if let Some(gs) = &node.globstar {
-            let ptr: *const Node = &**gs;
+        if let Some(gs) = node.wild.as_ref().and_then(|w| w.globstar.as_ref()) {
+            let ptr: *const Node = gs;
             // `**` consumes 0..=(m - pos) segments: visit gs at pos..=m, except the
             // positions an earlier expansion already covered.
             let end = match self.globstars.entry(ptr) {
@@ -662,10 +770,12 @@ impl<T> Router<T> {
     #[doc(hidden)]
     pub fn trie_nodes(&self) -> usize {
         fn count(node: &Node) -> usize {
-            1 + node.literals.values().map(count).sum::<usize>()
-                + node.star.as_deref().map_or(0, count)
-                + node.globstar.as_deref().map_or(0, count)
-                + node.globs.iter().map(|g| count(&g.node)).sum::<usize>()
+            let wild = node.wild.as_deref().map_or(0, |w| {
+                w.star.as_ref().map_or(0, count)
+                    + w.globstar.as_ref().map_or(0, count)
+                    + w.globs.iter().map(|g| count(&g.node)).sum::<usize>()
+            });
+            1 + node.literals.nodes().map(count).sum::<usize>() + wild
         }
         count(&self.root)
     }
@@ -942,6 +1052,36 @@ mod tests {
         let ty = ty.join(".");
         assert_eq!(routed(&r, &ty), ["prefix", "ends", "all"]);
         assert_eq!(routed(&r, &format!("{ty}.x")), ["prefix", "all"]);
+    }
+
+    #[test]
+    fn literal_children_move_between_vector_and_map_without_losing_routes() {
+        fn hits(r: &Router<usize>, ty: &str) -> Vec<usize> {
+            r.route(ty).into_iter().copied().collect()
+        }
+        let mut r = Router::with_cache_capacity(0);
+        let ids: Vec<_> = (0..40)
+            .map(|i| r.add(&format!("svc.e{i}.created"), 0, i).unwrap())
+            .collect();
+        r.add("svc.*.created", 0, 100).unwrap();
+        let nodes = r.trie_nodes();
+        for i in 0..40 {
+            assert_eq!(hits(&r, &format!("svc.e{i}.created")), [i, 100]);
+        }
+        // Remove from both ends, crossing the map -> vector threshold.
+        for (n, id) in ids.iter().enumerate().filter(|(n, _)| n % 3 != 0) {
+            assert_eq!(r.remove(*id), Some(n));
+        }
+        for i in 0..40 {
+            let want: Vec<usize> = if i % 3 == 0 { vec![i, 100] } else { vec![100] };
+            assert_eq!(hits(&r, &format!("svc.e{i}.created")), want);
+        }
+        for (n, id) in ids.iter().enumerate().filter(|(n, _)| n % 3 == 0) {
+            assert_eq!(r.remove(*id), Some(n));
+        }
+        assert_eq!(hits(&r, "svc.e0.created"), [100]);
+        assert!(r.trie_nodes() < nodes);
+        assert_eq!(r.trie_nodes(), 4, "root, svc, *, created");
     }
 
     #[test]
