@@ -24,7 +24,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::{collections::BTreeMap, fmt, sync::OnceLock};
+use std::{
+    collections::{btree_map::Entry, BTreeMap},
+    fmt,
+    sync::OnceLock,
+};
 
 use bytes::Bytes;
 
@@ -53,6 +57,12 @@ pub const MAX_TYPE_SEGMENTS: usize = 128;
 /// bus to route it. 32 leaves room above real types and keeps the router's worst case (which
 /// grows with the number of segments) small.
 pub const DEFAULT_MAX_TYPE_SEGMENTS: usize = 32;
+
+/// Deepest nesting of arrays and objects accepted in `data` read from JSON (`[1]` is one
+/// level). serde_json stops at 128 levels for a whole document, so without a limit of its own
+/// a signal's verdict would depend on how deep it sits (alone, in a batch, in an envelope);
+/// 100 leaves room for those.
+pub const MAX_DATA_DEPTH: usize = 100;
 
 /// The core attributes of the JSON form, in the order [`Signal::from_parts`] takes them.
 const CORE_ATTRIBUTES: [&str; 10] = [
@@ -130,6 +140,20 @@ pub enum SignalError {
     /// `data` and `data_base64` were both given.
     #[error("`data` and `data_base64` must not both be present")]
     DataConflict,
+    /// A member of the JSON form appears more than once (a core attribute, `data`,
+    /// `data_base64` or an extension). No reading picks one: a signature checked on one
+    /// reading and routing done on another must never see two different signals.
+    #[error("duplicate member `{member}`: a signal's JSON object names each member once")]
+    DuplicateMember {
+        /// The member's name (unescaped).
+        member: String,
+    },
+    /// `data` read from JSON nests arrays and objects deeper than [`MAX_DATA_DEPTH`].
+    #[error("`data` nests arrays and objects more than {max} levels deep, the limit")]
+    DataTooDeep {
+        /// The limit.
+        max: usize,
+    },
     /// `data` is JSON text that does not make a JSON value (a number out of range, a lone
     /// surrogate, nesting too deep).
     #[error("`data` is not a valid JSON value: {reason}")]
@@ -262,8 +286,9 @@ enum Payload {
 }
 
 impl Payload {
-    /// Keeps `json` as text when it certainly parses into a `Value`; otherwise parses it now
-    /// and reports why it does not.
+    /// Keeps `json` as text when it certainly parses into a `Value` no deeper than
+    /// [`MAX_DATA_DEPTH`]; otherwise parses it now and reports why it does not, exactly as
+    /// [`Payload::from_value`] would for the value.
     fn checked(json: Box<RawValue>) -> Result<Payload, SignalError> {
         if !needs_full_parse(json.get().as_bytes()) {
             return Ok(Payload::Raw {
@@ -271,11 +296,32 @@ impl Payload {
                 parsed: OnceLock::new(),
             });
         }
-        serde_json::from_str(json.get())
-            .map(|v| Payload::Ready(Data::Json(v)))
-            .map_err(|e| SignalError::InvalidData {
-                reason: e.to_string(),
-            })
+        let value = serde_json::from_str(json.get()).map_err(|e| SignalError::InvalidData {
+            reason: e.to_string(),
+        })?;
+        Payload::from_value(value)
+    }
+
+    /// JSON data read as a value: refused when it nests deeper than [`MAX_DATA_DEPTH`].
+    fn from_value(value: Value) -> Result<Payload, SignalError> {
+        // Recursion is bounded: serde_json builds no value deeper than 128 levels.
+        fn too_deep(v: &Value, levels_left: usize) -> bool {
+            match v {
+                Value::Array(a) => {
+                    levels_left == 0 || a.iter().any(|v| too_deep(v, levels_left - 1))
+                }
+                Value::Object(o) => {
+                    levels_left == 0 || o.values().any(|v| too_deep(v, levels_left - 1))
+                }
+                _ => false,
+            }
+        }
+        if too_deep(&value, MAX_DATA_DEPTH) {
+            return Err(SignalError::DataTooDeep {
+                max: MAX_DATA_DEPTH,
+            });
+        }
+        Ok(Payload::Ready(Data::Json(value)))
     }
 
     fn get(&self) -> &Data {
@@ -295,9 +341,10 @@ impl Payload {
     }
 }
 
-/// Whether JSON text (already valid syntax) might still fail to parse into a `Value`: a
-/// `\u` escape (a lone surrogate), a number with an exponent or a long digit run (out of
-/// range), or nesting deeper than 100. Such text is parsed at once instead of kept.
+/// Whether JSON text (already valid syntax) might still fail to parse into a `Value` or to
+/// pass as data: a `\u` escape (a lone surrogate), a number with an exponent or a long digit
+/// run (out of range), or nesting deeper than [`MAX_DATA_DEPTH`]. Such text is parsed at
+/// once instead of kept.
 fn needs_full_parse(json: &[u8]) -> bool {
     let (mut in_string, mut escaped, mut depth, mut digits) = (false, false, 0usize, 0usize);
     for &b in json {
@@ -315,7 +362,7 @@ fn needs_full_parse(json: &[u8]) -> bool {
             b'"' => in_string = true,
             b'{' | b'[' => {
                 depth += 1;
-                if depth > 100 {
+                if depth > MAX_DATA_DEPTH {
                     return true;
                 }
             }
@@ -611,11 +658,18 @@ impl Signal {
 
     /// Reads a signal from CloudEvents JSON bytes.
     ///
-    /// # Errors
-    /// The JSON error, whose message names the field and rule for invalid signals.
-    ///
     /// The data is checked here but kept as text, parsed only when it is read
-    /// ([`data`](Signal::data)), and written back out as it came.
+    /// ([`data`](Signal::data)), and written back out as it came. The verdict and the signal
+    /// are the same as serde's (`serde_json::from_slice::<Signal>`, `from_str`, an element of
+    /// a `Vec<Signal>`): there is one reading of a signal's JSON.
+    ///
+    /// # Errors
+    /// The JSON error, whose message names the field and rule for invalid signals. Among
+    /// them: a member named twice (a core attribute, `data`, `data_base64` or an extension,
+    /// even with the same value, even when one is `null`) is refused with
+    /// [`SignalError::DuplicateMember`], ``duplicate member `type` ``, never resolved by
+    /// keeping the first or the last; `data` that does not make a JSON value, or nests deeper
+    /// than [`MAX_DATA_DEPTH`], is refused naming `data`.
     pub fn from_json_slice(bytes: &[u8]) -> Result<Signal, serde_json::Error> {
         let mut de = serde_json::Deserializer::from_slice(bytes);
         let signal = de::Deserializer::deserialize_any(&mut de, SignalVisitor { raw_data: true })?;
@@ -624,6 +678,10 @@ impl Signal {
     }
 
     /// Builds a signal from a parsed JSON value in CloudEvents JSON form.
+    ///
+    /// A [`Value`] holds one member per name: parsing text into a `Value` has already kept
+    /// the last of any repeated member. To refuse duplicates, read signals from the text
+    /// ([`Signal::from_json_slice`] or serde), not through a `Value`.
     ///
     /// # Errors
     /// A [`SignalError`] naming the field and the rule.
@@ -683,7 +741,7 @@ impl Signal {
         let data_base64 = take_str(data_base64, "data_base64")?;
         let data = match (data, data_base64) {
             (Some(_), Some(_)) => return Err(SignalError::DataConflict),
-            (Some(DataIn::Value(v)), None) => Some(Payload::Ready(Data::Json(v))),
+            (Some(DataIn::Value(v)), None) => Some(Payload::from_value(v)?),
             (Some(DataIn::Raw(raw)), None) => Some(Payload::checked(raw)?),
             (None, Some(b)) => Some(Payload::Ready(Data::Binary(
                 base64::engine::general_purpose::STANDARD
@@ -981,6 +1039,11 @@ impl<'de> Deserialize<'de> for Key {
 /// Reads the JSON form member by member, straight into the attributes: no intermediate
 /// JSON object. With `raw_data` (only for serde_json's own deserializer) the data is kept as
 /// text; other formats get it as a value.
+///
+/// This is the one place every reading of a signal from JSON goes through
+/// ([`Signal::from_json_slice`], serde_json's `from_slice`, `from_str`, `from_reader` and
+/// `from_value`, batches, flattened and untagged envelopes), and the one place that refuses
+/// a member named twice: at its second name, before its value is read.
 struct SignalVisitor {
     raw_data: bool,
 }
@@ -995,20 +1058,35 @@ impl<'de> de::Visitor<'de> for SignalVisitor {
     fn visit_map<A: de::MapAccess<'de>>(self, mut access: A) -> Result<Signal, A::Error> {
         let mut known: Known = Default::default();
         let mut data = None;
-        // A repeated member replaces the earlier one, as in a JSON object.
+        // The core attributes seen so far, one bit per index in `CORE_ATTRIBUTES`; the
+        // extensions' names are their map's keys.
+        let mut seen = 0u16;
         let mut extensions = BTreeMap::new();
         while let Some(Key(key)) = access.next_key::<Key>()? {
-            if key == Ok(DATA) && self.raw_data {
-                // Kept as text: parsed only if something reads it.
-                data = Some(DataIn::Raw(access.next_value::<Box<RawValue>>()?));
-                continue;
-            }
-            let value: Value = access.next_value()?;
             match key {
-                Ok(i) => known[i] = Some(value),
-                Err(name) => {
-                    extensions.insert(name, value);
+                Ok(i) if seen & (1 << i) != 0 => {
+                    return Err(duplicate(CORE_ATTRIBUTES[i].to_owned()))
                 }
+                Ok(DATA) => {
+                    seen |= 1 << DATA;
+                    // Any failure inside the data is reported as the data's, on every path.
+                    data = Some(if self.raw_data {
+                        // Kept as text: parsed only if something reads it.
+                        DataIn::Raw(access.next_value().map_err(invalid_data)?)
+                    } else {
+                        DataIn::Value(access.next_value().map_err(invalid_data)?)
+                    });
+                }
+                Ok(i) => {
+                    seen |= 1 << i;
+                    known[i] = Some(access.next_value()?);
+                }
+                Err(name) => match extensions.entry(name) {
+                    Entry::Occupied(e) => return Err(duplicate(e.remove_entry().0)),
+                    Entry::Vacant(e) => {
+                        e.insert(access.next_value::<Value>()?);
+                    }
+                },
             }
         }
         Signal::from_parts(known, data, extensions).map_err(de::Error::custom)
@@ -1042,6 +1120,20 @@ fn not_an_object<E: de::Error>(got: &'static str) -> E {
     E::custom(SignalError::NotAnObject { got })
 }
 
+fn duplicate<E: de::Error>(member: String) -> E {
+    E::custom(SignalError::DuplicateMember { member })
+}
+
+fn invalid_data<E: de::Error>(e: E) -> E {
+    E::custom(SignalError::InvalidData {
+        reason: e.to_string(),
+    })
+}
+
+/// Reads the CloudEvents JSON form (structured mode), with the same rules and errors as
+/// [`Signal::from_json_slice`]: a member named twice is refused
+/// ([`SignalError::DuplicateMember`]), as is data that is not a JSON value or nests deeper
+/// than [`MAX_DATA_DEPTH`]. Through serde the data is read as a value at once.
 impl<'de> Deserialize<'de> for Signal {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer.deserialize_any(SignalVisitor { raw_data: false })
@@ -1184,10 +1276,19 @@ mod tests {
             Either::Signal(t) => assert_eq!(*t, s),
             Either::Other(v) => panic!("read as {v}"),
         }
-        // Repeated extension members: the last wins.
-        let dup = br#"{"specversion":"1.0","id":"1","source":"/s","type":"a","x":"1","x":"2"}"#;
-        let d = Signal::from_json_slice(dup).unwrap();
-        assert_eq!(d.extension("x").unwrap().as_str(), Some("2"));
+        // A repeated member is refused, whichever way the signal is read: serde's buffered
+        // forms keep both names, so the visitor sees them.
+        let dup = r#"{"specversion":"1.0","id":"1","source":"/s","type":"a","x":"1","x":"2"}"#;
+        let e = Signal::from_json_slice(dup.as_bytes()).unwrap_err();
+        assert!(e.to_string().starts_with("duplicate member `x`"), "{e}");
+        let e = serde_json::from_str::<Envelope>(&format!(r#"{{"note":"n",{}"#, &dup[1..]))
+            .err()
+            .unwrap();
+        assert!(e.to_string().starts_with("duplicate member `x`"), "{e}");
+        assert!(matches!(
+            serde_json::from_str::<Either>(dup).unwrap(),
+            Either::Other(_)
+        ));
     }
 
     #[test]

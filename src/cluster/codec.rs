@@ -381,6 +381,12 @@ mod tests {
                 br#"{"specversion":"1.0","id":"1","source":"/s"}"#,
                 "`type` is required",
             ),
+            // One reading of the JSON: a member named twice is refused, not resolved.
+            (
+                "signals.c.d",
+                br#"{"specversion":"1.0","id":"1","source":"/s","type":"a.b","type":"c.d"}"#,
+                "duplicate member `type`",
+            ),
             (
                 "signals.user.deleted",
                 &payload,
