@@ -7,6 +7,10 @@
 )]
 #![forbid(unsafe_code)]
 
+// Entry points for the fuzz targets (`fuzz/`) and their regression test: not part of the API.
+#[doc(hidden)]
+#[path = "__fuzz.rs"]
+pub mod __fuzz;
 pub mod adapter;
 mod binding;
 pub mod bus;

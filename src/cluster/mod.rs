@@ -39,7 +39,7 @@
 use async_nats::jetstream::{self, stream};
 
 mod bridge;
-mod codec;
+pub(crate) mod codec;
 mod publisher;
 mod subject;
 

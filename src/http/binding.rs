@@ -58,7 +58,10 @@ pub(crate) fn encode(signal: &Signal, mode: ContentMode) -> Encoded {
                 }
             }
             if let Some(ct) = signal.datacontenttype() {
-                headers.insert(CONTENT_TYPE, header_value(ct));
+                // `Content-Type` is not a `ce-*` attribute: sent as it is (`; charset=utf-8`
+                // keeps its space), percent-encoded only when a header cannot carry it.
+                let value = HeaderValue::from_str(ct).unwrap_or_else(|_| header_value(ct));
+                headers.insert(CONTENT_TYPE, value);
             }
             Encoded {
                 body: binary_body(signal),
@@ -117,6 +120,17 @@ mod tests {
         assert_eq!(e.headers["ce-time"], "2024-01-01T00:00:00Z");
         assert_eq!(e.headers[CONTENT_TYPE], "application/json");
         assert_eq!(&e.body[..], br#"{"k":1}"#);
+    }
+
+    #[test]
+    fn binary_mode_content_type_is_not_percent_encoded() {
+        let s = Signal::builder("a", "/s")
+            .datacontenttype("application/json; charset=utf-8")
+            .data(json!("x"))
+            .build()
+            .unwrap();
+        let e = encode(&s, ContentMode::Binary);
+        assert_eq!(e.headers[CONTENT_TYPE], "application/json; charset=utf-8");
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! application installed another).
 
 mod adapter;
-mod binding;
+pub(crate) mod binding;
 mod client;
 mod egress;
 mod endpoint;
