@@ -266,6 +266,41 @@ pub enum DeliveryError {
         /// What does not match.
         message: String,
     },
+    /// The receiver asked to wait longer than the target's retry policy allows (its
+    /// `max_delay`, or what its `max_elapsed` leaves): the in-memory retries ended at once
+    /// instead of retrying sooner than asked. Throttled; [`retry_after`](Self::retry_after)
+    /// and [`not_before`](Self::not_before) give the time the receiver asked for.
+    #[error(
+        "receiver asked to wait {after:?}, more than the {allowed:?} the retry policy allows: \
+         not retried before {}: {error}",
+        not_before.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    )]
+    RetryLater {
+        /// The wait the receiver asked for (`Retry-After`).
+        after: Duration,
+        /// The longest wait the retry policy allowed at that point.
+        allowed: Duration,
+        /// When the receiver may be tried again: the failure's time plus `after`.
+        not_before: chrono::DateTime<chrono::Utc>,
+        /// The receiver's answer (e.g. HTTP 429).
+        error: Box<DeliveryError>,
+    },
+    /// An [`HttpPool`](crate::http::HttpPool) had no free connection to the endpoint's host
+    /// within its `pool_timeout` (all `max_connections` were busy). Retryable.
+    #[error(
+        "pool `{pool}` had no free connection to {host} within {waited:?} \
+         (max_connections {max_connections})"
+    )]
+    PoolTimeout {
+        /// The pool's name.
+        pool: String,
+        /// The host (and port) the request was for.
+        host: String,
+        /// How long the request waited for a connection (the pool's `pool_timeout`).
+        waited: Duration,
+        /// The pool's cap on connections per host.
+        max_connections: usize,
+    },
     /// A failure with an explicit kind, from a custom adapter or a transport.
     #[error("{message}")]
     Other {
@@ -356,7 +391,10 @@ impl DeliveryError {
     /// How the retry layer should treat this failure.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            DeliveryError::Timeout { .. } | DeliveryError::QueueFull { .. } => ErrorKind::Retryable,
+            DeliveryError::Timeout { .. }
+            | DeliveryError::QueueFull { .. }
+            | DeliveryError::PoolTimeout { .. } => ErrorKind::Retryable,
+            DeliveryError::RetryLater { .. } => ErrorKind::Throttled,
             DeliveryError::Closed { .. } => ErrorKind::Permanent,
             DeliveryError::ChannelFull { .. } => ErrorKind::Retryable,
             DeliveryError::ChannelClosed
@@ -402,10 +440,37 @@ impl DeliveryError {
             DeliveryError::Http { retry_after, .. } | DeliveryError::Other { retry_after, .. } => {
                 *retry_after
             }
+            DeliveryError::RetryLater { after, .. } => Some(*after),
             DeliveryError::Endpoints { failures, .. } => {
                 failures.iter().filter_map(|f| f.error.retry_after()).max()
             }
             _ => None,
+        }
+    }
+
+    /// When the receiver may be tried again, for a delivery whose in-memory retries ended
+    /// because the receiver asked to wait longer than the retry policy allows
+    /// ([`DeliveryError::RetryLater`]). `None` otherwise.
+    pub fn not_before(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        match self {
+            DeliveryError::RetryLater { not_before, .. } => Some(*not_before),
+            _ => None,
+        }
+    }
+
+    /// The failure `error` whose receiver asked to wait `after`, longer than the `allowed`
+    /// wait: not before now plus `after`.
+    pub(crate) fn retry_later(error: DeliveryError, after: Duration, allowed: Duration) -> Self {
+        let now = chrono::Utc::now();
+        let not_before = chrono::TimeDelta::from_std(after)
+            .ok()
+            .and_then(|d| now.checked_add_signed(d))
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
+        DeliveryError::RetryLater {
+            after,
+            allowed,
+            not_before,
+            error: Box::new(error),
         }
     }
 }

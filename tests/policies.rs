@@ -10,7 +10,7 @@ use std::{
         atomic::{AtomicUsize, Ordering},
         Arc, Mutex,
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use serde_json::json;
@@ -20,6 +20,7 @@ use signal_bus::{
     dispatch_async,
     http::{Http, Webhook},
     policy::{CircuitBreaker, CircuitState, Mode, Overflow, RetryPolicy},
+    queue::{DispatchMode, Forwarder, JobState, MemoryStore, Queue},
     Adapter, Bus, DeliveryError, ErrorKind, Signal, Target,
 };
 use support::{Reply, TestServer};
@@ -140,30 +141,161 @@ async fn gone_disables_the_target_and_tells_the_bus() {
     assert_eq!(server.count(), 2);
 }
 
-#[tokio::test]
-async fn retry_after_is_honoured() {
+/// A target posting to `server` with `policy`, and a timeout no paused-time jump can reach.
+fn patient(server: &TestServer, policy: RetryPolicy) -> Target {
+    Target::new(Http::post(&server.url("/")).unwrap())
+        .label("patient")
+        .timeout(Duration::from_secs(3600))
+        .retry(policy)
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_within_max_delay_is_waited_exactly() {
     let server = TestServer::start().await;
-    server.reply(Reply::status(429).header("retry-after", "1"));
+    server.reply(Reply::status(429).header("retry-after", "3"));
+    server.reply(Reply::status(503).header("retry-after", "2"));
     let bus = bus();
     bus.subscribe(
         "job.*",
-        Target::new(Http::post(&server.url("/")).unwrap()).retry(
-            RetryPolicy::constant(Duration::from_millis(600))
-                .max_attempts(2)
+        patient(
+            &server,
+            RetryPolicy::exponential(Duration::from_millis(100))
+                .max_attempts(3)
                 .max_delay(Duration::from_secs(5)),
         ),
     )
     .unwrap();
-    let started = Instant::now();
     let report = bus.publish(signal(1)).await.unwrap();
     assert!(report.is_ok(), "{report}");
-    assert_eq!(server.count(), 2);
-    // Retry-After 1 s, within [600 ms, 1.2 s]: the retry waited as told, not 600 ms.
+    let seen = server.requests();
+    assert_eq!(seen.len(), 3);
+    // The policy alone would wait 100 ms then 200 ms (the old clamp: at most 2x that).
+    for (i, asked) in [(1, 3), (2, 2)] {
+        let waited = seen[i].at - seen[i - 1].at;
+        let asked = Duration::from_secs(asked);
+        assert!(
+            asked <= waited && waited <= asked + Duration::from_millis(5),
+            "retry {i} waited {waited:?}, the receiver asked {asked:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_beyond_max_delay_is_a_throttled_failure_that_says_when() {
+    let server = TestServer::start().await;
+    server.always(Reply::status(429).header("retry-after", "60"));
+    let bus = bus();
+    let (tx, mut dead) = mpsc::channel(8);
+    bus.subscribe(
+        "job.*",
+        patient(
+            &server,
+            RetryPolicy::exponential(Duration::from_millis(100))
+                .max_attempts(5)
+                .max_delay(Duration::from_secs(5)),
+        )
+        .on_failure(Channel::new(tx)),
+    )
+    .unwrap();
+    let before = chrono::Utc::now();
+    let started = tokio::time::Instant::now();
+    let report = bus.publish(signal(1)).await.unwrap();
+    let after = chrono::Utc::now();
+    assert_eq!(server.count(), 1, "no in-memory retry sooner than asked");
+    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    let outcome = report.failures().next().unwrap();
+    let e = outcome.error.unwrap();
+    assert!(matches!(e, DeliveryError::RetryLater { .. }), "{e:?}");
+    assert_eq!(e.kind(), ErrorKind::Throttled);
+    assert_eq!(e.retry_after(), Some(Duration::from_secs(60)));
+    let not_before = e.not_before().unwrap();
+    assert_eq!(outcome.not_before(), Some(not_before));
+    let sixty = chrono::TimeDelta::seconds(60);
+    assert!(before + sixty <= not_before && not_before <= after + sixty);
     assert!(
-        started.elapsed() >= Duration::from_millis(950),
-        "{:?}",
-        started.elapsed()
+        e.to_string().starts_with(
+            "receiver asked to wait 60s, more than the 5s the retry policy allows: not retried \
+             before "
+        ),
+        "{e}"
     );
+    assert!(e.to_string().ends_with(": receiver answered HTTP 429"), "{e}");
+    let got = dead.recv().await.unwrap();
+    let ext = |k: &str| got.extension(k).unwrap().to_string();
+    assert_eq!(ext("deadletterkind"), "throttled");
+    assert_eq!(ext("deadletterattempts"), "1");
+    assert_eq!(
+        ext("deadletternotbefore"),
+        not_before.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_beyond_what_max_elapsed_leaves_is_throttled_too() {
+    let server = TestServer::start().await;
+    server.reply(Reply::status(503).header("retry-after", "2"));
+    server.always(Reply::status(503).header("retry-after", "2"));
+    let bus = bus();
+    bus.subscribe(
+        "job.*",
+        patient(
+            &server,
+            RetryPolicy::constant(Duration::from_millis(100))
+                .max_attempts(10)
+                .max_elapsed(Duration::from_secs(3)),
+        ),
+    )
+    .unwrap();
+    let report = bus.publish(signal(1)).await.unwrap();
+    // 2 s waited once; then only 1 s is left of the 3 s: no second wait.
+    assert_eq!(server.count(), 2);
+    let e = report.failures().next().unwrap().error.unwrap();
+    match e {
+        DeliveryError::RetryLater { after, allowed, .. } => {
+            assert_eq!(*after, Duration::from_secs(2));
+            assert!(*allowed < Duration::from_secs(2), "{allowed:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_throttled_forwarder_job_is_rescheduled_to_the_time_asked_unspent() {
+    let server = TestServer::start().await;
+    server.always(Reply::status(429).header("retry-after", "120"));
+    let queue = Queue::builder(MemoryStore::new())
+        .poll_interval(Duration::from_millis(10))
+        .build();
+    let bus = Bus::builder().queue(queue.clone()).build().unwrap();
+    bus.subscribe(
+        "job.*",
+        Forwarder::new("throttled", Http::post(&server.url("/")).unwrap())
+            .dispatch(DispatchMode::Async),
+    )
+    .unwrap();
+    let before = chrono::Utc::now();
+    bus.publish(signal(1)).await.unwrap();
+    let runner = queue.start();
+    server.wait_for(1).await;
+    let mut job = None;
+    for _ in 0..1000 {
+        if let Some(j) = queue.list(JobState::Scheduled, 10).await.unwrap().pop() {
+            job = Some(j);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let after = chrono::Utc::now();
+    runner.shutdown().await;
+    let job = job.expect("the job was rescheduled");
+    assert_eq!(job.attempt, 0, "a throttled job spends no attempt");
+    let asked = chrono::TimeDelta::seconds(120);
+    assert!(
+        before + asked <= job.scheduled_at && job.scheduled_at <= after + asked,
+        "{} not 120 s after [{before}, {after}]",
+        job.scheduled_at
+    );
+    assert_eq!(server.count(), 1);
 }
 
 /// An in-process endpoint that fails or succeeds on command, counting its calls, with a

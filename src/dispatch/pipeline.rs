@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::{runtime::LATENCY_SAMPLE, Target};
 use crate::{
-    policy::{CircuitState, Overflow, Transition},
+    policy::{CircuitState, NextStep, Overflow, Transition},
     telemetry, DeliveryError, ErrorKind, Signal,
 };
 
@@ -228,10 +228,16 @@ async fn run(
         let Some(policy) = &target.config.retry else {
             break e;
         };
-        let delay = backoff
+        let step = backoff
             .get_or_insert_with(|| policy.backoff())
-            .next_delay(e.retry_after(), started.elapsed());
-        let Some(delay) = delay else { break e };
+            .next_step(e.retry_after(), started.elapsed());
+        let delay = match step {
+            NextStep::Retry(delay) => delay,
+            NextStep::Throttled { asked, allowed } => {
+                break DeliveryError::retry_later(e, asked, allowed)
+            }
+            _ => break e,
+        };
         rt.stats().counters.retried.fetch_add(1, Ordering::Relaxed);
         telemetry::retry(target.name(), &signals[0], attempts, delay, &e);
         tokio::time::sleep(delay).await;
@@ -266,12 +272,19 @@ fn disable(target: &Target, error: &DeliveryError) {
 /// Sends a signal that failed for good to the target's dead-letter targets, marked with
 /// what failed.
 async fn dead_letter(target: &Target, signal: &Arc<Signal>, attempts: u32, error: &DeliveryError) {
-    let marked = signal.with_extensions([
-        ("deadlettertarget", target.name().into()),
-        ("deadletterattempts", i64::from(attempts).into()),
-        ("deadletterkind", error.kind().to_string().into()),
-        ("deadlettererror", error.to_string().into()),
-    ]);
+    let not_before = error
+        .not_before()
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true).into());
+    let marked = signal.with_extensions(
+        [
+            ("deadlettertarget", target.name().into()),
+            ("deadletterattempts", i64::from(attempts).into()),
+            ("deadletterkind", error.kind().to_string().into()),
+            ("deadlettererror", error.to_string().into()),
+        ]
+        .into_iter()
+        .chain(not_before.map(|t| ("deadletternotbefore", t))),
+    );
     let Ok(marked) = marked else { return };
     target
         .runtime

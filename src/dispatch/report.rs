@@ -24,6 +24,13 @@ impl<'a> Outcome<'a> {
         self.error.is_none()
     }
 
+    /// When the receiver may be tried again, for a delivery that stopped because the
+    /// receiver asked to wait longer than the retry policy allows (see
+    /// [`DeliveryError::not_before`]).
+    pub fn not_before(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.error.and_then(DeliveryError::not_before)
+    }
+
     /// The outcome as a `Result`.
     ///
     /// # Errors

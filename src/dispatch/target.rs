@@ -153,7 +153,11 @@ impl Target {
 
     /// Dead-letter targets: they receive every signal whose delivery to this target failed
     /// for good, with extensions `deadlettertarget`, `deadletterattempts`, `deadletterkind`
-    /// and `deadlettererror`. May be called several times; targets add up.
+    /// and `deadlettererror`, plus `deadletternotbefore` (RFC 3339) when the receiver asked
+    /// to wait longer than the retry policy allows ([`DeliveryError::RetryLater`]). May be
+    /// called several times; targets add up.
+    ///
+    /// [`DeliveryError::RetryLater`]: crate::DeliveryError::RetryLater
     pub fn on_failure(mut self, targets: impl super::IntoTargets) -> Self {
         let mut all: Vec<Target> = self.config.on_failure.iter().cloned().collect();
         all.extend(targets.into_targets());

@@ -11,4 +11,4 @@ mod retry;
 
 pub use breaker::{Breaker, CircuitBreaker, CircuitState, Permit, Rejected, Transition};
 pub use mode::{Mode, Overflow, MAX_QUEUE_CAPACITY};
-pub use retry::{Backoff, Jitter, RetryPolicy};
+pub use retry::{Backoff, Jitter, NextStep, RetryPolicy};

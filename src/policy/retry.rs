@@ -9,6 +9,23 @@
 //! [`DeliveryError::is_retryable`](crate::DeliveryError::is_retryable). This module only says
 //! *how long to wait*, honouring the receiver's
 //! [`retry_after`](crate::DeliveryError::retry_after) when it gives one.
+//!
+//! # `Retry-After`
+//!
+//! A wait the receiver asks for (HTTP `Retry-After` on 429 or 503, or
+//! [`DeliveryError::throttled`](crate::DeliveryError::throttled) from a custom adapter) is
+//! honoured exactly, never shortened:
+//!
+//! - up to the policy's [`max_delay`](RetryPolicy::max_delay) (and what
+//!   [`max_elapsed`](RetryPolicy::max_elapsed) leaves), the next attempt waits the larger of
+//!   the receiver's wait and the policy's own delay for that retry (jitter may only add);
+//! - beyond it, the in-memory retries end at once ([`NextStep::Throttled`]): the delivery
+//!   fails as [`DeliveryError::RetryLater`](crate::DeliveryError::RetryLater), a throttled
+//!   failure whose [`retry_after`](crate::DeliveryError::retry_after) and
+//!   [`not_before`](crate::DeliveryError::not_before) carry the time the receiver asked for,
+//!   and whose dead letter carries it too (`deadletternotbefore`). A durable
+//!   [`Forwarder`](crate::queue::Forwarder) job is instead rescheduled to that time without
+//!   spending an attempt.
 
 use std::{
     collections::hash_map::RandomState,
@@ -250,7 +267,9 @@ impl RetryPolicy {
         self
     }
 
-    /// The cap on each delay (jitter included; `Retry-After` included).
+    /// The cap on each delay (jitter included). A receiver's `Retry-After` up to this cap is
+    /// waited exactly; a longer one ends the in-memory retries as a throttled failure that
+    /// carries the time asked for (see [`Backoff::next_step`]).
     ///
     /// # Default
     ///
@@ -460,37 +479,88 @@ pub struct Backoff {
     rng: SplitMix64,
 }
 
+/// What a [`Backoff`] says after a failure: see [`Backoff::next_step`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NextStep {
+    /// Wait this long, then make the next attempt.
+    Retry(Duration),
+    /// No more attempts: the attempts are exhausted, or the next delay would end after
+    /// `max_elapsed`.
+    GiveUp,
+    /// The receiver asked to wait `asked`, longer than the policy allows (`allowed`: the
+    /// smaller of `max_delay` and what `max_elapsed` leaves): no in-memory retry is made,
+    /// and the failure is reported as throttled with the time the receiver asked for.
+    Throttled {
+        /// The wait the receiver asked for (`Retry-After`).
+        asked: Duration,
+        /// The longest wait the policy allowed at that point.
+        allowed: Duration,
+    },
+}
+
 impl Backoff {
     /// The delay before the next attempt after one more failure, or `None` to give up
-    /// (attempts exhausted, or `elapsed + delay` would exceed `max_elapsed`).
+    /// (attempts exhausted, `elapsed + delay` would exceed `max_elapsed`, or the receiver
+    /// asked for a wait beyond what the policy allows).
     ///
-    /// `elapsed` is the time since the first attempt started. `retry_after` (from the
-    /// receiver, see [`DeliveryError::retry_after`](crate::DeliveryError::retry_after)) is
-    /// honoured within reason: the delay becomes `retry_after` clamped to `[d, 2 * d]` (`d`
-    /// being the un-jittered delay of this retry), and never above `max_delay`. Jitter does
-    /// not apply then; and with a zero delay (`constant(Duration::ZERO)`) the request has no
-    /// room and is ignored.
+    /// The same as [`next_step`](Backoff::next_step) without telling why it gave up.
     pub fn next_delay(
         &mut self,
         retry_after: Option<Duration>,
         elapsed: Duration,
     ) -> Option<Duration> {
-        if self.attempts >= self.max_attempts {
-            return None;
+        match self.next_step(retry_after, elapsed) {
+            NextStep::Retry(delay) => Some(delay),
+            NextStep::GiveUp | NextStep::Throttled { .. } => None,
         }
+    }
+
+    /// What to do after one more failure: wait and retry, give up, or stop because the
+    /// receiver asked for a longer wait than the policy allows.
+    ///
+    /// `elapsed` is the time since the first attempt started. `retry_after` (from the
+    /// receiver, see [`DeliveryError::retry_after`](crate::DeliveryError::retry_after)) is
+    /// honoured exactly:
+    ///
+    /// - within the limit (`max_delay`, and what `max_elapsed` leaves after `elapsed`), the
+    ///   delay is the larger of the receiver's wait and this retry's own jittered delay, so
+    ///   it is never shorter than asked (jitter may only add);
+    /// - beyond the limit, [`NextStep::Throttled`]: retrying sooner than asked gets senders
+    ///   blocked, so the in-memory retries end there and the caller reports when the
+    ///   receiver may be tried again.
+    ///
+    /// Without `retry_after` the delay is this retry's jittered delay, and `None` is given
+    /// up when `elapsed + delay` would exceed `max_elapsed`. Attempts exhausted always give
+    /// up.
+    pub fn next_step(&mut self, retry_after: Option<Duration>, elapsed: Duration) -> NextStep {
+        if self.attempts >= self.max_attempts || self.max_elapsed.is_some_and(|l| elapsed > l) {
+            return NextStep::GiveUp;
+        }
+        let left = self
+            .max_elapsed
+            .map_or(Duration::MAX, |limit| limit.saturating_sub(elapsed));
+        let limit = self.max_delay.min(left);
         let d = self.plain_delay(self.attempts);
         let delay = match retry_after {
-            Some(asked) => asked.clamp(d, d.saturating_mul(2)).min(self.max_delay),
-            None => self.jittered(d),
-        };
-        if let Some(limit) = self.max_elapsed {
-            if elapsed.saturating_add(delay) > limit {
-                return None;
+            Some(asked) if asked > limit => {
+                return NextStep::Throttled {
+                    asked,
+                    allowed: limit,
+                }
             }
-        }
+            Some(asked) => asked.max(self.jittered(d)).min(limit),
+            None => {
+                let delay = self.jittered(d);
+                if delay > left {
+                    return NextStep::GiveUp;
+                }
+                delay
+            }
+        };
         self.prev = delay;
         self.attempts += 1;
-        Some(delay)
+        NextStep::Retry(delay)
     }
 
     /// Attempts made so far, counting the one about to be made after the last delay given:
@@ -796,24 +866,81 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_is_clamped() {
-        let p = RetryPolicy::exponential(secs(1))
+    fn retry_after_within_max_delay_is_waited_exactly() {
+        let p = RetryPolicy::exponential(ms(100))
             .max_attempts(10)
-            .max_delay(secs(5))
-            .jitter(Jitter::Full);
+            .max_delay(secs(5));
         let mut b = p.backoff_seeded(3);
-        // d = 1 s: asked 10 s, clamped to 2 s.
-        assert_eq!(b.next_delay(Some(secs(10)), Duration::ZERO), Some(secs(2)));
-        // d = 2 s: asked 3 s, kept.
-        assert_eq!(b.next_delay(Some(secs(3)), Duration::ZERO), Some(secs(3)));
-        // d = 4 s: asked 0 s, raised to 4 s (jitter is not applied).
-        assert_eq!(b.next_delay(Some(secs(0)), Duration::ZERO), Some(secs(4)));
-        // d = 5 s (capped): asked 9 s, within [5, 10] but never above max_delay.
-        assert_eq!(b.next_delay(Some(secs(9)), Duration::ZERO), Some(secs(5)));
-        // Retry-After does not bypass max_elapsed.
-        let p = RetryPolicy::constant(secs(1)).max_elapsed(secs(3));
+        // d = 100 ms: asked 3 s, waited 3 s (the old rule clamped it to 200 ms).
+        assert_eq!(
+            b.next_step(Some(secs(3)), Duration::ZERO),
+            NextStep::Retry(secs(3))
+        );
+        // d = 200 ms: asked exactly max_delay.
+        assert_eq!(
+            b.next_step(Some(secs(5)), Duration::ZERO),
+            NextStep::Retry(secs(5))
+        );
+        // d = 400 ms: asked 0 s, the policy's own delay still applies.
+        assert_eq!(b.next_step(Some(secs(0)), Duration::ZERO), NextStep::Retry(ms(400)));
+        // Jitter only adds: never below the asked wait, never above max_delay.
+        for jitter in [
+            Jitter::Full,
+            Jitter::Equal,
+            Jitter::Decorrelated,
+            Jitter::Proportional(1.0),
+        ] {
+            let p = RetryPolicy::exponential(secs(1))
+                .max_attempts(100)
+                .max_delay(secs(10))
+                .jitter(jitter);
+            for seed in 0..50 {
+                let mut b = p.backoff_seeded(seed);
+                for _ in 0..20 {
+                    match b.next_step(Some(ms(2_500)), Duration::ZERO) {
+                        NextStep::Retry(d) => assert!(ms(2_500) <= d && d <= secs(10), "{d:?}"),
+                        other => panic!("{other:?}"),
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn retry_after_beyond_the_limit_is_throttled() {
+        let p = RetryPolicy::exponential(ms(100))
+            .max_attempts(10)
+            .max_delay(secs(5));
         let mut b = p.backoff();
-        assert_eq!(b.next_delay(Some(secs(2)), secs(2)), None);
+        assert_eq!(
+            b.next_step(Some(secs(60)), Duration::ZERO),
+            NextStep::Throttled {
+                asked: secs(60),
+                allowed: secs(5)
+            }
+        );
+        assert_eq!(b.attempts(), 1, "no attempt is planned");
+        assert_eq!(b.clone().next_delay(Some(secs(60)), Duration::ZERO), None);
+        // What max_elapsed leaves counts too.
+        let p = RetryPolicy::constant(secs(1)).max_elapsed(secs(10));
+        let mut b = p.backoff();
+        assert_eq!(
+            b.next_step(Some(secs(4)), secs(7)),
+            NextStep::Throttled {
+                asked: secs(4),
+                allowed: secs(3)
+            }
+        );
+        assert_eq!(b.next_step(Some(secs(3)), secs(7)), NextStep::Retry(secs(3)));
+        // Exhausted attempts give up, whatever was asked.
+        let mut b = RetryPolicy::none().backoff();
+        assert_eq!(b.next_step(Some(secs(60)), Duration::ZERO), NextStep::GiveUp);
+        // A schedule has no cap: a day is waited.
+        let mut b = RetryPolicy::schedule([secs(5)]).backoff();
+        assert_eq!(
+            b.next_step(Some(secs(86_400)), Duration::ZERO),
+            NextStep::Retry(secs(86_400))
+        );
     }
 
     #[test]

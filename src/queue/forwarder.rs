@@ -96,7 +96,10 @@ impl ForwarderJob {
 ///   `bus.metrics().queue_paused`): other processes subscribing the same forwarder on a
 ///   shared queue keep claiming its jobs until they get a 410 themselves, and a restart
 ///   forgets it (the next job tries the endpoint again).
-/// - **snoozed** without spending an attempt while its circuit breaker is open.
+/// - **snoozed** without spending an attempt while its circuit breaker is open, and when the
+///   receiver asks to wait (a throttled failure with a `Retry-After`, e.g. HTTP 429 or 503):
+///   the job runs again at the time asked for (at least 1 s later). A receiver that keeps
+///   answering so keeps the job waiting; its attempts are not spent.
 ///
 /// ```no_run
 /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
@@ -441,6 +444,12 @@ pub(crate) async fn perform(
                 queue.registry_changed();
             }
             WorkOutcome::Snooze(Duration::ZERO)
+        }
+        // The receiver asked for a wait: run again then, without spending an attempt (at
+        // least a second later, so a `Retry-After: 0` cannot spin).
+        Err(e) if e.kind() == ErrorKind::Throttled && e.retry_after().is_some() => {
+            let after = e.retry_after().unwrap_or_default();
+            WorkOutcome::Snooze(after.max(Duration::from_secs(1)))
         }
         // Everything else, permanent failures included, is retried with the job backoff
         // until `max_attempts`, then discarded with the last error.

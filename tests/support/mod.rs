@@ -32,6 +32,8 @@ pub struct Recorded {
     pub path: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// When it arrived, on tokio's clock (exact under `tokio::time::pause`).
+    pub at: tokio::time::Instant,
 }
 
 /// What the server answers.
@@ -181,6 +183,7 @@ async fn handle(
         path: uri.path().to_owned(),
         headers,
         body,
+        at: tokio::time::Instant::now(),
     });
     shared.arrived.notify_waiters();
     let reply = shared.replies.lock().unwrap().pop_front();
