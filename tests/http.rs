@@ -9,7 +9,8 @@ use std::{sync::Arc, time::Duration};
 use serde_json::json;
 use signal_bus::{
     dispatch, dispatch_batch,
-    http::{ContentMode, Http},
+    http::{ContentMode, Http, Webhook},
+    queue::Forwarder,
     Adapter, Bus, DeliveryError, ErrorKind, Signal, Target,
 };
 use support::{dropping_server, refused_addr, Reply, TestServer};
@@ -208,6 +209,85 @@ async fn slow_receivers_time_out() {
     let report = dispatch(signal(), target).await.unwrap();
     let e = report.get(0).unwrap().error.unwrap();
     assert_eq!(e.to_string(), "delivery timed out after 300ms");
+}
+
+/// The error of the only outcome of a bus publish.
+async fn publish_to(target: Target) -> Result<(), DeliveryError> {
+    let bus = Bus::builder().build().unwrap();
+    bus.subscribe("order.*", target).unwrap();
+    let report = bus.publish(signal()).await.unwrap();
+    match report.get(0).unwrap().error {
+        None => Ok(()),
+        Some(e) => Err(e.clone()),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_target_without_a_timeout_takes_the_adapters_longer_one() {
+    let server = TestServer::start().await;
+    server.always(Reply::status(204).delay(Duration::from_secs(7)));
+    // Http and Webhook with a 10 s timeout: the target's 5 s default no longer caps it.
+    let http = Http::post(&server.url("/"))
+        .unwrap()
+        .timeout(Duration::from_secs(10));
+    let target = Target::new(http);
+    assert_eq!(target.get_timeout(), Duration::from_secs(10));
+    let started = tokio::time::Instant::now();
+    publish_to(target).await.unwrap();
+    assert!(started.elapsed() >= Duration::from_secs(7));
+    let webhook = Webhook::new(&server.url("/"))
+        .unwrap()
+        .allow_private_networks(true)
+        .timeout(Duration::from_secs(10));
+    publish_to(Target::new(webhook)).await.unwrap();
+    assert_eq!(server.count(), 2);
+    // A shorter adapter timeout leaves the default alone, and still bounds each request.
+    let short = Http::post(&server.url("/"))
+        .unwrap()
+        .timeout(Duration::from_secs(2));
+    assert_eq!(Target::new(short).get_timeout(), Duration::from_secs(5));
+    // The adapter's timeout still applies inside a longer explicit target timeout.
+    server.always(Reply::status(204).delay(Duration::from_secs(12)));
+    let http = Http::post(&server.url("/"))
+        .unwrap()
+        .timeout(Duration::from_secs(10));
+    let e = publish_to(Target::new(http).timeout(Duration::from_secs(15)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.to_string(), "delivery timed out after 10s");
+}
+
+#[tokio::test]
+async fn a_target_timeout_shorter_than_the_adapters_is_refused_naming_both() {
+    let bus = Bus::builder().build().unwrap();
+    let http = Http::post("http://127.0.0.1:9/")
+        .unwrap()
+        .timeout(Duration::from_secs(10));
+    let e = bus
+        .subscribe("order.*", Target::new(http).timeout(Duration::from_secs(5)))
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "target `http` is invalid: invalid timeout `5s`: is shorter than the adapter's own \
+         timeout 10s and would cut its requests short: give the target at least 10s, or the \
+         adapter less"
+    );
+    // Equal is fine.
+    let http = Http::post("http://127.0.0.1:9/")
+        .unwrap()
+        .timeout(Duration::from_secs(10));
+    bus.subscribe("order.*", Target::new(http).timeout(Duration::from_secs(10)))
+        .unwrap();
+    // A forwarder's job timeout composes the same way.
+    let webhook = Webhook::new("https://example.com/")
+        .unwrap()
+        .timeout(Duration::from_secs(45));
+    let fwd = Forwarder::new("slow", webhook).job_timeout(Duration::from_secs(40));
+    assert_eq!(
+        fwd.validate().unwrap_err().to_string(),
+        "invalid job_timeout `40s`: is shorter than the adapter's own timeout 45s and would cut \
+         its requests short: give the job at least 45s, or the adapter less"
+    );
 }
 
 #[tokio::test]

@@ -136,6 +136,16 @@ pub trait Adapter: Send + Sync + 'static {
     fn requires_queue(&self) -> bool {
         false
     }
+
+    /// The adapter's own timeout for one request, when it has one (an HTTP adapter's
+    /// `.timeout(d)`). Timeouts compose with the target's: a [`Target`](crate::Target)
+    /// without an explicit [`timeout`](crate::Target::timeout) takes this one when it is
+    /// longer than the target's default, and a target whose explicit timeout is shorter than
+    /// this one is refused at `subscribe` (it would cut the adapter's requests short).
+    /// Default: `None`.
+    fn request_timeout(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// Adapters behind an `Arc` are adapters too, so one adapter can serve several targets.
@@ -173,6 +183,9 @@ impl<A: Adapter + ?Sized> Adapter for Arc<A> {
     }
     fn requires_queue(&self) -> bool {
         (**self).requires_queue()
+    }
+    fn request_timeout(&self) -> Option<Duration> {
+        (**self).request_timeout()
     }
 }
 

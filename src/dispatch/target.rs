@@ -61,7 +61,11 @@ pub struct Target {
 pub(crate) struct Config {
     /// The label; `None`: the adapter's name.
     pub(crate) name: Option<Arc<str>>,
+    /// The delivery timeout in force: the explicit one, or the default raised to the
+    /// adapter's own request timeout.
     pub(crate) timeout: Duration,
+    /// Whether `timeout` was set with [`Target::timeout`].
+    pub(crate) explicit_timeout: bool,
     pub(crate) retry: Option<RetryPolicy>,
     pub(crate) breaker: Option<CircuitBreaker>,
     pub(crate) on_failure: Arc<[Target]>,
@@ -96,6 +100,7 @@ fn default_config() -> Arc<Config> {
         Arc::new(Config {
             name: None,
             timeout: DEFAULT_TIMEOUT,
+            explicit_timeout: false,
             retry: None,
             breaker: None,
             on_failure: Arc::new([]),
@@ -113,7 +118,8 @@ pub(crate) fn epoch() -> tokio::time::Instant {
 }
 
 impl Target {
-    /// A target delivering to `adapter` with the defaults: synchronous, 5 s timeout, no
+    /// A target delivering to `adapter` with the defaults: synchronous, 5 s timeout (or the
+    /// adapter's own [`request_timeout`](Adapter::request_timeout) when that is longer), no
     /// retries, no breaker, no batching, no dead letters.
     pub fn new(adapter: impl Adapter) -> Self {
         Target::from_arc(Arc::new(adapter))
@@ -121,20 +127,31 @@ impl Target {
 
     /// A target delivering to a shared adapter.
     pub fn from_arc(adapter: Arc<dyn Adapter>) -> Self {
-        Target {
+        let mut target = Target {
             adapter,
             config: default_config(),
             runtime: inert_runtime(),
+        };
+        if let Some(own) = target.adapter.request_timeout() {
+            if own > DEFAULT_TIMEOUT {
+                target.config_mut().timeout = own;
+            }
         }
+        target
     }
 
     fn config_mut(&mut self) -> &mut Config {
         Arc::make_mut(&mut self.config)
     }
 
-    /// How long one delivery attempt may take. Default: 5 s; allowed: 1 ms to 24 h.
+    /// How long one delivery attempt may take. Default: 5 s, or the adapter's own
+    /// [`request_timeout`](Adapter::request_timeout) when that is longer (an
+    /// `Http::timeout(10s)` gets 10 s); allowed: 1 ms to 24 h, and not shorter than the
+    /// adapter's own timeout (`subscribe` refuses that, naming both).
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.config_mut().timeout = timeout;
+        let c = self.config_mut();
+        c.timeout = timeout;
+        c.explicit_timeout = true;
         self
     }
 
@@ -201,7 +218,7 @@ impl Target {
         &self.adapter
     }
 
-    /// The delivery timeout.
+    /// The delivery timeout in force (see [`timeout`](Target::timeout)).
     pub fn get_timeout(&self) -> Duration {
         self.config.timeout
     }
@@ -238,6 +255,18 @@ impl Target {
                 format!("{:?}", c.timeout),
                 "must be between 1ms and 24h",
             )));
+        }
+        if let Some(own) = self.adapter.request_timeout() {
+            if c.explicit_timeout && own > c.timeout {
+                check(Err(ConfigError::invalid(
+                    "timeout",
+                    format!("{:?}", c.timeout),
+                    format!(
+                        "is shorter than the adapter's own timeout {own:?} and would cut its \
+                         requests short: give the target at least {own:?}, or the adapter less"
+                    ),
+                )));
+            }
         }
         if self.name().is_empty() {
             check(Err(ConfigError::invalid("label", "", "must not be empty")));

@@ -120,4 +120,7 @@ impl Adapter for Http {
     async fn health_check(&self) -> Health {
         self.request.health(&self.endpoint).await
     }
+    fn request_timeout(&self) -> Option<std::time::Duration> {
+        self.request.timeout
+    }
 }

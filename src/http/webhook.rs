@@ -316,6 +316,10 @@ impl Adapter for Webhook {
             .await
     }
 
+    fn request_timeout(&self) -> Option<std::time::Duration> {
+        self.request.timeout
+    }
+
     fn split_endpoints(&self) -> Vec<(String, Arc<dyn Adapter>)> {
         if self.endpoints.len() < 2 {
             return Vec::new();

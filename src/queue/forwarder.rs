@@ -29,6 +29,9 @@ use crate::{
 /// claims only the forwarders its process has.
 pub const FORWARDER_WORKER: &str = "signal_bus.forwarder";
 
+/// Default time one queued delivery may take.
+const DEFAULT_JOB_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// When a [`Forwarder`] delivers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
@@ -121,6 +124,8 @@ pub struct Forwarder {
     queue_name: String,
     max_attempts: u32,
     priority: i16,
+    /// Whether `job_timeout` was set explicitly.
+    explicit_job_timeout: bool,
     queue: OnceLock<Queue>,
 }
 
@@ -141,12 +146,15 @@ impl Forwarder {
     /// deployments).
     pub fn new(name: impl Into<String>, adapter: impl Adapter) -> Self {
         let name = name.into();
+        let timeout = adapter
+            .request_timeout()
+            .map_or(DEFAULT_JOB_TIMEOUT, |own| own.max(DEFAULT_JOB_TIMEOUT));
         Forwarder {
             label: format!("forwarder:{name}"),
             key: name,
             job: Arc::new(ForwarderJob {
                 adapter: Arc::new(adapter),
-                timeout: Duration::from_secs(30),
+                timeout,
                 breaker: None,
                 queue: "default".to_owned(),
                 paused: AtomicBool::new(false),
@@ -155,6 +163,7 @@ impl Forwarder {
             queue_name: "default".to_owned(),
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             priority: 0,
+            explicit_job_timeout: false,
             queue: OnceLock::new(),
         }
     }
@@ -184,9 +193,12 @@ impl Forwarder {
         self
     }
 
-    /// How long one queued delivery may take. Default: 30 s.
+    /// How long one queued delivery may take. Default: 30 s, or the adapter's own
+    /// [`request_timeout`](Adapter::request_timeout) when that is longer; not shorter than
+    /// the adapter's own timeout (`subscribe` refuses that, naming both).
     pub fn job_timeout(mut self, timeout: Duration) -> Self {
         job_mut(&mut self.job).timeout = timeout;
+        self.explicit_job_timeout = true;
         self
     }
 
@@ -262,7 +274,27 @@ impl Adapter for Forwarder {
                 "must be between 0 and 9",
             ));
         }
+        if let Some(own) = self.job.adapter.request_timeout() {
+            if self.explicit_job_timeout && own > self.job.timeout {
+                return Err(ConfigError::invalid(
+                    "job_timeout",
+                    format!("{:?}", self.job.timeout),
+                    format!(
+                        "is shorter than the adapter's own timeout {own:?} and would cut its \
+                         requests short: give the job at least {own:?}, or the adapter less"
+                    ),
+                ));
+            }
+        }
         self.job.adapter.validate()
+    }
+
+    fn request_timeout(&self) -> Option<Duration> {
+        // Async deliveries only enqueue: the job timeout bounds the adapter's request.
+        match self.mode {
+            DispatchMode::Async => None,
+            _ => self.job.adapter.request_timeout(),
+        }
     }
 
     fn requires_queue(&self) -> bool {
