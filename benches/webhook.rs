@@ -54,11 +54,18 @@ fn bench(c: &mut Criterion) {
     bus.subscribe("order.**", hook).unwrap();
     let pool = Arc::new(signals(4096));
     let raw_body = bytes::Bytes::from(serde_json::to_vec(&*pool[0]).unwrap());
-    // The library installs ring as the rustls provider when it builds its first client; the
-    // baseline client is built first, so install it here.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    // Nothing installs a process-wide rustls provider: the baseline client (plain HTTP, so
+    // no roots are needed) is given one explicitly, like the library's clients.
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_no_client_auth();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
+        .tls_backend_preconfigured(tls)
         .build()
         .unwrap();
 

@@ -49,9 +49,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .data(serde_json::json!({"order_id": 1, "total_cents": 129_900, "currency": "EUR"}))
         .build()?;
     let body = bytes::Bytes::from(serde_json::to_vec(&template)?);
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    // Nothing installs a process-wide rustls provider: the baseline client (plain HTTP, so
+    // no roots are needed) is given one explicitly, like the library's clients.
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_no_client_auth();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
+        .tls_backend_preconfigured(tls)
         .build()?;
     let template = Arc::new(template);
 

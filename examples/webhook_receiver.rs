@@ -57,7 +57,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let report = bus.publish(signal).await?;
         assert!(report.is_ok(), "{report}");
     }
-    let forged = reqwest::Client::new()
+    // reqwest is built without a bundled crypto provider and the library installs none
+    // process-wide: give this client one (plain HTTP here, so no roots are needed).
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_no_client_auth();
+    let forged = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .build()?
         .post(format!("http://{local}/hook"))
         .header("webhook-id", "msg_forged")
         .header(

@@ -276,8 +276,11 @@ async fn a_target_timeout_shorter_than_the_adapters_is_refused_naming_both() {
     let http = Http::post("http://127.0.0.1:9/")
         .unwrap()
         .timeout(Duration::from_secs(10));
-    bus.subscribe("order.*", Target::new(http).timeout(Duration::from_secs(10)))
-        .unwrap();
+    bus.subscribe(
+        "order.*",
+        Target::new(http).timeout(Duration::from_secs(10)),
+    )
+    .unwrap();
     // A forwarder's job timeout composes the same way.
     let webhook = Webhook::new("https://example.com/")
         .unwrap()

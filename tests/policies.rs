@@ -202,7 +202,11 @@ async fn retry_after_beyond_max_delay_is_a_throttled_failure_that_says_when() {
     let report = bus.publish(signal(1)).await.unwrap();
     let after = chrono::Utc::now();
     assert_eq!(server.count(), 1, "no in-memory retry sooner than asked");
-    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
     let outcome = report.failures().next().unwrap();
     let e = outcome.error.unwrap();
     assert!(matches!(e, DeliveryError::RetryLater { .. }), "{e:?}");
@@ -219,7 +223,10 @@ async fn retry_after_beyond_max_delay_is_a_throttled_failure_that_says_when() {
         ),
         "{e}"
     );
-    assert!(e.to_string().ends_with(": receiver answered HTTP 429"), "{e}");
+    assert!(
+        e.to_string().ends_with(": receiver answered HTTP 429"),
+        "{e}"
+    );
     let got = dead.recv().await.unwrap();
     let ext = |k: &str| got.extension(k).unwrap().to_string();
     assert_eq!(ext("deadletterkind"), "throttled");

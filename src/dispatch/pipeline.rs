@@ -272,9 +272,10 @@ fn disable(target: &Target, error: &DeliveryError) {
 /// Sends a signal that failed for good to the target's dead-letter targets, marked with
 /// what failed.
 async fn dead_letter(target: &Target, signal: &Arc<Signal>, attempts: u32, error: &DeliveryError) {
-    let not_before = error
-        .not_before()
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true).into());
+    let not_before = error.not_before().map(|t| {
+        t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            .into()
+    });
     let marked = signal.with_extensions(
         [
             ("deadlettertarget", target.name().into()),

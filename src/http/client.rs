@@ -85,17 +85,17 @@ pub(crate) fn count() -> usize {
     clients().lock().unwrap_or_else(|e| e.into_inner()).len()
 }
 
-fn build(options: ClientOptions) -> Result<reqwest::Client, DeliveryError> {
-    // reqwest is built without a bundled crypto provider: use ring unless the application
-    // installed another one already.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+/// A client builder with the crate's settings for `options`: no redirects, the pool and
+/// connect settings, TLS through [`tls_config`], and the egress guard when asked.
+pub(crate) fn build(options: ClientOptions) -> Result<reqwest::Client, DeliveryError> {
     let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .pool_max_idle_per_host(options.pool_max_idle_per_host)
         .pool_idle_timeout(options.pool_idle_timeout)
         .connect_timeout(options.connect_timeout)
         .tcp_nodelay(true)
-        .user_agent(concat!("signal-bus/", env!("CARGO_PKG_VERSION")));
+        .user_agent(concat!("signal-bus/", env!("CARGO_PKG_VERSION")))
+        .tls_backend_preconfigured(tls_config()?);
     if options.egress_guard {
         // No proxy, from the environment or otherwise: the guard must resolve the
         // destination itself and connect to the address it checked.
@@ -106,9 +106,51 @@ fn build(options: ClientOptions) -> Result<reqwest::Client, DeliveryError> {
         .map_err(|e| DeliveryError::permanent(format!("cannot build the HTTP client: {e}")))
 }
 
+/// The TLS settings of every client the crate builds: rustls with the `ring` provider given
+/// explicitly (`ClientConfig::builder_with_provider`, nothing installed process-wide), the
+/// platform's root certificates, HTTP/2 and HTTP/1.1 offered by ALPN. Built once.
+pub(crate) fn tls_config() -> Result<rustls::ClientConfig, DeliveryError> {
+    static CONFIG: OnceLock<Result<rustls::ClientConfig, String>> = OnceLock::new();
+    let built = CONFIG.get_or_init(|| {
+        use rustls_platform_verifier::BuilderVerifierExt as _;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_platform_verifier()
+            .map_err(|e| e.to_string())?
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(config)
+    });
+    built
+        .clone()
+        .map_err(|e| DeliveryError::permanent(format!("cannot set up TLS: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_uses_ring_without_installing_a_process_default() {
+        let config = tls_config().unwrap();
+        assert_eq!(
+            config.alpn_protocols,
+            [b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
+        // Not `shared`: another test counts the shared clients.
+        build(ClientOptions::default()).unwrap();
+        assert!(
+            rustls::crypto::CryptoProvider::get_default().is_none(),
+            "no process-wide provider is installed"
+        );
+        let ring = rustls::crypto::ring::default_provider();
+        assert_eq!(
+            config.crypto_provider().cipher_suites.len(),
+            ring.cipher_suites.len()
+        );
+    }
 
     #[test]
     fn equal_settings_share_one_client() {

@@ -103,6 +103,25 @@ impl Endpoint {
         Ok(())
     }
 
+    /// Refuses a host name that is local by definition (`localhost` and names under
+    /// `.localhost`, RFC 6761), for clients whose DNS answers the guard cannot see.
+    pub(crate) fn check_local_name(&self) -> Result<(), ConfigError> {
+        if let Some(url::Host::Domain(name)) = self.url.host() {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            if name == "localhost" || name.ends_with(".localhost") {
+                return Err(ConfigError::invalid(
+                    "url",
+                    &self.shown,
+                    format!(
+                        "names `{name}`, a loopback name (RFC 6761); webhooks refuse it unless \
+                         allow_private_networks(true)"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn host_port(&self) -> (String, u16) {
         let host = match self.url.host() {
             Some(url::Host::Ipv6(ip)) => ip.to_string(),

@@ -9,6 +9,7 @@ use super::{
     binding::ContentMode,
     client::{self, ClientOptions},
     endpoint::Endpoint,
+    pool::HttpPool,
     response,
 };
 use crate::{adapter::Health, ConfigError, DeliveryError};
@@ -37,6 +38,8 @@ pub(crate) struct RequestConfig {
     pub(crate) timeout: Option<Duration>,
     pub(crate) mode: ContentMode,
     pub(crate) client: ClientOptions,
+    /// A shared, named pool: its client and its cap on connections per host.
+    pub(crate) pool: Option<HttpPool>,
     /// Problems found while chaining options, reported by `validate`.
     pub(crate) problems: Vec<ConfigError>,
     shared: OnceLock<reqwest::Client>,
@@ -52,6 +55,7 @@ impl std::fmt::Debug for RequestConfig {
             .field("timeout", &self.timeout)
             .field("mode", &self.mode)
             .field("client", &self.client)
+            .field("pool", &self.pool.as_ref().map(HttpPool::name))
             .finish()
     }
 }
@@ -129,10 +133,31 @@ impl RequestConfig {
             }
         }
         self.client.validate(problems);
+        if let Some(pool) = &self.pool {
+            pool.check(problems);
+            let own = ClientOptions {
+                egress_guard: self.client.egress_guard,
+                ..ClientOptions::default()
+            };
+            if self.client != own {
+                problems.push(ConfigError::invalid(
+                    "pool",
+                    pool.name(),
+                    "sets the connections of this adapter: set pool_max_idle_per_host, \
+                     pool_idle_timeout and connect_timeout on the pool, not on the adapter",
+                ));
+            }
+            if self.client.egress_guard {
+                pool.check_guard(problems);
+            }
+        }
     }
 
     /// The shared pooled client for these settings, resolved on first use.
     pub(crate) fn client(&self) -> Result<&reqwest::Client, DeliveryError> {
+        if let Some(pool) = &self.pool {
+            return pool.client(self.client.egress_guard);
+        }
         if let Some(c) = self.shared.get() {
             return Ok(c);
         }
@@ -149,6 +174,11 @@ impl RequestConfig {
         extra: &[&HeaderMap],
     ) -> Result<(), DeliveryError> {
         let client = self.client()?;
+        // Held until the response is read: the pool's cap counts requests in flight.
+        let _slot = match &self.pool {
+            Some(pool) => Some(pool.acquire(endpoint).await?),
+            None => None,
+        };
         let mut headers = self.headers.clone();
         for set in extra {
             for (name, value) in set.iter() {
@@ -248,6 +278,16 @@ macro_rules! request_options {
         /// Structured (the default) or binary CloudEvents mode.
         pub fn content_mode(mut self, mode: $crate::http::ContentMode) -> Self {
             self.request.mode = mode;
+            self
+        }
+
+        /// Sends through a shared, named [`HttpPool`]($crate::http::HttpPool): its client
+        /// and its cap on connections per host. The pool's connection settings then apply
+        /// (setting `pool_max_idle_per_host`, `pool_idle_timeout` or `connect_timeout` here
+        /// too is refused by `validate`). Default: no pool; adapters with equal settings
+        /// share one client.
+        pub fn pool(mut self, pool: &$crate::http::HttpPool) -> Self {
+            self.request.pool = Some(pool.clone());
             self
         }
 

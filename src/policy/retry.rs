@@ -882,7 +882,10 @@ mod tests {
             NextStep::Retry(secs(5))
         );
         // d = 400 ms: asked 0 s, the policy's own delay still applies.
-        assert_eq!(b.next_step(Some(secs(0)), Duration::ZERO), NextStep::Retry(ms(400)));
+        assert_eq!(
+            b.next_step(Some(secs(0)), Duration::ZERO),
+            NextStep::Retry(ms(400))
+        );
         // Jitter only adds: never below the asked wait, never above max_delay.
         for jitter in [
             Jitter::Full,
@@ -931,10 +934,16 @@ mod tests {
                 allowed: secs(3)
             }
         );
-        assert_eq!(b.next_step(Some(secs(3)), secs(7)), NextStep::Retry(secs(3)));
+        assert_eq!(
+            b.next_step(Some(secs(3)), secs(7)),
+            NextStep::Retry(secs(3))
+        );
         // Exhausted attempts give up, whatever was asked.
         let mut b = RetryPolicy::none().backoff();
-        assert_eq!(b.next_step(Some(secs(60)), Duration::ZERO), NextStep::GiveUp);
+        assert_eq!(
+            b.next_step(Some(secs(60)), Duration::ZERO),
+            NextStep::GiveUp
+        );
         // A schedule has no cap: a day is waited.
         let mut b = RetryPolicy::schedule([secs(5)]).backoff();
         assert_eq!(

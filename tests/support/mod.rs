@@ -233,3 +233,152 @@ pub async fn refused_addr() -> SocketAddr {
     drop(listener);
     addr
 }
+
+/// A raw HTTP/1.1 server that holds every request open until the test releases it, counting
+/// the connections open and the requests held at once (keep-alive supported).
+pub struct HoldingServer {
+    pub addr: SocketAddr,
+    state: Arc<HoldState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct HoldState {
+    open: AtomicUsize,
+    max_open: AtomicUsize,
+    accepted: AtomicUsize,
+    held: AtomicUsize,
+    max_held: AtomicUsize,
+    answered: AtomicUsize,
+    changed: Notify,
+    release: tokio::sync::Semaphore,
+}
+
+impl HoldingServer {
+    pub async fn start() -> HoldingServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(HoldState {
+            open: AtomicUsize::new(0),
+            max_open: AtomicUsize::new(0),
+            accepted: AtomicUsize::new(0),
+            held: AtomicUsize::new(0),
+            max_held: AtomicUsize::new(0),
+            answered: AtomicUsize::new(0),
+            changed: Notify::new(),
+            release: tokio::sync::Semaphore::new(0),
+        });
+        let st = Arc::clone(&state);
+        let task = tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                st.accepted.fetch_add(1, Ordering::SeqCst);
+                let now = st.open.fetch_add(1, Ordering::SeqCst) + 1;
+                st.max_open.fetch_max(now, Ordering::SeqCst);
+                tokio::spawn(hold_connection(socket, Arc::clone(&st)));
+            }
+        });
+        HoldingServer { addr, state, task }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Lets `n` held (or future) requests be answered with 204.
+    pub fn release(&self, n: usize) {
+        self.state.release.add_permits(n);
+    }
+
+    /// The most connections that were open at the same time.
+    pub fn max_open(&self) -> usize {
+        self.state.max_open.load(Ordering::SeqCst)
+    }
+
+    /// Connections accepted in all.
+    pub fn accepted(&self) -> usize {
+        self.state.accepted.load(Ordering::SeqCst)
+    }
+
+    /// The most requests that were held at the same time.
+    pub fn max_held(&self) -> usize {
+        self.state.max_held.load(Ordering::SeqCst)
+    }
+
+    pub fn held(&self) -> usize {
+        self.state.held.load(Ordering::SeqCst)
+    }
+
+    pub fn answered(&self) -> usize {
+        self.state.answered.load(Ordering::SeqCst)
+    }
+
+    /// Waits until `f` holds (at most 10 s of tokio time).
+    pub async fn wait_until(&self, what: &str, f: impl Fn(&HoldingServer) -> bool) {
+        let wait = async {
+            loop {
+                let changed = self.state.changed.notified();
+                if f(self) {
+                    return;
+                }
+                changed.await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), wait)
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+    }
+}
+
+impl Drop for HoldingServer {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.state.release.close();
+    }
+}
+
+async fn hold_connection(mut socket: tokio::net::TcpStream, st: Arc<HoldState>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = Vec::new();
+    'requests: loop {
+        // The request head, then its body (Content-Length only).
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            match socket.read(&mut chunk).await {
+                Ok(0) | Err(_) => break 'requests,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+        let length = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        while buf.len() < head_end + length {
+            let mut chunk = [0u8; 4096];
+            match socket.read(&mut chunk).await {
+                Ok(0) | Err(_) => break 'requests,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        buf.drain(..head_end + length);
+        let now = st.held.fetch_add(1, Ordering::SeqCst) + 1;
+        st.max_held.fetch_max(now, Ordering::SeqCst);
+        st.changed.notify_waiters();
+        let released = st.release.acquire().await.map(|p| p.forget()).is_ok();
+        st.held.fetch_sub(1, Ordering::SeqCst);
+        if !released {
+            break;
+        }
+        let answer = b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n";
+        if socket.write_all(answer).await.is_err() {
+            break;
+        }
+        st.answered.fetch_add(1, Ordering::SeqCst);
+        st.changed.notify_waiters();
+    }
+    st.open.fetch_sub(1, Ordering::SeqCst);
+    st.changed.notify_waiters();
+}
