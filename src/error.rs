@@ -461,11 +461,7 @@ impl DeliveryError {
     /// The failure `error` whose receiver asked to wait `after`, longer than the `allowed`
     /// wait: not before now plus `after`.
     pub(crate) fn retry_later(error: DeliveryError, after: Duration, allowed: Duration) -> Self {
-        let now = chrono::Utc::now();
-        let not_before = chrono::TimeDelta::from_std(after)
-            .ok()
-            .and_then(|d| now.checked_add_signed(d))
-            .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
+        let not_before = crate::queue::after(chrono::Utc::now(), after);
         DeliveryError::RetryLater {
             after,
             allowed,

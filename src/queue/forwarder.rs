@@ -29,6 +29,9 @@ use crate::{
 /// claims only the forwarders its process has.
 pub const FORWARDER_WORKER: &str = "signal_bus.forwarder";
 
+/// Longest a throttled job is rescheduled for.
+const MAX_THROTTLED_SNOOZE: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// Default time one queued delivery may take.
 const DEFAULT_JOB_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -101,8 +104,8 @@ impl ForwarderJob {
 ///   forgets it (the next job tries the endpoint again).
 /// - **snoozed** without spending an attempt while its circuit breaker is open, and when the
 ///   receiver asks to wait (a throttled failure with a `Retry-After`, e.g. HTTP 429 or 503):
-///   the job runs again at the time asked for (at least 1 s later). A receiver that keeps
-///   answering so keeps the job waiting; its attempts are not spent.
+///   the job runs again at the time asked for (at least 1 s, at most a day later). A
+///   receiver that keeps answering so keeps the job waiting; its attempts are not spent.
 ///
 /// ```no_run
 /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
@@ -478,10 +481,11 @@ pub(crate) async fn perform(
             WorkOutcome::Snooze(Duration::ZERO)
         }
         // The receiver asked for a wait: run again then, without spending an attempt (at
-        // least a second later, so a `Retry-After: 0` cannot spin).
+        // least a second later, so a `Retry-After: 0` cannot spin; at most a day, like an
+        // HTTP `Retry-After`).
         Err(e) if e.kind() == ErrorKind::Throttled && e.retry_after().is_some() => {
             let after = e.retry_after().unwrap_or_default();
-            WorkOutcome::Snooze(after.max(Duration::from_secs(1)))
+            WorkOutcome::Snooze(after.clamp(Duration::from_secs(1), MAX_THROTTLED_SNOOZE))
         }
         // Everything else, permanent failures included, is retried with the job backoff
         // until `max_attempts`, then discarded with the last error.
