@@ -1052,7 +1052,9 @@ mod tests {
         ] {
             assert!(is_valid_type(ok), "{ok:?}");
         }
-        for bad in ["", ".", "a.", ".a", "a..b", "a b", "a\u{0}", "a\r\n", "\u{3000}"] {
+        for bad in [
+            "", ".", "a.", ".a", "a..b", "a b", "a\u{0}", "a\r\n", "\u{3000}",
+        ] {
             assert!(!is_valid_type(bad), "{bad:?}");
         }
         assert_eq!(check_type("a.b/c.d"), Ok(3));
@@ -1061,7 +1063,10 @@ mod tests {
             check_type("a..b"),
             Err(TypeFault::EmptySegment { position: 1 })
         );
-        assert_eq!(check_type("a."), Err(TypeFault::EmptySegment { position: 1 }));
+        assert_eq!(
+            check_type("a."),
+            Err(TypeFault::EmptySegment { position: 1 })
+        );
         assert_eq!(
             check_type("a.é.b\u{2028}"),
             Err(TypeFault::Character {
@@ -1101,7 +1106,10 @@ mod tests {
             // An escaped literal scores as a literal.
             assert_eq!(pat.specificity(), p("x").specificity(), "{text}");
             // The segment shows as pattern text again, and the pattern as written.
-            assert_eq!(Pattern::parse(&pat.segments()[0].to_string()).unwrap(), p(&escape(literal)));
+            assert_eq!(
+                Pattern::parse(&pat.segments()[0].to_string()).unwrap(),
+                p(&escape(literal))
+            );
             assert_eq!(pat.to_string(), text);
             assert_eq!(p(&pat.to_string()), pat);
         }
@@ -1181,12 +1189,27 @@ mod tests {
 
     #[test]
     fn escape_makes_exact_patterns() {
-        for ty in ["a", "orders.*", "a.**", r"x\y.{a,b}", "[c].?", "com.example/orders:created"] {
+        for ty in [
+            "a",
+            "orders.*",
+            "a.**",
+            r"x\y.{a,b}",
+            "[c].?",
+            "com.example/orders:created",
+        ] {
             let pat = p(&escape(ty));
             assert!(pat.matches(ty), "{ty}");
-            assert!(pat.segments().iter().all(|s| matches!(s, Segment::Literal(_))), "{ty}");
+            assert!(
+                pat.segments()
+                    .iter()
+                    .all(|s| matches!(s, Segment::Literal(_))),
+                "{ty}"
+            );
         }
         assert!(!p(&escape("orders.*")).matches("orders.x"));
-        assert!(matches!(escape("plain.type"), std::borrow::Cow::Borrowed(_)));
+        assert!(matches!(
+            escape("plain.type"),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 }

@@ -1472,9 +1472,15 @@ mod tests {
             assert_eq!(serde_json::from_slice::<Signal>(&json).unwrap(), s, "{ty}");
         }
         let why = |ty: &str| Signal::builder(ty, "/s").build().unwrap_err().to_string();
-        assert_eq!(why("a..b"), "type `a..b` has an empty segment at position 1");
+        assert_eq!(
+            why("a..b"),
+            "type `a..b` has an empty segment at position 1"
+        );
         assert_eq!(why(".a"), "type `.a` has an empty segment at position 0");
-        assert_eq!(why("a/b."), "type `a/b.` has an empty segment at position 1");
+        assert_eq!(
+            why("a/b."),
+            "type `a/b.` has an empty segment at position 1"
+        );
         assert_eq!(
             why("orders.new\tone"),
             "type `orders.new\\tone` has the whitespace character '\\t' in segment 1: a type \
