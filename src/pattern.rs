@@ -1111,7 +1111,7 @@ mod tests {
                 p(&escape(literal))
             );
             assert_eq!(pat.to_string(), text);
-            assert_eq!(p(&pat.to_string()), pat);
+            assert_eq!(p(pat.as_str()), pat);
         }
         assert!(p(r"orders\*").matches("orders*"));
         assert!(!p(r"orders\*").matches("orders"));

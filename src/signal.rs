@@ -509,6 +509,21 @@ impl ExtensionValue {
 ///
 /// Build one with [`Signal::builder`]; read one from JSON with serde. Once built, a signal is
 /// immutable: share it as `Arc<Signal>`.
+///
+/// Its type is any string the bus can route ([`validate_type`]): no whitespace or control
+/// characters, `.`-separated segments none of which is empty, at most [`MAX_TYPE_LEN`] bytes
+/// and [`MAX_TYPE_SEGMENTS`] segments; `/`, `:`, `+`, `@`, `~`, `*`, `#` and any other
+/// character are allowed.
+///
+/// ```
+/// use signal_bus::Signal;
+///
+/// let s = Signal::builder("com.example/orders:created", "/shop").build()?;
+/// assert_eq!(s.ty(), "com.example/orders:created");
+/// let e = Signal::builder("orders..created", "/shop").build().unwrap_err();
+/// assert_eq!(e.to_string(), "type `orders..created` has an empty segment at position 1");
+/// # Ok::<(), signal_bus::SignalError>(())
+/// ```
 #[derive(Clone)]
 pub struct Signal {
     id: String,
@@ -561,7 +576,8 @@ impl fmt::Debug for Signal {
 }
 
 impl Signal {
-    /// Starts a signal with its two required attributes: the dotted `type` and the `source`.
+    /// Starts a signal with its two required attributes: the `type` (`.`-separated segments,
+    /// see [`validate_type`]) and the `source`.
     ///
     /// Nothing is checked until [`SignalBuilder::build`].
     pub fn builder(ty: impl Into<String>, source: impl Into<String>) -> SignalBuilder {

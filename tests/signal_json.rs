@@ -545,8 +545,14 @@ fn types_are_judged_alike_on_every_path() {
         )
     };
     for (ty_json, ty) in [
-        (r#""com.example/orders:created""#, "com.example/orders:created"),
-        (r#""com.example\/orders:created""#, "com.example/orders:created"),
+        (
+            r#""com.example/orders:created""#,
+            "com.example/orders:created",
+        ),
+        (
+            r#""com.example\/orders:created""#,
+            "com.example/orders:created",
+        ),
         (r#""caf\u00e9.#.*""#, "caf\u{e9}.#.*"),
         (r#""a+b@c~d.\\""#, "a+b@c~d.\\"),
     ] {
@@ -558,11 +564,26 @@ fn types_are_judged_alike_on_every_path() {
     }
     let long = format!("{:?}", "a".repeat(1025));
     for (ty_json, why) in [
-        (r#""a..b""#, "type `a..b` has an empty segment at position 1"),
-        (r#""a b""#, "type `a b` has the whitespace character ' ' in segment 0"),
-        (r#""a.\tb""#, "type `a.\\tb` has the whitespace character '\\t' in segment 1"),
-        (r#""a\u0000""#, "type `a\\u{0}` has the control character '\\0' in segment 0"),
-        (r#""\u3000""#, "has the whitespace character '\\u{3000}' in segment 0"),
+        (
+            r#""a..b""#,
+            "type `a..b` has an empty segment at position 1",
+        ),
+        (
+            r#""a b""#,
+            "type `a b` has the whitespace character ' ' in segment 0",
+        ),
+        (
+            r#""a.\tb""#,
+            "type `a.\\tb` has the whitespace character '\\t' in segment 1",
+        ),
+        (
+            r#""a\u0000""#,
+            "type `a\\u{0}` has the control character '\\0' in segment 0",
+        ),
+        (
+            r#""\u3000""#,
+            "has the whitespace character '\\u{3000}' in segment 0",
+        ),
         (&long, "is 1025 bytes long, more than the limit of 1024"),
     ] {
         let bytes = with_type(ty_json);

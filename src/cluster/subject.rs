@@ -368,7 +368,7 @@ mod tests {
             // The pattern naming the type exactly subscribes to exactly its subject.
             let exact = Pattern::parse(&crate::pattern::escape(ty)).unwrap();
             let f = SubjectFilter::new("signals", &exact);
-            assert_eq!(f.subjects(), [subject.clone()], "{ty}");
+            assert_eq!(f.subjects(), std::slice::from_ref(&subject), "{ty}");
             assert!(f.is_exact());
         }
         // Types that differ get subjects that differ.

@@ -175,20 +175,20 @@ impl SigningScheme for JidoCompat {
     /// The signature header, `x-webhook-timestamp` and `x-webhook-event` (the event type,
     /// percent-encoded unless it is printable ASCII without `%`; not part of the signature).
     fn sign_headers(&self, input: &SignInput<'_>) -> Vec<(HeaderName, HeaderValue)> {
-        let mut headers = Vec::with_capacity(3);
-        headers.push((
-            self.signature_header.clone(),
-            ascii_value(&self.sign(input.timestamp, input.body)),
-        ));
-        headers.push((
-            HeaderName::from_static(TIMESTAMP),
-            HeaderValue::from(input.timestamp),
-        ));
-        headers.push((
-            HeaderName::from_static(EVENT),
-            event_value(input.event_type),
-        ));
-        headers
+        vec![
+            (
+                self.signature_header.clone(),
+                ascii_value(&self.sign(input.timestamp, input.body)),
+            ),
+            (
+                HeaderName::from_static(TIMESTAMP),
+                HeaderValue::from(input.timestamp),
+            ),
+            (
+                HeaderName::from_static(EVENT),
+                event_value(input.event_type),
+            ),
+        ]
     }
 
     fn header_names(&self) -> Vec<HeaderName> {
