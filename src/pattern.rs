@@ -703,6 +703,10 @@ fn parse_segment(pattern: &str, seg: &str, position: usize) -> Result<Segment, P
                         segment: seg.to_owned(),
                         character,
                     },
+                    ClassFault::GlobStar => PatternError::GlobStarInSegment {
+                        pattern: pattern.to_owned(),
+                        segment: seg.to_owned(),
+                    },
                 })?;
             }
             '*' | '?' | ']' | '{' | '}' => glob = true,
@@ -725,6 +729,8 @@ fn parse_segment(pattern: &str, seg: &str, position: usize) -> Result<Segment, P
 /// What a character class may not hold.
 enum ClassFault {
     Escape,
+    /// `**` is refused anywhere in a segment, a class included (`[**]`).
+    GlobStar,
     NotAscii(char),
     Character(char),
 }
@@ -736,8 +742,12 @@ fn check_class(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Result<(
     if matches!(chars.peek(), Some('!' | '^')) {
         chars.next();
     }
-    let mut first = true;
+    let (mut first, mut prev_star) = (true, false);
     while let Some(c) = chars.next() {
+        if c == '*' && std::mem::replace(&mut prev_star, true) {
+            return Err(ClassFault::GlobStar);
+        }
+        prev_star = c == '*';
         match c {
             ']' if !first => return Ok(()),
             '\\' => return Err(ClassFault::Escape),
@@ -1207,6 +1217,8 @@ mod tests {
         // `**` inside a segment stays refused unless a star is escaped.
         assert!(err(r"a**").contains("`**` must be a whole segment"));
         assert!(err(r"\***").contains("`**` must be a whole segment"));
+        assert!(err("[**]").contains("`**` must be a whole segment"));
+        assert!(Pattern::parse("[*]").unwrap().matches("*"));
         assert!(Pattern::parse(r"*\**").is_ok());
         // Escaped braces do not count against the brace limits.
         let many = r"\{a\,b\}".repeat(40);
