@@ -226,6 +226,25 @@ mod tests {
     }
 
     #[test]
+    fn types_with_any_character_round_trip_through_ce_type() {
+        for ty in [
+            "com.example/orders:created",
+            "100%.caf\u{e9}.\u{65e5}\u{672c}",
+            "a+b@c~d.#.*.\"q\"",
+        ] {
+            let encoded = encode_value(ty);
+            assert!(
+                encoded.bytes().all(|b| (0x21..=0x7e).contains(&b)),
+                "{encoded}"
+            );
+            let attrs = [("specversion", "1.0"), ("id", "1"), ("source", "/s")];
+            let attrs = attrs.into_iter().chain([("type", encoded.as_ref())]);
+            let s = signal_from_binary(attrs, None, b"", None).unwrap();
+            assert_eq!(s.ty(), ty);
+        }
+    }
+
+    #[test]
     fn binary_reads_text_json_and_bytes() {
         let attrs = [
             ("specversion", "1.0"),

@@ -1,19 +1,26 @@
 //! Subscription patterns over dot-separated signal types.
 //!
-//! A signal type is a list of dot-separated segments, each made of
-//! `[A-Za-z0-9_-]+` (for example `user.created` or `billing.invoice.v2`).
-//! A [`Pattern`] is a list of dot-separated segments too, where each segment
-//! is one of:
+//! A signal type is a list of `.`-separated segments, none empty, made of any characters but
+//! whitespace and control characters (for example `user.created`,
+//! `com.example/orders:created` or `billing.invoice.v2+json`); see [`is_valid_type`].
+//! A [`Pattern`] is a list of `.`-separated segments too, where each segment is one of:
 //!
-//! - a literal `[A-Za-z0-9_-]+`, which matches that segment exactly
-//!   (case-sensitive);
+//! - a literal, which matches that segment exactly (case-sensitive). It may hold any
+//!   character a type segment may, except the glob metacharacters `*`, `?`, `[`, `]`, `{`,
+//!   `}` and `\`, which a backslash escapes: `orders\*` matches the type segment `orders*`
+//!   ([`escape`] writes a type as the pattern that matches exactly it);
 //! - `*`, which matches exactly one segment;
 //! - `**`, which matches zero or more segments anywhere in the pattern
 //!   (`a.**.e` matches `a.e` and `a.b.c.e`, `audit.**` matches `audit` and
 //!   `audit.x.y`, and `**` matches every valid type);
 //! - a glob segment such as `create*`, `{created,updated}`, `v[0-9]` or
 //!   `user_?`, which matches exactly one segment and is compiled with
-//!   [`globset`].
+//!   [`globset`]. Escapes work there too (`{a\,b,c}` has the branches `a,b` and `c`),
+//!   except inside `[...]`. `?` and `[...]` match one byte of the segment's UTF-8 text, so
+//!   one ASCII character: classes hold ASCII characters only, and `*` or a literal matches
+//!   the others.
+//!
+//! A `.` cannot be escaped: no type segment contains one.
 //!
 //! [`Pattern::matches`] is the reference semantics: the
 //! [`Router`](crate::Router) returns exactly the routes whose pattern matches.
@@ -90,11 +97,10 @@ pub enum PatternError {
         /// The offending segment.
         segment: String,
     },
-    /// A segment contains a character outside the grammar.
+    /// A segment contains whitespace or a control character, which no type segment holds.
     #[error(
         "pattern `{pattern}` has invalid character {character:?} in segment `{segment}`; \
-         segments allow `A-Z a-z 0-9 _ -` and the glob characters `* ? [ ] {{ }} ,` \
-         (`!` and `^` only inside brackets)"
+         segments allow any character but whitespace and control characters"
     )]
     InvalidCharacter {
         /// The rejected pattern.
@@ -102,6 +108,30 @@ pub enum PatternError {
         /// The offending segment.
         segment: String,
         /// The first character outside the grammar.
+        character: char,
+    },
+    /// A backslash that does not escape a glob metacharacter (`a\b`, a trailing `\`, `a\.b`)
+    /// or stands inside a character class (`[\]]`).
+    #[error("pattern `{pattern}` has an invalid escape in segment `{segment}`: {rule}")]
+    InvalidEscape {
+        /// The rejected pattern.
+        pattern: String,
+        /// The offending segment.
+        segment: String,
+        /// The rule it broke.
+        rule: &'static str,
+    },
+    /// A character class (`[...]`) holds a character outside ASCII: classes match one byte.
+    #[error(
+        "pattern `{pattern}` has {character:?} in a character class in segment `{segment}`; \
+         `[...]` matches one byte, so it holds ASCII characters only (use `*` or a literal)"
+    )]
+    ClassCharacter {
+        /// The rejected pattern.
+        pattern: String,
+        /// The offending segment.
+        segment: String,
+        /// The character outside ASCII.
         character: char,
     },
     /// Brace groups nest deeper than [`MAX_BRACE_DEPTH`].
@@ -160,8 +190,10 @@ struct GlobInner {
 
 impl GlobSegment {
     fn new(source: &str) -> Result<Self, String> {
+        // Type segments may hold `/`: no separator in a segment, `*` and `?` match it too.
         let glob = GlobBuilder::new(source)
-            .literal_separator(true)
+            .literal_separator(false)
+            .backslash_escape(true)
             .build()
             .map_err(|e| e.kind().to_string())?;
         Ok(Self(std::sync::Arc::new(GlobInner {
@@ -202,9 +234,13 @@ impl std::hash::Hash for GlobSegment {
 }
 
 /// One segment of a [`Pattern`].
+///
+/// Its `Display` is the segment as pattern text: a literal with its glob metacharacters
+/// escaped again (`Literal("orders*")` shows as `orders\*`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Segment {
-    /// A literal segment (`[A-Za-z0-9_-]+`) that matches exactly that text.
+    /// A literal segment that matches exactly this text: the segment as written, with its
+    /// escapes resolved (`orders\*` holds `orders*`).
     Literal(String),
     /// `*`: matches exactly one segment.
     Star,
@@ -227,7 +263,9 @@ impl Segment {
         }
     }
 
-    /// The segment as written in the pattern.
+    /// The text of a literal (escapes resolved, see [`Segment::Literal`]), or the segment as
+    /// written in the pattern (`*`, `**`, the glob source). `to_string()` gives the pattern
+    /// text of any segment.
     pub fn as_str(&self) -> &str {
         match self {
             Segment::Literal(lit) => lit,
@@ -238,10 +276,20 @@ impl Segment {
     }
 }
 
+impl fmt::Display for Segment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Segment::Literal(lit) => f.write_str(&escape(lit)),
+            other => f.write_str(other.as_str()),
+        }
+    }
+}
+
 /// A validated subscription pattern such as `user.*`, `audit.**` or
 /// `billing.invoice.{created,updated}`.
 ///
-/// Equality and hashing use the pattern text.
+/// Equality and hashing use the pattern text; `Display` and [`Pattern::as_str`] give it back
+/// as written, escapes included, and it parses again to the same pattern.
 ///
 /// # Examples
 ///
@@ -253,6 +301,11 @@ impl Segment {
 /// assert!(p.matches("user.profile.photo.updated"));
 /// assert!(!p.matches("user.deleted"));
 ///
+/// // Any character but whitespace and control characters; `\` escapes glob metacharacters.
+/// let p = Pattern::parse(r"com.example/orders:*.v\*")?;
+/// assert!(p.matches("com.example/orders:created.v*"));
+/// assert!(!p.matches("com.example/orders:created.v2"));
+///
 /// assert!(Pattern::parse("user..created").is_err());
 /// # Ok::<(), signal_bus::PatternError>(())
 /// ```
@@ -263,53 +316,144 @@ pub struct Pattern {
     specificity: i64,
 }
 
-const fn is_literal_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
+/// Whether `c` may appear in a segment of a signal type: anything but `.` (the separator),
+/// whitespace and control characters.
+pub(crate) fn is_type_char(c: char) -> bool {
+    c != '.' && !c.is_whitespace() && !c.is_control()
 }
 
-/// Whether `ty` is a valid signal type: non-empty dot-separated segments,
-/// each made of `[A-Za-z0-9_-]+`.
+/// The glob metacharacters, which a backslash escapes in a pattern (`,` only matters inside
+/// braces, but may be escaped anywhere).
+const fn is_meta(c: char) -> bool {
+    matches!(c, '*' | '?' | '[' | ']' | '{' | '}' | '\\' | ',')
+}
+
+/// Whether `ty` is a valid signal type: `.`-separated segments, none empty, of any
+/// characters but whitespace and control characters.
+///
+/// This is the structure routing needs; [`Signal`](crate::Signal) also bounds the length
+/// ([`MAX_TYPE_LEN`](crate::signal::MAX_TYPE_LEN)) and the number of segments, and says
+/// which rule a type breaks ([`validate_type`](crate::signal::validate_type)).
 ///
 /// ```
 /// use signal_bus::pattern::is_valid_type;
 ///
 /// assert!(is_valid_type("user.created"));
+/// assert!(is_valid_type("com.example/orders:created"));
 /// assert!(!is_valid_type("user..created"));
+/// assert!(!is_valid_type("user created"));
 /// assert!(!is_valid_type(""));
 /// ```
 pub fn is_valid_type(ty: &str) -> bool {
     type_segment_count(ty).is_some()
 }
 
-/// The number of segments of `ty`, or `None` if `ty` is not a valid type.
-pub(crate) fn type_segment_count(ty: &str) -> Option<usize> {
-    let mut prev_dot = true;
-    let mut dots = 0;
-    for &b in ty.as_bytes() {
+/// The first rule a text breaks to be a signal type (see [`is_valid_type`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TypeFault {
+    /// The empty string.
+    Empty,
+    /// Segment `position` (from 0) is empty.
+    EmptySegment { position: usize },
+    /// Segment `position` holds whitespace or a control character.
+    Character { character: char, position: usize },
+}
+
+/// The number of segments of `ty`, or the first rule it breaks.
+pub(crate) fn check_type(ty: &str) -> Result<usize, TypeFault> {
+    // Routing checks every type it is given, cached or not: printable ASCII (nearly every
+    // real type) takes two branch-light passes; anything else the general one.
+    let bytes = ty.as_bytes();
+    if !bytes.is_empty() && bytes.iter().all(|b| (0x21..=0x7e).contains(b)) {
+        let (mut dots, mut prev_dot, mut doubled) = (0usize, true, false);
+        for &b in bytes {
+            let dot = b == b'.';
+            doubled |= dot & prev_dot;
+            dots += usize::from(dot);
+            prev_dot = dot;
+        }
+        if !doubled && !prev_dot {
+            return Ok(dots + 1);
+        }
+    }
+    check_type_slow(ty)
+}
+
+/// [`check_type`] for any text: one pass over the bytes, characters outside ASCII decoded
+/// only where they appear, the first broken rule reported.
+fn check_type_slow(ty: &str) -> Result<usize, TypeFault> {
+    let bytes = ty.as_bytes();
+    if bytes.is_empty() {
+        return Err(TypeFault::Empty);
+    }
+    let (mut prev_dot, mut dots, mut i) = (true, 0, 0);
+    while i < bytes.len() {
+        let b = bytes[i];
         if b == b'.' {
             if prev_dot {
-                return None;
+                return Err(TypeFault::EmptySegment { position: dots });
             }
             prev_dot = true;
             dots += 1;
-        } else if is_literal_byte(b) {
-            prev_dot = false;
-        } else {
-            return None;
+            i += 1;
+            continue;
         }
+        let c = if b.is_ascii() {
+            i += 1;
+            char::from(b)
+        } else {
+            // `i` is a char boundary: every byte before it was ASCII or a whole char.
+            let c = ty[i..].chars().next().unwrap_or('\0');
+            i += c.len_utf8();
+            c
+        };
+        if !is_type_char(c) {
+            return Err(TypeFault::Character {
+                character: c,
+                position: dots,
+            });
+        }
+        prev_dot = false;
     }
     if prev_dot {
-        None
+        Err(TypeFault::EmptySegment { position: dots })
     } else {
-        Some(dots + 1)
+        Ok(dots + 1)
     }
 }
 
-fn is_glob_byte(b: u8) -> bool {
-    matches!(
-        b,
-        b'*' | b'?' | b'[' | b']' | b'{' | b'}' | b',' | b'!' | b'^'
-    )
+/// The number of segments of `ty`, or `None` if `ty` is not a valid type.
+pub(crate) fn type_segment_count(ty: &str) -> Option<usize> {
+    check_type(ty).ok()
+}
+
+/// `text` with the glob metacharacters `*`, `?`, `[`, `]`, `{`, `}` and `\` escaped, so that
+/// as a pattern (or pattern segment) it matches exactly that text. For a valid signal type,
+/// the pattern that matches that type and nothing else.
+///
+/// ```
+/// use signal_bus::{pattern::escape, Pattern};
+///
+/// assert_eq!(escape("user.created"), "user.created");
+/// assert_eq!(escape("orders.*.{new}"), r"orders.\*.\{new\}");
+/// let exact = Pattern::parse(&escape("orders.*"))?;
+/// assert!(exact.matches("orders.*"));
+/// assert!(!exact.matches("orders.created"));
+/// # Ok::<(), signal_bus::PatternError>(())
+/// ```
+pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
+    let needs = |c: char| is_meta(c) && c != ',';
+    if !text.contains(needs) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if needs(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Specificity score of a list of segments.
@@ -335,8 +479,10 @@ impl Pattern {
     /// Returns a [`PatternError`] when the pattern is empty, longer than
     /// [`MAX_PATTERN_LEN`] bytes or [`MAX_PATTERN_SEGMENTS`] segments, has an
     /// empty segment (`a..b`, leading or trailing `.`), has `**` next to
-    /// `**`, has `**` inside a segment (`a**`), has a character outside the
-    /// grammar, nests brace groups deeper than [`MAX_BRACE_DEPTH`], has more than
+    /// `**`, has `**` inside a segment (`a**`), has whitespace or a control character, has
+    /// a backslash that escapes no glob metacharacter or stands inside `[...]`, has a
+    /// character outside ASCII inside `[...]`, nests brace groups deeper than
+    /// [`MAX_BRACE_DEPTH`], has more than
     /// [`MAX_ALTERNATIVES`] brace alternatives, or has a glob segment that `globset` refuses
     /// (`[a`). The brace limits are checked before any glob is compiled.
     pub fn parse(pattern: &str) -> Result<Self, PatternError> {
@@ -407,9 +553,9 @@ impl Pattern {
 
     /// Whether the pattern matches the signal type `ty`.
     ///
-    /// Returns false when `ty` is not a valid type (empty, empty segments, or
-    /// characters outside `[A-Za-z0-9_-.]`). This is the reference semantics
-    /// the [`Router`](crate::Router) follows.
+    /// Returns false when `ty` is not a valid type (empty, an empty segment, whitespace or
+    /// a control character: see [`is_valid_type`]). This is the reference semantics the
+    /// [`Router`](crate::Router) follows.
     pub fn matches(&self, ty: &str) -> bool {
         if !is_valid_type(ty) {
             return false;
@@ -453,8 +599,13 @@ fn check_braces(pattern: &str) -> Result<(), PatternError> {
     let mut alternatives = 0usize;
     for seg in pattern.split('.') {
         let mut depth = 0usize;
+        let mut escaped = false;
         for b in seg.bytes() {
+            if std::mem::take(&mut escaped) {
+                continue;
+            }
             match b {
+                b'\\' => escaped = true,
                 b'{' => {
                     depth += 1;
                     alternatives += 1;
@@ -496,38 +647,75 @@ fn parse_segment(pattern: &str, seg: &str, position: usize) -> Result<Segment, P
         "**" => return Ok(Segment::GlobStar),
         _ => {}
     }
-    let bytes = seg.as_bytes();
-    if bytes.iter().all(|&b| is_literal_byte(b)) {
-        return Ok(Segment::Literal(seg.to_owned()));
-    }
-    let mut in_class = false;
-    for ch in seg.chars() {
-        let ok = match ch {
-            '[' => {
-                in_class = true;
-                true
-            }
-            ']' => {
-                in_class = false;
-                true
-            }
-            '!' | '^' => in_class,
-            c if c.is_ascii() => is_literal_byte(c as u8) || is_glob_byte(c as u8),
-            _ => false,
-        };
-        if !ok {
+    let escape_error = |rule| PatternError::InvalidEscape {
+        pattern: pattern.to_owned(),
+        segment: seg.to_owned(),
+        rule,
+    };
+    // One pass: the characters and escapes are checked, the literal text is collected with
+    // its escapes resolved, and any unescaped metacharacter makes the segment a glob.
+    let mut literal = String::with_capacity(seg.len());
+    let mut glob = false;
+    let mut prev_star = false;
+    let mut chars = seg.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_whitespace() || c.is_control() {
             return Err(PatternError::InvalidCharacter {
                 pattern: pattern.to_owned(),
                 segment: seg.to_owned(),
-                character: ch,
+                character: c,
             });
         }
+        let star = c == '*';
+        match c {
+            '\\' => match chars.next() {
+                Some(next) if is_meta(next) => literal.push(next),
+                Some(_) => {
+                    return Err(escape_error(
+                        "a `\\` escapes only `* ? [ ] { } \\ ,` (a `.` cannot be escaped)",
+                    ))
+                }
+                None => {
+                    return Err(escape_error(
+                        "a `\\` ends the segment and escapes nothing (a `.` cannot be escaped)",
+                    ))
+                }
+            },
+            '*' if prev_star => {
+                return Err(PatternError::GlobStarInSegment {
+                    pattern: pattern.to_owned(),
+                    segment: seg.to_owned(),
+                })
+            }
+            '[' => {
+                glob = true;
+                check_class(&mut chars).map_err(|fault| match fault {
+                    ClassFault::Escape => escape_error(
+                        "escapes do not work inside `[...]` (put a `]` first to match it)",
+                    ),
+                    ClassFault::NotAscii(character) => PatternError::ClassCharacter {
+                        pattern: pattern.to_owned(),
+                        segment: seg.to_owned(),
+                        character,
+                    },
+                    ClassFault::Character(character) => PatternError::InvalidCharacter {
+                        pattern: pattern.to_owned(),
+                        segment: seg.to_owned(),
+                        character,
+                    },
+                    ClassFault::GlobStar => PatternError::GlobStarInSegment {
+                        pattern: pattern.to_owned(),
+                        segment: seg.to_owned(),
+                    },
+                })?;
+            }
+            '*' | '?' | ']' | '{' | '}' => glob = true,
+            c => literal.push(c),
+        }
+        prev_star = star;
     }
-    if seg.contains("**") {
-        return Err(PatternError::GlobStarInSegment {
-            pattern: pattern.to_owned(),
-            segment: seg.to_owned(),
-        });
+    if !glob {
+        return Ok(Segment::Literal(literal));
     }
     GlobSegment::new(seg)
         .map(Segment::Glob)
@@ -536,6 +724,52 @@ fn parse_segment(pattern: &str, seg: &str, position: usize) -> Result<Segment, P
             segment: seg.to_owned(),
             reason,
         })
+}
+
+/// What a character class may not hold.
+enum ClassFault {
+    Escape,
+    /// `**` is refused anywhere in a segment, a class included (`[**]`).
+    GlobStar,
+    NotAscii(char),
+    Character(char),
+}
+
+/// Checks a character class after its `[`, consuming it up to its closing `]` the way
+/// globset reads it: an optional `!` or `^`, a `]` first is a member, `[:name:]` is a
+/// POSIX class. An unclosed class is left for globset to report.
+fn check_class(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Result<(), ClassFault> {
+    if matches!(chars.peek(), Some('!' | '^')) {
+        chars.next();
+    }
+    let (mut first, mut prev_star) = (true, false);
+    while let Some(c) = chars.next() {
+        if c == '*' && std::mem::replace(&mut prev_star, true) {
+            return Err(ClassFault::GlobStar);
+        }
+        prev_star = c == '*';
+        match c {
+            ']' if !first => return Ok(()),
+            '\\' => return Err(ClassFault::Escape),
+            '[' if chars.peek() == Some(&':') => {
+                // `[:alpha:]`: ASCII letters up to `:]`, or a plain `[` for globset.
+                let mut look = chars.clone();
+                look.next();
+                let mut name = 0;
+                while look.next_if(char::is_ascii_lowercase).is_some() {
+                    name += 1;
+                }
+                if name > 0 && look.next() == Some(':') && look.next() == Some(']') {
+                    *chars = look;
+                }
+            }
+            c if c.is_whitespace() || c.is_control() => return Err(ClassFault::Character(c)),
+            c if !c.is_ascii() => return Err(ClassFault::NotAscii(c)),
+            _ => {}
+        }
+        first = false;
+    }
+    Ok(())
 }
 
 impl fmt::Debug for Pattern {
@@ -647,10 +881,20 @@ mod tests {
     #[test]
     fn globstar_alone_matches_every_valid_type() {
         let pat = p("**");
-        for ty in ["a", "a.b", "user.created", "x.y.z.w.v", "A-b_9.c"] {
+        for ty in [
+            "a",
+            "a.b",
+            "user.created",
+            "x.y.z.w.v",
+            "A-b_9.c",
+            "a/b",
+            "é",
+            "com.example/orders:created",
+            "*.>.#.**",
+        ] {
             assert!(pat.matches(ty), "{ty}");
         }
-        for ty in ["", "a..b", ".a", "a.", "a b", "a/b", "é"] {
+        for ty in ["", "a..b", ".a", "a.", "a b", "a\tb", "a\u{0}", "a\u{a0}b"] {
             assert!(!pat.matches(ty), "{ty:?}");
         }
     }
@@ -743,11 +987,11 @@ mod tests {
         }
         for (bad, ch) in [
             ("a b", ' '),
-            ("a/b", '/'),
-            ("a.$b", '$'),
-            ("caf\u{e9}", '\u{e9}'),
-            ("a!", '!'),
-            ("a\\b", '\\'),
+            ("a.\tb", '\t'),
+            ("a.b\u{7f}", '\u{7f}'),
+            ("caf\u{e9}\u{2003}", '\u{2003}'),
+            ("a*\n", '\n'),
+            ("[a\u{85}]", '\u{85}'),
         ] {
             let msg = err(bad);
             assert!(
@@ -827,10 +1071,183 @@ mod tests {
 
     #[test]
     fn valid_types() {
-        assert!(is_valid_type("a"));
-        assert!(is_valid_type("a-b.c_d.E9"));
-        for bad in ["", ".", "a.", ".a", "a..b", "a b", "a*", "a/b", "é"] {
+        for ok in [
+            "a",
+            "a-b.c_d.E9",
+            "a*",
+            "a/b",
+            "é",
+            "com.example/orders:created",
+            "x+y@z~w.#.$.%.>.*.**.{a,b}.[c].\\",
+        ] {
+            assert!(is_valid_type(ok), "{ok:?}");
+        }
+        for bad in [
+            "", ".", "a.", ".a", "a..b", "a b", "a\u{0}", "a\r\n", "\u{3000}",
+        ] {
             assert!(!is_valid_type(bad), "{bad:?}");
         }
+        // The printable-ASCII fast path and the general pass agree.
+        for text in [
+            "a", "a.b/c.d", ".a", "a.", "a..b", "*.>.#", "a b", "a\u{7f}", "é.a", "~", ".", "",
+        ] {
+            assert_eq!(check_type(text), check_type_slow(text), "{text:?}");
+        }
+        assert_eq!(check_type("a.b/c.d"), Ok(3));
+        assert_eq!(check_type(""), Err(TypeFault::Empty));
+        assert_eq!(
+            check_type("a..b"),
+            Err(TypeFault::EmptySegment { position: 1 })
+        );
+        assert_eq!(
+            check_type("a."),
+            Err(TypeFault::EmptySegment { position: 1 })
+        );
+        assert_eq!(
+            check_type("a.é.b\u{2028}"),
+            Err(TypeFault::Character {
+                character: '\u{2028}',
+                position: 2
+            })
+        );
+    }
+
+    #[test]
+    fn literals_hold_any_type_character_and_escapes_resolve() {
+        let pat = p("com.example/orders:created");
+        assert_eq!(
+            pat.segments(),
+            [
+                Segment::Literal("com".into()),
+                Segment::Literal("example/orders:created".into())
+            ]
+        );
+        assert!(pat.matches("com.example/orders:created"));
+        assert!(!pat.matches("com.example/orders:updated"));
+        for (text, literal) in [
+            (r"orders\*", "orders*"),
+            (r"\*", "*"),
+            (r"\*\*", "**"),
+            (r"a\?b", "a?b"),
+            (r"\[x\]", "[x]"),
+            (r"\{a\,b\}", "{a,b}"),
+            (r"back\\slash", r"back\slash"),
+            ("a,b", "a,b"),
+            ("a!^$#+@~>", "a!^$#+@~>"),
+            ("caf\u{e9}", "caf\u{e9}"),
+        ] {
+            let pat = p(text);
+            assert_eq!(pat.segments(), [Segment::Literal(literal.into())], "{text}");
+            assert!(pat.matches(literal), "{text} must match {literal}");
+            // An escaped literal scores as a literal.
+            assert_eq!(pat.specificity(), p("x").specificity(), "{text}");
+            // The segment shows as pattern text again, and the pattern as written.
+            assert_eq!(
+                Pattern::parse(&pat.segments()[0].to_string()).unwrap(),
+                p(&escape(literal))
+            );
+            assert_eq!(pat.to_string(), text);
+            assert_eq!(p(pat.as_str()), pat);
+        }
+        assert!(p(r"orders\*").matches("orders*"));
+        assert!(!p(r"orders\*").matches("orders"));
+        assert!(!p(r"orders\*").matches("ordersX"));
+        assert!(p(r"a.\*").matches("a.*"));
+        assert!(!p(r"a.\*").matches("a.b"));
+        assert!(p(r"a.\*\*").matches("a.**"));
+        assert!(!p(r"a.\*\*").matches("a.b.c"));
+    }
+
+    #[test]
+    fn globs_see_escapes_and_any_type_character() {
+        // An escaped metacharacter is a literal inside a glob segment too.
+        let pat = p(r"v\*.*-{a\,b,c}");
+        assert!(matches!(pat.segments()[1], Segment::Glob(_)));
+        assert!(pat.matches("v*.x-a,b"));
+        assert!(pat.matches("v*.-c"));
+        assert!(!pat.matches("v*.x-a"));
+        assert!(!pat.matches("vv.x-c"));
+        assert!(p(r"a\**").matches("a*/b:c"));
+        assert!(!p(r"a\**").matches("ab"));
+        assert!(p(r"*\?").matches("what?"));
+        assert!(!p(r"*\?").matches("what"));
+        // `*` and `?` match `/` and the other characters a type segment holds.
+        assert!(p("com.example/*").matches("com.example/orders:created"));
+        assert!(p("com.*:created").matches("com.example/orders:created"));
+        assert!(p("a?b").matches("a/b"));
+        assert!(p("caf*").matches("caf\u{e9}"));
+        assert!(p("[!a]x").matches("/x"));
+        assert!(p("[[:alpha:]]1").matches("q1"));
+        // `!` and `^` outside a class are literal characters.
+        assert!(p("x!*").matches("x!y"));
+        assert!(!p("x!*").matches("xy"));
+        for text in [r"a\**", r"*\?", "[[:alpha:]]1", "{x,y}\\,"] {
+            let pat = p(text);
+            assert_eq!(pat.to_string(), text);
+            let shown: Vec<String> = pat.segments().iter().map(|s| s.to_string()).collect();
+            assert_eq!(p(&shown.join(".")), pat);
+        }
+    }
+
+    #[test]
+    fn bad_escapes_and_classes_are_refused_with_the_rule() {
+        for bad in [r"a\b", r"a\.b", r"a\", r"\", r"x.\ y", r"\é"] {
+            let msg = err(bad);
+            assert!(
+                msg.contains("has an invalid escape in segment"),
+                "{bad}: {msg}"
+            );
+        }
+        assert_eq!(
+            err(r"a.b\c"),
+            "pattern `a.b\\c` has an invalid escape in segment `b\\c`: a `\\` escapes only \
+             `* ? [ ] { } \\ ,` (a `.` cannot be escaped)"
+        );
+        assert_eq!(
+            err(r"a\.b"),
+            "pattern `a\\.b` has an invalid escape in segment `a\\`: a `\\` ends the segment \
+             and escapes nothing (a `.` cannot be escaped)"
+        );
+        assert!(err(r"[\]]").contains("escapes do not work inside `[...]`"));
+        let msg = err("v[é]");
+        assert!(
+            msg.starts_with("pattern `v[é]` has 'é' in a character class in segment `v[é]`"),
+            "{msg}"
+        );
+        // `**` inside a segment stays refused unless a star is escaped.
+        assert!(err(r"a**").contains("`**` must be a whole segment"));
+        assert!(err(r"\***").contains("`**` must be a whole segment"));
+        assert!(err("[**]").contains("`**` must be a whole segment"));
+        assert!(Pattern::parse("[*]").unwrap().matches("*"));
+        assert!(Pattern::parse(r"*\**").is_ok());
+        // Escaped braces do not count against the brace limits.
+        let many = r"\{a\,b\}".repeat(40);
+        assert!(Pattern::parse(&many).is_ok(), "{}", err(&many));
+    }
+
+    #[test]
+    fn escape_makes_exact_patterns() {
+        for ty in [
+            "a",
+            "orders.*",
+            "a.**",
+            r"x\y.{a,b}",
+            "[c].?",
+            "com.example/orders:created",
+        ] {
+            let pat = p(&escape(ty));
+            assert!(pat.matches(ty), "{ty}");
+            assert!(
+                pat.segments()
+                    .iter()
+                    .all(|s| matches!(s, Segment::Literal(_))),
+                "{ty}"
+            );
+        }
+        assert!(!p(&escape("orders.*")).matches("orders.x"));
+        assert!(matches!(
+            escape("plain.type"),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 }

@@ -882,7 +882,7 @@ mod tests {
     fn invalid_types_match_nothing() {
         let mut r = Router::new();
         r.add("**", 0, "all").unwrap();
-        for ty in ["", "a..b", ".a", "a.", "a b", "a/b", "é"] {
+        for ty in ["", "a..b", ".a", "a.", "a b", "a\tb", "a\u{0}"] {
             assert!(r.route(ty).is_empty(), "{ty:?}");
             assert!(r.route_uncached(ty).is_empty(), "{ty:?}");
             assert!(r.route_ids(ty).is_empty(), "{ty:?}");

@@ -41,11 +41,21 @@ use serde::{
 };
 use serde_json::{value::RawValue, Map, Value};
 
+use crate::pattern::{check_type, TypeFault};
+
 /// The CloudEvents version this crate writes.
 pub const SPEC_VERSION: &str = "1.0";
 
-/// Longest accepted value for `id`, `source`, `type` and `subject`, in bytes.
+/// Longest accepted value for `id`, `source` and `subject`, in bytes (`type` has its own,
+/// shorter limit: [`MAX_TYPE_LEN`]).
 pub const MAX_ATTRIBUTE_LEN: usize = 4096;
+
+/// Longest accepted signal type, in bytes (UTF-8), the same as a pattern's
+/// ([`MAX_PATTERN_LEN`](crate::pattern::MAX_PATTERN_LEN)). Real CloudEvents types are a few
+/// dozen bytes; a type travels in HTTP headers (`ce-type`, percent-encoded) and NATS subjects
+/// (escaped, up to three times as long), where 1 KiB keeps every message well inside the
+/// servers' limits (NATS: 4 KiB control lines).
+pub const MAX_TYPE_LEN: usize = 1024;
 
 /// The most dot-separated segments a signal type may have (the same cap as a pattern's,
 /// [`MAX_PATTERN_SEGMENTS`](crate::pattern::MAX_PATTERN_SEGMENTS)). Real CloudEvents types
@@ -107,10 +117,11 @@ pub enum SignalError {
         /// The limit.
         max: usize,
     },
-    /// The type is not dot-separated segments of `[A-Za-z0-9_-]+`.
+    /// The type is not a routable CloudEvents type: see [`validate_type`] for the rules.
     #[error("type `{value}` {rule}")]
     InvalidType {
-        /// The rejected type.
+        /// The rejected type as shown: its first 128 bytes (then `...`), with control and
+        /// whitespace characters other than the space escaped (`\n`, `\u{a0}`).
         value: String,
         /// The rule it broke.
         rule: String,
@@ -183,44 +194,92 @@ pub enum SignalError {
     },
 }
 
-/// Checks a signal type: at most [`MAX_TYPE_SEGMENTS`] dot-separated segments of
-/// `[A-Za-z0-9_-]+`.
+/// Checks a signal type, the rules a type follows to be routed: CloudEvents allows any
+/// string; this crate takes any string of at most [`MAX_TYPE_LEN`] bytes and
+/// [`MAX_TYPE_SEGMENTS`] `.`-separated segments, no segment empty, and no whitespace or
+/// control character anywhere. So `user.created`, `com.example/orders:created`,
+/// `com.github.pull_request.opened` and `a+b@c~d.#.*` are types; `user..created`, `.user`,
+/// `user created` and `user\ncreated` are not. Routing splits a type on `.`; a pattern
+/// names a segment holding a glob metacharacter by escaping it (`orders.\*`, see
+/// [`Pattern`](crate::Pattern)).
+///
+/// ```
+/// use signal_bus::signal::validate_type;
+///
+/// assert!(validate_type("com.example/orders:created").is_ok());
+/// let e = validate_type("orders..created").unwrap_err();
+/// assert_eq!(e.to_string(), "type `orders..created` has an empty segment at position 1");
+/// let e = validate_type("orders created").unwrap_err();
+/// assert_eq!(
+///     e.to_string(),
+///     "type `orders created` has the whitespace character ' ' in segment 0: \
+///      a type holds no whitespace or control characters"
+/// );
+/// ```
 ///
 /// # Errors
-/// [`SignalError::Empty`], [`SignalError::TooLong`] or [`SignalError::InvalidType`] naming
-/// the first broken rule.
+/// [`SignalError::Empty`] for the empty string, else [`SignalError::InvalidType`] naming the
+/// type (its first 128 bytes) and the first broken rule.
 pub fn validate_type(ty: &str) -> Result<(), SignalError> {
     if ty.is_empty() {
         return Err(SignalError::Empty { field: "type" });
     }
-    check_len("type", ty)?;
-    let segments = type_segments(ty);
-    if segments > MAX_TYPE_SEGMENTS {
-        return Err(SignalError::InvalidType {
-            value: ty.to_owned(),
-            rule: format!("has {segments} segments, more than the limit of {MAX_TYPE_SEGMENTS}"),
-        });
+    let invalid = |rule: String| SignalError::InvalidType {
+        value: shown_type(ty),
+        rule,
+    };
+    if ty.len() > MAX_TYPE_LEN {
+        return Err(invalid(format!(
+            "is {} bytes long, more than the limit of {MAX_TYPE_LEN}",
+            ty.len()
+        )));
     }
-    for (i, seg) in ty.split('.').enumerate() {
-        if seg.is_empty() {
-            return Err(SignalError::InvalidType {
-                value: ty.to_owned(),
-                rule: format!("has an empty segment at position {i}"),
-            });
-        }
-        if let Some(c) = seg
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
-        {
-            return Err(SignalError::InvalidType {
-                value: ty.to_owned(),
-                rule: format!(
-                    "has the character {c:?} in segment `{seg}`: segments are [A-Za-z0-9_-]+"
-                ),
-            });
+    match check_type(ty) {
+        Ok(segments) if segments > MAX_TYPE_SEGMENTS => Err(invalid(format!(
+            "has {segments} segments, more than the limit of {MAX_TYPE_SEGMENTS}"
+        ))),
+        Ok(_) => Ok(()),
+        Err(TypeFault::Empty) => Err(SignalError::Empty { field: "type" }),
+        Err(TypeFault::EmptySegment { position }) => Err(invalid(format!(
+            "has an empty segment at position {position}"
+        ))),
+        Err(TypeFault::Character {
+            character,
+            position,
+        }) => {
+            let kind = if character.is_whitespace() {
+                "whitespace"
+            } else {
+                "control"
+            };
+            Err(invalid(format!(
+                "has the {kind} character {character:?} in segment {position}: a type holds no \
+                 whitespace or control characters"
+            )))
         }
     }
-    Ok(())
+}
+
+/// A type as errors show it: at most its first 128 bytes (then `...`), control and
+/// whitespace characters other than the space escaped, so that it cannot break a log line.
+#[cold]
+pub(crate) fn shown_type(ty: &str) -> String {
+    let mut end = ty.len().min(128);
+    while !ty.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut shown = String::with_capacity(end + 8);
+    for c in ty[..end].chars() {
+        if c.is_control() || (c.is_whitespace() && c != ' ') {
+            shown.extend(c.escape_default());
+        } else {
+            shown.push(c);
+        }
+    }
+    if end < ty.len() {
+        shown.push_str("...");
+    }
+    shown
 }
 
 /// The number of `.`-separated segments of a type.
@@ -450,6 +509,21 @@ impl ExtensionValue {
 ///
 /// Build one with [`Signal::builder`]; read one from JSON with serde. Once built, a signal is
 /// immutable: share it as `Arc<Signal>`.
+///
+/// Its type is any string the bus can route ([`validate_type`]): no whitespace or control
+/// characters, `.`-separated segments none of which is empty, at most [`MAX_TYPE_LEN`] bytes
+/// and [`MAX_TYPE_SEGMENTS`] segments; `/`, `:`, `+`, `@`, `~`, `*`, `#` and any other
+/// character are allowed.
+///
+/// ```
+/// use signal_bus::Signal;
+///
+/// let s = Signal::builder("com.example/orders:created", "/shop").build()?;
+/// assert_eq!(s.ty(), "com.example/orders:created");
+/// let e = Signal::builder("orders..created", "/shop").build().unwrap_err();
+/// assert_eq!(e.to_string(), "type `orders..created` has an empty segment at position 1");
+/// # Ok::<(), signal_bus::SignalError>(())
+/// ```
 #[derive(Clone)]
 pub struct Signal {
     id: String,
@@ -502,7 +576,8 @@ impl fmt::Debug for Signal {
 }
 
 impl Signal {
-    /// Starts a signal with its two required attributes: the dotted `type` and the `source`.
+    /// Starts a signal with its two required attributes: the `type` (`.`-separated segments,
+    /// see [`validate_type`]) and the `source`.
     ///
     /// Nothing is checked until [`SignalBuilder::build`].
     pub fn builder(ty: impl Into<String>, source: impl Into<String>) -> SignalBuilder {
@@ -873,8 +948,10 @@ impl SignalBuilder {
     /// Validates and builds the signal.
     ///
     /// # Errors
-    /// - `source` or `type` empty, or longer than [`MAX_ATTRIBUTE_LEN`];
-    /// - a type that is not dot-separated `[A-Za-z0-9_-]+` segments;
+    /// - `source` empty or longer than [`MAX_ATTRIBUTE_LEN`];
+    /// - a type that breaks a rule of [`validate_type`] (empty, longer than [`MAX_TYPE_LEN`]
+    ///   or [`MAX_TYPE_SEGMENTS`] segments, an empty segment, whitespace or a control
+    ///   character);
     /// - an empty id, subject, content type or schema when given;
     /// - a time that is not RFC 3339;
     /// - an extension name that is not lower-case alphanumeric, or reuses a core attribute.
@@ -1375,7 +1452,7 @@ mod tests {
         let e = Signal::builder("user created", "/s").build().unwrap_err();
         assert!(
             e.to_string()
-                .contains("type `user created` has the character ' '"),
+                .contains("type `user created` has the whitespace character ' '"),
             "{e}"
         );
         let e = Signal::builder("a", "").build().unwrap_err();
@@ -1392,6 +1469,82 @@ mod tests {
         let long = "a".repeat(MAX_ATTRIBUTE_LEN + 1);
         let e = Signal::builder("a", long).build().unwrap_err();
         assert!(e.to_string().contains("more than the limit of 4096"));
+    }
+
+    #[test]
+    fn types_are_any_string_without_whitespace_or_control_characters() {
+        for ty in [
+            "com.example/orders:created",
+            "com.github.pull_request.opened",
+            "a+b@c~d.#.*.**.>.$.%.[x].{y}.\\.?",
+            "caf\u{e9}.\u{65e5}\u{672c}",
+            "urn:example:order",
+        ] {
+            let s = Signal::builder(ty, "/shop").build().unwrap();
+            assert_eq!(s.ty(), ty);
+            // Every JSON reading takes it back.
+            let json = s.to_json_vec();
+            assert_eq!(Signal::from_json_slice(&json).unwrap(), s, "{ty}");
+            assert_eq!(serde_json::from_slice::<Signal>(&json).unwrap(), s, "{ty}");
+        }
+        let why = |ty: &str| Signal::builder(ty, "/s").build().unwrap_err().to_string();
+        assert_eq!(
+            why("a..b"),
+            "type `a..b` has an empty segment at position 1"
+        );
+        assert_eq!(why(".a"), "type `.a` has an empty segment at position 0");
+        assert_eq!(
+            why("a/b."),
+            "type `a/b.` has an empty segment at position 1"
+        );
+        assert_eq!(
+            why("orders.new\tone"),
+            "type `orders.new\\tone` has the whitespace character '\\t' in segment 1: a type \
+             holds no whitespace or control characters"
+        );
+        assert_eq!(
+            why("a.b.c\u{0}"),
+            "type `a.b.c\\u{0}` has the control character '\\0' in segment 2: a type holds no \
+             whitespace or control characters"
+        );
+        assert!(why("a\u{a0}b").contains("the whitespace character '\\u{a0}' in segment 0"));
+        assert!(why("x\u{2028}").contains("whitespace character"));
+        assert!(why("x\u{85}").contains("control character"));
+        // The length limit, in bytes, with the value shown truncated.
+        let at_limit = "é".repeat(MAX_TYPE_LEN / 2);
+        assert!(validate_type(&at_limit).is_ok());
+        let over = format!("{at_limit}x");
+        let e = why(&over);
+        assert!(
+            e.starts_with(&format!("type `{}...` is 1025 bytes long", "é".repeat(64))),
+            "{e}"
+        );
+        assert!(e.ends_with("more than the limit of 1024"), "{e}");
+        let many = vec!["a"; MAX_TYPE_SEGMENTS + 1].join(".");
+        assert!(why(&many).ends_with("has 129 segments, more than the limit of 128"));
+        // A huge bad type is named by its beginning only.
+        let huge = format!("{}\n", "a".repeat(100_000));
+        let e = Signal::builder(huge, "/s").build().unwrap_err();
+        let SignalError::InvalidType { value, .. } = &e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(value, &format!("{}...", "a".repeat(128)));
+    }
+
+    #[test]
+    fn json_readers_refuse_bad_types_alike() {
+        for ty in ["a..b", "a b", "a\u{1b}[31m", "\u{3000}", ""] {
+            let wire = serde_json::to_vec(&json!({
+                "specversion": "1.0", "id": "1", "source": "/s", "type": ty
+            }))
+            .unwrap();
+            let fast = Signal::from_json_slice(&wire).unwrap_err().to_string();
+            let serde = serde_json::from_slice::<Signal>(&wire)
+                .unwrap_err()
+                .to_string();
+            assert!(serde.starts_with(&fast), "{ty:?}: {fast} vs {serde}");
+            assert!(fast.contains("type"), "{ty:?}: {fast}");
+        }
     }
 
     #[test]

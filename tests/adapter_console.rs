@@ -107,6 +107,23 @@ fn compact_is_one_line() {
     assert_eq!(buf.text(), "2024-05-01T12:00:00Z a.b /s x\n");
 }
 
+/// A type holds no whitespace or control characters, so it stays one field of the compact
+/// line whatever else it holds.
+#[test]
+fn compact_shows_any_type_as_one_field() {
+    let buf = Buffer::default();
+    let console = Console::writer(buf.clone());
+    let ty = "com.example/orders:created.caf\u{e9}+v2@eu~1.#.*";
+    let s = Signal::builder(ty, "/s")
+        .id("x")
+        .time_str("2024-05-01T12:00:00Z")
+        .build()
+        .unwrap();
+    print(&console, s);
+    assert_eq!(buf.text(), format!("2024-05-01T12:00:00Z {ty} /s x\n"));
+    assert!(Signal::builder("a.b\u{1b}[31m", "/s").build().is_err());
+}
+
 #[test]
 fn compact_escapes_newlines_in_attributes() {
     let buf = Buffer::default();

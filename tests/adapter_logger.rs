@@ -117,6 +117,17 @@ fn every_placeholder_renders() {
     );
 }
 
+/// A type holding `$`, `/`, `:` and the like renders as it is: the template is compiled,
+/// so a `$source` inside the type is text, not a placeholder.
+#[test]
+fn types_with_any_character_render_as_they_are() {
+    let logger = Logger::info().format("t=$type s=$source");
+    let ty = "com.example/orders:created.$source.$$.{x}*";
+    let s = Signal::builder(ty, "/shop").build().unwrap();
+    let out = capture(Level::TRACE, || deliver(&logger, s));
+    assert!(out.contains(&format!("t={ty} s=/shop")), "{out}");
+}
+
 #[test]
 fn absent_values_render_as_dash_and_bytes_as_size() {
     let logger = Logger::info().format("sub=$subject x=$ext.missing d=$data");

@@ -154,6 +154,29 @@ async fn api_md_queue_block() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+#[tokio::test]
+async fn api_md_types_with_any_character() -> Result<(), Box<dyn std::error::Error>> {
+    let bus = Bus::builder().name("shop").build()?;
+    // Types may hold '/', ':' and the like (no whitespace, no empty '.'-segments); routing splits on '.'.
+    let s = Signal::builder("com.example/orders:created", "/shop").build()?;
+    bus.subscribe("com.example/orders:created", Noop)?;
+
+    // What was subscribed behaves as commented.
+    let report = bus.publish(s).await?;
+    assert_eq!(report.len(), 1);
+    assert_eq!(report.get(0).unwrap().target, "noop");
+    assert!(report.is_ok());
+    let e = Signal::builder("com.example/orders created", "/shop")
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "type `com.example/orders created` has the whitespace character ' ' in segment 1: \
+         a type holds no whitespace or control characters"
+    );
+    Ok(())
+}
+
 #[test]
 fn error_types_implement_std_error_and_name_the_value() {
     fn is_error<E: std::error::Error + Send + Sync + 'static>(_: &E) {}

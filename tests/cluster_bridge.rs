@@ -577,3 +577,81 @@ async fn bad_options_are_refused_with_their_values() {
         .to_string();
     assert!(err.contains("bad..prefix"), "{err}");
 }
+
+/// Types with any character but whitespace and control characters cross NATS: each type's
+/// subject is a literal (a `*` or `>` segment and every `%` escaped), JetStream stores them,
+/// and a bridge for an escaped literal pattern gets exactly its type from the server.
+#[tokio::test]
+async fn types_with_any_character_cross_nats_on_literal_subjects() {
+    let client = nats::connect().await;
+    let (prefix, stream) = nats::unique("chars");
+    ensure_stream(&client, &stream, &prefix).await.unwrap();
+    let (a, _) = nats::bus_with_inbox("chars-a", "nothing");
+    a.subscribe("**", PubSub::nats(client.clone()).prefix(&prefix))
+        .unwrap();
+    a.subscribe(
+        "**",
+        PubSub::nats(client.clone())
+            .prefix(&prefix)
+            .jetstream(&stream),
+    )
+    .unwrap();
+    let (b, mut b_inbox) = nats::bus_with_inbox("chars-b", "**");
+    let all = NatsBridge::builder(client.clone(), &b)
+        .prefix(&prefix)
+        .pattern("**")
+        .start()
+        .await
+        .unwrap();
+    let (c, mut c_inbox) = nats::bus_with_inbox("chars-c", "**");
+    let exact = NatsBridge::builder(client.clone(), &c)
+        .prefix(&prefix)
+        .pattern(r"orders.\*")
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(exact.subjects(), [format!("{prefix}.orders.%2A")]);
+
+    let types = [
+        "com.example/orders:created",
+        "a+b@c~d.#.$x.[y].{z}",
+        "orders.created",
+        "orders.>",
+        "orders.%2A",
+        "100%.caf\u{e9}.\u{65e5}\u{672c}",
+        "*.>.**",
+        "orders.*",
+    ];
+    for (i, ty) in types.iter().enumerate() {
+        let report = a.publish(signal(ty, i)).await.unwrap();
+        assert!(report.is_ok(), "{ty}: {report}");
+    }
+    // Each signal goes out twice (core NATS, and the JetStream publish on the same subject).
+    let got = nats::recv_n(&mut b_inbox, 2 * types.len(), WAIT).await;
+    let mut received: Vec<&str> = got.iter().map(|s| s.ty()).collect();
+    let mut sent = [types, types].concat();
+    received.sort_unstable();
+    sent.sort_unstable();
+    assert_eq!(received, sent);
+    // `orders.*` went out last: c's subscription saw nothing before it.
+    let only = nats::recv_n(&mut c_inbox, 2, WAIT).await;
+    assert!(only.iter().all(|s| s.ty() == "orders.*"), "{only:?}");
+    assert_eq!(exact.stats().received, 2, "{:?}", exact.stats());
+    assert_eq!(all.stats().malformed, 0, "{:?}", all.stats());
+
+    let js = async_nats::jetstream::new(client.clone());
+    let mut s = js.get_stream(&stream).await.unwrap();
+    // The stream captures both publishes of each: every subject is a literal it stores.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let stored = s.info().await.unwrap().state.messages;
+        if stored == 2 * types.len() as u64 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{stored} stored");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    all.shutdown().await;
+    exact.shutdown().await;
+    nats::delete_stream(&client, &stream).await;
+}

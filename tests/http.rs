@@ -81,6 +81,24 @@ async fn binary_mode_puts_attributes_in_headers() {
     assert_eq!(&req.body[..], br#"{"total":42}"#);
 }
 
+/// `ce-type` carries any type: printable ASCII as is, `%` and characters outside ASCII
+/// percent-encoded (CloudEvents HTTP binding, 3.1.3.2).
+#[tokio::test]
+async fn binary_mode_percent_encodes_types_outside_printable_ascii() {
+    let server = TestServer::start().await;
+    for ty in ["com.example/orders:created", "100%.caf\u{e9}+v2@eu~1.#.*"] {
+        let http = Http::post(&server.url("/t"))
+            .unwrap()
+            .content_mode(ContentMode::Binary);
+        let s = Signal::builder(ty, "/shop").build().unwrap();
+        let report = dispatch(s, http).await.unwrap();
+        assert!(report.is_ok(), "{report}");
+    }
+    let reqs = server.requests();
+    assert_eq!(reqs[0].headers["ce-type"], "com.example/orders:created");
+    assert_eq!(reqs[1].headers["ce-type"], "100%25.caf%C3%A9+v2@eu~1.#.*");
+}
+
 #[tokio::test]
 async fn batches_are_one_cloudevents_batch_request() {
     let server = TestServer::start().await;

@@ -316,13 +316,22 @@ fn signals_refuse_types_beyond_the_hard_cap() {
     use signal_bus::signal::MAX_TYPE_SEGMENTS;
     let at = vec!["s"; MAX_TYPE_SEGMENTS].join(".");
     assert!(Signal::builder(at.as_str(), "/test").build().is_ok());
-    // 2,000 segments (4 KB) fit the attribute length limit but not the segment cap; the
+    // 200 segments (399 bytes) fit the type length limit but not the segment cap; the
     // same from JSON.
-    let over = vec!["s"; 2_000].join(".");
+    let over = vec!["s"; 200].join(".");
     let err = Signal::builder(over.as_str(), "/test").build().unwrap_err();
     assert!(
         err.to_string()
-            .contains("has 2000 segments, more than the limit of 128"),
+            .contains("has 200 segments, more than the limit of 128"),
+        "{err}"
+    );
+    // 2,000 segments are 3,999 bytes: over the length limit first.
+    let err = Signal::builder(vec!["s"; 2_000].join("."), "/test")
+        .build()
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("is 3999 bytes long, more than the limit of 1024"),
         "{err}"
     );
     let json = format!(r#"{{"specversion":"1.0","id":"1","source":"/t","type":"{over}"}}"#);

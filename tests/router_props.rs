@@ -1,18 +1,45 @@
 //! Property tests: the router returns exactly the routes whose pattern
 //! matches (`Pattern::matches` is the reference), in the documented order.
+//!
+//! Types hold the characters real producers use (`/`, `:`, `+`, `@`, `~`, `#`, non-ASCII)
+//! and the glob metacharacters; patterns name such segments as escaped literals.
 
 use proptest::prelude::*;
-use signal_bus::{Pattern, RouteId, Router};
+use signal_bus::{pattern::escape, Pattern, RouteId, Router};
 
-const PATTERN_SEGMENTS: &[&str] = &["a", "b", "c", "*", "**", "{a,b}", "[ab]", "a*"];
-const TYPE_SEGMENTS: &[&str] = &["a", "b", "c", "ab"];
+/// Wildcards and glob segments, escapes inside globs included.
+const PATTERN_SEGMENTS: &[&str] = &[
+    "*",
+    "**",
+    "{a,b}",
+    "[ab]",
+    "a*",
+    "a/*",
+    "*:b",
+    r"{a\,b,\*,a/b}",
+    "[!a]",
+    "?",
+    r"\**",
+    "\u{e9}*",
+    r"*\?",
+];
+/// Type segments; each is also a pattern segment, escaped ([`escape`]) into a literal.
+const TYPE_SEGMENTS: &[&str] = &[
+    "a", "b", "c", "ab", "a/b", "a:b", "*", "**", "a*", "{a}", "+@~", "#", ">", "\u{e9}", "a,b",
+    "\\", "?", "[a]", "%", "!^$",
+];
 
 /// A valid pattern: 1..6 segments, adjacent `**` collapsed into one.
 fn pattern() -> impl Strategy<Value = String> {
-    prop::collection::vec(prop::sample::select(PATTERN_SEGMENTS), 1..6).prop_map(|segs| {
-        let mut out: Vec<&str> = Vec::with_capacity(segs.len());
+    let segments: Vec<String> = PATTERN_SEGMENTS
+        .iter()
+        .map(|s| s.to_string())
+        .chain(TYPE_SEGMENTS.iter().map(|s| escape(s).into_owned()))
+        .collect();
+    prop::collection::vec(prop::sample::select(segments), 1..6).prop_map(|segs| {
+        let mut out: Vec<String> = Vec::with_capacity(segs.len());
         for seg in segs {
-            if seg == "**" && out.last() == Some(&"**") {
+            if seg == "**" && out.last().map(String::as_str) == Some("**") {
                 continue;
             }
             out.push(seg);
@@ -163,7 +190,23 @@ proptest! {
         prop_assert_eq!(again.specificity(), parsed.specificity());
         prop_assert_eq!(again.segments(), parsed.segments());
         let via_fromstr: Pattern = p.parse().unwrap();
-        prop_assert_eq!(via_fromstr, parsed);
+        prop_assert_eq!(&via_fromstr, &parsed);
+        // Each segment shows as pattern text (a literal re-escaped): joined, they parse to
+        // the same segments.
+        let shown: Vec<String> = parsed.segments().iter().map(|s| s.to_string()).collect();
+        let rebuilt = Pattern::parse(&shown.join(".")).unwrap();
+        prop_assert_eq!(rebuilt.segments(), parsed.segments());
+        prop_assert_eq!(rebuilt.specificity(), parsed.specificity());
+    }
+
+    #[test]
+    fn escaped_types_match_exactly_themselves(ty in signal_type(), other in signal_type()) {
+        let exact = Pattern::parse(&escape(&ty)).unwrap();
+        prop_assert!(exact.matches(&ty));
+        prop_assert_eq!(exact.matches(&other), other == ty);
+        let mut router = Router::new();
+        router.add_pattern(exact, 0, ()).unwrap();
+        prop_assert_eq!(router.route(&other).len(), usize::from(other == ty));
     }
 
     #[test]

@@ -405,7 +405,16 @@ fn good_core(name: &str) -> BoxedStrategy<String> {
         "specversion" => s(&["1.0", "1.0.2"]),
         "id" => s(&["1", "abc", "0190-x"]),
         "source" => s(&["/s", "urn:x", "https://example.com/a"]),
-        "type" => s(&["a.b", "user.created", "a", "x-y.z_1"]),
+        "type" => s(&[
+            "a.b",
+            "user.created",
+            "a",
+            "x-y.z_1",
+            "com.example/orders:created",
+            "a+b@c~d.#.*.**.>",
+            "caf\u{e9}.\u{65e5}\u{672c}",
+            "q\"uote.back\\slash",
+        ]),
         "subject" => s(&["user/42", "s"]),
         "time" => s(&[
             "2024-01-02T03:04:05Z",
@@ -521,6 +530,67 @@ proptest! {
     fn every_path_gives_the_same_verdict_on_the_same_bytes(bytes in signal_bytes()) {
         if let Err(e) = check_agreement(&bytes) {
             prop_assert!(false, "{}", e);
+        }
+    }
+}
+
+/// Types with any character but whitespace and control characters read the same on every
+/// path (escaped in the JSON text or not); the others are refused on every path, naming the
+/// type and the rule.
+#[test]
+fn types_are_judged_alike_on_every_path() {
+    let with_type = |ty_json: &str| {
+        format!(
+            r#"{{"specversion":"1.0","id":"1","source":"/s","time":"2024-01-02T03:04:05Z","type":{ty_json}}}"#
+        )
+    };
+    for (ty_json, ty) in [
+        (
+            r#""com.example/orders:created""#,
+            "com.example/orders:created",
+        ),
+        (
+            r#""com.example\/orders:created""#,
+            "com.example/orders:created",
+        ),
+        (r#""caf\u00e9.#.*""#, "caf\u{e9}.#.*"),
+        (r#""a+b@c~d.\\""#, "a+b@c~d.\\"),
+    ] {
+        let bytes = with_type(ty_json);
+        check_agreement(bytes.as_bytes()).unwrap();
+        for (path, verdict) in read_every_way(bytes.as_bytes()) {
+            assert_eq!(verdict.unwrap().ty(), ty, "{path}");
+        }
+    }
+    let long = format!("{:?}", "a".repeat(1025));
+    for (ty_json, why) in [
+        (
+            r#""a..b""#,
+            "type `a..b` has an empty segment at position 1",
+        ),
+        (
+            r#""a b""#,
+            "type `a b` has the whitespace character ' ' in segment 0",
+        ),
+        (
+            r#""a.\tb""#,
+            "type `a.\\tb` has the whitespace character '\\t' in segment 1",
+        ),
+        (
+            r#""a\u0000""#,
+            "type `a\\u{0}` has the control character '\\0' in segment 0",
+        ),
+        (
+            r#""\u3000""#,
+            "has the whitespace character '\\u{3000}' in segment 0",
+        ),
+        (&long, "is 1025 bytes long, more than the limit of 1024"),
+    ] {
+        let bytes = with_type(ty_json);
+        check_agreement(bytes.as_bytes()).unwrap();
+        for (path, verdict) in read_every_way(bytes.as_bytes()) {
+            let e = verdict.unwrap_err();
+            assert!(e.contains(why), "{path}: {e}");
         }
     }
 }

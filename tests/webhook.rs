@@ -177,6 +177,26 @@ async fn github_stripe_and_jido_schemes() {
     assert_eq!(header(&r, "x-webhook-event"), "OrderPlaced");
 }
 
+/// A type with `/`, `:` and the like arrives as `x-webhook-event` unchanged; one outside
+/// ASCII percent-encoded (a header value carries visible ASCII).
+#[tokio::test]
+async fn jido_event_header_carries_any_type() {
+    let server = TestServer::start().await;
+    for (ty, expected) in [
+        ("com.example/orders:created", "com.example/orders:created"),
+        ("shop.caf\u{e9}+v2@eu~1", "shop.caf%C3%A9+v2@eu~1"),
+    ] {
+        let s = Signal::builder(ty, "/shop").id("t1").build().unwrap();
+        dispatch(s, hook(&server, "/").signing(JidoCompat::new("k").unwrap()))
+            .await
+            .unwrap();
+        let r = server.requests().pop().unwrap();
+        assert_eq!(header(&r, "x-webhook-event"), expected);
+        let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(body["type"], ty);
+    }
+}
+
 #[tokio::test]
 async fn caller_headers_never_override_signing_headers() {
     let server = TestServer::start().await;

@@ -6,7 +6,7 @@
 
 use signal_bus::{
     __fuzz::nats,
-    cluster::{EXTERNAL_ORIGIN, ORIGIN_EXTENSION},
+    cluster::{subject_for, EXTERNAL_ORIGIN, ORIGIN_EXTENSION},
     ContentMode, Signal,
 };
 
@@ -60,7 +60,7 @@ pub fn check(data: &[u8]) {
         .and_then(|v| v.as_str())
         .expect("a decoded signal has an origin");
     assert_ne!(origin, OWN, "an echo was decoded as a signal");
-    assert_eq!(subject, format!("{PREFIX}.{}", signal.ty()));
+    assert_eq!(subject, subject_for(PREFIX, signal.ty()));
     let _ = EXTERNAL_ORIGIN;
 
     // A forwarder sends the signal on without the origin it came with.

@@ -1,6 +1,7 @@
-//! Patterns: `Pattern::parse` of any text and `Pattern::matches` of any type never panic, and
-//! a `Router` of a few parsed patterns returns, cached and uncached, exactly the routes whose
-//! pattern `matches` (the reference semantics), in the documented order (specificity, then
+//! Patterns: `Pattern::parse` of any text and `Pattern::matches` of any type never panic, a
+//! parsed pattern's segments shown as text (literals re-escaped) parse to the same segments,
+//! and a `Router` of a few parsed patterns returns, cached and uncached, exactly the routes
+//! whose pattern `matches` (the reference semantics), in the documented order (specificity, then
 //! priority, both descending, then registration).
 
 use signal_bus::{Pattern, Router};
@@ -41,6 +42,12 @@ pub fn check(data: &[u8]) {
         assert_eq!(pattern.as_str(), *text);
         let again = Pattern::parse(pattern.as_str()).expect("a parsed pattern parses again");
         assert_eq!(again.segments(), pattern.segments());
+        // Each segment shows as pattern text (a literal re-escaped): joined, they parse to
+        // the same segments and score.
+        let shown: Vec<String> = pattern.segments().iter().map(|s| s.to_string()).collect();
+        let rebuilt = Pattern::parse(&shown.join(".")).expect("shown segments parse");
+        assert_eq!(rebuilt.segments(), pattern.segments());
+        assert_eq!(rebuilt.specificity(), pattern.specificity());
         // Priorities -1, 0, 1, ... so ties on specificity are ordered by priority too.
         let priority = i as i32 - 1;
         let id = router

@@ -111,17 +111,8 @@ fn close_queues(targets: &[Target]) {
 /// the type.
 #[cold]
 fn type_too_long(ty: &str, segments: usize, max: usize) -> BusError {
-    let mut end = ty.len().min(128);
-    while !ty.is_char_boundary(end) {
-        end -= 1;
-    }
-    let shown = if end < ty.len() {
-        format!("{}...", &ty[..end])
-    } else {
-        ty.to_owned()
-    };
     BusError::TypeTooLong {
-        ty: shown,
+        ty: crate::signal::shown_type(ty),
         segments,
         max,
     }

@@ -202,12 +202,7 @@ pub(crate) fn decode(
         Some(_) => {}
         None => signal.set_extension(ORIGIN_EXTENSION, EXTERNAL_ORIGIN),
     }
-    let expected_len = prefix.len() + 1 + signal.ty().len();
-    let matches = subject.len() == expected_len
-        && subject.starts_with(prefix)
-        && subject.as_bytes()[prefix.len()] == b'.'
-        && subject.ends_with(signal.ty());
-    if !matches {
+    if !super::subject::is_subject_for(subject, prefix, signal.ty()) {
         return Err(MalformedMessage::Subject {
             subject: subject.to_owned(),
             ty: signal.ty().to_owned(),
@@ -360,6 +355,48 @@ mod tests {
             s.extension(ORIGIN_EXTENSION).unwrap().as_str(),
             Some(EXTERNAL_ORIGIN)
         );
+    }
+
+    #[test]
+    fn types_with_any_character_decode_on_their_escaped_subject() {
+        for ty in [
+            "com.example/orders:created",
+            "a.*.>",
+            "100%.caf\u{e9}",
+            "x+y@z~w.#",
+        ] {
+            let s = Signal::builder(ty, "/s")
+                .id("1")
+                .time_str("2024-01-01T00:00:00Z")
+                .build()
+                .unwrap();
+            let subject = crate::cluster::subject_for("signals", ty);
+            for mode in [ContentMode::Structured, ContentMode::Binary] {
+                let (headers, payload) = encode(&s, mode, "n");
+                let d = decode(
+                    &subject,
+                    headers.as_ref(),
+                    &payload,
+                    "signals",
+                    &OwnOrigin::new("m"),
+                );
+                let Ok(Decoded::Signal(back)) = d else {
+                    panic!("{ty} {mode:?}: {d:?}")
+                };
+                assert_eq!(back.ty(), ty);
+            }
+        }
+        // The unescaped subject is not the type's: `signals.a.*` is a wildcard to NATS.
+        let s = Signal::builder("a.*", "/s").build().unwrap();
+        let e = decode(
+            "signals.a.*",
+            None,
+            &s.to_json_bytes(),
+            "signals",
+            &OwnOrigin::new("m"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().ends_with("(expected `signals.a.%2A`)"), "{e}");
     }
 
     #[test]

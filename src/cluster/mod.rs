@@ -12,7 +12,13 @@
 //! attribute, the bridge skips its own node's messages, and the bus's NATS publishers never
 //! send out a signal that came in through a bridge (it has that extension).
 //!
-//! Patterns become subjects as NATS allows: `*` stays `*`, a trailing `**` becomes `>`
+//! A type becomes subject tokens as written, but for what NATS reads as syntax: a segment
+//! that is exactly `*` or `>` is sent as `%2A` or `%3E`, and every `%` as `%25`
+//! ([`subject_for`]), so every type (any characters but whitespace and control characters)
+//! has a literal subject of its own, and the escaping is reversible.
+//!
+//! Patterns become subjects as NATS allows: a literal segment becomes its token (an escaped
+//! `\*` the token `%2A`), `*` stays `*`, a trailing `**` becomes `>`
 //! (plus the bare subject, since `**` also matches nothing); glob segments and a `**` before
 //! other segments become a wider subscription filtered locally ([`SubjectFilter`]).
 //!

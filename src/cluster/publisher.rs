@@ -38,7 +38,8 @@ fn process_origin() -> &'static str {
 }
 
 /// Publishes each signal to NATS, on subject `<prefix>.<type>` (prefix `signals` by
-/// default), as CloudEvents JSON or in binary mode. Build it with
+/// default; a type segment that is exactly `*` or `>`, and every `%`, percent-escaped: see
+/// [`subject_for`](super::subject_for)), as CloudEvents JSON or in binary mode. Build it with
 /// [`PubSub::nats`](crate::adapter::PubSub::nats).
 ///
 /// - **Core NATS** (the default): fire and forget. A publish succeeds once the client has
@@ -124,7 +125,7 @@ impl NatsPubSub {
         self
     }
 
-    /// The subject a signal of type `ty` goes to.
+    /// The subject a signal of type `ty` goes to (see [`subject_for`](super::subject_for)).
     pub fn subject_for(&self, ty: &str) -> String {
         subject_for(&self.prefix, ty)
     }

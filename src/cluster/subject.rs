@@ -2,16 +2,70 @@
 
 use crate::pattern::{Pattern, Segment};
 
-/// The subject a signal of type `ty` is published to: `<prefix>.<type>`.
+/// The subject a signal of type `ty` is published to: `<prefix>.<type>`, each segment of the
+/// type one subject token.
 ///
-/// Signal types are dot-separated `[A-Za-z0-9_-]+` segments, so every type is a valid run of
-/// NATS subject tokens.
+/// A type holds no whitespace and no empty segment, so it is a valid run of NATS tokens but
+/// for two things NATS reads as syntax, which are escaped (percent-encoding, reversible):
+/// a segment that is exactly `*` or `>` (a NATS wildcard) becomes `%2A` or `%3E`, and every
+/// `%` becomes `%25`. Every other character stays as it is, so types of letters, digits,
+/// `_`, `-`, `/`, `:`, `+`, `@`, `~`, `#` and the like keep their subject as written.
+///
+/// ```
+/// use signal_bus::cluster::subject_for;
+///
+/// assert_eq!(subject_for("signals", "user.created"), "signals.user.created");
+/// assert_eq!(subject_for("signals", "com.example/orders:created"), "signals.com.example/orders:created");
+/// assert_eq!(subject_for("signals", "a.*.>.b*.100%"), "signals.a.%2A.%3E.b*.100%25");
+/// ```
 pub fn subject_for(prefix: &str, ty: &str) -> String {
     let mut subject = String::with_capacity(prefix.len() + 1 + ty.len());
     subject.push_str(prefix);
-    subject.push('.');
-    subject.push_str(ty);
+    if !needs_escape(ty) {
+        subject.push('.');
+        subject.push_str(ty);
+        return subject;
+    }
+    for segment in ty.split('.') {
+        subject.push('.');
+        push_token(&mut subject, segment);
+    }
     subject
+}
+
+/// Whether `subject` is the subject [`subject_for`] gives `ty` under `prefix`.
+pub(crate) fn is_subject_for(subject: &str, prefix: &str, ty: &str) -> bool {
+    if needs_escape(ty) {
+        return subject == subject_for(prefix, ty);
+    }
+    subject.len() == prefix.len() + 1 + ty.len()
+        && subject.starts_with(prefix)
+        && subject.as_bytes()[prefix.len()] == b'.'
+        && subject.ends_with(ty)
+}
+
+/// Whether some segment of `ty` is written otherwise as a subject token.
+fn needs_escape(ty: &str) -> bool {
+    ty.contains('%') || ty.split('.').any(|s| s == "*" || s == ">")
+}
+
+/// Appends a type segment (or a pattern's literal segment) as a subject token.
+fn push_token(out: &mut String, segment: &str) {
+    match segment {
+        "*" => out.push_str("%2A"),
+        ">" => out.push_str("%3E"),
+        _ => {
+            for part in segment.split_inclusive('%') {
+                match part.strip_suffix('%') {
+                    Some(head) => {
+                        out.push_str(head);
+                        out.push_str("%25");
+                    }
+                    None => out.push_str(part),
+                }
+            }
+        }
+    }
 }
 
 /// Checks a subject prefix: dot-separated tokens, none empty, with no whitespace, control
@@ -49,12 +103,13 @@ pub struct SubjectFilter {
 }
 
 impl SubjectFilter {
-    /// The subjects for `pattern` under `prefix`.
+    /// The subjects for `pattern` under `prefix`. A literal segment becomes the token
+    /// [`subject_for`] writes for it (an escaped `\*` in the pattern is the token `%2A`).
     pub fn new(prefix: &str, pattern: &Pattern) -> SubjectFilter {
         let segments = pattern.segments();
-        let mut tokens: Vec<&str> = Vec::with_capacity(segments.len() + 1);
+        let mut tokens: Vec<String> = Vec::with_capacity(segments.len() + 1);
         let mut exact = true;
-        let join = |tokens: &[&str]| {
+        let join = |tokens: &[String]| {
             let mut s = prefix.to_owned();
             for t in tokens {
                 s.push('.');
@@ -64,10 +119,14 @@ impl SubjectFilter {
         };
         for (i, segment) in segments.iter().enumerate() {
             match segment {
-                Segment::Literal(lit) => tokens.push(lit),
-                Segment::Star => tokens.push("*"),
+                Segment::Literal(lit) => {
+                    let mut token = String::with_capacity(lit.len());
+                    push_token(&mut token, lit);
+                    tokens.push(token);
+                }
+                Segment::Star => tokens.push("*".to_owned()),
                 Segment::Glob(_) => {
-                    tokens.push("*");
+                    tokens.push("*".to_owned());
                     exact = false;
                 }
                 Segment::GlobStar => {
@@ -77,7 +136,7 @@ impl SubjectFilter {
                         // `a.**` matches `a` itself too.
                         subjects.push(join(&tokens));
                     }
-                    tokens.push(">");
+                    tokens.push(">".to_owned());
                     subjects.push(join(&tokens));
                     return SubjectFilter {
                         subjects,
@@ -153,6 +212,21 @@ mod tests {
             ("**.e", &["signals.>"], false, "signals.>"),
             ("user.create*", &["signals.user.*"], false, "signals.user.*"),
             ("{a,b}.x", &["signals.*.x"], false, "signals.*.x"),
+            (
+                "com.example/orders:created",
+                &["signals.com.example/orders:created"],
+                true,
+                "signals.com.example/orders:created",
+            ),
+            (r"a.\*.>", &["signals.a.%2A.%3E"], true, "signals.a.%2A.%3E"),
+            (r"a.b\*.%", &["signals.a.b*.%25"], true, "signals.a.b*.%25"),
+            (
+                r"\*.**",
+                &["signals.%2A", "signals.%2A.>"],
+                true,
+                "signals.>",
+            ),
+            (r"x\*y*", &["signals.*"], false, "signals.*"),
         ];
         for (pattern, subjects, exact, single) in cases {
             let f = filter(pattern);
@@ -195,6 +269,18 @@ mod tests {
             "user.create_x",
             "b.x",
             "q.e",
+            "com.example/orders:created",
+            "a.*",
+            "a.>",
+            "a.%2A",
+            "a.%",
+            "*",
+            ">",
+            "a.b*",
+            "x*y",
+            "x*yz",
+            "a.*.>",
+            "%.*",
         ];
         let patterns = [
             "a",
@@ -207,6 +293,18 @@ mod tests {
             "user.create*",
             "{a,b}.x",
             "a.*.**",
+            "com.example/orders:created",
+            "com.*",
+            r"a.\*",
+            "a.>",
+            r"a.%2A",
+            "a.%",
+            r"\*",
+            r"\*.**",
+            r"a.\*.**",
+            r"x\*y*",
+            r"a.b\*",
+            "%.*",
         ];
         for p in patterns {
             let f = filter(p);
@@ -222,6 +320,61 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The type back from a subject [`subject_for`] wrote.
+    fn type_of(prefix: &str, subject: &str) -> String {
+        let rest = subject
+            .strip_prefix(prefix)
+            .unwrap()
+            .strip_prefix('.')
+            .unwrap();
+        let decoded: Vec<String> = rest
+            .split('.')
+            .map(|t| {
+                crate::binding::decode_value(t)
+                    .expect("valid percent-encoding")
+                    .into_owned()
+            })
+            .collect();
+        decoded.join(".")
+    }
+
+    #[test]
+    fn subjects_are_valid_nats_literals_and_reversible() {
+        for ty in [
+            "user.created",
+            "com.example/orders:created",
+            "a.*.>.b",
+            "*",
+            ">",
+            "a.**.>>.*>",
+            "100%.%2A.%25%",
+            "x+y@z~w.#.$.caf\u{e9}",
+            "a.%3E",
+        ] {
+            let subject = subject_for("signals", ty);
+            // A literal subject: no whitespace, no empty token, no wildcard token.
+            assert!(!subject.contains(char::is_whitespace), "{subject}");
+            for token in subject.split('.') {
+                assert!(
+                    !token.is_empty() && token != "*" && token != ">",
+                    "{subject}"
+                );
+            }
+            assert_eq!(type_of("signals", &subject), ty, "{subject}");
+            assert!(is_subject_for(&subject, "signals", ty), "{subject}");
+            assert!(!is_subject_for(&format!("{subject}.x"), "signals", ty));
+            // The pattern naming the type exactly subscribes to exactly its subject.
+            let exact = Pattern::parse(&crate::pattern::escape(ty)).unwrap();
+            let f = SubjectFilter::new("signals", &exact);
+            assert_eq!(f.subjects(), std::slice::from_ref(&subject), "{ty}");
+            assert!(f.is_exact());
+        }
+        // Types that differ get subjects that differ.
+        assert_ne!(subject_for("p", "a.*"), subject_for("p", "a.%2A"));
+        assert_ne!(subject_for("p", "a.%"), subject_for("p", "a.%25"));
+        assert!(!is_subject_for("p.a.*", "p", "a.*"));
     }
 
     #[test]

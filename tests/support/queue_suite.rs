@@ -72,6 +72,22 @@ pub async fn run_all(store: Arc<dyn JobStore>) {
     prune_per_state_and_signals(s).await;
     invalid_jobs_are_refused(s).await;
     group_commit(s).await;
+    types_with_any_character_are_stored_as_they_are(s).await;
+}
+
+/// A type holds any character but whitespace and control characters: the store keeps it
+/// byte for byte.
+async fn types_with_any_character_are_stored_as_they_are(s: &dyn JobStore) {
+    let ty = "com.example/orders:created.caf\u{e9}+v2@eu~1.#.*.%.'q'.\"d\".\\";
+    let sig = Signal::builder(ty, "/types").id("t-1").build().unwrap();
+    let job = NewJob::new("w", json!({"signal_id": sig.id()})).queue("q-types");
+    s.enqueue(Some(&sig), &job).await.unwrap().unwrap();
+    let loaded = s.load_signal("/types", "t-1").await.unwrap().unwrap();
+    assert_eq!(loaded.ty(), ty);
+    assert_eq!(loaded, sig);
+    for job in claim_all(s, "q-types").await {
+        s.complete(job.lease(), Utc::now()).await.unwrap();
+    }
 }
 
 async fn roundtrip_and_signal_stored_once(s: &dyn JobStore) {

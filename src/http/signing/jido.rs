@@ -20,7 +20,11 @@ const EVENT: &str = "x-webhook-event";
 ///   configurable with [`signature_header`](Self::signature_header));
 /// - `x-webhook-timestamp: <ts>` (unix seconds);
 /// - `x-webhook-event: <event type>` (informational: not covered by the signature, and not
-///   required by [`verify`](Self::verify)).
+///   required by [`verify`](Self::verify)). Sent as is when it is printable ASCII without
+///   `%` (every type of ASCII characters, `com.example/orders:created` included); otherwise
+///   percent-encoded as UTF-8 like a CloudEvents `ce-*` header (non-ASCII and control
+///   characters, space, `"` and `%`), so that it is always a valid header value and a
+///   receiver that percent-decodes it always gets the name back.
 ///
 /// The secret is used as bytes.
 ///
@@ -147,28 +151,44 @@ impl JidoCompat {
     }
 }
 
+/// The `x-webhook-event` value: the name as is when it is printable ASCII without `%` (no
+/// space at either end), else percent-encoded, which always makes a valid header value.
+fn event_value(name: &str) -> HeaderValue {
+    let plain = name
+        .bytes()
+        .all(|b| (0x20..=0x7e).contains(&b) && b != b'%')
+        && !name.starts_with(' ')
+        && !name.ends_with(' ');
+    let text = if plain {
+        std::borrow::Cow::Borrowed(name)
+    } else {
+        crate::binding::encode_value(name)
+    };
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
 impl SigningScheme for JidoCompat {
     fn name(&self) -> &'static str {
         "jido"
     }
 
-    /// The signature header, `x-webhook-timestamp` and `x-webhook-event`. An event type that
-    /// is not a valid header value (control characters) leaves `x-webhook-event` out; it is
-    /// not part of the signature.
+    /// The signature header, `x-webhook-timestamp` and `x-webhook-event` (the event type,
+    /// percent-encoded unless it is printable ASCII without `%`; not part of the signature).
     fn sign_headers(&self, input: &SignInput<'_>) -> Vec<(HeaderName, HeaderValue)> {
-        let mut headers = Vec::with_capacity(3);
-        headers.push((
-            self.signature_header.clone(),
-            ascii_value(&self.sign(input.timestamp, input.body)),
-        ));
-        headers.push((
-            HeaderName::from_static(TIMESTAMP),
-            HeaderValue::from(input.timestamp),
-        ));
-        if let Ok(event) = HeaderValue::from_str(input.event_type) {
-            headers.push((HeaderName::from_static(EVENT), event));
-        }
-        headers
+        vec![
+            (
+                self.signature_header.clone(),
+                ascii_value(&self.sign(input.timestamp, input.body)),
+            ),
+            (
+                HeaderName::from_static(TIMESTAMP),
+                HeaderValue::from(input.timestamp),
+            ),
+            (
+                HeaderName::from_static(EVENT),
+                event_value(input.event_type),
+            ),
+        ]
     }
 
     fn header_names(&self) -> Vec<HeaderName> {
@@ -187,6 +207,32 @@ impl SigningScheme for JidoCompat {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_header_is_the_type_or_its_percent_encoding() {
+        let jido = JidoCompat::new("s").unwrap();
+        let event = |ty: &str| {
+            let input = SignInput::new("m", 1, b"{}", ty);
+            let headers: HeaderMap = jido.sign_headers(&input).into_iter().collect();
+            headers[EVENT].to_str().unwrap().to_owned()
+        };
+        for plain in [
+            "com.example/orders:created",
+            "a+b@c~d.#.*.{x}",
+            "OrderPlaced",
+            "Order Placed",
+        ] {
+            assert_eq!(event(plain), plain);
+        }
+        assert_eq!(event("caf\u{e9}.created"), "caf%C3%A9.created");
+        assert_eq!(event("100%.done"), "100%25.done");
+        assert_eq!(event("a\nb"), "a%0Ab");
+        assert_eq!(event(" padded"), "%20padded");
+        // Percent-decoding gives the name back.
+        for name in ["caf\u{e9}.created", "100%.done", "a\nb", " padded"] {
+            assert_eq!(crate::binding::decode_value(&event(name)).unwrap(), name);
+        }
+    }
 
     #[test]
     fn signature_header_cannot_shadow_the_others() {
