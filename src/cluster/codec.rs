@@ -10,7 +10,7 @@ use async_nats::{HeaderMap, HeaderName};
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::{
-    binding::{binary_body, encode_value, signal_from_binary, BinaryError},
+    binding::{binary_body, encode_value, signal_from_headers, BinaryError},
     ContentMode, Signal,
 };
 
@@ -166,26 +166,20 @@ pub(crate) fn decode(
     });
     let mut signal = match binary {
         Some(headers) => {
-            let lower: Vec<(String, &str)> = headers
+            let origin = headers
                 .iter()
-                .filter_map(|(name, values)| {
-                    let name: &str = name.as_ref();
-                    let value = values.first()?.as_str();
-                    Some((name.to_ascii_lowercase(), value))
+                .find(|(name, _)| {
+                    AsRef::<str>::as_ref(*name).eq_ignore_ascii_case("ce-signalorigin")
                 })
-                .collect();
-            let origin = lower.iter().find(|(n, _)| n == "ce-signalorigin");
-            if origin.is_some_and(|(_, v)| *v == own_origin) {
+                .and_then(|(_, values)| values.first());
+            if origin.is_some_and(|v| v.as_str() == own_origin) {
                 return Ok(Decoded::Echo);
             }
-            let content_type = lower
-                .iter()
-                .find(|(n, _)| n == "content-type")
-                .map(|(_, v)| *v);
-            let attributes = lower
-                .iter()
-                .filter_map(|(n, v)| Some((n.strip_prefix("ce-")?, *v)));
-            signal_from_binary(attributes, content_type, payload, None).map_err(|e| match e {
+            let pairs = headers.iter().flat_map(|(name, values)| {
+                let name: &str = name.as_ref();
+                values.iter().map(move |value| (name, value.as_str()))
+            });
+            signal_from_headers(pairs, payload).map_err(|e| match e {
                 BinaryError::Signal(e) => MalformedMessage::Signal(e),
                 other => MalformedMessage::Binary(other.to_string()),
             })?

@@ -1,4 +1,6 @@
-//! HTTP delivery: the [`Http`] and [`Webhook`] adapters, and webhook [`signing`].
+//! HTTP delivery: the [`Http`] and [`Webhook`] adapters, and webhook [`signing`]; and
+//! receiving: [`read_signals`] reads the CloudEvents of a request (with the `axum` feature,
+//! the [`axum`](self::axum) extractors read and verify them in a handler).
 //!
 //! Both speak the CloudEvents HTTP binding ([`ContentMode`]), classify every response for
 //! the retry layer (2xx delivered; 408, 5xx, timeouts and connect errors retryable; 429 and
@@ -8,10 +10,13 @@
 //! application installed another).
 
 mod adapter;
+#[cfg(feature = "axum")]
+pub mod axum;
 pub(crate) mod binding;
 mod client;
 mod egress;
 mod endpoint;
+mod read;
 mod request;
 mod response;
 pub mod signing;
@@ -22,6 +27,7 @@ pub use binding::{ContentMode, BATCH_CONTENT_TYPE, STRUCTURED_CONTENT_TYPE};
 pub use client::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_IDLE_TIMEOUT, DEFAULT_POOL_MAX_IDLE_PER_HOST,
 };
+pub use read::{read_signals, ReadError, MAX_BATCH_LEN, MAX_BODY_LEN};
 pub use request::MAX_REQUEST_TIMEOUT;
 pub use response::MAX_BODY_EXCERPT;
 pub use webhook::{Webhook, MAX_WEBHOOK_URLS};
