@@ -120,7 +120,7 @@ async fn binary_requests_read_back_with_content_type_as_it_is() {
             signal.id()
         );
         assert_eq!(req.headers["ce-source"], "/shop%20eu/%C3%BC");
-        assert_eq!(got, [signal.clone()], "{}", signal.id());
+        assert_eq!(got, std::slice::from_ref(&signal), "{}", signal.id());
     }
 }
 
@@ -151,10 +151,8 @@ async fn bodiless_binary_requests_send_content_length_zero() {
         );
         assert!(req.headers.get("transfer-encoding").is_none());
     }
-    let (_, got) = (
-        reqs[1].clone(),
-        read_signals(&reqs[1].headers, &reqs[1].body).unwrap(),
-    );
+    // The webhook's request reads back as the signal.
+    let got = read_signals(&reqs[1].headers, &reqs[1].body).unwrap();
     assert_eq!(got, [signal]);
 }
 
