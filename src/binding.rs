@@ -55,6 +55,17 @@ pub(crate) fn binary_body(signal: &Signal) -> Bytes {
     }
 }
 
+/// The `Content-Type` of a binary-mode message: `datacontenttype`, or, for bytes data
+/// without one, `application/octet-stream` (no content type means JSON to a reader, and bytes
+/// are not JSON).
+pub(crate) fn binary_content_type(signal: &Signal) -> Option<&str> {
+    match (signal.datacontenttype(), signal.payload()) {
+        (Some(ct), _) => Some(ct),
+        (None, Some(Data::Binary(_))) => Some("application/octet-stream"),
+        (None, _) => None,
+    }
+}
+
 fn is_plain(b: u8) -> bool {
     (0x21..=0x7e).contains(&b) && b != b'"' && b != b'%'
 }

@@ -10,7 +10,7 @@ use async_nats::{HeaderMap, HeaderName};
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::{
-    binding::{binary_body, encode_value, signal_from_headers, BinaryError},
+    binding::{binary_body, binary_content_type, encode_value, signal_from_headers, BinaryError},
     ContentMode, Signal,
 };
 
@@ -69,7 +69,7 @@ pub(crate) fn encode(
                     encode_value(&value.to_string()).as_ref(),
                 );
             }
-            if let Some(ct) = signal.datacontenttype() {
+            if let Some(ct) = binary_content_type(signal) {
                 headers.insert(CONTENT_TYPE, ct);
             }
             (Some(headers), binary_body(signal))
@@ -403,5 +403,32 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("`type` is required"), "{e}");
+        // The one binary reader of the HTTP binding: an attribute sent twice, in any case of
+        // its name, is refused rather than resolved.
+        for name in ["ce-type", "CE-Type"] {
+            let mut headers = HeaderMap::new();
+            for (n, v) in [
+                ("ce-specversion", "1.0"),
+                ("ce-id", "1"),
+                ("ce-source", "/s"),
+                ("ce-type", "a"),
+            ] {
+                headers.insert(n, v);
+            }
+            headers.append(name, "b");
+            let e = decode(
+                "signals.a",
+                Some(&headers),
+                b"",
+                "signals",
+                &OwnOrigin::new("me"),
+            )
+            .unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains("header `ce-type` appears more than once"),
+                "{e}"
+            );
+        }
     }
 }
