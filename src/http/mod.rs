@@ -1,6 +1,6 @@
 //! HTTP delivery: the [`Http`] and [`Webhook`] adapters, and webhook [`signing`]; and
 //! receiving: [`read_signals`] reads the CloudEvents of a request (with the `axum` feature,
-//! the [`axum`](self::axum) extractors read and verify them in a handler).
+//! the `axum` module's extractors read and verify them in a handler).
 //!
 //! Both speak the CloudEvents HTTP binding ([`ContentMode`]), classify every response for
 //! the retry layer (2xx delivered; 408, 5xx, timeouts and connect errors retryable; 429 and

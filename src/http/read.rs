@@ -141,7 +141,8 @@ enum Mode {
 /// is refused, and so is a body longer than [`MAX_BODY_LEN`].
 ///
 /// Check a signature, if any, on the same `body` before reading it
-/// ([`signing`](crate::http::signing)); the [`axum`](crate::http::axum) extractors do both.
+/// ([`signing`](crate::http::signing)); with the `axum` feature, the `http::axum` extractors
+/// do both.
 ///
 /// # Example
 /// ```
