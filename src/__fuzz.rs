@@ -24,49 +24,14 @@ mod binding {
     }
 }
 
-/// The CloudEvents HTTP binding.
+/// The CloudEvents HTTP binding's writer (its reader is the public
+/// [`crate::http::read_signals`]).
 #[cfg(feature = "http")]
 pub mod http {
     use bytes::Bytes;
-    use http::{header::CONTENT_TYPE, HeaderMap};
+    use http::HeaderMap;
 
-    use crate::{binding::signal_from_binary, ContentMode, Signal};
-
-    /// Reads the signals of a received HTTP request from its headers and body.
-    ///
-    /// Today this reads binary mode (the `ce-*` headers, the first value of each; a request
-    /// without `ce-specversion` is refused): the shape of a later public
-    /// `http::read_signals(headers, body)`, which this will forward to, structured and batch
-    /// bodies included.
-    ///
-    /// # Errors
-    /// Why the request holds no valid signal.
-    pub fn read_signals(headers: &HeaderMap, body: &[u8]) -> Result<Vec<Signal>, String> {
-        if !headers.contains_key("ce-specversion") {
-            return Err("not a binary-mode request: no `ce-specversion` header".to_owned());
-        }
-        let mut attributes = Vec::new();
-        for name in headers.keys() {
-            if let Some(attribute) = name.as_str().strip_prefix("ce-") {
-                if let Some(value) = headers.get(name) {
-                    attributes.push((attribute, text(name.as_str(), value)?));
-                }
-            }
-        }
-        let content_type = match headers.get(CONTENT_TYPE) {
-            Some(value) => Some(text("content-type", value)?),
-            None => None,
-        };
-        signal_from_binary(attributes, content_type, body, None)
-            .map(|signal| vec![signal])
-            .map_err(|e| e.to_string())
-    }
-
-    fn text<'h>(name: &str, value: &'h http::HeaderValue) -> Result<&'h str, String> {
-        value
-            .to_str()
-            .map_err(|_| format!("header `{name}` is not visible ASCII"))
-    }
+    use crate::{ContentMode, Signal};
 
     /// The headers and body the HTTP adapters send for `signal` in `mode`.
     pub fn encode(signal: &Signal, mode: ContentMode) -> (HeaderMap, Bytes) {

@@ -55,6 +55,17 @@ pub(crate) fn binary_body(signal: &Signal) -> Bytes {
     }
 }
 
+/// The `Content-Type` of a binary-mode message: `datacontenttype`, or, for bytes data
+/// without one, `application/octet-stream` (no content type means JSON to a reader, and bytes
+/// are not JSON).
+pub(crate) fn binary_content_type(signal: &Signal) -> Option<&str> {
+    match (signal.datacontenttype(), signal.payload()) {
+        (Some(ct), _) => Some(ct),
+        (None, Some(Data::Binary(_))) => Some("application/octet-stream"),
+        (None, _) => None,
+    }
+}
+
 fn is_plain(b: u8) -> bool {
     (0x21..=0x7e).contains(&b) && b != b'"' && b != b'%'
 }
@@ -76,7 +87,6 @@ pub(crate) fn encode_value(value: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-#[cfg_attr(not(feature = "nats"), allow(dead_code))]
 /// Reverses [`encode_value`].
 ///
 /// # Errors
@@ -108,7 +118,6 @@ pub(crate) fn decode_value(value: &str) -> Result<Cow<'_, str>, &'static str> {
         .map_err(|_| "is not UTF-8 once percent-decoded")
 }
 
-#[cfg_attr(not(feature = "nats"), allow(dead_code))]
 /// Why a binary-mode message is not a signal.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -127,13 +136,65 @@ pub(crate) enum BinaryError {
     Signal(#[from] SignalError),
 }
 
-#[cfg_attr(not(feature = "nats"), allow(dead_code))]
+/// Reads a binary-mode message from its headers (`(name, value)` pairs, every value of a
+/// repeated header as its own pair, names in any case) and body: the `ce-*` headers are the
+/// attributes, `content-type` is `datacontenttype`, other headers are ignored. A `ce-*`
+/// header or `content-type` given twice is refused (an attribute has one value: no reading
+/// picks one). The one reader of binary mode, shared by the HTTP reader
+/// ([`crate::http::read_signals`]) and the NATS codec.
+pub(crate) fn signal_from_headers<'a>(
+    headers: impl IntoIterator<Item = (&'a str, &'a str)>,
+    body: &[u8],
+) -> Result<Signal, BinaryError> {
+    let mut content_type = None;
+    let mut attributes: Vec<(Cow<'a, str>, &'a str)> = Vec::new();
+    for (name, value) in headers {
+        if name.eq_ignore_ascii_case("content-type") {
+            if content_type.replace(value).is_some() {
+                return Err(BinaryError::Header {
+                    header: "content-type".to_owned(),
+                    rule: REPEATED,
+                });
+            }
+        } else if name.len() >= 3 && name.as_bytes()[..3].eq_ignore_ascii_case(b"ce-") {
+            // The first three bytes are ASCII: index 3 is a character boundary.
+            let attribute = &name[3..];
+            let attribute = if attribute.bytes().any(|b| b.is_ascii_uppercase()) {
+                Cow::Owned(attribute.to_ascii_lowercase())
+            } else {
+                Cow::Borrowed(attribute)
+            };
+            attributes.push((attribute, value));
+        }
+    }
+    // Sorted, a repeated attribute sits next to itself (a stable sort keeps its values'
+    // order, which does not matter: it is refused).
+    attributes.sort_by(|a, b| a.0.cmp(&b.0));
+    if let Some(pair) = attributes.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(BinaryError::Header {
+            header: format!("ce-{}", pair[0].0),
+            rule: REPEATED,
+        });
+    }
+    signal_from_binary(
+        attributes
+            .iter()
+            .map(|(name, value)| (name.as_ref(), *value)),
+        content_type,
+        body,
+        None,
+    )
+}
+
+/// Why a header given twice is refused.
+const REPEATED: &str = "appears more than once; an attribute has one value";
+
 /// Reads a binary-mode message: `attributes` are the `ce-*` headers (name without the
 /// prefix, lower case, value as sent), `content_type` the `Content-Type` header, `body` the
 /// data. Extensions come back as strings (binary mode does not keep their types); an empty
 /// body is no data; string data with a content type that is neither JSON nor `text/*` comes
 /// back as bytes.
-pub(crate) fn signal_from_binary<'a>(
+fn signal_from_binary<'a>(
     attributes: impl IntoIterator<Item = (&'a str, &'a str)>,
     content_type: Option<&str>,
     body: &[u8],

@@ -196,3 +196,23 @@ fn error_types_implement_std_error_and_name_the_value() {
         serde_json::from_str::<Signal>(r#"{"specversion":"1.0","id":"1","type":"a"}"#).unwrap_err();
     assert!(e.to_string().contains("`source` is required"), "{e}");
 }
+
+/// "Added for the HTTP-both-ways issue": reading CloudEvents from a received request.
+#[cfg(feature = "http")]
+#[test]
+fn api_md_read_signals_line() -> Result<(), Box<dyn std::error::Error>> {
+    let mut headers = http::HeaderMap::new(); // a receiver's request headers
+    headers.insert(
+        "content-type",
+        http::HeaderValue::from_static("application/cloudevents+json"),
+    );
+    let wire = Signal::builder("user.created", "/accounts")
+        .build()?
+        .to_json_vec();
+    let body: &[u8] = &wire;
+    // Reading CloudEvents from an HTTP request: structured, binary or batch.
+    let signals: Vec<Signal> = signal_bus::http::read_signals(&headers, body)?; // Result<Vec<Signal>, impl std::error::Error>
+    assert_eq!(signals.len(), 1);
+    assert_eq!(signals[0].ty(), "user.created");
+    Ok(())
+}

@@ -1,5 +1,6 @@
 //! A small webhook receiver that verifies Standard Webhooks signatures with the library's
-//! own verifier. Shared by the `webhook_receiver` and `demo` examples.
+//! own verifier, then reads the CloudEvents with `http::read_signals`, by hand (the `demo`
+//! example's; `webhook_receiver` does the same with the `axum` feature's extractors).
 
 use std::{
     collections::BTreeMap,
@@ -13,7 +14,7 @@ use axum::{
     http::{HeaderMap, StatusCode},
     Router,
 };
-use signal_bus::{http::signing::StandardWebhooks, Signal};
+use signal_bus::http::{read_signals, signing::StandardWebhooks};
 
 /// What the receiver has seen.
 #[derive(Debug, Default)]
@@ -65,27 +66,29 @@ async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
         shared.received.lock().unwrap().rejected.push(e.to_string());
         return StatusCode::UNAUTHORIZED;
     }
-    let signal: Signal = match serde_json::from_slice(&body) {
-        Ok(s) => s,
+    let signals = match read_signals(&headers, &body) {
+        Ok(signals) => signals,
         Err(e) => {
             shared.received.lock().unwrap().rejected.push(e.to_string());
             return StatusCode::BAD_REQUEST;
         }
     };
-    if shared.verbose {
-        println!(
-            "verified {} {} from {} (webhook-id {})",
-            signal.ty(),
-            signal.subject().unwrap_or("-"),
-            signal.source(),
-            headers
-                .get("webhook-id")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("?")
-        );
-    }
     let mut r = shared.received.lock().unwrap();
-    r.verified += 1;
-    *r.per_type.entry(signal.ty().to_owned()).or_default() += 1;
+    for signal in &signals {
+        if shared.verbose {
+            println!(
+                "verified {} {} from {} (webhook-id {})",
+                signal.ty(),
+                signal.subject().unwrap_or("-"),
+                signal.source(),
+                headers
+                    .get("webhook-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("?")
+            );
+        }
+        r.verified += 1;
+        *r.per_type.entry(signal.ty().to_owned()).or_default() += 1;
+    }
     StatusCode::NO_CONTENT
 }

@@ -10,7 +10,7 @@ use async_nats::{HeaderMap, HeaderName};
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::{
-    binding::{binary_body, encode_value, signal_from_binary, BinaryError},
+    binding::{binary_body, binary_content_type, encode_value, signal_from_headers, BinaryError},
     ContentMode, Signal,
 };
 
@@ -69,7 +69,7 @@ pub(crate) fn encode(
                     encode_value(&value.to_string()).as_ref(),
                 );
             }
-            if let Some(ct) = signal.datacontenttype() {
+            if let Some(ct) = binary_content_type(signal) {
                 headers.insert(CONTENT_TYPE, ct);
             }
             (Some(headers), binary_body(signal))
@@ -166,26 +166,20 @@ pub(crate) fn decode(
     });
     let mut signal = match binary {
         Some(headers) => {
-            let lower: Vec<(String, &str)> = headers
+            let origin = headers
                 .iter()
-                .filter_map(|(name, values)| {
-                    let name: &str = name.as_ref();
-                    let value = values.first()?.as_str();
-                    Some((name.to_ascii_lowercase(), value))
+                .find(|(name, _)| {
+                    AsRef::<str>::as_ref(*name).eq_ignore_ascii_case("ce-signalorigin")
                 })
-                .collect();
-            let origin = lower.iter().find(|(n, _)| n == "ce-signalorigin");
-            if origin.is_some_and(|(_, v)| *v == own_origin) {
+                .and_then(|(_, values)| values.first());
+            if origin.is_some_and(|v| v.as_str() == own_origin) {
                 return Ok(Decoded::Echo);
             }
-            let content_type = lower
-                .iter()
-                .find(|(n, _)| n == "content-type")
-                .map(|(_, v)| *v);
-            let attributes = lower
-                .iter()
-                .filter_map(|(n, v)| Some((n.strip_prefix("ce-")?, *v)));
-            signal_from_binary(attributes, content_type, payload, None).map_err(|e| match e {
+            let pairs = headers.iter().flat_map(|(name, values)| {
+                let name: &str = name.as_ref();
+                values.iter().map(move |value| (name, value.as_str()))
+            });
+            signal_from_headers(pairs, payload).map_err(|e| match e {
                 BinaryError::Signal(e) => MalformedMessage::Signal(e),
                 other => MalformedMessage::Binary(other.to_string()),
             })?
@@ -446,5 +440,32 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("`type` is required"), "{e}");
+        // The one binary reader of the HTTP binding: an attribute sent twice, in any case of
+        // its name, is refused rather than resolved.
+        for name in ["ce-type", "CE-Type"] {
+            let mut headers = HeaderMap::new();
+            for (n, v) in [
+                ("ce-specversion", "1.0"),
+                ("ce-id", "1"),
+                ("ce-source", "/s"),
+                ("ce-type", "a"),
+            ] {
+                headers.insert(n, v);
+            }
+            headers.append(name, "b");
+            let e = decode(
+                "signals.a",
+                Some(&headers),
+                b"",
+                "signals",
+                &OwnOrigin::new("me"),
+            )
+            .unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains("header `ce-type` appears more than once"),
+                "{e}"
+            );
+        }
     }
 }

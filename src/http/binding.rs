@@ -5,7 +5,7 @@ use http::{header::CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
 pub use crate::binding::ContentMode;
 use crate::{
-    binding::{binary_body, encode_value},
+    binding::{binary_body, binary_content_type, encode_value},
     Signal,
 };
 
@@ -57,7 +57,7 @@ pub(crate) fn encode(signal: &Signal, mode: ContentMode) -> Encoded {
                     headers.insert(name, header_value(&value.to_string()));
                 }
             }
-            if let Some(ct) = signal.datacontenttype() {
+            if let Some(ct) = binary_content_type(signal) {
                 // `Content-Type` is not a `ce-*` attribute: sent as it is (`; charset=utf-8`
                 // keeps its space), percent-encoded only when a header cannot carry it.
                 let value = HeaderValue::from_str(ct).unwrap_or_else(|_| header_value(ct));
@@ -148,6 +148,21 @@ mod tests {
         let e = encode(&s, ContentMode::Binary);
         assert_eq!(&e.body[..], &[0, 1]);
         assert_eq!(e.headers[CONTENT_TYPE], "application/octet-stream");
+    }
+
+    #[test]
+    fn bytes_without_a_content_type_go_as_octet_stream() {
+        // Read from JSON, bytes data may come without `datacontenttype`; binary mode must
+        // not send them without a content type, which readers take for JSON.
+        let s = Signal::from_json_slice(
+            br#"{"specversion":"1.0","id":"1","source":"/s","type":"a","data_base64":"AAH/"}"#,
+        )
+        .unwrap();
+        assert_eq!(s.datacontenttype(), None);
+        let e = encode(&s, ContentMode::Binary);
+        assert_eq!(e.headers[CONTENT_TYPE], "application/octet-stream");
+        let back = crate::http::read_signals(&e.headers, &e.body).unwrap();
+        assert_eq!(back[0].data_bytes(), Some(&[0u8, 1, 0xff][..]));
     }
 
     #[test]

@@ -1,4 +1,6 @@
-//! HTTP delivery: the [`Http`] and [`Webhook`] adapters, and webhook [`signing`].
+//! HTTP delivery: the [`Http`] and [`Webhook`] adapters, and webhook [`signing`]; and
+//! receiving: [`read_signals`] reads the CloudEvents of a request (with the `axum` feature,
+//! the `axum` module's extractors read and verify them in a handler).
 //!
 //! Both speak the CloudEvents HTTP binding ([`ContentMode`]), classify every response for
 //! the retry layer (2xx delivered; 408, 5xx, timeouts and connect errors retryable; 429 and
@@ -10,11 +12,14 @@
 //! may use another provider elsewhere.
 
 mod adapter;
+#[cfg(feature = "axum")]
+pub mod axum;
 pub(crate) mod binding;
 mod client;
 mod egress;
 mod endpoint;
 mod pool;
+mod read;
 mod request;
 mod response;
 pub mod signing;
@@ -28,6 +33,7 @@ pub use client::{
 pub use pool::{
     HttpPool, DEFAULT_POOL_MAX_CONNECTIONS, DEFAULT_POOL_TIMEOUT, MAX_POOL_CONNECTIONS,
 };
+pub use read::{read_signals, ReadError, MAX_BATCH_LEN, MAX_BODY_LEN};
 pub use request::MAX_REQUEST_TIMEOUT;
 pub use response::MAX_BODY_EXCERPT;
 pub use webhook::{Webhook, MAX_WEBHOOK_URLS};

@@ -185,6 +185,11 @@ impl RequestConfig {
                 headers.insert(name.clone(), value.clone());
             }
         }
+        if body.is_empty() {
+            // hyper leaves the length out of a request without a body; a POST, PUT or PATCH
+            // says it has none (RFC 9110 8.6), and some servers wait or refuse without it.
+            headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        }
         let mut request = client
             .request(self.method.clone(), endpoint.url().clone())
             .headers(headers)

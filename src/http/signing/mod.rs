@@ -6,7 +6,7 @@
 //!
 //! | Scheme | Headers | Signed content |
 //! |---|---|---|
-//! | [`StandardWebhooks`] (default) | `webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64>` | `{id}.{timestamp}.{body}` |
+//! | [`StandardWebhooks`] (default) | `webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64>` (verifies Svix's `svix-*` names too) | `{id}.{timestamp}.{body}` |
 //! | [`GitHub`] | `x-hub-signature-256: sha256=<hex>` | `{body}` |
 //! | [`StripeStyle`] | `stripe-signature: t=<ts>,v1=<hex>` | `{ts}.{body}` |
 //! | [`JidoCompat`] | `x-webhook-signature: <hex>`, `x-webhook-timestamp`, `x-webhook-event` | `{ts}.{body}` |
@@ -90,6 +90,13 @@ pub enum VerifyError {
         /// The header name.
         name: &'static str,
     },
+    /// None of the header sets a scheme reads is present (for
+    /// [`StandardWebhooks`]: neither `webhook-*` nor Svix's `svix-*`).
+    #[error("no signature headers: looked for {looked_for}")]
+    MissingHeaders {
+        /// The headers looked for, in words.
+        looked_for: &'static str,
+    },
     /// A required header whose name was configured by the caller (for example
     /// [`StripeStyle::header`]) is absent.
     #[error("header `{name}` is missing")]
@@ -157,7 +164,9 @@ impl VerifyError {
             | VerifyError::InvalidHeader { name, .. }
             | VerifyError::InvalidTimestamp { name, .. }
             | VerifyError::NoMatchingSignature { name } => Some(name),
-            VerifyError::TooOld { .. } | VerifyError::TooNew { .. } => None,
+            VerifyError::TooOld { .. }
+            | VerifyError::TooNew { .. }
+            | VerifyError::MissingHeaders { .. } => None,
         }
     }
 }

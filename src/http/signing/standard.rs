@@ -19,6 +19,12 @@ use crate::ConfigError;
 const ID: &str = "webhook-id";
 const TIMESTAMP: &str = "webhook-timestamp";
 const SIGNATURE: &str = "webhook-signature";
+/// The header sets [`StandardWebhooks::verify`] reads: the standard's, then Svix's (the
+/// same scheme under the names Svix sends).
+const HEADER_SETS: [[&str; 3]; 2] = [
+    [ID, TIMESTAMP, SIGNATURE],
+    ["svix-id", "svix-timestamp", "svix-signature"],
+];
 const PREFIX: &str = "whsec_";
 const MIN_KEY: usize = 24;
 const MAX_KEY: usize = 64;
@@ -31,7 +37,8 @@ const LENIENT: GeneralPurpose = GeneralPurpose::new(
 
 /// The [Standard Webhooks](https://www.standardwebhooks.com) scheme, the crate's default.
 ///
-/// Sets three headers:
+/// Sets three headers (and verifies them, or Svix's `svix-id`, `svix-timestamp` and
+/// `svix-signature`, the same scheme under other names):
 /// - `webhook-id`: the message id (never contains `.`; see
 ///   [`validate_msg_id`](Self::validate_msg_id));
 /// - `webhook-timestamp`: unix seconds;
@@ -261,8 +268,11 @@ impl StandardWebhooks {
 
     /// Verifies a received request as if the time were `now_unix` (unix seconds).
     ///
-    /// Reads `webhook-id`, `webhook-timestamp` and `webhook-signature`; the signature header
-    /// may hold several space-separated entries, of which only `v1,` ones are considered.
+    /// Reads `webhook-id`, `webhook-timestamp` and `webhook-signature`, or, when none of
+    /// those is there, Svix's `svix-id`, `svix-timestamp` and `svix-signature` (the same
+    /// scheme under other names); a request with neither set is refused with
+    /// [`VerifyError::MissingHeaders`], naming both. The signature header may hold several
+    /// space-separated entries, of which only `v1,` ones are considered.
     ///
     /// # Errors
     /// As [`verify`](Self::verify).
@@ -272,10 +282,20 @@ impl StandardWebhooks {
         body: &[u8],
         now_unix: i64,
     ) -> Result<(), VerifyError> {
-        let id = util::header_str(headers, Name::Static(ID))?;
-        let raw_ts = util::header_str(headers, Name::Static(TIMESTAMP))?;
-        let signatures = util::header_str(headers, Name::Static(SIGNATURE))?;
-        let timestamp = util::parse_timestamp(TIMESTAMP, raw_ts)?;
+        // The first set with any of its headers present is the one read: a request with
+        // `webhook-id` but no `webhook-signature` is missing that header, whatever else.
+        let [id_name, ts_name, sig_name] = HEADER_SETS
+            .into_iter()
+            .find(|set| set.iter().any(|name| headers.contains_key(*name)))
+            .ok_or(VerifyError::MissingHeaders {
+                looked_for: "`webhook-id`, `webhook-timestamp` and `webhook-signature` \
+                             (Standard Webhooks), or `svix-id`, `svix-timestamp` and \
+                             `svix-signature` (Svix)",
+            })?;
+        let id = util::header_str(headers, Name::Static(id_name))?;
+        let raw_ts = util::header_str(headers, Name::Static(ts_name))?;
+        let signatures = util::header_str(headers, Name::Static(sig_name))?;
+        let timestamp = util::parse_timestamp(ts_name, raw_ts)?;
         util::check_timestamp(timestamp, now_unix, self.tolerance)?;
 
         let received: Vec<Vec<u8>> = signatures
@@ -286,7 +306,7 @@ impl StandardWebhooks {
             .collect();
         if received.is_empty() {
             return Err(VerifyError::InvalidHeader {
-                name: SIGNATURE.to_owned(),
+                name: sig_name.to_owned(),
                 reason: "it has no `v1,<base64>` signature",
             });
         }
@@ -302,7 +322,7 @@ impl StandardWebhooks {
             Ok(())
         } else {
             Err(VerifyError::NoMatchingSignature {
-                name: SIGNATURE.to_owned(),
+                name: sig_name.to_owned(),
             })
         }
     }
@@ -396,6 +416,45 @@ mod tests {
         assert_eq!(
             s.verify_at(&map, b"", 1),
             Err(VerifyError::MissingHeader { name: ID })
+        );
+    }
+
+    #[test]
+    fn svix_header_names_verify_too() {
+        let s = StandardWebhooks::new(SECRET).unwrap();
+        let body = br#"{"test": 2432232314}"#;
+        let svix: HeaderMap = [
+            ("svix-id", "msg_p5jXN8AQM9LWM0D4loKWxJek"),
+            ("svix-timestamp", "1614265330"),
+            (
+                "svix-signature",
+                "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+            ),
+        ]
+        .into_iter()
+        .map(|(n, v)| (HeaderName::from_static(n), HeaderValue::from_static(v)))
+        .collect();
+        assert_eq!(s.verify_at(&svix, body, 1_614_265_330), Ok(()));
+        assert_eq!(
+            s.verify_at(&svix, b"{}", 1_614_265_330),
+            Err(VerifyError::NoMatchingSignature {
+                name: "svix-signature".to_owned()
+            })
+        );
+        let mut partial = svix.clone();
+        partial.remove("svix-timestamp");
+        assert_eq!(
+            s.verify_at(&partial, body, 1_614_265_330),
+            Err(VerifyError::MissingHeader {
+                name: "svix-timestamp"
+            })
+        );
+        let e = s.verify_at(&HeaderMap::new(), body, 1).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "no signature headers: looked for `webhook-id`, `webhook-timestamp` and \
+             `webhook-signature` (Standard Webhooks), or `svix-id`, `svix-timestamp` and \
+             `svix-signature` (Svix)"
         );
     }
 
