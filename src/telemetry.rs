@@ -27,11 +27,16 @@ use crate::{
     DeliveryError, PublishReport, Signal,
 };
 
+#[inline]
 pub(crate) fn delivered(signal: &Signal, report: &PublishReport) {
-    let trace_ok = tracing::enabled!(target: "signal_bus::deliver", Level::TRACE);
-    if !trace_ok && report.is_ok() {
+    if report.is_ok() && !deliver_ok_enabled() {
         return;
     }
+    delivered_events(signal, report);
+}
+
+#[inline(never)]
+fn delivered_events(signal: &Signal, report: &PublishReport) {
     for outcome in report.outcomes() {
         match outcome.error {
             None => tracing::trace!(
@@ -59,6 +64,13 @@ pub(crate) fn delivered(signal: &Signal, report: &PublishReport) {
     }
 }
 
+/// Whether successful deliveries are traced (then the signal is needed after delivery).
+#[inline]
+pub(crate) fn deliver_ok_enabled() -> bool {
+    tracing::enabled!(target: "signal_bus::deliver", Level::TRACE)
+}
+
+#[inline]
 pub(crate) fn publish_enabled() -> bool {
     tracing::enabled!(target: "signal_bus::publish", Level::DEBUG)
 }
