@@ -17,8 +17,9 @@ use std::{
 };
 
 use futures_util::future::{join_all, BoxFuture};
+use tokio::time::{Duration, Instant};
 
-use crate::{bus::SubscriptionId, BusError, DeliveryError, Signal};
+use crate::{bus::SubscriptionId, telemetry, BusError, DeliveryError, Signal};
 
 mod pipeline;
 mod queue;
@@ -149,6 +150,23 @@ pub(crate) enum Plan<'a> {
 }
 
 impl<'a> Plan<'a> {
+    /// The target at `position` in delivery order.
+    #[inline]
+    fn target(self, position: usize) -> Option<&'a Target> {
+        match self {
+            Plan::Targets(targets) => targets.get(position),
+            Plan::Subscriptions(targets) => targets.get(position).map(|(_, t)| t),
+        }
+    }
+
+    /// The subscription of the target at `position` (none for bare targets).
+    fn subscription(self, position: usize) -> Option<SubscriptionId> {
+        match self {
+            Plan::Targets(_) => None,
+            Plan::Subscriptions(targets) => targets.get(position).map(|(id, _)| *id),
+        }
+    }
+
     pub(crate) fn iter(self) -> PlanIter<'a> {
         PlanIter {
             plan: self,
@@ -192,12 +210,50 @@ pub(crate) async fn deliver_all(
     report: &mut PublishReport,
     keep: bool,
 ) -> Option<Arc<Signal>> {
-    let keep = keep || crate::telemetry::deliver_ok_enabled();
-    let signal = deliver_planned(signal, &report.planned, &mut report.failures, keep).await;
-    if let Some(signal) = &signal {
-        crate::telemetry::delivered(signal, report);
+    // Traced successes name the signal and are timed.
+    let traced = telemetry::deliver_ok_enabled();
+    deliver_planned(
+        signal,
+        &report.planned,
+        &mut report.failures,
+        keep || traced,
+        traced,
+    )
+    .await
+}
+
+/// The `signal_bus::deliver` event of an outcome decided on the publishing task (the slow
+/// path emits its own): a synchronous success when traced, or a failure (a queue that
+/// refused the signal, an adapter that took the signal and panicked).
+#[cold]
+#[inline(never)]
+fn fast_outcome_event(
+    target: &Target,
+    subscription: Option<SubscriptionId>,
+    signal: Option<&Arc<Signal>>,
+    started: Option<Instant>,
+    result: Result<(), &DeliveryError>,
+) {
+    if !telemetry::deliver_enabled(&result) {
+        return;
     }
-    signal
+    let via = if target.is_queued() {
+        telemetry::Via::Async
+    } else {
+        telemetry::Via::Sync
+    };
+    // Untimed (not traced) outcomes were decided without waiting: no time to speak of.
+    let took = started.map_or(Duration::ZERO, |s| s.elapsed());
+    telemetry::deliver(
+        via.as_str(),
+        target.name(),
+        target.adapter().name(),
+        subscription,
+        signal.map(|s| &**s),
+        None,
+        took,
+        result,
+    );
 }
 
 async fn deliver_planned(
@@ -205,13 +261,21 @@ async fn deliver_planned(
     planned: &Planned,
     failures: &mut Vec<(usize, DeliveryError)>,
     keep: bool,
+    traced: bool,
 ) -> Option<Arc<Signal>> {
     let mut pending: Vec<(usize, BoxFuture<'_, Result<(), DeliveryError>>)> = Vec::new();
     let thread = runtime::thread_token();
     let last = planned.len().wrapping_sub(1);
     let mut signal = Some(signal);
-    for (position, (_subscription, target)) in planned.plan().iter().enumerate() {
-        let handed = if position == last && !keep && failures.is_empty() && pending.is_empty() {
+    let plan = planned.plan();
+    // By position: the subscription is looked up only for an event.
+    let mut position = 0;
+    while let Some(target) = plan.target(position) {
+        let at = position;
+        position += 1;
+        let subscription = || plan.subscription(at);
+        let started = traced.then(Instant::now);
+        let handed = if at == last && !keep && failures.is_empty() && pending.is_empty() {
             pipeline::try_hand_off(target, &mut signal, thread)
         } else {
             None
@@ -220,7 +284,8 @@ async fn deliver_planned(
         // in a panic, a failure), and nothing below needs it.
         let Some(current) = &signal else {
             if let Some(pipeline::Fast::Done(Err(e))) = handed {
-                failures.push((position, e));
+                fast_outcome_event(target, subscription(), None, started, Err(&e));
+                failures.push((at, e));
             }
             break;
         };
@@ -230,29 +295,43 @@ async fn deliver_planned(
         };
         // Slow futures own a reference of their own, so the last target may take ours.
         let mut slow: BoxFuture<'_, Result<(), DeliveryError>> = match fast {
-            pipeline::Fast::Done(Ok(())) => continue,
+            pipeline::Fast::Done(Ok(())) => {
+                // A queued target's event comes from its worker, once delivered.
+                if started.is_some() && !target.is_queued() {
+                    fast_outcome_event(target, subscription(), Some(current), started, Ok(()));
+                }
+                continue;
+            }
             pipeline::Fast::Done(Err(e)) => {
-                failures.push((position, e));
+                fast_outcome_event(target, subscription(), Some(current), started, Err(&e));
+                failures.push((at, e));
                 continue;
             }
             pipeline::Fast::Slow(first) => {
-                let signal = Arc::clone(current);
-                Box::pin(async move { pipeline::deliver(target, &signal, first).await })
+                let (signal, subscription) = (Arc::clone(current), subscription());
+                Box::pin(async move {
+                    let via = telemetry::Via::Sync;
+                    pipeline::deliver(target, &signal, first, via, subscription).await
+                })
             }
             pipeline::Fast::Enqueue => {
-                let signal = Arc::clone(current);
+                let (signal, subscription) = (Arc::clone(current), subscription());
                 Box::pin(async move {
-                    match &target.runtime.queue {
+                    let result = match &target.runtime.queue {
                         Some(q) => q.offer_waiting(target, &signal).await,
                         None => Ok(()),
+                    };
+                    if let Err(e) = &result {
+                        fast_outcome_event(target, subscription, Some(&signal), started, Err(e));
                     }
+                    result
                 })
             }
         };
         match poll_once(&mut slow) {
             Poll::Ready(Ok(())) => {}
-            Poll::Ready(Err(e)) => failures.push((position, e)),
-            Poll::Pending => pending.push((position, slow)),
+            Poll::Ready(Err(e)) => failures.push((at, e)),
+            Poll::Pending => pending.push((at, slow)),
         }
     }
     if !pending.is_empty() {

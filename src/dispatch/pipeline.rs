@@ -11,8 +11,10 @@ use tokio::time::Instant;
 
 use super::{runtime::LATENCY_SAMPLE, Target};
 use crate::{
+    bus::SubscriptionId,
     policy::{CircuitState, Overflow, Transition},
-    telemetry, DeliveryError, ErrorKind, Signal,
+    telemetry::{self, Via},
+    DeliveryError, ErrorKind, Signal,
 };
 
 /// The result of trying a target without waiting.
@@ -184,23 +186,42 @@ async fn attempt_batch(target: &Target, signals: &[Arc<Signal>]) -> Result<(), D
     }
 }
 
-/// Delivers one signal with the target's policies (the async worker and the slow path of
-/// `publish` both come here). `first` is a failure the fast path already had.
+/// Delivers one signal with the target's policies (the async worker, `via` Async, and the
+/// slow path of `publish`, `via` Sync, both come here). `first` is a failure the fast path
+/// already had. Emits the `signal_bus::deliver` event, timed from here.
 pub(crate) async fn deliver(
     target: &Target,
     signal: &Arc<Signal>,
     first: Option<DeliveryError>,
+    via: Via,
+    subscription: Option<SubscriptionId>,
 ) -> Result<(), DeliveryError> {
     let signals = std::slice::from_ref(signal);
-    run(target, signals, first, false).await
+    // No clock read unless the event is recorded (warn covers trace).
+    let started = telemetry::deliver_failed_enabled().then(Instant::now);
+    let result = run(target, signals, first, false).await;
+    if let Some(started) = started.filter(|_| telemetry::deliver_enabled(&result)) {
+        let took = started.elapsed();
+        let outcome = result.as_ref().map(|_| ());
+        telemetry::target_delivered(via, target, subscription, signals, took, outcome);
+    }
+    result
 }
 
-/// Delivers a batch with one `deliver_batch` call per attempt.
+/// Delivers a batch with one `deliver_batch` call per attempt, and emits its
+/// `signal_bus::deliver` event (with the batch size).
 pub(crate) async fn deliver_batch(
     target: &Target,
     signals: &[Arc<Signal>],
 ) -> Result<(), DeliveryError> {
-    run(target, signals, None, true).await
+    let started = telemetry::deliver_failed_enabled().then(Instant::now);
+    let result = run(target, signals, None, true).await;
+    if let Some(started) = started.filter(|_| telemetry::deliver_enabled(&result)) {
+        let took = started.elapsed();
+        let outcome = result.as_ref().map(|_| ());
+        telemetry::target_delivered(Via::Batch, target, None, signals, took, outcome);
+    }
+    result
 }
 
 async fn run(
