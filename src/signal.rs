@@ -282,9 +282,23 @@ pub(crate) fn shown_type(ty: &str) -> String {
     shown
 }
 
-/// The number of `.`-separated segments of a type.
+/// The number of `.`-separated segments of a type, counting the dots eight bytes at a time.
 pub(crate) fn type_segments(ty: &str) -> usize {
-    ty.bytes().filter(|&b| b == b'.').count() + 1
+    const DOTS: u64 = u64::from_ne_bytes([b'.'; 8]);
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    let mut chunks = ty.as_bytes().chunks_exact(8);
+    let mut dots = 0;
+    for chunk in &mut chunks {
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        // A byte of `x` is zero where the type has a dot; the top bit of each byte of
+        // `nonzero` is set where it has anything else (no carry crosses bytes).
+        let x = u64::from_ne_bytes(word) ^ DOTS;
+        let nonzero = (((x & LOW7) + LOW7) | x) & !LOW7;
+        dots += 8 - nonzero.count_ones() as usize;
+    }
+    dots += chunks.remainder().iter().filter(|&&b| b == b'.').count();
+    dots + 1
 }
 
 fn check_len(field: &'static str, value: &str) -> Result<(), SignalError> {
@@ -1221,6 +1235,29 @@ impl<'de> Deserialize<'de> for Signal {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn type_segments_counts_every_dot() {
+        let naive = |ty: &str| ty.bytes().filter(|&b| b == b'.').count() + 1;
+        let alphabet = [b'.', b'a', b'Z', b'-', 0x80 | b'.', 0xae, b'/', 0];
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for len in 0..70 {
+            for _ in 0..50 {
+                let bytes: Vec<u8> = (0..len)
+                    .map(|_| {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 7;
+                        seed ^= seed << 17;
+                        alphabet[(seed % alphabet.len() as u64) as usize]
+                    })
+                    .collect();
+                let ty = String::from_utf8_lossy(&bytes);
+                assert_eq!(type_segments(&ty), naive(&ty), "{ty:?}");
+            }
+        }
+        assert_eq!(type_segments(&".".repeat(64)), 65);
+        assert_eq!(type_segments("a.b.c.d.e.f.g.h.i"), 9);
+    }
 
     fn sample() -> Signal {
         Signal::builder("user.created", "/accounts")

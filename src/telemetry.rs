@@ -3,7 +3,7 @@
 //! | event (name and target) | level | when | fields |
 //! |---|---|---|---|
 //! | `signal_bus::publish` | debug | a signal was published | `bus`, `signal_type`, `signal_id`, `targets`, `failed`, `duration_us` |
-//! | `signal_bus::deliver` | trace (ok), warn (failed) | one target got, or failed to get, a signal | `target_name`, `subscription`, `signal_type`, `signal_id`, `outcome`, `error_kind`, `error` |
+//! | `signal_bus::deliver` | trace (ok), warn (failed) | one delivery ended: by `publish`/`dispatch` (`mode` sync), an async target's worker (async), a batching worker or `dispatch_batch` (batch), a durable forwarder's job (forwarder, once per attempt) | `target_name`, `adapter`, `mode`, `duration_us`, `outcome`, and where they apply `subscription`, `signal_type`, `signal_id`, `batch_size`, `job_id`, `attempt`, `error_kind`, `error` |
 //! | `signal_bus::retry` | info | a failed attempt will be retried | `target_name`, `signal_type`, `signal_id`, `attempt`, `delay_ms`, `error_kind`, `error` |
 //! | `signal_bus::circuit` | warn (opened), info (other transitions) | a breaker changed state | `target_name`, `from`, `to` |
 //! | `signal_bus::dead_letter` | warn | a signal failed for good and goes to dead-letter targets | `target_name`, `signal_type`, `signal_id`, `attempts`, `error` |
@@ -27,38 +27,170 @@ use crate::{
     DeliveryError, PublishReport, Signal,
 };
 
-pub(crate) fn delivered(signal: &Signal, report: &PublishReport) {
-    let trace_ok = tracing::enabled!(target: "signal_bus::deliver", Level::TRACE);
-    if !trace_ok && report.is_ok() {
-        return;
-    }
-    for outcome in report.outcomes() {
-        match outcome.error {
-            None => tracing::trace!(
-                name: "signal_bus::deliver",
-                target: "signal_bus::deliver",
-                target_name = outcome.target,
-                subscription = outcome.subscription.map(|s| s.get()),
-                signal_type = signal.ty(),
-                signal_id = signal.id(),
-                outcome = "ok",
-            ),
-            Some(e) => tracing::warn!(
-                name: "signal_bus::deliver",
-                target: "signal_bus::deliver",
-                message = "Delivery failed.",
-                target_name = outcome.target,
-                subscription = outcome.subscription.map(|s| s.get()),
-                signal_type = signal.ty(),
-                signal_id = signal.id(),
-                outcome = "failed",
-                error_kind = %e.kind(),
-                error = %e,
-            ),
+/// How a delivery was made, for the `mode` field of `signal_bus::deliver`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Via {
+    /// By `publish` (or `dispatch`), on the publishing task.
+    Sync,
+    /// By an async target's queue worker.
+    Async,
+    /// By an async target's queue worker, several signals in one `deliver_batch` call (or by
+    /// `dispatch_batch`).
+    Batch,
+}
+
+impl Via {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Via::Sync => "sync",
+            Via::Async => "async",
+            Via::Batch => "batch",
         }
     }
 }
 
+/// One `signal_bus::deliver` event: trace when the target got the signal(s), warn when not.
+/// `signal` when one signal was delivered (its type and id), `batch_size` for a batch.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn deliver(
+    mode: &'static str,
+    target: &str,
+    adapter: &str,
+    subscription: Option<SubscriptionId>,
+    signal: Option<&Signal>,
+    batch_size: Option<usize>,
+    duration: Duration,
+    result: Result<(), &DeliveryError>,
+) {
+    let duration_us = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
+    match result {
+        Ok(()) => tracing::trace!(
+            name: "signal_bus::deliver",
+            target: "signal_bus::deliver",
+            target_name = target,
+            adapter,
+            mode,
+            subscription = subscription.map(SubscriptionId::get),
+            signal_type = signal.map(Signal::ty),
+            signal_id = signal.map(Signal::id),
+            batch_size,
+            duration_us,
+            outcome = "ok",
+        ),
+        Err(e) => tracing::warn!(
+            name: "signal_bus::deliver",
+            target: "signal_bus::deliver",
+            message = "Delivery failed.",
+            target_name = target,
+            adapter,
+            mode,
+            subscription = subscription.map(SubscriptionId::get),
+            signal_type = signal.map(Signal::ty),
+            signal_id = signal.map(Signal::id),
+            batch_size,
+            duration_us,
+            outcome = "failed",
+            error_kind = %e.kind(),
+            error = %e,
+        ),
+    }
+}
+
+/// [`deliver`] for one target of a [`Target`](crate::Target) delivery.
+pub(crate) fn target_delivered(
+    via: Via,
+    target: &crate::Target,
+    subscription: Option<SubscriptionId>,
+    signals: &[std::sync::Arc<Signal>],
+    duration: Duration,
+    result: Result<(), &DeliveryError>,
+) {
+    let (signal, batch_size) = match (via, signals) {
+        (Via::Batch, _) => (None, Some(signals.len())),
+        (_, [one]) => (Some(&**one), None),
+        _ => (None, Some(signals.len())),
+    };
+    deliver(
+        via.as_str(),
+        target.name(),
+        target.adapter().name(),
+        subscription,
+        signal,
+        batch_size,
+        duration,
+        result,
+    );
+}
+
+/// A durable forwarder's job delivered (or failed to deliver) its signal: `mode` is
+/// `forwarder`, with the job's id and attempt.
+pub(crate) fn forwarder_delivered(
+    job: &crate::queue::Job,
+    forwarder: &str,
+    adapter: &str,
+    signal: &Signal,
+    duration: Duration,
+    result: Result<(), &DeliveryError>,
+) {
+    let duration_us = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
+    let target = format_args!("forwarder:{forwarder}");
+    match result {
+        Ok(()) => tracing::trace!(
+            name: "signal_bus::deliver",
+            target: "signal_bus::deliver",
+            target_name = %target,
+            adapter,
+            mode = "forwarder",
+            signal_type = signal.ty(),
+            signal_id = signal.id(),
+            job_id = job.id,
+            attempt = job.attempt,
+            duration_us,
+            outcome = "ok",
+        ),
+        Err(e) => tracing::warn!(
+            name: "signal_bus::deliver",
+            target: "signal_bus::deliver",
+            message = "Delivery failed.",
+            target_name = %target,
+            adapter,
+            mode = "forwarder",
+            signal_type = signal.ty(),
+            signal_id = signal.id(),
+            job_id = job.id,
+            attempt = job.attempt,
+            duration_us,
+            outcome = "failed",
+            error_kind = %e.kind(),
+            error = %e,
+        ),
+    }
+}
+
+/// Whether successful deliveries are traced (then the signal is needed after delivery and
+/// each delivery is timed).
+#[inline]
+pub(crate) fn deliver_ok_enabled() -> bool {
+    tracing::enabled!(target: "signal_bus::deliver", Level::TRACE)
+}
+
+/// Whether failed deliveries are logged.
+#[inline]
+pub(crate) fn deliver_failed_enabled() -> bool {
+    tracing::enabled!(target: "signal_bus::deliver", Level::WARN)
+}
+
+/// Whether the `signal_bus::deliver` event of this outcome would be recorded.
+#[inline]
+pub(crate) fn deliver_enabled<T, E>(result: &Result<T, E>) -> bool {
+    if result.is_ok() {
+        deliver_ok_enabled()
+    } else {
+        deliver_failed_enabled()
+    }
+}
+
+#[inline]
 pub(crate) fn publish_enabled() -> bool {
     tracing::enabled!(target: "signal_bus::publish", Level::DEBUG)
 }

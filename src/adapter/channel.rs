@@ -76,6 +76,15 @@ impl Adapter for Channel {
         }
     }
 
+    fn try_deliver_owned(&self, signal: &mut Option<Arc<Signal>>) {
+        let Some(owned) = signal.take() else { return };
+        match self.tx.try_send(owned) {
+            Ok(()) => {}
+            // Not delivered: the signal goes back, and `try_deliver` reports why.
+            Err(TrySendError::Full(back) | TrySendError::Closed(back)) => *signal = Some(back),
+        }
+    }
+
     async fn health_check(&self) -> crate::adapter::Health {
         if self.tx.is_closed() {
             crate::adapter::Health::unhealthy("channel receiver was dropped")

@@ -140,31 +140,122 @@ impl Drop for Inner {
     }
 }
 
-/// The ordered subscriptions matching one type.
+/// The targets of every subscription matching one type, flat and in delivery order (more
+/// specific subscriptions first, then higher priority, then older), so that `publish` walks
+/// one array instead of following each subscription to its targets.
 #[derive(Debug, Default)]
 pub(crate) struct Matched {
-    pub(crate) subscriptions: Vec<Arc<Subscription>>,
-    pub(crate) targets: usize,
+    pub(crate) targets: Box<[(SubscriptionId, Target)]>,
 }
 
 #[derive(Debug, Default)]
 struct MatchCache {
-    generation: u64,
     /// Type -> (generation it was computed at, matches). Entries of older generations are
     /// misses, so subscribing never walks the map.
     map: HashMap<Box<str>, (u64, Arc<Matched>), foldhash::fast::RandomState>,
 }
 
+/// Gives every bus a process-unique id, the key of its entries in the threads' match caches
+/// (an address could be reused by a later bus).
+static NEXT_BUS_ID: AtomicU64 = AtomicU64::new(1);
+
 pub(crate) struct Inner {
+    /// Read on every publish and written only by `close` and by (un)subscribing: kept
+    /// together, apart from the locks.
+    closed: AtomicBool,
+    /// Bumped by every subscribe and unsubscribe: match lists of older generations are stale.
+    generation: AtomicU64,
+    id: u64,
+    cache_capacity: usize,
+    max_type_segments: usize,
     name: Arc<str>,
     context: BusContext,
     router: RwLock<Router<Arc<Subscription>>>,
     routes: RwLock<HashMap<SubscriptionId, RouteId>>,
     cache: RwLock<MatchCache>,
-    cache_capacity: usize,
-    max_type_segments: usize,
     next_id: AtomicU64,
-    closed: AtomicBool,
+}
+
+/// The first level of the match cache: a few entries per thread, read without a lock or a
+/// shared write, in front of the bus's shared cache.
+///
+/// An entry holds a `Weak` reference to its match list (the shared cache holds the strong
+/// one), so a thread's cache never keeps an unsubscribed target alive, and entries of a
+/// dropped bus or of an older generation are misses.
+mod local_cache {
+    use std::{
+        cell::RefCell,
+        hash::BuildHasher,
+        sync::{Arc, Weak},
+    };
+
+    use super::Matched;
+
+    const SLOTS: usize = 16;
+
+    struct Entry {
+        bus: u64,
+        generation: u64,
+        ty: Box<str>,
+        matched: Weak<Matched>,
+    }
+
+    thread_local! {
+        static CACHE: RefCell<[Option<Entry>; SLOTS]> =
+            const { RefCell::new([const { None }; SLOTS]) };
+    }
+
+    /// The slot of a type: foldhash with a fixed seed (no attacker gains anything from
+    /// colliding types here: the worst is a miss, served by the shared cache).
+    #[inline]
+    fn slot(ty: &str) -> usize {
+        const HASHER: foldhash::fast::FixedState =
+            foldhash::fast::FixedState::with_seed(0x5167_6e61_6c42_7573);
+        (HASHER.hash_one(ty) >> 32) as usize % SLOTS
+    }
+
+    /// The match list this thread cached for `ty` on bus `bus` at `generation`, if any.
+    #[inline]
+    pub(super) fn get(bus: u64, generation: u64, ty: &str) -> Option<Arc<Matched>> {
+        let i = slot(ty);
+        CACHE
+            .try_with(|cache| {
+                let cache = cache.try_borrow().ok()?;
+                let entry = cache[i].as_ref()?;
+                if entry.bus == bus && entry.generation == generation && *entry.ty == *ty {
+                    entry.matched.upgrade()
+                } else {
+                    None
+                }
+            })
+            .ok()
+            .flatten()
+    }
+
+    /// Remembers `matched` as this thread's entry for `ty` on bus `bus` at `generation`.
+    pub(super) fn put(bus: u64, generation: u64, ty: &str, matched: &Arc<Matched>) {
+        let i = slot(ty);
+        let _ = CACHE.try_with(|cache| {
+            if let Ok(mut cache) = cache.try_borrow_mut() {
+                let entry = &mut cache[i];
+                match entry {
+                    Some(e) if *e.ty == *ty => {
+                        e.bus = bus;
+                        e.generation = generation;
+                        e.matched = Arc::downgrade(matched);
+                    }
+                    _ => {
+                        *entry = Some(Entry {
+                            bus,
+                            generation,
+                            ty: Box::from(ty),
+                            matched: Arc::downgrade(matched),
+                        });
+                    }
+                }
+            }
+        });
+    }
 }
 
 /// Builds a [`Bus`].
@@ -293,6 +384,8 @@ impl BusBuilder {
                 max_type_segments: self.max_type_segments,
                 next_id: AtomicU64::new(1),
                 closed: AtomicBool::new(false),
+                generation: AtomicU64::new(0),
+                id: NEXT_BUS_ID.fetch_add(1, Ordering::Relaxed),
             }),
         })
     }
@@ -457,7 +550,7 @@ impl Bus {
                 targets.push(TargetMetrics {
                     subscription: sub.id,
                     target: t.name().to_owned(),
-                    delivered: count(|c| &c.delivered),
+                    delivered: rt.delivered(),
                     failed: count(|c| &c.failed),
                     retried: count(|c| &c.retried),
                     dropped: count(|c| &c.dropped),
@@ -589,7 +682,7 @@ impl Bus {
     }
 
     fn invalidate(&self) {
-        write(&self.inner.cache).generation += 1;
+        self.inner.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// The subscriptions, oldest first.
@@ -623,40 +716,63 @@ impl Bus {
         self.len() == 0
     }
 
+    /// The match list of `ty`: from this thread's cache (no lock, no shared write), else
+    /// from the bus's shared cache, else from the router.
+    #[inline]
     fn matched(&self, ty: &str) -> Arc<Matched> {
-        let generation = {
-            let cache = read(&self.inner.cache);
-            match cache.map.get(ty) {
-                Some((generation, m)) if *generation == cache.generation => return Arc::clone(m),
-                _ => cache.generation,
+        let inner = &*self.inner;
+        // Read before the lists are: a list computed after a subscribe that has not yet
+        // bumped the generation is filed under the older one, and missed from then on.
+        let generation = inner.generation.load(Ordering::Acquire);
+        if inner.cache_capacity > 0 {
+            if let Some(m) = local_cache::get(inner.id, generation, ty) {
+                return m;
             }
+        }
+        self.matched_shared(ty, generation)
+    }
+
+    #[inline(never)]
+    fn matched_shared(&self, ty: &str, generation: u64) -> Arc<Matched> {
+        let inner = &*self.inner;
+        if inner.cache_capacity == 0 {
+            return Arc::new(self.compute_matched(ty));
+        }
+        let cached = match read(&inner.cache).map.get(ty) {
+            Some((g, m)) if *g == generation => Some(Arc::clone(m)),
+            _ => None,
         };
-        let matched = {
-            let router = read(&self.inner.router);
-            let ids = router.route_ids(ty);
-            let subscriptions: Vec<Arc<Subscription>> = ids
-                .iter()
-                .filter_map(|id| router.get(*id).cloned())
-                .collect();
-            let targets = subscriptions.iter().map(|s| s.targets.len()).sum();
-            Arc::new(Matched {
-                subscriptions,
-                targets,
-            })
-        };
-        if self.inner.cache_capacity > 0 {
-            let mut cache = write(&self.inner.cache);
-            // Only cache what was computed from the current subscriptions.
-            if cache.generation == generation {
-                if cache.map.len() >= self.inner.cache_capacity && !cache.map.contains_key(ty) {
+        let matched = match cached {
+            Some(m) => m,
+            None => {
+                let matched = Arc::new(self.compute_matched(ty));
+                let mut cache = write(&inner.cache);
+                // Only cache what was computed from the current subscriptions.
+                if inner.generation.load(Ordering::Acquire) != generation {
+                    return matched;
+                }
+                if cache.map.len() >= inner.cache_capacity && !cache.map.contains_key(ty) {
                     cache.map.clear();
                 }
                 cache
                     .map
                     .insert(Box::from(ty), (generation, Arc::clone(&matched)));
+                matched
             }
-        }
+        };
+        local_cache::put(inner.id, generation, ty, &matched);
         matched
+    }
+
+    fn compute_matched(&self, ty: &str) -> Matched {
+        let router = read(&self.inner.router);
+        let targets = router
+            .route_ids(ty)
+            .iter()
+            .filter_map(|id| router.get(*id))
+            .flat_map(|sub| sub.targets.iter().map(|t| (sub.id, t.clone())))
+            .collect();
+        Matched { targets }
     }
 
     /// Delivers `signal` to every target of every subscription whose pattern matches its
@@ -676,18 +792,23 @@ impl Bus {
                 bus: self.inner.name.to_string(),
             });
         }
-        let segments = crate::signal::type_segments(signal.ty());
-        if segments > self.inner.max_type_segments {
-            return Err(type_too_long(
-                signal.ty(),
-                segments,
-                self.inner.max_type_segments,
-            ));
+        // A type has at most one segment more than it has bytes: only long types are counted.
+        if signal.ty().len() >= self.inner.max_type_segments {
+            let segments = crate::signal::type_segments(signal.ty());
+            if segments > self.inner.max_type_segments {
+                return Err(type_too_long(
+                    signal.ty(),
+                    segments,
+                    self.inner.max_type_segments,
+                ));
+            }
         }
         let started = crate::telemetry::publish_enabled().then(Instant::now);
         let mut report = PublishReport::new(Planned::Subscriptions(self.matched(signal.ty())));
-        deliver_all(&signal, &mut report).await;
-        if let Some(started) = started {
+        // The publish event names the signal: keep it then; otherwise the last target may
+        // take this reference.
+        let kept = deliver_all(signal, &mut report, started.is_some()).await;
+        if let (Some(started), Some(signal)) = (started, kept) {
             let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
             crate::telemetry::published(&self.inner.name, &signal, &report, micros);
         }

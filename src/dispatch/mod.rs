@@ -17,11 +17,9 @@ use std::{
 };
 
 use futures_util::future::{join_all, BoxFuture};
+use tokio::time::{Duration, Instant};
 
-use crate::{
-    bus::{Subscription, SubscriptionId},
-    BusError, DeliveryError, Signal,
-};
+use crate::{bus::SubscriptionId, telemetry, BusError, DeliveryError, Signal};
 
 mod pipeline;
 mod queue;
@@ -57,7 +55,7 @@ pub async fn dispatch(
     let signal = signal.into();
     let targets = activate(targets)?;
     let mut report = PublishReport::new(Planned::Targets(Arc::clone(&targets)));
-    deliver_all(&signal, &mut report).await;
+    deliver_all(signal, &mut report, false).await;
     close_queues(&targets);
     Ok(report)
 }
@@ -148,15 +146,31 @@ pub(crate) fn validate_targets(targets: &[Target]) -> Result<(), BusError> {
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Plan<'a> {
     Targets(&'a [Target]),
-    Subscriptions(&'a [Arc<Subscription>]),
+    Subscriptions(&'a [(SubscriptionId, Target)]),
 }
 
 impl<'a> Plan<'a> {
+    /// The target at `position` in delivery order.
+    #[inline]
+    fn target(self, position: usize) -> Option<&'a Target> {
+        match self {
+            Plan::Targets(targets) => targets.get(position),
+            Plan::Subscriptions(targets) => targets.get(position).map(|(_, t)| t),
+        }
+    }
+
+    /// The subscription of the target at `position` (none for bare targets).
+    fn subscription(self, position: usize) -> Option<SubscriptionId> {
+        match self {
+            Plan::Targets(_) => None,
+            Plan::Subscriptions(targets) => targets.get(position).map(|(id, _)| *id),
+        }
+    }
+
     pub(crate) fn iter(self) -> PlanIter<'a> {
         PlanIter {
             plan: self,
-            sub: 0,
-            target: 0,
+            next: 0,
         }
     }
 }
@@ -164,80 +178,160 @@ impl<'a> Plan<'a> {
 #[derive(Debug)]
 pub(crate) struct PlanIter<'a> {
     plan: Plan<'a>,
-    sub: usize,
-    target: usize,
+    next: usize,
 }
 
 impl<'a> Iterator for PlanIter<'a> {
     type Item = (Option<SubscriptionId>, &'a Target);
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        match self.plan {
-            Plan::Targets(targets) => {
-                let t = targets.get(self.target)?;
-                self.target += 1;
-                Some((None, t))
+        let item = match self.plan {
+            Plan::Targets(targets) => (None, targets.get(self.next)?),
+            Plan::Subscriptions(targets) => {
+                let (id, t) = targets.get(self.next)?;
+                (Some(*id), t)
             }
-            Plan::Subscriptions(subs) => loop {
-                let sub = subs.get(self.sub)?;
-                if let Some(t) = sub.targets.get(self.target) {
-                    self.target += 1;
-                    return Some((Some(sub.id), t));
-                }
-                self.sub += 1;
-                self.target = 0;
-            },
-        }
+        };
+        self.next += 1;
+        Some(item)
     }
 }
 
-/// Delivers `signal` to every target the report plans, recording failures in it.
+/// Delivers `signal` to every target the report plans, recording failures in it, and
+/// gives the signal back unless the last target took it.
 ///
 /// Targets that can deliver without waiting do so inline; the others are polled once and,
 /// if still pending, awaited together. Nothing is allocated unless a target must wait or
-/// fails.
-pub(crate) async fn deliver_all(signal: &Arc<Signal>, report: &mut PublishReport) {
-    deliver_planned(signal, &report.planned, &mut report.failures).await;
-    crate::telemetry::delivered(signal, report);
+/// fails. When nothing needs the signal afterwards (`keep` false, no failure, no telemetry
+/// that names it), the last target is offered this reference instead of a clone.
+pub(crate) async fn deliver_all(
+    signal: Arc<Signal>,
+    report: &mut PublishReport,
+    keep: bool,
+) -> Option<Arc<Signal>> {
+    // Traced successes name the signal and are timed.
+    let traced = telemetry::deliver_ok_enabled();
+    deliver_planned(
+        signal,
+        &report.planned,
+        &mut report.failures,
+        keep || traced,
+        traced,
+    )
+    .await
+}
+
+/// The `signal_bus::deliver` event of an outcome decided on the publishing task (the slow
+/// path emits its own): a synchronous success when traced, or a failure (a queue that
+/// refused the signal, an adapter that took the signal and panicked).
+#[cold]
+#[inline(never)]
+fn fast_outcome_event(
+    target: &Target,
+    subscription: Option<SubscriptionId>,
+    signal: Option<&Arc<Signal>>,
+    started: Option<Instant>,
+    result: Result<(), &DeliveryError>,
+) {
+    if !telemetry::deliver_enabled(&result) {
+        return;
+    }
+    let via = if target.is_queued() {
+        telemetry::Via::Async
+    } else {
+        telemetry::Via::Sync
+    };
+    // Untimed (not traced) outcomes were decided without waiting: no time to speak of.
+    let took = started.map_or(Duration::ZERO, |s| s.elapsed());
+    telemetry::deliver(
+        via.as_str(),
+        target.name(),
+        target.adapter().name(),
+        subscription,
+        signal.map(|s| &**s),
+        None,
+        took,
+        result,
+    );
 }
 
 async fn deliver_planned(
-    signal: &Arc<Signal>,
+    signal: Arc<Signal>,
     planned: &Planned,
     failures: &mut Vec<(usize, DeliveryError)>,
-) {
+    keep: bool,
+    traced: bool,
+) -> Option<Arc<Signal>> {
     let mut pending: Vec<(usize, BoxFuture<'_, Result<(), DeliveryError>>)> = Vec::new();
-    for (position, (_subscription, target)) in planned.plan().iter().enumerate() {
-        let slow: Option<BoxFuture<'_, Result<(), DeliveryError>>> =
-            match pipeline::try_fast(target, signal) {
-                pipeline::Fast::Done(result) => {
-                    if let Err(e) = result {
-                        failures.push((position, e));
-                    }
-                    None
-                }
-                pipeline::Fast::Slow(first) => {
-                    Some(Box::pin(pipeline::deliver(target, signal, first)))
-                }
-                pipeline::Fast::Enqueue => Some(Box::pin(async move {
-                    match &target.runtime.queue {
-                        Some(q) => q.offer_waiting(target, signal).await,
-                        None => Ok(()),
-                    }
-                })),
-            };
-        let result = match slow {
-            None => continue,
-            Some(mut fut) => match poll_once(&mut fut) {
-                Poll::Ready(result) => result,
-                Poll::Pending => {
-                    pending.push((position, fut));
-                    continue;
-                }
-            },
+    let thread = runtime::thread_token();
+    let last = planned.len().wrapping_sub(1);
+    let mut signal = Some(signal);
+    let plan = planned.plan();
+    // By position: the subscription is looked up only for an event.
+    let mut position = 0;
+    while let Some(target) = plan.target(position) {
+        let at = position;
+        position += 1;
+        let subscription = || plan.subscription(at);
+        let started = traced.then(Instant::now);
+        let handed = if at == last && !keep && failures.is_empty() && pending.is_empty() {
+            pipeline::try_hand_off(target, &mut signal, thread)
+        } else {
+            None
         };
-        if let Err(e) = result {
-            failures.push((position, e));
+        // Only a hand-off of the last target takes the signal: it delivered it (or lost it
+        // in a panic, a failure), and nothing below needs it.
+        let Some(current) = &signal else {
+            if let Some(pipeline::Fast::Done(Err(e))) = handed {
+                fast_outcome_event(target, subscription(), None, started, Err(&e));
+                failures.push((at, e));
+            }
+            break;
+        };
+        let fast = match handed {
+            Some(fast) => fast,
+            None => pipeline::try_fast(target, current, thread),
+        };
+        // Slow futures own a reference of their own, so the last target may take ours.
+        let mut slow: BoxFuture<'_, Result<(), DeliveryError>> = match fast {
+            pipeline::Fast::Done(Ok(())) => {
+                // A queued target's event comes from its worker, once delivered.
+                if started.is_some() && !target.is_queued() {
+                    fast_outcome_event(target, subscription(), Some(current), started, Ok(()));
+                }
+                continue;
+            }
+            pipeline::Fast::Done(Err(e)) => {
+                fast_outcome_event(target, subscription(), Some(current), started, Err(&e));
+                failures.push((at, e));
+                continue;
+            }
+            pipeline::Fast::Slow(first) => {
+                let (signal, subscription) = (Arc::clone(current), subscription());
+                Box::pin(async move {
+                    let via = telemetry::Via::Sync;
+                    pipeline::deliver(target, &signal, first, via, subscription).await
+                })
+            }
+            pipeline::Fast::Enqueue => {
+                let (signal, subscription) = (Arc::clone(current), subscription());
+                Box::pin(async move {
+                    let result = match &target.runtime.queue {
+                        Some(q) => q.offer_waiting(target, &signal).await,
+                        None => Ok(()),
+                    };
+                    if let Err(e) = &result {
+                        fast_outcome_event(target, subscription, Some(&signal), started, Err(e));
+                    }
+                    result
+                })
+            }
+        };
+        match poll_once(&mut slow) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(e)) => failures.push((at, e)),
+            Poll::Pending => pending.push((at, slow)),
         }
     }
     if !pending.is_empty() {
@@ -253,6 +347,7 @@ async fn deliver_planned(
         );
         failures.sort_by_key(|(i, _)| *i);
     }
+    signal
 }
 
 fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {

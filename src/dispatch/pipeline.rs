@@ -11,8 +11,10 @@ use tokio::time::Instant;
 
 use super::{runtime::LATENCY_SAMPLE, Target};
 use crate::{
+    bus::SubscriptionId,
     policy::{CircuitState, NextStep, Overflow, Transition},
-    telemetry, DeliveryError, ErrorKind, Signal,
+    telemetry::{self, Via},
+    DeliveryError, ErrorKind, Signal,
 };
 
 /// The result of trying a target without waiting.
@@ -28,21 +30,23 @@ pub(crate) enum Fast {
 
 /// Tries a target on the publishing task: an async queue offer, or the adapter's
 /// `try_deliver` when the breaker (if any) is closed. No allocation, no clock read unless
-/// this delivery is sampled for latency.
+/// this delivery is sampled for latency. `thread` is the caller's
+/// [`thread_token`](super::runtime::thread_token).
 ///
 /// The common case (a synchronous target without a breaker, enabled, not sampled this
-/// time) is inlined into the publish loop: one `try_deliver` call and one counter add.
+/// time) is inlined into the publish loop: one `try_deliver` call and one count, a plain
+/// load and store on a counter this thread owns.
 #[inline]
-pub(crate) fn try_fast(target: &Target, signal: &Arc<Signal>) -> Fast {
+pub(crate) fn try_fast(target: &Target, signal: &Arc<Signal>, thread: u64) -> Fast {
     let rt = &*target.runtime;
     if rt.plain && !rt.disabled.load(Ordering::Relaxed) {
-        let delivered = &rt.stats().counters.delivered;
-        if delivered.load(Ordering::Relaxed) % LATENCY_SAMPLE != 0 {
+        let count = rt.delivered_count(thread);
+        if count.get() % LATENCY_SAMPLE != 0 {
             let attempt =
                 panic::catch_unwind(AssertUnwindSafe(|| target.adapter.try_deliver(signal)));
             return match attempt {
                 Ok(Some(Ok(()))) => {
-                    delivered.fetch_add(1, Ordering::Relaxed);
+                    count.add_one();
                     Fast::Done(Ok(()))
                 }
                 Ok(Some(Err(e))) => Fast::Slow(Some(e)),
@@ -51,12 +55,60 @@ pub(crate) fn try_fast(target: &Target, signal: &Arc<Signal>) -> Fast {
             };
         }
     }
-    try_fast_general(target, signal)
+    try_fast_general(target, signal, thread)
+}
+
+/// [`try_fast`] handing the adapter the caller's own reference to the signal
+/// ([`Adapter::try_deliver_owned`](crate::Adapter::try_deliver_owned)): `None` when it was not
+/// attempted or not taken (the signal is still in `signal`: go on with [`try_fast`]).
+#[inline]
+pub(crate) fn try_hand_off(
+    target: &Target,
+    signal: &mut Option<Arc<Signal>>,
+    thread: u64,
+) -> Option<Fast> {
+    let rt = &*target.runtime;
+    if !rt.plain || rt.disabled.load(Ordering::Relaxed) {
+        return None;
+    }
+    let count = rt.delivered_count(thread);
+    if count.get() % LATENCY_SAMPLE == 0 {
+        return None;
+    }
+    match panic::catch_unwind(AssertUnwindSafe(|| {
+        target.adapter.try_deliver_owned(signal)
+    })) {
+        Ok(()) if signal.is_none() => {
+            count.add_one();
+            Some(Fast::Done(Ok(())))
+        }
+        Ok(()) => None,
+        Err(p) => Some(hand_off_panicked(target, signal, &*p)),
+    }
+}
+
+/// The adapter panicked in `try_deliver_owned`. With the signal still there, the failure
+/// goes the usual way; taken and lost, it fails for good here (a panic is permanent, so
+/// there is nothing to retry; there is no signal left for dead-letter targets).
+#[cold]
+fn hand_off_panicked(
+    target: &Target,
+    signal: &Option<Arc<Signal>>,
+    payload: &(dyn std::any::Any + Send),
+) -> Fast {
+    let e = DeliveryError::from_panic(payload);
+    if signal.is_some() {
+        return Fast::Slow(Some(e));
+    }
+    let rt = &*target.runtime;
+    rt.stats().counters.failed.fetch_add(1, Ordering::Relaxed);
+    rt.record_error(&e);
+    Fast::Done(Err(e))
 }
 
 /// [`try_fast`] for every target: queued, with a breaker, disabled, or sampled.
 #[inline(never)]
-fn try_fast_general(target: &Target, signal: &Arc<Signal>) -> Fast {
+fn try_fast_general(target: &Target, signal: &Arc<Signal>, thread: u64) -> Fast {
     let rt = &*target.runtime;
     if let Some(queue) = &rt.queue {
         return match queue.offer(target, signal) {
@@ -89,7 +141,8 @@ fn try_fast_general(target: &Target, signal: &Arc<Signal>) -> Fast {
         }
         Some(_) => return Fast::Slow(None),
     };
-    let sampled = rt.delivered() % LATENCY_SAMPLE == 0;
+    let count = rt.delivered_count(thread);
+    let sampled = count.get() % LATENCY_SAMPLE == 0;
     let started = sampled.then(std::time::Instant::now);
     let attempt = panic::catch_unwind(AssertUnwindSafe(|| target.adapter.try_deliver(signal)))
         .unwrap_or_else(|p| Some(Err(DeliveryError::from_panic(&*p))));
@@ -99,7 +152,7 @@ fn try_fast_general(target: &Target, signal: &Arc<Signal>) -> Fast {
             if let (Some(b), Some(p), Some(now)) = (&rt.breaker, permit, breaker_now) {
                 let _ = b.on_success(p, now);
             }
-            rt.record_success(started.map(|s| s.elapsed()));
+            rt.record_success(count, started.map(|s| s.elapsed()));
             Fast::Done(Ok(()))
         }
         Some(Err(e)) => {
@@ -133,23 +186,42 @@ async fn attempt_batch(target: &Target, signals: &[Arc<Signal>]) -> Result<(), D
     }
 }
 
-/// Delivers one signal with the target's policies (the async worker and the slow path of
-/// `publish` both come here). `first` is a failure the fast path already had.
+/// Delivers one signal with the target's policies (the async worker, `via` Async, and the
+/// slow path of `publish`, `via` Sync, both come here). `first` is a failure the fast path
+/// already had. Emits the `signal_bus::deliver` event, timed from here.
 pub(crate) async fn deliver(
     target: &Target,
     signal: &Arc<Signal>,
     first: Option<DeliveryError>,
+    via: Via,
+    subscription: Option<SubscriptionId>,
 ) -> Result<(), DeliveryError> {
     let signals = std::slice::from_ref(signal);
-    run(target, signals, first, false).await
+    // No clock read unless the event is recorded (warn covers trace).
+    let started = telemetry::deliver_failed_enabled().then(Instant::now);
+    let result = run(target, signals, first, false).await;
+    if let Some(started) = started.filter(|_| telemetry::deliver_enabled(&result)) {
+        let took = started.elapsed();
+        let outcome = result.as_ref().map(|_| ());
+        telemetry::target_delivered(via, target, subscription, signals, took, outcome);
+    }
+    result
 }
 
-/// Delivers a batch with one `deliver_batch` call per attempt.
+/// Delivers a batch with one `deliver_batch` call per attempt, and emits its
+/// `signal_bus::deliver` event (with the batch size).
 pub(crate) async fn deliver_batch(
     target: &Target,
     signals: &[Arc<Signal>],
 ) -> Result<(), DeliveryError> {
-    run(target, signals, None, true).await
+    let started = telemetry::deliver_failed_enabled().then(Instant::now);
+    let result = run(target, signals, None, true).await;
+    if let Some(started) = started.filter(|_| telemetry::deliver_enabled(&result)) {
+        let took = started.elapsed();
+        let outcome = result.as_ref().map(|_| ());
+        telemetry::target_delivered(Via::Batch, target, None, signals, took, outcome);
+    }
+    result
 }
 
 async fn run(
@@ -303,7 +375,7 @@ async fn dead_letter(target: &Target, signal: &Arc<Signal>, attempts: u32, error
 fn deliver_dead_letters(signal: Arc<Signal>, targets: Arc<[Target]>) -> BoxFuture<'static, ()> {
     Box::pin(async move {
         let mut report = super::PublishReport::new(super::Planned::Targets(targets));
-        super::deliver_all(&signal, &mut report).await;
+        super::deliver_all(signal, &mut report, false).await;
     })
 }
 

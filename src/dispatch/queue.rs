@@ -12,7 +12,7 @@ use std::{
 use tokio::{sync::Notify, task::JoinHandle, time::Instant};
 
 use super::{pipeline, Target};
-use crate::{policy::Overflow, DeliveryError, Signal};
+use crate::{policy::Overflow, telemetry::Via, DeliveryError, Signal};
 
 /// How a batching target groups signals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,7 +230,7 @@ async fn run(target: Target) {
             let _ = pipeline::deliver_batch(&target, &signals).await;
         } else {
             for signal in &signals {
-                let _ = pipeline::deliver(&target, signal, None).await;
+                let _ = pipeline::deliver(&target, signal, None, Via::Async, None).await;
             }
         }
     }

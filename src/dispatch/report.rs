@@ -56,7 +56,7 @@ impl Planned {
     pub(crate) fn plan(&self) -> Plan<'_> {
         match self {
             Planned::Nothing => Plan::Targets(&[]),
-            Planned::Subscriptions(m) => Plan::Subscriptions(&m.subscriptions),
+            Planned::Subscriptions(m) => Plan::Subscriptions(&m.targets),
             Planned::Targets(t) => Plan::Targets(t),
         }
     }
@@ -64,7 +64,7 @@ impl Planned {
     pub(crate) fn len(&self) -> usize {
         match self {
             Planned::Nothing => 0,
-            Planned::Subscriptions(m) => m.targets,
+            Planned::Subscriptions(m) => m.targets.len(),
             Planned::Targets(t) => t.len(),
         }
     }

@@ -133,6 +133,70 @@ impl Stats {
     }
 }
 
+/// Identifies the calling thread among the threads that deliver: a number of its own, never
+/// reused (0 is no thread). Read once per publish.
+#[inline]
+pub(crate) fn thread_token() -> u64 {
+    use std::cell::Cell;
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static TOKEN: Cell<u64> = const { Cell::new(0) };
+    }
+    TOKEN
+        .try_with(|t| match t.get() {
+            0 => {
+                let token = NEXT.fetch_add(1, Ordering::Relaxed);
+                t.set(token);
+                token
+            }
+            token => token,
+        })
+        .unwrap_or(0)
+}
+
+/// How many threads may own a delivered counter of a target (two workers publishing, the
+/// usual case on two cores); deliveries from other threads go to the shared counter.
+const OWNED_SLOTS: usize = 2;
+
+/// A delivered counter written by one thread only: the thread whose token `owner` holds.
+#[derive(Debug, Default)]
+struct OwnedCount {
+    owner: AtomicU64,
+    count: AtomicU64,
+}
+
+/// The delivered counter a thread adds to: its own slot, with a load and a store (no
+/// read-modify-write, so no locked instruction and no cache line taken from another core),
+/// or the shared counter, with an atomic add. Sums stay exact: each slot has one writer.
+#[derive(Clone, Copy)]
+pub(crate) enum DeliveredCount<'a> {
+    Owned(&'a AtomicU64),
+    Shared(&'a AtomicU64),
+}
+
+impl DeliveredCount<'_> {
+    /// The count so far (of this slot, or the shared counter): picks the sampled deliveries.
+    #[inline]
+    pub(crate) fn get(self) -> u64 {
+        match self {
+            DeliveredCount::Owned(c) | DeliveredCount::Shared(c) => c.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Counts one delivery.
+    #[inline]
+    pub(crate) fn add_one(self) {
+        match self {
+            // Only this thread writes the slot: load, then store. (Loaded again rather than
+            // reusing `get`: an adapter could have published on this thread in between.)
+            DeliveredCount::Owned(c) => c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed),
+            DeliveredCount::Shared(c) => {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
 /// The live state of one activated target. Small when unused (a subscription costs a few
 /// words here): the breaker and queue exist only when configured, and the counters, last
 /// error and latency histogram are allocated on first use.
@@ -144,6 +208,9 @@ pub(crate) struct TargetRuntime {
     pub(crate) disabled: AtomicBool,
     /// No breaker and no queue: `publish` may take the short fast path.
     pub(crate) plain: bool,
+    /// Fast-path deliveries of the first threads that delivered to this target; the others'
+    /// go to `stats.counters.delivered`. `delivered()` sums them.
+    owned: [OwnedCount; OWNED_SLOTS],
     stats: OnceLock<Box<Stats>>,
     /// The bus the target is subscribed on (dangling for `dispatch`), for the signals it
     /// emits about its targets.
@@ -181,18 +248,55 @@ impl TargetRuntime {
         self.stats.get().map(|b| &**b)
     }
 
-    /// Delivered signals so far (0 before the first use).
-    #[inline]
+    /// Delivered signals so far (0 before the first use): the shared counter plus every
+    /// thread's own.
     pub(crate) fn delivered(&self) -> u64 {
-        self.stats
-            .get()
-            .map_or(0, |s| s.counters.delivered.load(Ordering::Relaxed))
+        let owned: u64 = self
+            .owned
+            .iter()
+            .map(|o| o.count.load(Ordering::Relaxed))
+            .sum();
+        owned
+            + self
+                .stats
+                .get()
+                .map_or(0, |s| s.counters.delivered.load(Ordering::Relaxed))
     }
 
-    pub(crate) fn record_success(&self, latency: Option<Duration>) {
-        let stats = self.stats();
-        stats.counters.delivered.fetch_add(1, Ordering::Relaxed);
+    /// The delivered counter the thread with `token` adds to: the slot it owns, a free slot
+    /// it claims now, or the shared counter.
+    #[inline]
+    pub(crate) fn delivered_count(&self, token: u64) -> DeliveredCount<'_> {
+        for slot in &self.owned {
+            if slot.owner.load(Ordering::Relaxed) == token && token != 0 {
+                return DeliveredCount::Owned(&slot.count);
+            }
+        }
+        self.claim_count(token)
+    }
+
+    #[cold]
+    fn claim_count(&self, token: u64) -> DeliveredCount<'_> {
+        if token != 0 {
+            for slot in &self.owned {
+                if slot.owner.load(Ordering::Relaxed) == 0
+                    && slot
+                        .owner
+                        .compare_exchange(0, token, Ordering::Relaxed, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    return DeliveredCount::Owned(&slot.count);
+                }
+            }
+        }
+        DeliveredCount::Shared(&self.stats().counters.delivered)
+    }
+
+    /// A fast-path success, counted on `count`; `latency` when it was timed.
+    pub(crate) fn record_success(&self, count: DeliveredCount<'_>, latency: Option<Duration>) {
+        count.add_one();
         if let Some(l) = latency {
+            let stats = self.stats();
             stats.record_latency(l);
             stats
                 .last_success_ms

@@ -454,12 +454,27 @@ pub(crate) async fn perform(
             }
         },
     };
+    // Kept for the deliver event only when one is recorded (warn covers trace).
+    let traced =
+        crate::telemetry::deliver_failed_enabled().then(|| (Arc::clone(&signal), Instant::now()));
     let delivery = AssertUnwindSafe(fj.adapter.deliver_shared(signal)).catch_unwind();
     let result = match tokio::time::timeout(fj.timeout, delivery).await {
         Ok(Ok(r)) => r,
         Ok(Err(panic)) => Err(DeliveryError::from_panic(&*panic)),
         Err(_) => Err(DeliveryError::Timeout { after: fj.timeout }),
     };
+    if let Some((signal, started)) = traced {
+        if crate::telemetry::deliver_enabled(&result) {
+            crate::telemetry::forwarder_delivered(
+                job,
+                name,
+                fj.adapter.name(),
+                &signal,
+                started.elapsed(),
+                result.as_ref().map(|_| ()),
+            );
+        }
+    }
     if let (Some(b), Some(p)) = (&fj.breaker, permit) {
         let _ = if result.is_ok() {
             b.on_success(p, Instant::now())
