@@ -185,11 +185,12 @@ const UNBOUNDED: u16 = u16::MAX;
 /// their tags are equal and their bytes after the fourth are.
 #[inline]
 fn literal_tag(seg: &str) -> u32 {
-    let bytes = seg.as_bytes();
-    let mut tag = [0u8; 4];
-    let n = bytes.len().min(4);
-    tag[..n].copy_from_slice(&bytes[..n]);
-    u32::from_le_bytes(tag)
+    // Byte by byte: a variable-length `copy_from_slice` compiles to a call to `memcpy`.
+    seg.as_bytes()
+        .iter()
+        .take(4)
+        .enumerate()
+        .fold(0, |tag, (i, &b)| tag | u32::from(b) << (8 * i))
 }
 
 /// Up to this many literal children live in a vector searched in order; more go to a map.
