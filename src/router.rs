@@ -185,12 +185,15 @@ const UNBOUNDED: u16 = u16::MAX;
 /// their tags are equal and their bytes after the fourth are.
 #[inline]
 fn literal_tag(seg: &str) -> u32 {
-    // Byte by byte: a variable-length `copy_from_slice` compiles to a call to `memcpy`.
-    seg.as_bytes()
-        .iter()
-        .take(4)
-        .enumerate()
-        .fold(0, |tag, (i, &b)| tag | u32::from(b) << (8 * i))
+    let bytes = seg.as_bytes();
+    match bytes.first_chunk::<4>() {
+        Some(first) => u32::from_le_bytes(*first),
+        // Byte by byte: a variable-length `copy_from_slice` compiles to a call to `memcpy`.
+        None => bytes
+            .iter()
+            .enumerate()
+            .fold(0, |tag, (i, &b)| tag | u32::from(b) << (8 * i)),
+    }
 }
 
 /// Up to this many literal children live in a vector searched in order; more go to a map.
@@ -212,20 +215,22 @@ impl Default for Literals {
 }
 
 impl Literals {
-    /// The child for `seg`, whose [`literal_tag`] is `tag`. The short vector is searched
-    /// on the length and tag kept beside each key, so a miss (or a match of a segment of at
-    /// most four bytes) does not read the keys' own allocations.
+    /// The child for `seg`. The short vector is searched on the length and [`literal_tag`]
+    /// kept beside each key, so a miss (or a match of a segment of at most four bytes) does
+    /// not read the keys' own allocations.
     #[inline]
-    fn get(&self, seg: &str, tag: u32) -> Option<&Node> {
+    fn get(&self, seg: &str) -> Option<&Node> {
         match self {
-            Literals::Few(v) => v
-                .iter()
-                .find(|(k, n)| {
-                    n.tag == tag
-                        && k.len() == seg.len()
-                        && (seg.len() <= 4 || k.as_bytes()[4..] == seg.as_bytes()[4..])
-                })
-                .map(|(_, n)| n),
+            Literals::Few(v) => {
+                let tag = literal_tag(seg);
+                v.iter()
+                    .find(|(k, n)| {
+                        n.tag == tag
+                            && k.len() == seg.len()
+                            && (seg.len() <= 4 || k.as_bytes()[4..] == seg.as_bytes()[4..])
+                    })
+                    .map(|(_, n)| n)
+            }
             Literals::Many(m) => m.get(seg),
         }
     }
@@ -599,6 +604,46 @@ struct Walk<'a, 't, P> {
 }
 
 impl<P: Positions> Walk<'_, '_, P> {
+    /// Enters `node` at the single position `pos`: the walk from the root until a `**` makes
+    /// a set of several positions. The same steps as [`Walk::visit`] on a one-position set,
+    /// without the set operations (the common, `**`-free path).
+    fn visit_one(&mut self, node: &Node, pos: usize) {
+        let m = self.parts.len();
+        let rest = m - pos;
+        if rest < usize::from(node.min_rest)
+            || (node.max_rest != UNBOUNDED && rest > usize::from(node.max_rest))
+        {
+            return;
+        }
+        self.visits += 1;
+        if pos == m {
+            // Most nodes hold one route: a push, not a call to copy a slice.
+            if let [hit] = node.routes[..] {
+                self.hits.push(hit);
+            } else {
+                self.hits.extend_from_slice(&node.routes);
+            }
+        } else {
+            let seg = self.parts[pos];
+            if let Some(child) = node.literals.get(seg) {
+                self.visit_one(child, pos + 1);
+            }
+            if let Some(wild) = &node.wild {
+                if let Some(star) = &wild.star {
+                    self.visit_one(star, pos + 1);
+                }
+                for glob in &wild.globs {
+                    if glob.glob.is_match(seg) {
+                        self.visit_one(&glob.node, pos + 1);
+                    }
+                }
+            }
+        }
+        if let Some(gs) = node.wild.as_ref().and_then(|w| w.globstar.as_ref()) {
+            self.visit(gs, P::range(m, pos, m + 1));
+        }
+    }
+
     fn visit(&mut self, node: &Node, mut at: P) {
         let m = self.parts.len();
         let min_rest = usize::from(node.min_rest);
@@ -632,7 +677,7 @@ impl<P: Positions> Walk<'_, '_, P> {
                     let group = self.group(q, &left);
                     rest.subtract(&group);
                     let seg = self.parts[q];
-                    if let Some(child) = node.literals.get(seg, literal_tag(seg)) {
+                    if let Some(child) = node.literals.get(seg) {
                         self.visit(child, group.next());
                     }
                 }
@@ -997,11 +1042,9 @@ impl<T> Router<T> {
             &heap
         };
         let (hits, visits) = if count < 128 {
-            Self::walk_from(&self.root, parts, 1u128)
+            Self::walk_from::<u128>(&self.root, parts)
         } else {
-            let mut start = LongPositions::range(count, 0, 0);
-            start.insert(0);
-            Self::walk_from(&self.root, parts, start)
+            Self::walk_from::<LongPositions>(&self.root, parts)
         };
         let mut hits = hits;
         if hits.len() > 1 {
@@ -1013,15 +1056,15 @@ impl<T> Router<T> {
         (hits, visits)
     }
 
-    /// Unsorted hits and the number of nodes entered, walking from `root` at `start`.
-    fn walk_from<P: Positions>(root: &Node, parts: &[&str], start: P) -> (Vec<Hit>, usize) {
-        let mut walk = Walk {
+    /// Unsorted hits and the number of nodes entered, walking from `root` at position 0.
+    fn walk_from<P: Positions>(root: &Node, parts: &[&str]) -> (Vec<Hit>, usize) {
+        let mut walk = Walk::<P> {
             parts,
             same: Vec::new(),
             hits: Vec::new(),
             visits: 0,
         };
-        walk.visit(root, start);
+        walk.visit_one(root, 0);
         (walk.hits, walk.visits)
     }
 
@@ -1363,11 +1406,11 @@ mod tests {
             lits.get_or_insert(seg).min_rest = seg.len() as u16;
         }
         for seg in ["a", "ab", "abcd", "abcde", "abcdf", "b", "x-_9", "abce"] {
-            let got = lits.get(seg, literal_tag(seg)).map(|n| n.min_rest);
+            let got = lits.get(seg).map(|n| n.min_rest);
             assert_eq!(got, Some(seg.len() as u16), "{seg}");
         }
         for seg in ["abc", "abcdg", "abcdef", "c", "A", "x-_"] {
-            assert!(lits.get(seg, literal_tag(seg)).is_none(), "{seg}");
+            assert!(lits.get(seg).is_none(), "{seg}");
         }
     }
 
