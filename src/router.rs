@@ -8,14 +8,18 @@
 //!
 //! # Cost of an uncached lookup
 //!
-//! The walk visits (trie node, type position) pairs, each at most once: a `**`
-//! node remembers the lowest position it was expanded from, so chains of `**`
-//! cannot blow up combinatorially. For a type of `m` segments the worst case is
-//! `O(nodes * (m + 1))` visits (each one hash lookup among the literal children
-//! plus one match per glob child), plus `O(k log k)` to order the `k` matching
-//! routes. Subtrees that cannot reach a route with the segments left are cut
-//! (each node keeps the fewest and most segments its routes still need), so a
-//! `**` followed by a fixed tail only tries the positions that tail can match.
+//! The walk enters each trie node at most once, carrying the set of type
+//! positions the node is reached at (a bit set: one 128-bit word for types of up
+//! to 127 segments). A `**` node is reached at every position from its parent's
+//! first one on, so chains of `**` cannot blow up combinatorially. For a type of
+//! `m` segments a lookup makes at most `nodes` visits, each a few bit operations,
+//! one lookup among the literal children per distinct segment at the node's
+//! positions (one in a `**`-free walk) and one match per glob child and distinct
+//! segment; each matching route is emitted once, and the `k` matches are ordered
+//! by a comparison sort (few) or a radix sort on their precomputed keys (many).
+//! Subtrees that cannot reach a route with the segments left are cut (each node
+//! keeps the fewest and most segments its routes still need), so a `**` followed
+//! by a fixed tail only tries the positions that tail can match.
 //! The [`Bus`](crate::Bus) bounds `m` (`BusBuilder::max_type_segments`, 32 by
 //! default); a standalone `Router` routes types of any length.
 //!
@@ -95,6 +99,64 @@ impl Hit {
     }
 }
 
+/// From this many hits on, [`sort_hits`] uses a radix sort.
+const RADIX_SORT_MIN: usize = 128;
+
+/// Sorts hits by key (stable). Few hits: a comparison sort. Many (a type matching thousands
+/// of routes): a least significant digit first radix sort over the key bytes that differ among
+/// the hits, usually 3-5 passes of counting and scattering, where a comparison sort makes
+/// `log2(k)` rounds of comparing two-word keys and moving 24-byte hits.
+fn sort_hits(hits: &mut Vec<Hit>) {
+    if hits.len() < RADIX_SORT_MIN {
+        hits.sort_unstable_by_key(|h| h.key);
+        return;
+    }
+    let first = hits[0].key;
+    let (mut seq_diff, mut rank_diff) = (0u64, 0u64);
+    for h in hits.iter() {
+        seq_diff |= h.key.seq ^ first.seq;
+        rank_diff |= h.key.rank ^ first.rank;
+    }
+    let mut buf = vec![
+        Hit {
+            key: first,
+            slot: 0
+        };
+        hits.len()
+    ];
+    // Least significant first: the eight bytes of `seq`, then those of `rank`.
+    for digit in 0..16u32 {
+        let (diff, shift) = if digit < 8 {
+            (seq_diff, digit * 8)
+        } else {
+            (rank_diff, (digit - 8) * 8)
+        };
+        if (diff >> shift) & 0xff == 0 {
+            continue;
+        }
+        let byte = |h: &Hit| {
+            let word = if digit < 8 { h.key.seq } else { h.key.rank };
+            ((word >> shift) & 0xff) as usize
+        };
+        let mut starts = [0usize; 256];
+        for h in hits.iter() {
+            starts[byte(h)] += 1;
+        }
+        let mut sum = 0;
+        for start in starts.iter_mut() {
+            let count = *start;
+            *start = sum;
+            sum += count;
+        }
+        for h in hits.iter() {
+            let b = byte(h);
+            buf[starts[b]] = *h;
+            starts[b] += 1;
+        }
+        std::mem::swap(hits, &mut buf);
+    }
+}
+
 fn sort_key(specificity: i64, priority: i32, seq: u64) -> SortKey {
     let spec = specificity.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32;
     // Order-preserving map of i32 to u32, then reversed (higher spec first).
@@ -114,7 +176,25 @@ struct GlobChild {
 }
 
 /// `max_rest` of a subtree whose routes can be reached through a `**`: no upper bound.
-const UNBOUNDED: u32 = u32::MAX;
+/// Bounds fit in 16 bits since a pattern has at most
+/// [`MAX_PATTERN_SEGMENTS`](crate::pattern::MAX_PATTERN_SEGMENTS) (128) segments.
+const UNBOUNDED: u16 = u16::MAX;
+
+/// The first (up to) four bytes of a literal segment, zero padded. Literal segments are
+/// non-empty and have no zero byte, so two segments of the same length are equal exactly when
+/// their tags are equal and their bytes after the fourth are.
+#[inline]
+fn literal_tag(seg: &str) -> u32 {
+    let bytes = seg.as_bytes();
+    match bytes.first_chunk::<4>() {
+        Some(first) => u32::from_le_bytes(*first),
+        // Byte by byte: a variable-length `copy_from_slice` compiles to a call to `memcpy`.
+        None => bytes
+            .iter()
+            .enumerate()
+            .fold(0, |tag, (i, &b)| tag | u32::from(b) << (8 * i)),
+    }
+}
 
 /// Up to this many literal children live in a vector searched in order; more go to a map.
 const FEW_LITERALS: usize = 8;
@@ -135,10 +215,22 @@ impl Default for Literals {
 }
 
 impl Literals {
+    /// The child for `seg`. The short vector is searched on the length and [`literal_tag`]
+    /// kept beside each key, so a miss (or a match of a segment of at most four bytes) does
+    /// not read the keys' own allocations.
     #[inline]
     fn get(&self, seg: &str) -> Option<&Node> {
         match self {
-            Literals::Few(v) => v.iter().find(|(k, _)| **k == *seg).map(|(_, n)| n),
+            Literals::Few(v) => {
+                let tag = literal_tag(seg);
+                v.iter()
+                    .find(|(k, n)| {
+                        n.tag == tag
+                            && k.len() == seg.len()
+                            && (seg.len() <= 4 || k.as_bytes()[4..] == seg.as_bytes()[4..])
+                    })
+                    .map(|(_, n)| n)
+            }
             Literals::Many(m) => m.get(seg),
         }
     }
@@ -163,13 +255,13 @@ impl Literals {
                     Some(i) => i,
                     None => {
                         v.reserve_exact(1);
-                        v.push((seg.into(), Node::default()));
+                        v.push((seg.into(), Node::literal(seg)));
                         v.len() - 1
                     }
                 };
                 &mut v[i].1
             }
-            Literals::Many(m) => m.entry(seg.into()).or_default(),
+            Literals::Many(m) => m.entry(seg.into()).or_insert_with(|| Node::literal(seg)),
         }
     }
 
@@ -225,13 +317,16 @@ struct Node {
     /// The routes ending here, with exactly their own capacity (most nodes hold one or none).
     routes: Vec<Hit>,
     /// A lower bound on the number of type segments still to consume from this node to reach
-    /// a route of its subtree (`u32::MAX` for a node without routes below it).
-    min_rest: u32,
+    /// a route of its subtree (`u16::MAX` for a node without routes below it).
+    min_rest: u16,
     /// An upper bound on that number ([`UNBOUNDED`] when a `**` leads to a route).
     ///
     /// Both bounds are exact after adds; a remove leaves them as they were, which keeps them
     /// valid bounds (only looser), so pruning on them never drops a match.
-    max_rest: u32,
+    max_rest: u16,
+    /// For a node reached by a literal segment: that segment's [`literal_tag`] (0 otherwise).
+    /// Fits beside the bounds, so the node stays 64 bytes.
+    tag: u32,
 }
 
 impl Default for Node {
@@ -240,13 +335,21 @@ impl Default for Node {
             literals: Literals::default(),
             wild: None,
             routes: Vec::new(),
-            min_rest: u32::MAX,
+            min_rest: u16::MAX,
             max_rest: 0,
+            tag: 0,
         }
     }
 }
 
 impl Node {
+    fn literal(seg: &str) -> Node {
+        Node {
+            tag: literal_tag(seg),
+            ..Node::default()
+        }
+    }
+
     /// Adds `hit` at the end of `segs` below this node and widens the bounds on the way back.
     fn insert(&mut self, segs: &[Segment], hit: Hit) {
         let Some((first, rest)) = segs.split_first() else {
@@ -352,82 +455,282 @@ fn remove_child(child: &mut Option<Node>, rest: &[Segment], slot: u32) -> bool {
     found
 }
 
+/// A set of type positions `0..=m` (position `q`: the segments from `q` on are still to be
+/// matched; `m`: the whole type consumed).
+trait Positions: Clone {
+    /// The positions `lo..hi` (`hi <= m + 1`) of a type of `m` segments.
+    fn range(m: usize, lo: usize, hi: usize) -> Self;
+    fn is_empty(&self) -> bool;
+    /// Whether the set holds exactly one position.
+    fn is_single(&self) -> bool;
+    fn contains(&self, q: usize) -> bool;
+    fn first(&self) -> Option<usize>;
+    fn insert(&mut self, q: usize);
+    fn remove(&mut self, q: usize);
+    fn intersect(&mut self, other: &Self);
+    fn union(&mut self, other: &Self);
+    fn subtract(&mut self, other: &Self);
+    /// `{q + 1 | q in self}`; the set must not hold `m`.
+    fn next(&self) -> Self;
+}
+
+/// Positions of a type of at most 127 segments: one 128-bit word.
+impl Positions for u128 {
+    #[inline]
+    fn range(_m: usize, lo: usize, hi: usize) -> Self {
+        if hi <= lo {
+            return 0;
+        }
+        let ones = u128::MAX >> (128 - (hi - lo));
+        ones << lo
+    }
+    #[inline]
+    fn is_empty(&self) -> bool {
+        *self == 0
+    }
+    #[inline]
+    fn is_single(&self) -> bool {
+        self.is_power_of_two()
+    }
+    #[inline]
+    fn contains(&self, q: usize) -> bool {
+        (*self >> q) & 1 == 1
+    }
+    #[inline]
+    fn first(&self) -> Option<usize> {
+        (*self != 0).then(|| self.trailing_zeros() as usize)
+    }
+    #[inline]
+    fn insert(&mut self, q: usize) {
+        *self |= 1 << q;
+    }
+    #[inline]
+    fn remove(&mut self, q: usize) {
+        *self &= !(1 << q);
+    }
+    #[inline]
+    fn intersect(&mut self, other: &Self) {
+        *self &= *other;
+    }
+    #[inline]
+    fn union(&mut self, other: &Self) {
+        *self |= *other;
+    }
+    #[inline]
+    fn subtract(&mut self, other: &Self) {
+        *self &= !*other;
+    }
+    #[inline]
+    fn next(&self) -> Self {
+        *self << 1
+    }
+}
+
+/// Positions of a longer type (a standalone [`Router`] routes types of any length).
+#[derive(Clone)]
+struct LongPositions(Vec<u64>);
+
+impl Positions for LongPositions {
+    fn range(m: usize, lo: usize, hi: usize) -> Self {
+        let mut words = vec![0u64; (m + 1).div_ceil(64)];
+        for q in lo..hi {
+            words[q / 64] |= 1 << (q % 64);
+        }
+        LongPositions(words)
+    }
+    fn is_empty(&self) -> bool {
+        self.0.iter().all(|w| *w == 0)
+    }
+    fn is_single(&self) -> bool {
+        self.0.iter().map(|w| w.count_ones()).sum::<u32>() == 1
+    }
+    fn contains(&self, q: usize) -> bool {
+        (self.0[q / 64] >> (q % 64)) & 1 == 1
+    }
+    fn first(&self) -> Option<usize> {
+        let i = self.0.iter().position(|w| *w != 0)?;
+        Some(i * 64 + self.0[i].trailing_zeros() as usize)
+    }
+    fn insert(&mut self, q: usize) {
+        self.0[q / 64] |= 1 << (q % 64);
+    }
+    fn remove(&mut self, q: usize) {
+        self.0[q / 64] &= !(1 << (q % 64));
+    }
+    fn intersect(&mut self, other: &Self) {
+        self.0.iter_mut().zip(&other.0).for_each(|(a, b)| *a &= b);
+    }
+    fn union(&mut self, other: &Self) {
+        self.0.iter_mut().zip(&other.0).for_each(|(a, b)| *a |= b);
+    }
+    fn subtract(&mut self, other: &Self) {
+        self.0.iter_mut().zip(&other.0).for_each(|(a, b)| *a &= !b);
+    }
+    fn next(&self) -> Self {
+        let mut carry = 0;
+        let words = self
+            .0
+            .iter()
+            .map(|w| {
+                let shifted = (w << 1) | carry;
+                carry = w >> 63;
+                shifted
+            })
+            .collect();
+        LongPositions(words)
+    }
+}
+
 /// State of one trie walk.
 ///
-/// The walk visits (trie node, type position) pairs. A node other than a `**` node is
-/// entered only from its parent at the previous position, and a `**` node remembers the
-/// lowest position it was expanded from (in `globstars`), so each later expansion only covers
-/// the positions below that one. By induction on depth, every pair is visited at most once:
-/// a walk over a type of `m` segments makes at most `nodes * (m + 1)` visits, each costing one
-/// hash lookup of the segment among the literal children plus one match per glob child.
-/// Subtrees that cannot reach a route with the segments left (`min_rest`, `max_rest`) are
-/// cut before they are entered, which keeps a `**` followed by a fixed tail to the positions
-/// that tail can match.
-struct Walk<'a, 't> {
+/// The walk enters each trie node at most once, with the set of type positions it is reached
+/// at: a node other than a `**` node is reached only from its parent (at the parent's
+/// positions, each one segment on, where that segment matches), and a `**` node at every
+/// position from its parent's first one to the end. A visit looks the segment up among the
+/// literal children once per distinct segment at its positions, matches each glob child once
+/// per distinct segment, and emits the node's routes when the set holds the end of the type.
+/// So a walk makes at most `nodes` visits, and each route is emitted at most once. Subtrees that
+/// cannot reach a route with the segments left (`min_rest`, `max_rest`) are cut before they
+/// are entered, which keeps a `**` followed by a fixed tail to the positions that tail can
+/// match.
+struct Walk<'a, 't, P> {
     parts: &'a [&'t str],
+    /// For each position, the positions holding the same segment (computed on first need:
+    /// only sets of several positions, reached through a `**`, need it).
+    same: Vec<P>,
     hits: Vec<Hit>,
-    /// For each `**` node entered: the lowest type position it was expanded from.
-    globstars: HashMap<*const Node, usize>,
-    /// Number of `visit` calls (each a distinct (node, position) pair).
+    /// Number of nodes entered.
     visits: usize,
 }
 
-impl Walk<'_, '_> {
-    fn visit(&mut self, node: &Node, pos: usize) {
-        self.visits += 1;
+impl<P: Positions> Walk<'_, '_, P> {
+    /// Enters `node` at the single position `pos`: the walk from the root until a `**` makes
+    /// a set of several positions. The same steps as [`Walk::visit`] on a one-position set,
+    /// without the set operations (the common, `**`-free path).
+    fn visit_one(&mut self, node: &Node, pos: usize) {
         let m = self.parts.len();
         let rest = m - pos;
-        if rest < node.min_rest as usize
-            || (node.max_rest != UNBOUNDED && rest > node.max_rest as usize)
+        if rest < usize::from(node.min_rest)
+            || (node.max_rest != UNBOUNDED && rest > usize::from(node.max_rest))
         {
             return;
         }
+        self.visits += 1;
         if pos == m {
-            self.hits.extend_from_slice(&node.routes);
+            // Most nodes hold one route: a push, not a call to copy a slice.
+            if let [hit] = node.routes[..] {
+                self.hits.push(hit);
+            } else {
+                self.hits.extend_from_slice(&node.routes);
+            }
         } else {
             let seg = self.parts[pos];
             if let Some(child) = node.literals.get(seg) {
-                self.visit(child, pos + 1);
+                self.visit_one(child, pos + 1);
             }
             if let Some(wild) = &node.wild {
                 if let Some(star) = &wild.star {
-                    self.visit(star, pos + 1);
+                    self.visit_one(star, pos + 1);
                 }
                 for glob in &wild.globs {
                     if glob.glob.is_match(seg) {
-                        self.visit(&glob.node, pos + 1);
+                        self.visit_one(&glob.node, pos + 1);
                     }
                 }
             }
         }
         if let Some(gs) = node.wild.as_ref().and_then(|w| w.globstar.as_ref()) {
-            let ptr: *const Node = gs;
-            // `**` consumes 0..=(m - pos) segments: visit gs at pos..=m, except the
-            // positions an earlier expansion already covered.
-            let end = match self.globstars.entry(ptr) {
-                std::collections::hash_map::Entry::Occupied(mut lowest) => {
-                    if pos >= *lowest.get() {
-                        return;
-                    }
-                    std::mem::replace(lowest.get_mut(), pos)
-                }
-                std::collections::hash_map::Entry::Vacant(slot) => {
-                    slot.insert(pos);
-                    m + 1
-                }
-            };
-            // Only the positions from which gs can still reach a route: m - q must lie in
-            // gs.min_rest..=gs.max_rest.
-            let lo = if gs.max_rest == UNBOUNDED {
-                pos
+            self.visit(gs, P::range(m, pos, m + 1));
+        }
+    }
+
+    fn visit(&mut self, node: &Node, mut at: P) {
+        let m = self.parts.len();
+        let min_rest = usize::from(node.min_rest);
+        if min_rest > m {
+            return;
+        }
+        let lo = if node.max_rest == UNBOUNDED {
+            0
+        } else {
+            m.saturating_sub(usize::from(node.max_rest))
+        };
+        at.intersect(&P::range(m, lo, m - min_rest + 1));
+        let Some(first) = at.first() else {
+            return;
+        };
+        self.visits += 1;
+        let mut left = at;
+        if left.contains(m) {
+            // Most nodes hold one route: a push, not a call to copy a slice.
+            if let [hit] = node.routes[..] {
+                self.hits.push(hit);
             } else {
-                pos.max(m.saturating_sub(gs.max_rest as usize))
-            };
-            let hi = end.min((m + 1).saturating_sub(gs.min_rest as usize));
-            for q in lo..hi {
-                self.visit(gs, q);
+                self.hits.extend_from_slice(&node.routes);
+            }
+            left.remove(m);
+        }
+        if !left.is_empty() {
+            if !node.literals.is_empty() {
+                let mut rest = left.clone();
+                while let Some(q) = rest.first() {
+                    let group = self.group(q, &left);
+                    rest.subtract(&group);
+                    let seg = self.parts[q];
+                    if let Some(child) = node.literals.get(seg) {
+                        self.visit(child, group.next());
+                    }
+                }
+            }
+            if let Some(wild) = &node.wild {
+                if let Some(star) = &wild.star {
+                    self.visit(star, left.next());
+                }
+                for glob in &wild.globs {
+                    let mut matched = P::range(m, 0, 0);
+                    let mut rest = left.clone();
+                    while let Some(q) = rest.first() {
+                        let group = self.group(q, &left);
+                        rest.subtract(&group);
+                        if glob.glob.is_match(self.parts[q]) {
+                            matched.union(&group);
+                        }
+                    }
+                    if !matched.is_empty() {
+                        self.visit(&glob.node, matched.next());
+                    }
+                }
             }
         }
+        if let Some(gs) = node.wild.as_ref().and_then(|w| w.globstar.as_ref()) {
+            // `**` consumes zero or more segments: from the first position on, every one.
+            self.visit(gs, P::range(m, first, m + 1));
+        }
+    }
+
+    /// The positions of `left` holding the same segment as position `q` (in `left`).
+    fn group(&mut self, q: usize, left: &P) -> P {
+        let m = self.parts.len();
+        if left.is_single() {
+            return left.clone();
+        }
+        if self.same.is_empty() {
+            let mut by_segment: HashMap<&str, P> = HashMap::with_capacity(m);
+            for (p, seg) in self.parts.iter().enumerate() {
+                by_segment
+                    .entry(seg)
+                    .or_insert_with(|| P::range(m, 0, 0))
+                    .insert(p);
+            }
+            self.same = self
+                .parts
+                .iter()
+                .map(|seg| by_segment[seg].clone())
+                .collect();
+        }
+        let mut group = self.same[q].clone();
+        group.intersect(left);
+        group
     }
 }
 
@@ -451,9 +754,8 @@ struct CacheEntry {
 /// signal type (4096 types by default, see [`Router::with_cache_capacity`]);
 /// adding or removing a route invalidates the cache.
 ///
-/// An uncached lookup of a type of `m` segments costs at most
-/// `O(nodes * (m + 1))` trie steps plus ordering the matches (see the
-/// [module documentation](self)). Patterns have their own cap
+/// An uncached lookup enters each trie node at most once, plus ordering the
+/// matches (see the [module documentation](self)). Patterns have their own cap
 /// ([`MAX_PATTERN_SEGMENTS`](crate::pattern::MAX_PATTERN_SEGMENTS), 128), which
 /// bounds the trie depth; the router does not refuse patterns longer than the
 /// types a bus accepts (they simply never match).
@@ -724,8 +1026,8 @@ impl<T> Router<T> {
         self.walk_counted(ty, count).0
     }
 
-    /// Sorted hits for a valid type of `count` segments, and the number of (node, position)
-    /// pairs visited.
+    /// Sorted hits for a valid type of `count` segments, and the number of trie nodes
+    /// entered.
     fn walk_counted(&self, ty: &str, count: usize) -> (Vec<Hit>, usize) {
         const INLINE: usize = 16;
         let mut inline = [""; INLINE];
@@ -739,27 +1041,35 @@ impl<T> Router<T> {
             heap = ty.split('.').collect();
             &heap
         };
-        let mut walk = Walk {
-            parts,
-            hits: Vec::new(),
-            globstars: HashMap::new(),
-            visits: 0,
+        let (hits, visits) = if count < 128 {
+            Self::walk_from::<u128>(&self.root, parts)
+        } else {
+            Self::walk_from::<LongPositions>(&self.root, parts)
         };
-        walk.visit(&self.root, 0);
-        let mut hits = walk.hits;
+        let mut hits = hits;
         if hits.len() > 1 {
-            hits.sort_unstable_by_key(|h| h.key);
-            // Each route lives in one trie node and each (node, position)
-            // state is visited once, so duplicates are not expected; keep
-            // the guarantee anyway.
+            sort_hits(&mut hits);
+            // Each route lives in one trie node and each node is entered at most once, so
+            // duplicates are not expected; keep the guarantee anyway.
             hits.dedup_by_key(|h| h.key);
         }
-        (hits, walk.visits)
+        (hits, visits)
     }
 
-    /// The number of (trie node, type position) pairs an uncached walk for `ty` visits
-    /// (0 for an invalid type). At most `trie_nodes() * (segments + 1)`. For tests and
-    /// benchmarks; not part of the stable API.
+    /// Unsorted hits and the number of nodes entered, walking from `root` at position 0.
+    fn walk_from<P: Positions>(root: &Node, parts: &[&str]) -> (Vec<Hit>, usize) {
+        let mut walk = Walk::<P> {
+            parts,
+            same: Vec::new(),
+            hits: Vec::new(),
+            visits: 0,
+        };
+        walk.visit_one(root, 0);
+        (walk.hits, walk.visits)
+    }
+
+    /// The number of trie nodes an uncached walk for `ty` enters (0 for an invalid type).
+    /// At most `trie_nodes()`. For tests and benchmarks; not part of the stable API.
     #[doc(hidden)]
     pub fn uncached_visits(&self, ty: &str) -> usize {
         type_segment_count(ty).map_or(0, |count| self.walk_counted(ty, count).1)
@@ -1082,6 +1392,67 @@ mod tests {
         assert_eq!(hits(&r, "svc.e0.created"), [100]);
         assert!(r.trie_nodes() < nodes);
         assert_eq!(r.trie_nodes(), 4, "root, svc, *, created");
+    }
+
+    #[test]
+    fn node_stays_64_bytes() {
+        assert_eq!(std::mem::size_of::<Node>(), 64);
+    }
+
+    #[test]
+    fn literal_tags_find_exactly_the_equal_segment() {
+        let mut lits = Literals::default();
+        for seg in ["a", "ab", "abcd", "abcde", "abcdf", "b", "x-_9", "abce"] {
+            lits.get_or_insert(seg).min_rest = seg.len() as u16;
+        }
+        for seg in ["a", "ab", "abcd", "abcde", "abcdf", "b", "x-_9", "abce"] {
+            let got = lits.get(seg).map(|n| n.min_rest);
+            assert_eq!(got, Some(seg.len() as u16), "{seg}");
+        }
+        for seg in ["abc", "abcdg", "abcdef", "c", "A", "x-_"] {
+            assert!(lits.get(seg).is_none(), "{seg}");
+        }
+    }
+
+    #[test]
+    fn radix_sort_of_hits_matches_a_comparison_sort() {
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for n in [RADIX_SORT_MIN - 1, RADIX_SORT_MIN, 1_000, 20_000] {
+            // Keys differing in every byte (wide sequence numbers), in few bytes (the usual
+            // case), and with duplicates; slots tell equal keys apart to check stability.
+            for spread in [u64::MAX, 0xFFFF, 0x3] {
+                let mut hits: Vec<Hit> = (0..n)
+                    .map(|i| {
+                        let r = next();
+                        Hit {
+                            key: sort_key(
+                                (r % 41) as i64 * 1000 - 20_000,
+                                (r >> 8) as i32 % 201 - 100,
+                                next() & spread,
+                            ),
+                            slot: i as u32,
+                        }
+                    })
+                    .collect();
+                let mut want = hits.clone();
+                want.sort_by_key(|h| h.key);
+                sort_hits(&mut hits);
+                let got: Vec<(SortKey, u32)> = hits.iter().map(|h| (h.key, h.slot)).collect();
+                let want: Vec<(SortKey, u32)> = want.iter().map(|h| (h.key, h.slot)).collect();
+                if n >= RADIX_SORT_MIN {
+                    assert_eq!(got, want, "n {n}, spread {spread:#x}");
+                } else {
+                    let keys = |v: &[(SortKey, u32)]| v.iter().map(|h| h.0).collect::<Vec<_>>();
+                    assert_eq!(keys(&got), keys(&want), "n {n}, spread {spread:#x}");
+                }
+            }
+        }
     }
 
     #[test]

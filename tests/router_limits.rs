@@ -141,8 +141,42 @@ fn adversarial_walk_is_bounded_by_nodes_times_segments() {
 }
 
 #[test]
+fn the_walk_enters_each_trie_node_at_most_once() {
+    // The walk carries the set of type positions a node is reached at, so a node is entered
+    // once however many positions (through `**`) lead to it; types longer than 127 segments
+    // take the multi-word position sets.
+    let mut router = Router::with_cache_capacity(0);
+    let patterns = adversarial(5_000);
+    for (i, p) in patterns.iter().enumerate() {
+        router.add(p, 0, i).unwrap();
+    }
+    let nodes = router.trie_nodes();
+    let parsed: Vec<Pattern> = patterns
+        .iter()
+        .map(|p| Pattern::parse(p).unwrap())
+        .collect();
+    for m in [1usize, 8, 32, 127, 128, 200, 2_000] {
+        for alphabet in [&["a"][..], &["a", "b", "c", "d"][..], &["d", "c", "a"][..]] {
+            let ty: Vec<&str> = (0..m).map(|j| alphabet[j % alphabet.len()]).collect();
+            let ty = ty.join(".");
+            let visits = router.uncached_visits(&ty);
+            assert!(
+                visits <= nodes,
+                "{m} segments: {visits} visits > {nodes} nodes"
+            );
+            let mut got: Vec<usize> = router.route_uncached(&ty).into_iter().copied().collect();
+            let want = parsed.iter().filter(|p| p.matches(&ty)).count();
+            assert_eq!(got.len(), want, "{m} segments over {alphabet:?}");
+            got.sort_unstable();
+            got.dedup();
+            assert_eq!(got.len(), want, "a route emitted twice for {m} segments");
+        }
+    }
+}
+
+#[test]
 fn globstar_chains_do_not_blow_up() {
-    // Without memoising (node, position) pairs, `**.a.**.a...` over `a.a.a...` explores
+    // Without merging the positions a node is reached at, `**.a.**.a...` over `a.a.a...` explores
     // every way of splitting the type: exponential in the number of `**`.
     let mut router = Router::with_cache_capacity(0);
     let chain = ["**.a"; 12].join(".");
