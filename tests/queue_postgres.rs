@@ -600,124 +600,6 @@ async fn a_corrupt_row_does_not_take_its_claim_batch_down() {
 }
 
 #[tokio::test]
-async fn scheduled_jobs_wait_for_their_time() {
-    let db = TestDb::new().await;
-    let store = db.store().await;
-    let at = later(3600);
-    let id = store
-        .enqueue(None, &job("later").scheduled_at(at))
-        .await
-        .unwrap()
-        .unwrap();
-    let stored = store.get(id).await.unwrap().unwrap();
-    assert_eq!(stored.state, JobState::Scheduled);
-    assert_eq!(
-        stored.scheduled_at.timestamp_millis(),
-        at.timestamp_millis()
-    );
-    assert!(claim(&store, "default", &["later"]).await.is_empty());
-    let claimed = store
-        .claim(
-            "default",
-            &names(&["later"]),
-            10,
-            "r",
-            at + chrono::Duration::seconds(1),
-            later(7200),
-        )
-        .await
-        .unwrap();
-    assert_eq!(ids(&claimed), [id]);
-    db.drop_db([store]).await;
-}
-
-#[tokio::test]
-async fn unique_keys_deduplicate_live_jobs() {
-    let db = TestDb::new().await;
-    let store = db.store().await;
-    let period = Duration::from_secs(60);
-    let first = store
-        .enqueue(None, &job("w").unique("k1", period))
-        .await
-        .unwrap();
-    assert!(first.is_some());
-    assert_eq!(
-        store
-            .enqueue(None, &job("w").unique("k1", period))
-            .await
-            .unwrap(),
-        None
-    );
-    assert!(store
-        .enqueue(None, &job("w").unique("k2", period))
-        .await
-        .unwrap()
-        .is_some());
-
-    // A cancelled job no longer holds its key.
-    assert!(store
-        .cancel_job(first.unwrap(), CancelReason::Manual, "by hand", Utc::now())
-        .await
-        .unwrap());
-    assert!(store
-        .enqueue(None, &job("w").unique("k1", period))
-        .await
-        .unwrap()
-        .is_some());
-
-    // An expired period no longer holds the key.
-    assert!(store
-        .enqueue(None, &job("w").unique("short", Duration::from_millis(1)))
-        .await
-        .unwrap()
-        .is_some());
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    assert!(store
-        .enqueue(None, &job("w").unique("short", Duration::from_millis(1)))
-        .await
-        .unwrap()
-        .is_some());
-
-    // In one batch: the first of a key wins, and a deduplicated job stores no signal.
-    let sig = Arc::new(signal(7));
-    let batch = vec![
-        (None, job("w").unique("k3", period)),
-        (Some(sig.clone()), job("w").unique("k3", period)),
-        (None, job("w").unique("k2", period)),
-        (None, job("w")),
-    ];
-    let ids = store.enqueue_many(&batch).await.unwrap();
-    assert!(ids[0].is_some());
-    assert_eq!(ids[1], None);
-    assert_eq!(ids[2], None);
-    assert!(ids[3].is_some());
-    assert!(store
-        .load_signal(sig.source(), sig.id())
-        .await
-        .unwrap()
-        .is_none());
-    db.drop_db([store]).await;
-}
-
-#[tokio::test]
-async fn invalid_jobs_are_rejected() {
-    let db = TestDb::new().await;
-    let store = db.store().await;
-    for bad in [
-        job("w").priority(10),
-        job("w").priority(-1),
-        job("w").max_attempts(0),
-        job("w").queue(""),
-        job(""),
-    ] {
-        let err = store.enqueue(None, &bad).await.unwrap_err();
-        assert!(matches!(err, QueueError::Invalid(_)), "{bad:?}: {err}");
-    }
-    assert_eq!(store.counts().await.unwrap().values().sum::<u64>(), 0);
-    db.drop_db([store]).await;
-}
-
-#[tokio::test]
 async fn concurrent_unique_enqueues_insert_exactly_one() {
     let db = TestDb::new().await;
     let store = db.store().await;
@@ -776,30 +658,6 @@ async fn retry_runs_again_with_the_next_attempt() {
         Err(QueueError::LeaseLost { job }) if job == id
     ));
     assert_eq!(state_of(&store, id).await, JobState::Completed);
-    db.drop_db([store]).await;
-}
-
-#[tokio::test]
-async fn snooze_gives_the_attempt_back() {
-    let db = TestDb::new().await;
-    let store = db.store().await;
-    let id = store.enqueue(None, &job("w")).await.unwrap().unwrap();
-    let first = claim(&store, "default", &["w"]).await;
-    assert_eq!(first[0].attempt, 1);
-    store.snooze(first[0].lease(), later(5)).await.unwrap();
-    let j = store.get(id).await.unwrap().unwrap();
-    assert_eq!(j.state, JobState::Scheduled);
-    assert_eq!(j.attempt, 0);
-    assert!(claim(&store, "default", &["w"]).await.is_empty());
-    let again = store
-        .claim("default", &names(&["w"]), 10, "r", later(6), later(60))
-        .await
-        .unwrap();
-    assert_eq!((again[0].attempt, again[0].token), (1, 2));
-    assert!(matches!(
-        store.snooze(first[0].lease(), later(5)).await,
-        Err(QueueError::LeaseLost { .. })
-    ));
     db.drop_db([store]).await;
 }
 
@@ -2445,14 +2303,18 @@ async fn debug_never_shows_the_password() {
     db.drop_db([store]).await;
 }
 
-/// The conformance suite every store passes, on a fresh PostgreSQL database.
-#[tokio::test]
-async fn postgres_store_conformance() {
+/// The conformance suite every store passes, each case on a fresh PostgreSQL database.
+async fn fresh_store() -> (Arc<dyn JobStore>, (TestDb, PostgresStore)) {
     let db = TestDb::new().await;
     let store = db.store().await;
-    queue_suite::run_all(std::sync::Arc::new(store.clone())).await;
+    (Arc::new(store.clone()), (db, store))
+}
+
+async fn drop_fresh((db, store): (TestDb, PostgresStore)) {
     db.drop_db([store]).await;
 }
+
+store_suite!(conformance, fresh_store, drop_fresh);
 
 /// Forwarder jobs run end to end on PostgreSQL, and a second runner on another connection
 /// never runs a job twice.
