@@ -630,38 +630,6 @@ async fn concurrent_unique_enqueues_insert_exactly_one() {
 }
 
 #[tokio::test]
-async fn retry_runs_again_with_the_next_attempt() {
-    let db = TestDb::new().await;
-    let store = db.store().await;
-    let id = store.enqueue(None, &job("w")).await.unwrap().unwrap();
-    let first = claim(&store, "default", &["w"]).await;
-    assert_eq!((first[0].attempt, first[0].token), (1, 1));
-    let at = later(30);
-    store.retry(first[0].lease(), at, "boom").await.unwrap();
-    let j = store.get(id).await.unwrap().unwrap();
-    assert_eq!(j.state, JobState::Retryable);
-    assert_eq!(j.last_error.as_deref(), Some("boom"));
-    assert_eq!(j.scheduled_at.timestamp_millis(), at.timestamp_millis());
-    assert!(
-        claim(&store, "default", &["w"]).await.is_empty(),
-        "not before its time"
-    );
-    let again = store
-        .claim("default", &names(&["w"]), 10, "r", later(31), later(90))
-        .await
-        .unwrap();
-    assert_eq!((again[0].attempt, again[0].token), (2, 2));
-    // Retry only applies to executing jobs held under the lease.
-    store.complete(again[0].lease(), Utc::now()).await.unwrap();
-    assert!(matches!(
-        store.retry(again[0].lease(), Utc::now(), "late").await,
-        Err(QueueError::LeaseLost { job }) if job == id
-    ));
-    assert_eq!(state_of(&store, id).await, JobState::Completed);
-    db.drop_db([store]).await;
-}
-
-#[tokio::test]
 async fn cancel_and_discard_are_final() {
     let db = TestDb::new().await;
     let store = db.store().await;
@@ -1046,35 +1014,6 @@ async fn complete_many_returns_the_leases_it_lost() {
         .await
         .unwrap()
         .is_empty());
-    db.drop_db([store]).await;
-}
-
-#[tokio::test]
-async fn release_gives_jobs_back_to_the_queue() {
-    let db = TestDb::new().await;
-    let store = db.store().await;
-    for _ in 0..3 {
-        store.enqueue(None, &job("w")).await.unwrap();
-    }
-    let w = names(&["w"]);
-    let leaving = store
-        .claim("default", &w, 2, "leaving", Utc::now(), later(60))
-        .await
-        .unwrap();
-    store
-        .claim("default", &w, 1, "staying", Utc::now(), later(60))
-        .await
-        .unwrap();
-    assert_eq!(store.release("leaving", Utc::now()).await.unwrap(), 2);
-    let available = store.list(JobState::Available, 10).await.unwrap();
-    assert_eq!(available.len(), 2);
-    assert!(available.iter().all(|j| j.attempt == 0));
-    assert_eq!(store.list(JobState::Executing, 10).await.unwrap().len(), 1);
-    // A released job is no longer held.
-    assert!(matches!(
-        store.complete(leaving[0].lease(), Utc::now()).await,
-        Err(QueueError::LeaseLost { .. })
-    ));
     db.drop_db([store]).await;
 }
 

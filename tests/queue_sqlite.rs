@@ -363,33 +363,6 @@ async fn claim_order_is_priority_then_scheduled_at_then_id() {
 }
 
 #[tokio::test]
-async fn retry_runs_again_at_its_time_with_the_next_attempt() {
-    let dir = TempDir::new("retry");
-    let store = store(&dir).await;
-    let id = store.enqueue(None, &job("w")).await.unwrap().unwrap();
-    let now = Utc::now();
-    let first = claim_all(&store, now).await;
-    assert_eq!((first[0].attempt, first[0].token), (1, 1));
-    store
-        .retry(first[0].lease(), now + secs(10), "boom")
-        .await
-        .unwrap();
-    let j = get(&store, id).await;
-    assert_eq!(j.state, JobState::Retryable);
-    assert_eq!(j.last_error.as_deref(), Some("boom"));
-    assert_eq!(j.attempt, 1);
-    assert!(claim_all(&store, now + secs(5)).await.is_empty());
-    let again = claim_all(&store, now + secs(10)).await;
-    assert_eq!(ids(&again), [id]);
-    assert_eq!((again[0].attempt, again[0].token), (2, 2));
-    assert_eq!(again[0].state, JobState::Executing);
-    // The first attempt's lease is stale now.
-    assert!(lost(store.retry(first[0].lease(), now, "late").await, id));
-    assert!(lost(store.complete(first[0].lease(), now).await, id));
-    assert_eq!(get(&store, id).await.state, JobState::Executing);
-}
-
-#[tokio::test]
 async fn cancel_and_discard_are_final() {
     let dir = TempDir::new("final");
     let store = store(&dir).await;
@@ -549,31 +522,6 @@ async fn rescue_treats_an_expired_lease_as_a_failed_attempt() {
         "{:?}",
         j.last_error
     );
-}
-
-#[tokio::test]
-async fn release_gives_the_attempt_back() {
-    let dir = TempDir::new("release");
-    let store = store(&dir).await;
-    enqueue_n(&store, 3).await;
-    let now = Utc::now();
-    let mine = claim_n(&store, 2, "a", now).await;
-    let theirs = claim_n(&store, 2, "b", now).await;
-    assert_eq!((mine.len(), theirs.len()), (2, 1));
-    assert_eq!(store.release("nobody", now).await.unwrap(), 0);
-    assert_eq!(store.release("a", now).await.unwrap(), 2);
-    for j in &mine {
-        let j = get(&store, j.id).await;
-        assert_eq!(j.state, JobState::Available);
-        assert_eq!(j.attempt, 0);
-        assert!(lost(store.complete(mine[0].lease(), now).await, mine[0].id));
-    }
-    let theirs = get(&store, theirs[0].id).await;
-    assert_eq!(theirs.state, JobState::Executing);
-    assert_eq!(theirs.attempt, 1);
-    let again = claim_all(&store, now).await;
-    assert_eq!(ids(&again), ids(&mine));
-    assert!(again.iter().all(|j| j.attempt == 1 && j.token == 2));
 }
 
 #[tokio::test]

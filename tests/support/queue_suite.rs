@@ -81,6 +81,8 @@ macro_rules! store_suite {
             scheduled_jobs_wait_for_their_time,
             snooze_gives_the_attempt_back,
             unique_keys_dedup_within_their_period,
+            retry_runs_again_at_its_time_with_the_next_attempt,
+            release_gives_the_attempt_back,
         );
     };
     (@cases $module:ident, $fresh:path, $finish:path; $($case:ident,)*) => {
@@ -796,4 +798,79 @@ pub async fn unique_keys_dedup_within_their_period(s: &dyn JobStore) {
         .await
         .unwrap()
         .is_none());
+}
+
+/// Whether `r` is the refusal of a lost lease on job `id`.
+fn lost(r: Result<(), QueueError>, id: i64) -> bool {
+    matches!(r, Err(QueueError::LeaseLost { job }) if job == id)
+}
+
+/// A retried job is `retryable` at its time with the error recorded, runs again with the
+/// next attempt and a new token, and the old lease (or a finished job's) is refused.
+pub async fn retry_runs_again_at_its_time_with_the_next_attempt(s: &dyn JobStore) {
+    let id = s
+        .enqueue(None, &NewJob::new("w", json!({})))
+        .await
+        .unwrap()
+        .unwrap();
+    let now = Utc::now();
+    let first = claim_at(s, "default", now).await;
+    assert_eq!((first[0].attempt, first[0].token), (1, 1));
+    let at = now + ms(10_000);
+    s.retry(first[0].lease(), at, "boom").await.unwrap();
+    let j = s.get(id).await.unwrap().unwrap();
+    assert_eq!(j.state, JobState::Retryable);
+    assert_eq!(j.last_error.as_deref(), Some("boom"));
+    assert_eq!(j.attempt, 1);
+    assert_eq!(j.scheduled_at.timestamp_millis(), at.timestamp_millis());
+    assert!(
+        claim_at(s, "default", now + ms(5_000)).await.is_empty(),
+        "not before its time"
+    );
+    let again = claim_at(s, "default", at).await;
+    assert_eq!(ids(&again), [id]);
+    assert_eq!((again[0].attempt, again[0].token), (2, 2));
+    assert_eq!(again[0].state, JobState::Executing);
+    // The first attempt's lease is stale now.
+    assert!(lost(s.retry(first[0].lease(), now, "late").await, id));
+    assert!(lost(s.complete(first[0].lease(), now).await, id));
+    assert_eq!(s.get(id).await.unwrap().unwrap().state, JobState::Executing);
+    // Retry only applies to executing jobs held under the lease.
+    s.complete(again[0].lease(), Utc::now()).await.unwrap();
+    assert!(lost(
+        s.retry(again[0].lease(), Utc::now(), "late").await,
+        id
+    ));
+    assert_eq!(s.get(id).await.unwrap().unwrap().state, JobState::Completed);
+}
+
+/// Release puts back the executing jobs of one owner only, with their attempt given back;
+/// their leases are refused and the next claim takes them with a new token.
+pub async fn release_gives_the_attempt_back(s: &dyn JobStore) {
+    for _ in 0..3 {
+        s.enqueue(None, &NewJob::new("w", json!({}))).await.unwrap();
+    }
+    let now = Utc::now();
+    let until = now + ms(60_000);
+    let mine = s.claim("default", &w(), 2, "a", now, until).await.unwrap();
+    let theirs = s.claim("default", &w(), 2, "b", now, until).await.unwrap();
+    assert_eq!((mine.len(), theirs.len()), (2, 1));
+    assert_eq!(s.release("nobody", now).await.unwrap(), 0);
+    assert_eq!(s.release("a", now).await.unwrap(), 2);
+    for j in &mine {
+        let j = s.get(j.id).await.unwrap().unwrap();
+        assert_eq!(j.state, JobState::Available);
+        assert_eq!(j.attempt, 0);
+        assert!(lost(s.complete(mine[0].lease(), now).await, mine[0].id));
+    }
+    let available = s.list(JobState::Available, 10).await.unwrap();
+    assert_eq!(available.len(), 2);
+    assert!(available.iter().all(|j| j.attempt == 0));
+    assert_eq!(s.list(JobState::Executing, 10).await.unwrap().len(), 1);
+    let theirs = s.get(theirs[0].id).await.unwrap().unwrap();
+    assert_eq!(theirs.state, JobState::Executing);
+    assert_eq!(theirs.attempt, 1);
+    let again = claim_at(s, "default", now).await;
+    assert_eq!(ids(&again), ids(&mine));
+    assert!(again.iter().all(|j| j.attempt == 1 && j.token == 2));
 }
