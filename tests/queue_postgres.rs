@@ -630,63 +630,6 @@ async fn concurrent_unique_enqueues_insert_exactly_one() {
 }
 
 #[tokio::test]
-async fn cancel_and_discard_are_final() {
-    let db = TestDb::new().await;
-    let store = db.store().await;
-    let a = store.enqueue(None, &job("a")).await.unwrap().unwrap();
-    let b = store.enqueue(None, &job("b")).await.unwrap().unwrap();
-    let claimed = claim(&store, "default", &["a", "b"]).await;
-    let (la, lb) = (claimed[0].lease(), claimed[1].lease());
-    store
-        .cancel(
-            la,
-            CancelReason::SignalNotFound,
-            "signal_not_found: gone",
-            Utc::now(),
-        )
-        .await
-        .unwrap();
-    store
-        .discard(lb, "out of attempts", Utc::now())
-        .await
-        .unwrap();
-    let ja = store.get(a).await.unwrap().unwrap();
-    let jb = store.get(b).await.unwrap().unwrap();
-    assert_eq!(ja.state, JobState::Cancelled);
-    assert_eq!(ja.cancel_reason, Some(CancelReason::SignalNotFound));
-    assert_eq!(ja.last_error.as_deref(), Some("signal_not_found: gone"));
-    assert!(ja.finished_at.is_some());
-    assert_eq!(jb.state, JobState::Discarded);
-    assert_eq!(jb.cancel_reason, None);
-    assert_eq!(jb.last_error.as_deref(), Some("out of attempts"));
-    assert!(jb.finished_at.is_some());
-
-    // Final states stay final: every lease is lost.
-    for r in [
-        store.complete(la, Utc::now()).await,
-        store.discard(la, "again", Utc::now()).await,
-        store
-            .cancel(lb, CancelReason::Worker, "again", Utc::now())
-            .await,
-        store.retry(lb, Utc::now(), "again").await,
-    ] {
-        assert!(matches!(r, Err(QueueError::LeaseLost { .. })), "{r:?}");
-    }
-    assert!(!store
-        .cancel_job(a, CancelReason::Manual, "again", Utc::now())
-        .await
-        .unwrap());
-    assert!(!store
-        .cancel_job(i64::MAX, CancelReason::Manual, "none", Utc::now())
-        .await
-        .unwrap());
-    assert_eq!(state_of(&store, a).await, JobState::Cancelled);
-    assert_eq!(state_of(&store, b).await, JobState::Discarded);
-    assert!(claim(&store, "default", &["a", "b"]).await.is_empty());
-    db.drop_db([store]).await;
-}
-
-#[tokio::test]
 async fn cancel_job_by_hand_takes_the_lease_away() {
     let db = TestDb::new().await;
     let store = db.store().await;

@@ -83,6 +83,7 @@ macro_rules! store_suite {
             unique_keys_dedup_within_their_period,
             retry_runs_again_at_its_time_with_the_next_attempt,
             release_gives_the_attempt_back,
+            cancel_and_discard_are_final,
         );
     };
     (@cases $module:ident, $fresh:path, $finish:path; $($case:ident,)*) => {
@@ -873,4 +874,112 @@ pub async fn release_gives_the_attempt_back(s: &dyn JobStore) {
     let again = claim_at(s, "default", now).await;
     assert_eq!(ids(&again), ids(&mine));
     assert!(again.iter().all(|j| j.attempt == 1 && j.token == 2));
+}
+
+/// Cancelled and discarded jobs are final, with their reason, error and finish time:
+/// nothing claims them, every lease on them is refused, a second cancel (or one of an
+/// unknown id) does nothing; a job cancelled by hand while it runs loses its lease, and a
+/// worker's own cancellation records its reason.
+pub async fn cancel_and_discard_are_final(s: &dyn JobStore) {
+    let c = s
+        .enqueue(None, &NewJob::new("w", json!({})))
+        .await
+        .unwrap()
+        .unwrap();
+    let d = s
+        .enqueue(None, &NewJob::new("w", json!({})))
+        .await
+        .unwrap()
+        .unwrap();
+    let now = Utc::now();
+    // By hand, before any runner took it.
+    assert!(s
+        .cancel_job(c, CancelReason::Manual, "by hand", now)
+        .await
+        .unwrap());
+    let claimed = claim_at(s, "default", now).await;
+    assert_eq!(ids(&claimed), [d]);
+    let d_lease = claimed[0].lease();
+    s.discard(d_lease, "out of attempts", now).await.unwrap();
+
+    let cj = s.get(c).await.unwrap().unwrap();
+    assert_eq!(cj.state, JobState::Cancelled);
+    assert!(cj.state.is_final());
+    assert_eq!(cj.cancel_reason, Some(CancelReason::Manual));
+    assert_eq!(cj.last_error.as_deref(), Some("by hand"));
+    assert!(cj.finished_at.is_some());
+    let dj = s.get(d).await.unwrap().unwrap();
+    assert_eq!(dj.state, JobState::Discarded);
+    assert_eq!(dj.cancel_reason, None);
+    assert_eq!(dj.last_error.as_deref(), Some("out of attempts"));
+    assert!(dj.finished_at.is_some());
+
+    // Nothing claims or revives them but redrive.
+    assert!(claim_at(s, "default", now + ms(86_400_000))
+        .await
+        .is_empty());
+    assert!(lost(s.complete(d_lease, now).await, d));
+    assert!(lost(s.retry(d_lease, now, "again").await, d));
+    assert!(lost(s.discard(d_lease, "again", now).await, d));
+    assert!(lost(
+        s.cancel(d_lease, CancelReason::Worker, "again", now).await,
+        d
+    ));
+    for id in [c, d] {
+        assert!(!s
+            .cancel_job(id, CancelReason::Manual, "again", now)
+            .await
+            .unwrap());
+    }
+    assert!(!s
+        .cancel_job(i64::MAX, CancelReason::Manual, "none", now)
+        .await
+        .unwrap());
+    assert_eq!(s.get(c).await.unwrap().unwrap(), cj);
+    assert_eq!(s.get(d).await.unwrap().unwrap(), dj);
+
+    // Cancelled by hand while it runs: its runner finds the lease lost.
+    let e = s
+        .enqueue(None, &NewJob::new("w", json!({})))
+        .await
+        .unwrap()
+        .unwrap();
+    let running = claim_at(s, "default", now).await;
+    assert_eq!(ids(&running), [e]);
+    assert!(s
+        .cancel_job(e, CancelReason::Manual, "stop it", now)
+        .await
+        .unwrap());
+    assert!(lost(s.complete(running[0].lease(), now).await, e));
+    assert_eq!(
+        s.heartbeat(&[running[0].lease()], now + ms(60_000))
+            .await
+            .unwrap(),
+        [e]
+    );
+    let ej = s.get(e).await.unwrap().unwrap();
+    assert_eq!(
+        (ej.state, ej.cancel_reason),
+        (JobState::Cancelled, Some(CancelReason::Manual))
+    );
+
+    // A worker's own cancellation, with its reason.
+    let f = s
+        .enqueue(None, &NewJob::new("w", json!({})))
+        .await
+        .unwrap()
+        .unwrap();
+    let running = claim_at(s, "default", now).await;
+    s.cancel(
+        running[0].lease(),
+        CancelReason::SignalNotFound,
+        "signal_not_found: gone",
+        now,
+    )
+    .await
+    .unwrap();
+    let fj = s.get(f).await.unwrap().unwrap();
+    assert_eq!(fj.cancel_reason, Some(CancelReason::SignalNotFound));
+    assert_eq!(fj.last_error.as_deref(), Some("signal_not_found: gone"));
+    assert!(lost(s.discard(running[0].lease(), "again", now).await, f));
 }
