@@ -600,124 +600,6 @@ async fn a_corrupt_row_does_not_take_its_claim_batch_down() {
 }
 
 #[tokio::test]
-async fn scheduled_jobs_wait_for_their_time() {
-    let db = TestDb::new().await;
-    let store = db.store().await;
-    let at = later(3600);
-    let id = store
-        .enqueue(None, &job("later").scheduled_at(at))
-        .await
-        .unwrap()
-        .unwrap();
-    let stored = store.get(id).await.unwrap().unwrap();
-    assert_eq!(stored.state, JobState::Scheduled);
-    assert_eq!(
-        stored.scheduled_at.timestamp_millis(),
-        at.timestamp_millis()
-    );
-    assert!(claim(&store, "default", &["later"]).await.is_empty());
-    let claimed = store
-        .claim(
-            "default",
-            &names(&["later"]),
-            10,
-            "r",
-            at + chrono::Duration::seconds(1),
-            later(7200),
-        )
-        .await
-        .unwrap();
-    assert_eq!(ids(&claimed), [id]);
-    db.drop_db([store]).await;
-}
-
-#[tokio::test]
-async fn unique_keys_deduplicate_live_jobs() {
-    let db = TestDb::new().await;
-    let store = db.store().await;
-    let period = Duration::from_secs(60);
-    let first = store
-        .enqueue(None, &job("w").unique("k1", period))
-        .await
-        .unwrap();
-    assert!(first.is_some());
-    assert_eq!(
-        store
-            .enqueue(None, &job("w").unique("k1", period))
-            .await
-            .unwrap(),
-        None
-    );
-    assert!(store
-        .enqueue(None, &job("w").unique("k2", period))
-        .await
-        .unwrap()
-        .is_some());
-
-    // A cancelled job no longer holds its key.
-    assert!(store
-        .cancel_job(first.unwrap(), CancelReason::Manual, "by hand", Utc::now())
-        .await
-        .unwrap());
-    assert!(store
-        .enqueue(None, &job("w").unique("k1", period))
-        .await
-        .unwrap()
-        .is_some());
-
-    // An expired period no longer holds the key.
-    assert!(store
-        .enqueue(None, &job("w").unique("short", Duration::from_millis(1)))
-        .await
-        .unwrap()
-        .is_some());
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    assert!(store
-        .enqueue(None, &job("w").unique("short", Duration::from_millis(1)))
-        .await
-        .unwrap()
-        .is_some());
-
-    // In one batch: the first of a key wins, and a deduplicated job stores no signal.
-    let sig = Arc::new(signal(7));
-    let batch = vec![
-        (None, job("w").unique("k3", period)),
-        (Some(sig.clone()), job("w").unique("k3", period)),
-        (None, job("w").unique("k2", period)),
-        (None, job("w")),
-    ];
-    let ids = store.enqueue_many(&batch).await.unwrap();
-    assert!(ids[0].is_some());
-    assert_eq!(ids[1], None);
-    assert_eq!(ids[2], None);
-    assert!(ids[3].is_some());
-    assert!(store
-        .load_signal(sig.source(), sig.id())
-        .await
-        .unwrap()
-        .is_none());
-    db.drop_db([store]).await;
-}
-
-#[tokio::test]
-async fn invalid_jobs_are_rejected() {
-    let db = TestDb::new().await;
-    let store = db.store().await;
-    for bad in [
-        job("w").priority(10),
-        job("w").priority(-1),
-        job("w").max_attempts(0),
-        job("w").queue(""),
-        job(""),
-    ] {
-        let err = store.enqueue(None, &bad).await.unwrap_err();
-        assert!(matches!(err, QueueError::Invalid(_)), "{bad:?}: {err}");
-    }
-    assert_eq!(store.counts().await.unwrap().values().sum::<u64>(), 0);
-    db.drop_db([store]).await;
-}
-
-#[tokio::test]
 async fn concurrent_unique_enqueues_insert_exactly_one() {
     let db = TestDb::new().await;
     let store = db.store().await;
@@ -744,119 +626,6 @@ async fn concurrent_unique_enqueues_insert_exactly_one() {
             .await
             .unwrap();
     assert_eq!(rows, 1);
-    db.drop_db([store]).await;
-}
-
-#[tokio::test]
-async fn retry_runs_again_with_the_next_attempt() {
-    let db = TestDb::new().await;
-    let store = db.store().await;
-    let id = store.enqueue(None, &job("w")).await.unwrap().unwrap();
-    let first = claim(&store, "default", &["w"]).await;
-    assert_eq!((first[0].attempt, first[0].token), (1, 1));
-    let at = later(30);
-    store.retry(first[0].lease(), at, "boom").await.unwrap();
-    let j = store.get(id).await.unwrap().unwrap();
-    assert_eq!(j.state, JobState::Retryable);
-    assert_eq!(j.last_error.as_deref(), Some("boom"));
-    assert_eq!(j.scheduled_at.timestamp_millis(), at.timestamp_millis());
-    assert!(
-        claim(&store, "default", &["w"]).await.is_empty(),
-        "not before its time"
-    );
-    let again = store
-        .claim("default", &names(&["w"]), 10, "r", later(31), later(90))
-        .await
-        .unwrap();
-    assert_eq!((again[0].attempt, again[0].token), (2, 2));
-    // Retry only applies to executing jobs held under the lease.
-    store.complete(again[0].lease(), Utc::now()).await.unwrap();
-    assert!(matches!(
-        store.retry(again[0].lease(), Utc::now(), "late").await,
-        Err(QueueError::LeaseLost { job }) if job == id
-    ));
-    assert_eq!(state_of(&store, id).await, JobState::Completed);
-    db.drop_db([store]).await;
-}
-
-#[tokio::test]
-async fn snooze_gives_the_attempt_back() {
-    let db = TestDb::new().await;
-    let store = db.store().await;
-    let id = store.enqueue(None, &job("w")).await.unwrap().unwrap();
-    let first = claim(&store, "default", &["w"]).await;
-    assert_eq!(first[0].attempt, 1);
-    store.snooze(first[0].lease(), later(5)).await.unwrap();
-    let j = store.get(id).await.unwrap().unwrap();
-    assert_eq!(j.state, JobState::Scheduled);
-    assert_eq!(j.attempt, 0);
-    assert!(claim(&store, "default", &["w"]).await.is_empty());
-    let again = store
-        .claim("default", &names(&["w"]), 10, "r", later(6), later(60))
-        .await
-        .unwrap();
-    assert_eq!((again[0].attempt, again[0].token), (1, 2));
-    assert!(matches!(
-        store.snooze(first[0].lease(), later(5)).await,
-        Err(QueueError::LeaseLost { .. })
-    ));
-    db.drop_db([store]).await;
-}
-
-#[tokio::test]
-async fn cancel_and_discard_are_final() {
-    let db = TestDb::new().await;
-    let store = db.store().await;
-    let a = store.enqueue(None, &job("a")).await.unwrap().unwrap();
-    let b = store.enqueue(None, &job("b")).await.unwrap().unwrap();
-    let claimed = claim(&store, "default", &["a", "b"]).await;
-    let (la, lb) = (claimed[0].lease(), claimed[1].lease());
-    store
-        .cancel(
-            la,
-            CancelReason::SignalNotFound,
-            "signal_not_found: gone",
-            Utc::now(),
-        )
-        .await
-        .unwrap();
-    store
-        .discard(lb, "out of attempts", Utc::now())
-        .await
-        .unwrap();
-    let ja = store.get(a).await.unwrap().unwrap();
-    let jb = store.get(b).await.unwrap().unwrap();
-    assert_eq!(ja.state, JobState::Cancelled);
-    assert_eq!(ja.cancel_reason, Some(CancelReason::SignalNotFound));
-    assert_eq!(ja.last_error.as_deref(), Some("signal_not_found: gone"));
-    assert!(ja.finished_at.is_some());
-    assert_eq!(jb.state, JobState::Discarded);
-    assert_eq!(jb.cancel_reason, None);
-    assert_eq!(jb.last_error.as_deref(), Some("out of attempts"));
-    assert!(jb.finished_at.is_some());
-
-    // Final states stay final: every lease is lost.
-    for r in [
-        store.complete(la, Utc::now()).await,
-        store.discard(la, "again", Utc::now()).await,
-        store
-            .cancel(lb, CancelReason::Worker, "again", Utc::now())
-            .await,
-        store.retry(lb, Utc::now(), "again").await,
-    ] {
-        assert!(matches!(r, Err(QueueError::LeaseLost { .. })), "{r:?}");
-    }
-    assert!(!store
-        .cancel_job(a, CancelReason::Manual, "again", Utc::now())
-        .await
-        .unwrap());
-    assert!(!store
-        .cancel_job(i64::MAX, CancelReason::Manual, "none", Utc::now())
-        .await
-        .unwrap());
-    assert_eq!(state_of(&store, a).await, JobState::Cancelled);
-    assert_eq!(state_of(&store, b).await, JobState::Discarded);
-    assert!(claim(&store, "default", &["a", "b"]).await.is_empty());
     db.drop_db([store]).await;
 }
 
@@ -1188,35 +957,6 @@ async fn complete_many_returns_the_leases_it_lost() {
         .await
         .unwrap()
         .is_empty());
-    db.drop_db([store]).await;
-}
-
-#[tokio::test]
-async fn release_gives_jobs_back_to_the_queue() {
-    let db = TestDb::new().await;
-    let store = db.store().await;
-    for _ in 0..3 {
-        store.enqueue(None, &job("w")).await.unwrap();
-    }
-    let w = names(&["w"]);
-    let leaving = store
-        .claim("default", &w, 2, "leaving", Utc::now(), later(60))
-        .await
-        .unwrap();
-    store
-        .claim("default", &w, 1, "staying", Utc::now(), later(60))
-        .await
-        .unwrap();
-    assert_eq!(store.release("leaving", Utc::now()).await.unwrap(), 2);
-    let available = store.list(JobState::Available, 10).await.unwrap();
-    assert_eq!(available.len(), 2);
-    assert!(available.iter().all(|j| j.attempt == 0));
-    assert_eq!(store.list(JobState::Executing, 10).await.unwrap().len(), 1);
-    // A released job is no longer held.
-    assert!(matches!(
-        store.complete(leaving[0].lease(), Utc::now()).await,
-        Err(QueueError::LeaseLost { .. })
-    ));
     db.drop_db([store]).await;
 }
 
@@ -2445,14 +2185,18 @@ async fn debug_never_shows_the_password() {
     db.drop_db([store]).await;
 }
 
-/// The conformance suite every store passes, on a fresh PostgreSQL database.
-#[tokio::test]
-async fn postgres_store_conformance() {
+/// The conformance suite every store passes, each case on a fresh PostgreSQL database.
+async fn fresh_store() -> (Arc<dyn JobStore>, (TestDb, PostgresStore)) {
     let db = TestDb::new().await;
     let store = db.store().await;
-    queue_suite::run_all(std::sync::Arc::new(store.clone())).await;
+    (Arc::new(store.clone()), (db, store))
+}
+
+async fn drop_fresh((db, store): (TestDb, PostgresStore)) {
     db.drop_db([store]).await;
 }
+
+store_suite!(conformance, fresh_store, drop_fresh);
 
 /// Forwarder jobs run end to end on PostgreSQL, and a second runner on another connection
 /// never runs a job twice.

@@ -13,6 +13,9 @@
 //! no-op in a normal run) with `SIGNAL_BUS_SQLITE_CHILD` naming its role (`writer` or
 //! `claimer`); a child reports on stdout lines starting with `@@sqlite `.
 
+#[path = "support/queue_suite.rs"]
+mod queue_suite;
+
 use std::{
     collections::{BTreeMap, BTreeSet, HashSet},
     future::Future,
@@ -68,6 +71,18 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// The conformance suite every store passes, each case on a fresh database file.
+async fn fresh_store() -> (Arc<dyn JobStore>, TempDir) {
+    let dir = TempDir::new("suite");
+    (Arc::new(store(&dir).await), dir)
+}
+
+async fn drop_fresh(dir: TempDir) {
+    drop(dir);
+}
+
+store_suite!(conformance, fresh_store, drop_fresh);
 
 async fn store(dir: &TempDir) -> SqliteStore {
     SqliteStore::open(dir.db()).await.expect("open store")
@@ -293,38 +308,6 @@ async fn enqueue_claim_complete_roundtrip() {
 }
 
 #[tokio::test]
-async fn invalid_jobs_store_nothing() {
-    let dir = TempDir::new("invalid");
-    let store = store(&dir).await;
-    let sig = signal(1);
-    for bad in [
-        job("w").queue(""),
-        job(""),
-        job("w").max_attempts(0),
-        job("w").priority(10),
-        job("w").priority(-1),
-    ] {
-        let err = store.enqueue(Some(&sig), &bad).await.unwrap_err();
-        assert!(matches!(err, QueueError::Invalid(_)), "{err}");
-    }
-    let items = vec![
-        (Some(Arc::new(sig.clone())), job("w")),
-        (None, job("w").priority(12)),
-    ];
-    assert!(matches!(
-        store.enqueue_many(&items).await,
-        Err(QueueError::Invalid(_))
-    ));
-    let counts = store.counts().await.unwrap();
-    assert!(counts.values().all(|&n| n == 0), "{counts:?}");
-    assert_eq!(
-        store.load_signal(sig.source(), sig.id()).await.unwrap(),
-        None,
-        "not even the signal"
-    );
-}
-
-#[tokio::test]
 async fn claim_order_is_priority_then_scheduled_at_then_id() {
     let dir = TempDir::new("order");
     let store = store(&dir).await;
@@ -377,238 +360,6 @@ async fn claim_order_is_priority_then_scheduled_at_then_id() {
         .unwrap();
     assert_eq!(ids(&theirs), [foreign]);
     assert_eq!(theirs[0].attempt, 1, "no attempt was spent while it waited");
-}
-
-#[tokio::test]
-async fn scheduled_jobs_wait_for_their_time() {
-    let dir = TempDir::new("scheduled");
-    let store = store(&dir).await;
-    let now = Utc::now();
-    let at = now + secs(3600);
-    let id = store
-        .enqueue(None, &job("w").scheduled_at(at))
-        .await
-        .unwrap()
-        .unwrap();
-    let j = get(&store, id).await;
-    assert_eq!(j.state, JobState::Scheduled);
-    assert_eq!(j.scheduled_at.timestamp_millis(), at.timestamp_millis());
-    assert!(claim_all(&store, now).await.is_empty());
-    assert!(claim_all(&store, at - ms(1)).await.is_empty());
-    let jobs = claim_all(&store, at).await;
-    assert_eq!(ids(&jobs), [id]);
-}
-
-#[tokio::test]
-async fn unique_keys_dedup_within_their_period() {
-    let dir = TempDir::new("unique");
-    let store = store(&dir).await;
-    let long = Duration::from_secs(3600);
-    let first = store
-        .enqueue(None, &job("w").unique("k1", long))
-        .await
-        .unwrap();
-    assert!(first.is_some());
-    assert_eq!(
-        store
-            .enqueue(None, &job("w").unique("k1", long))
-            .await
-            .unwrap(),
-        None
-    );
-    // Other keys are independent.
-    assert!(store
-        .enqueue(None, &job("w").unique("k2", long))
-        .await
-        .unwrap()
-        .is_some());
-    // A cancelled job no longer holds its key.
-    assert!(store
-        .cancel_job(first.unwrap(), CancelReason::Manual, "by hand", Utc::now())
-        .await
-        .unwrap());
-    assert!(store
-        .enqueue(None, &job("w").unique("k1", long))
-        .await
-        .unwrap()
-        .is_some());
-
-    // After the period the key is free again. The store reads the clock itself here, so
-    // wait for the key to be free rather than for a fixed time; it must not be free before
-    // the period is over.
-    let short = Duration::from_millis(20);
-    let t0 = Utc::now();
-    assert!(store
-        .enqueue(None, &job("w").unique("k3", short))
-        .await
-        .unwrap()
-        .is_some());
-    let freed_at = eventually("the unique period to end", || {
-        let store = store.clone();
-        async move {
-            let id = store
-                .enqueue(None, &job("w").unique("k3", short))
-                .await
-                .unwrap();
-            id.map(|_| Utc::now())
-        }
-    })
-    .await;
-    let waited = freed_at - t0;
-    assert!(
-        waited >= TimeDelta::from_std(short).unwrap(),
-        "freed after {waited}"
-    );
-
-    // Within one enqueue_many too.
-    let items = vec![
-        (None, job("w").unique("k4", long)),
-        (None, job("w").unique("k4", long)),
-    ];
-    let ids = store.enqueue_many(&items).await.unwrap();
-    assert!(ids[0].is_some());
-    assert_eq!(ids[1], None);
-}
-
-#[tokio::test]
-async fn retry_runs_again_at_its_time_with_the_next_attempt() {
-    let dir = TempDir::new("retry");
-    let store = store(&dir).await;
-    let id = store.enqueue(None, &job("w")).await.unwrap().unwrap();
-    let now = Utc::now();
-    let first = claim_all(&store, now).await;
-    assert_eq!((first[0].attempt, first[0].token), (1, 1));
-    store
-        .retry(first[0].lease(), now + secs(10), "boom")
-        .await
-        .unwrap();
-    let j = get(&store, id).await;
-    assert_eq!(j.state, JobState::Retryable);
-    assert_eq!(j.last_error.as_deref(), Some("boom"));
-    assert_eq!(j.attempt, 1);
-    assert!(claim_all(&store, now + secs(5)).await.is_empty());
-    let again = claim_all(&store, now + secs(10)).await;
-    assert_eq!(ids(&again), [id]);
-    assert_eq!((again[0].attempt, again[0].token), (2, 2));
-    assert_eq!(again[0].state, JobState::Executing);
-    // The first attempt's lease is stale now.
-    assert!(lost(store.retry(first[0].lease(), now, "late").await, id));
-    assert!(lost(store.complete(first[0].lease(), now).await, id));
-    assert_eq!(get(&store, id).await.state, JobState::Executing);
-}
-
-#[tokio::test]
-async fn snooze_gives_the_attempt_back() {
-    let dir = TempDir::new("snooze");
-    let store = store(&dir).await;
-    let id = store.enqueue(None, &job("w")).await.unwrap().unwrap();
-    let now = Utc::now();
-    let first = claim_all(&store, now).await;
-    assert_eq!(first[0].attempt, 1);
-    store
-        .snooze(first[0].lease(), now + secs(60))
-        .await
-        .unwrap();
-    let j = get(&store, id).await;
-    assert_eq!(j.state, JobState::Scheduled);
-    assert_eq!(j.attempt, 0);
-    assert!(claim_all(&store, now + secs(30)).await.is_empty());
-    let again = claim_all(&store, now + secs(61)).await;
-    assert_eq!((again[0].attempt, again[0].token), (1, 2));
-    assert!(lost(
-        store.snooze(first[0].lease(), now + secs(600)).await,
-        id
-    ));
-}
-
-#[tokio::test]
-async fn cancel_and_discard_are_final() {
-    let dir = TempDir::new("final");
-    let store = store(&dir).await;
-    let c = store.enqueue(None, &job("w")).await.unwrap().unwrap();
-    let d = store.enqueue(None, &job("w")).await.unwrap().unwrap();
-    let now = Utc::now();
-    // By hand, before any runner took it.
-    assert!(store
-        .cancel_job(c, CancelReason::Manual, "by hand", now)
-        .await
-        .unwrap());
-    let claimed = claim_all(&store, now).await;
-    assert_eq!(ids(&claimed), [d]);
-    let d_lease = claimed[0].lease();
-    store
-        .discard(d_lease, "out of attempts", now)
-        .await
-        .unwrap();
-
-    let cj = get(&store, c).await;
-    assert_eq!(cj.state, JobState::Cancelled);
-    assert!(cj.state.is_final());
-    assert_eq!(cj.cancel_reason, Some(CancelReason::Manual));
-    assert_eq!(cj.last_error.as_deref(), Some("by hand"));
-    assert!(cj.finished_at.is_some());
-    let dj = get(&store, d).await;
-    assert_eq!(dj.state, JobState::Discarded);
-    assert_eq!(dj.cancel_reason, None);
-    assert_eq!(dj.last_error.as_deref(), Some("out of attempts"));
-    assert!(dj.finished_at.is_some());
-
-    // Nothing claims or revives them but redrive.
-    assert!(claim_all(&store, now + secs(86_400)).await.is_empty());
-    assert!(lost(store.complete(d_lease, now).await, d));
-    assert!(lost(store.retry(d_lease, now, "again").await, d));
-    assert!(lost(
-        store
-            .cancel(d_lease, CancelReason::Worker, "again", now)
-            .await,
-        d
-    ));
-    for id in [c, d] {
-        assert!(!store
-            .cancel_job(id, CancelReason::Manual, "again", now)
-            .await
-            .unwrap());
-    }
-    assert_eq!(get(&store, c).await, cj);
-    assert_eq!(get(&store, d).await, dj);
-
-    // Cancelled by hand while it runs: its runner finds the lease lost.
-    let e = store.enqueue(None, &job("w")).await.unwrap().unwrap();
-    let running = claim_all(&store, now).await;
-    assert_eq!(ids(&running), [e]);
-    assert!(store
-        .cancel_job(e, CancelReason::Manual, "stop it", now)
-        .await
-        .unwrap());
-    assert!(lost(store.complete(running[0].lease(), now).await, e));
-    assert_eq!(
-        store
-            .heartbeat(&[running[0].lease()], now + secs(60))
-            .await
-            .unwrap(),
-        [e]
-    );
-    let ej = get(&store, e).await;
-    assert_eq!(
-        (ej.state, ej.cancel_reason),
-        (JobState::Cancelled, Some(CancelReason::Manual))
-    );
-
-    // A worker's own cancellation, with its reason.
-    let f = store.enqueue(None, &job("w")).await.unwrap().unwrap();
-    let running = claim_all(&store, now).await;
-    store
-        .cancel(
-            running[0].lease(),
-            CancelReason::SignalNotFound,
-            "signal_not_found: gone",
-            now,
-        )
-        .await
-        .unwrap();
-    let fj = get(&store, f).await;
-    assert_eq!(fj.cancel_reason, Some(CancelReason::SignalNotFound));
-    assert_eq!(fj.last_error.as_deref(), Some("signal_not_found: gone"));
 }
 
 #[tokio::test]
@@ -681,31 +432,6 @@ async fn rescue_treats_an_expired_lease_as_a_failed_attempt() {
         "{:?}",
         j.last_error
     );
-}
-
-#[tokio::test]
-async fn release_gives_the_attempt_back() {
-    let dir = TempDir::new("release");
-    let store = store(&dir).await;
-    enqueue_n(&store, 3).await;
-    let now = Utc::now();
-    let mine = claim_n(&store, 2, "a", now).await;
-    let theirs = claim_n(&store, 2, "b", now).await;
-    assert_eq!((mine.len(), theirs.len()), (2, 1));
-    assert_eq!(store.release("nobody", now).await.unwrap(), 0);
-    assert_eq!(store.release("a", now).await.unwrap(), 2);
-    for j in &mine {
-        let j = get(&store, j.id).await;
-        assert_eq!(j.state, JobState::Available);
-        assert_eq!(j.attempt, 0);
-        assert!(lost(store.complete(mine[0].lease(), now).await, mine[0].id));
-    }
-    let theirs = get(&store, theirs[0].id).await;
-    assert_eq!(theirs.state, JobState::Executing);
-    assert_eq!(theirs.attempt, 1);
-    let again = claim_all(&store, now).await;
-    assert_eq!(ids(&again), ids(&mine));
-    assert!(again.iter().all(|j| j.attempt == 1 && j.token == 2));
 }
 
 #[tokio::test]

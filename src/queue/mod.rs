@@ -12,6 +12,8 @@ mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod runner;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod store;

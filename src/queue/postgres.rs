@@ -45,7 +45,7 @@ use sqlx::{
 use tokio::sync::{Mutex, Notify};
 
 use super::{
-    from_ms,
+    sql::{self, sql_limit, Placement},
     store::{RescueBackoff, SignalKey},
     to_ms, CancelReason, Job, JobState, JobStore, LeaseToken, NewJob, QueueError,
 };
@@ -487,11 +487,6 @@ fn store_error(e: impl fmt::Display) -> QueueError {
     QueueError::store(BACKEND, e)
 }
 
-/// A `usize` limit to SQL.
-fn sql_limit(limit: usize) -> i64 {
-    i64::try_from(limit).unwrap_or(i64::MAX)
-}
-
 /// Runs the missing migrations, in one transaction under an advisory lock.
 async fn migrate(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     let mut tx = conn.begin().await?;
@@ -535,29 +530,15 @@ async fn migrate(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
 struct Prepared<'a> {
     signal: Option<&'a Signal>,
     job: &'a NewJob,
-    state: JobState,
-    scheduled_at: i64,
-    unique_until: Option<i64>,
+    placed: Placement,
 }
 
 impl<'a> Prepared<'a> {
     fn new(signal: Option<&'a Signal>, job: &'a NewJob, now: DateTime<Utc>) -> Self {
-        let scheduled_at = job.scheduled_at.unwrap_or(now);
-        let state = if scheduled_at > now {
-            JobState::Scheduled
-        } else {
-            JobState::Available
-        };
-        let unique_until = job.unique_key.as_ref().map(|_| {
-            let period = i64::try_from(job.unique_for.as_millis()).unwrap_or(i64::MAX);
-            to_ms(now).saturating_add(period)
-        });
         Prepared {
             signal,
             job,
-            state,
-            scheduled_at: to_ms(scheduled_at),
-            unique_until,
+            placed: Placement::new(job, now),
         }
     }
 
@@ -650,12 +631,12 @@ async fn insert_jobs(
         .bind(&p.job.queue)
         .bind(&p.job.worker)
         .bind(p.job.args.to_string())
-        .bind(p.state.as_str())
+        .bind(p.placed.state.as_str())
         .bind(p.max_attempts())
         .bind(p.job.priority)
-        .bind(p.scheduled_at)
+        .bind(p.placed.scheduled_at)
         .bind(p.job.unique_key.as_deref())
-        .bind(p.unique_until)
+        .bind(p.placed.unique_until)
         .fetch_one(&mut *conn)
         .await?;
         results[*i] = Some(id);
@@ -706,12 +687,12 @@ async fn insert_jobs(
         queues.push(p.job.queue.as_str());
         workers.push(p.job.worker.as_str());
         args.push(p.job.args.to_string());
-        states.push(p.state.as_str());
+        states.push(p.placed.state.as_str());
         max_attempts.push(p.max_attempts());
         priorities.push(p.job.priority);
-        scheduled.push(p.scheduled_at);
+        scheduled.push(p.placed.scheduled_at);
         unique_keys.push(p.job.unique_key.as_deref());
-        unique_until.push(p.unique_until);
+        unique_until.push(p.placed.unique_until);
         job_sources.push(p.signal.map(Signal::source));
         job_signal_ids.push(p.signal.map(Signal::id));
     }
@@ -771,49 +752,9 @@ async fn insert_jobs(
 /// A stored row back to a job; a row that does not hold a valid job is
 /// [`QueueError::Corrupt`], naming the job id.
 fn job_from_row(row: &PgRow) -> Result<Job, QueueError> {
-    let id: i64 = row.try_get("id").map_err(store_error)?;
-    let corrupt = |what: String| QueueError::Corrupt {
-        what: format!("job {id}: {what}"),
-    };
-    let get_err = |e: sqlx::Error| corrupt(e.to_string());
-    let state: String = row.try_get("state").map_err(get_err)?;
-    let state = JobState::from_str(&state).map_err(|e| corrupt(e.to_string()))?;
-    let args: String = row.try_get("args").map_err(get_err)?;
-    let args = serde_json::from_str(&args)
-        .map_err(|e| corrupt(format!("args are not valid JSON: {e}")))?;
-    let attempt: i32 = row.try_get("attempt").map_err(get_err)?;
-    let max_attempts: i32 = row.try_get("max_attempts").map_err(get_err)?;
-    let cancel_reason = row
-        .try_get::<Option<String>, _>("cancel_reason")
-        .map_err(get_err)?
-        .map(|r| CancelReason::from_str(&r))
-        .transpose()
-        .map_err(|e| corrupt(e.to_string()))?;
-    let opt_time = |column: &str| -> Result<Option<DateTime<Utc>>, QueueError> {
-        Ok(row
-            .try_get::<Option<i64>, _>(column)
-            .map_err(get_err)?
-            .map(from_ms))
-    };
-    Ok(Job {
-        id,
-        queue: row.try_get("queue").map_err(get_err)?,
-        worker: row.try_get("worker").map_err(get_err)?,
-        args,
-        state,
-        attempt: u32::try_from(attempt)
-            .map_err(|_| corrupt(format!("attempt {attempt} is out of range")))?,
-        max_attempts: u32::try_from(max_attempts)
-            .map_err(|_| corrupt(format!("max_attempts {max_attempts} is out of range")))?,
-        priority: row.try_get("priority").map_err(get_err)?,
-        inserted_at: from_ms(row.try_get("inserted_at").map_err(get_err)?),
-        scheduled_at: from_ms(row.try_get("scheduled_at").map_err(get_err)?),
-        attempted_at: opt_time("attempted_at")?,
-        finished_at: opt_time("finished_at")?,
-        unique_key: row.try_get("unique_key").map_err(get_err)?,
-        last_error: row.try_get("last_error").map_err(get_err)?,
-        cancel_reason,
-        token: row.try_get("token").map_err(get_err)?,
+    sql::job_from_row(BACKEND, row, |row, column| match column {
+        "priority" => row.try_get::<i16, _>(column).map(i64::from),
+        _ => row.try_get::<i32, _>(column).map(i64::from),
     })
 }
 
@@ -833,17 +774,6 @@ fn lost_leases(leases: &[LeaseToken], held: &[(i64, i64)]) -> Vec<i64> {
         .filter(|l| !held.contains(&(l.job, l.token)))
         .map(|l| l.job)
         .collect()
-}
-
-/// Counts per `(queue, worker)` from query rows.
-fn per_worker(
-    rows: impl IntoIterator<Item = (String, String, i64)>,
-) -> BTreeMap<(String, String), u64> {
-    let mut out = BTreeMap::new();
-    for (queue, worker, n) in rows {
-        *out.entry((queue, worker)).or_default() += u64::try_from(n).unwrap_or(0);
-    }
-    out
 }
 
 impl PostgresStore {
@@ -942,25 +872,7 @@ impl JobStore for PostgresStore {
             .fetch_all(&self.pool)
             .await
             .map_err(store_error)?;
-        let mut jobs = Vec::with_capacity(rows.len());
-        for row in &rows {
-            match job_from_row(row) {
-                Ok(job) => jobs.push(job),
-                Err(e) => {
-                    // One corrupt row must not strand the rest of the batch: it is cancelled
-                    // (no worker can run what it cannot read) and reported; the others run.
-                    let id: i64 = row.try_get("id").map_err(store_error)?;
-                    let detail = format!("schema_mismatch: {e}");
-                    self.cancel_job(id, CancelReason::SchemaMismatch, &detail, now)
-                        .await?;
-                    crate::telemetry::queue_corrupt_job(BACKEND, id, &e);
-                }
-            }
-        }
-        jobs.sort_by(|a, b| {
-            (a.priority, a.scheduled_at, a.id).cmp(&(b.priority, b.scheduled_at, b.id))
-        });
-        Ok(jobs)
+        sql::claimed_jobs(self, BACKEND, &rows, now, job_from_row).await
     }
 
     async fn heartbeat(
@@ -1269,7 +1181,7 @@ impl JobStore for PostgresStore {
             .fetch_all(&self.pool)
             .await
             .map_err(store_error)?;
-        Ok(per_worker(rows))
+        Ok(sql::per_worker(rows))
     }
 
     /// Takes the jobs with `FOR UPDATE SKIP LOCKED` (a job being claimed right now is left
@@ -1330,7 +1242,9 @@ impl JobStore for PostgresStore {
             .await
             .map_err(store_error)?;
         tx.commit().await.map_err(store_error)?;
-        Ok(per_worker(cancelled.into_iter().map(|(q, w)| (q, w, 1))))
+        Ok(sql::per_worker(
+            cancelled.into_iter().map(|(q, w)| (q, w, 1)),
+        ))
     }
 
     async fn load_signal(&self, source: &str, id: &str) -> Result<Option<Signal>, QueueError> {
@@ -1341,10 +1255,8 @@ impl JobStore for PostgresStore {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(store_error)?;
-        body.map(|body| {
-            Signal::from_json_slice(&body).map_err(|e| super::corrupt_signal(source, id, e))
-        })
-        .transpose()
+        body.map(|body| sql::signal_from_body(source, id, &body))
+            .transpose()
     }
 
     async fn load_signals(
@@ -1370,11 +1282,7 @@ impl JobStore for PostgresStore {
         .map_err(store_error)?;
         Ok(rows
             .into_iter()
-            .map(|(source, id, body)| {
-                let parsed = Signal::from_json_slice(&body)
-                    .map_err(|e| super::corrupt_signal(&source, &id, e));
-                ((source, id), parsed)
-            })
+            .map(|(source, id, body)| sql::keyed_signal(source, id, &body))
             .collect())
     }
 

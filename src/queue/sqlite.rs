@@ -42,7 +42,7 @@ use sqlx::{
 };
 
 use super::{
-    from_ms,
+    sql::{self, sql_limit, Placement},
     store::{RescueBackoff, SignalKey},
     to_ms, CancelReason, Job, JobState, JobStore, LeaseToken, NewJob, QueueError,
 };
@@ -400,11 +400,6 @@ fn store_error(e: sqlx::Error) -> QueueError {
     QueueError::store(BACKEND, e)
 }
 
-/// `usize` limit to SQL.
-fn sql_limit(limit: usize) -> i64 {
-    i64::try_from(limit).unwrap_or(i64::MAX)
-}
-
 /// Ids as a JSON array, for `id IN (SELECT value FROM json_each(?))`: one bind for any
 /// number of ids.
 fn json_ids(ids: &[i64]) -> String {
@@ -435,8 +430,7 @@ fn parse_signal_row(
     let source: String = row.try_get("source").map_err(store_error)?;
     let id: String = row.try_get("id").map_err(store_error)?;
     let body: Vec<u8> = row.try_get("body").map_err(store_error)?;
-    let parsed = Signal::from_json_slice(&body).map_err(|e| super::corrupt_signal(&source, &id, e));
-    Ok(((source, id), parsed))
+    Ok(sql::keyed_signal(source, id, &body))
 }
 
 /// Storing a signal again keeps its first body and renews its age (retention counts from
@@ -475,21 +469,16 @@ async fn insert_bulk(
              priority, inserted_at, scheduled_at, signal_source, signal_id) ",
         );
         q.push_values(chunk, |mut b, (signal, job)| {
-            let scheduled_at = job.scheduled_at.unwrap_or(now);
-            let state = if scheduled_at > now {
-                JobState::Scheduled
-            } else {
-                JobState::Available
-            };
+            let placed = Placement::new(job, now);
             b.push_bind(job.queue.clone())
                 .push_bind(job.worker.clone())
                 .push_bind(job.args.to_string())
-                .push_bind(state.as_str())
+                .push_bind(placed.state.as_str())
                 .push_bind(0_i64)
                 .push_bind(i64::from(job.max_attempts))
                 .push_bind(i64::from(job.priority))
                 .push_bind(now_ms)
-                .push_bind(to_ms(scheduled_at))
+                .push_bind(placed.scheduled_at)
                 .push_bind(signal.as_ref().map(|s| s.source().to_owned()))
                 .push_bind(signal.as_ref().map(|s| s.id().to_owned()));
         });
@@ -516,26 +505,21 @@ async fn insert_job(
     now: DateTime<Utc>,
 ) -> Result<Option<i64>, sqlx::Error> {
     let now_ms = to_ms(now);
-    let unique_until = match &job.unique_key {
-        Some(key) => {
-            let live = sqlx::query(
-                "SELECT 1 FROM signal_bus_jobs
-                 WHERE unique_key = ? AND unique_until > ?
-                   AND state NOT IN ('cancelled', 'discarded')
-                 LIMIT 1",
-            )
-            .bind(key)
-            .bind(now_ms)
-            .fetch_optional(&mut *conn)
-            .await?;
-            if live.is_some() {
-                return Ok(None);
-            }
-            let period = i64::try_from(job.unique_for.as_millis()).unwrap_or(i64::MAX);
-            Some(now_ms.saturating_add(period))
+    if let Some(key) = &job.unique_key {
+        let live = sqlx::query(
+            "SELECT 1 FROM signal_bus_jobs
+             WHERE unique_key = ? AND unique_until > ?
+               AND state NOT IN ('cancelled', 'discarded')
+             LIMIT 1",
+        )
+        .bind(key)
+        .bind(now_ms)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if live.is_some() {
+            return Ok(None);
         }
-        None => None,
-    };
+    }
     if let Some(signal) = signal {
         let body = signal.to_json_bytes();
         sqlx::query(&format!(
@@ -550,12 +534,7 @@ async fn insert_job(
         .execute(&mut *conn)
         .await?;
     }
-    let scheduled_at = job.scheduled_at.unwrap_or(now);
-    let state = if scheduled_at > now {
-        JobState::Scheduled
-    } else {
-        JobState::Available
-    };
+    let placed = Placement::new(job, now);
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO signal_bus_jobs
             (queue, worker, args, state, attempt, max_attempts, priority, inserted_at,
@@ -566,13 +545,13 @@ async fn insert_job(
     .bind(&job.queue)
     .bind(&job.worker)
     .bind(job.args.to_string())
-    .bind(state.as_str())
+    .bind(placed.state.as_str())
     .bind(i64::from(job.max_attempts))
     .bind(i64::from(job.priority))
     .bind(now_ms)
-    .bind(to_ms(scheduled_at))
+    .bind(placed.scheduled_at)
     .bind(&job.unique_key)
-    .bind(unique_until)
+    .bind(placed.unique_until)
     .bind(signal.map(Signal::source))
     .bind(signal.map(Signal::id))
     .fetch_one(&mut *conn)
@@ -583,52 +562,7 @@ async fn insert_job(
 /// A stored row back to a job; a row that does not hold a valid job is
 /// [`QueueError::Corrupt`], naming the job id.
 fn job_from_row(row: &SqliteRow) -> Result<Job, QueueError> {
-    let id: i64 = row.try_get("id").map_err(store_error)?;
-    let corrupt = |what: String| QueueError::Corrupt {
-        what: format!("job {id}: {what}"),
-    };
-    let get_err = |e: sqlx::Error| corrupt(e.to_string());
-    let state: String = row.try_get("state").map_err(get_err)?;
-    let state = JobState::from_str(&state).map_err(|e| corrupt(e.to_string()))?;
-    let args: String = row.try_get("args").map_err(get_err)?;
-    let args = serde_json::from_str(&args)
-        .map_err(|e| corrupt(format!("args are not valid JSON: {e}")))?;
-    let attempt: i64 = row.try_get("attempt").map_err(get_err)?;
-    let max_attempts: i64 = row.try_get("max_attempts").map_err(get_err)?;
-    let priority: i64 = row.try_get("priority").map_err(get_err)?;
-    let opt_time = |column: &str| -> Result<Option<DateTime<Utc>>, QueueError> {
-        Ok(row
-            .try_get::<Option<i64>, _>(column)
-            .map_err(get_err)?
-            .map(from_ms))
-    };
-    let cancel_reason = row
-        .try_get::<Option<String>, _>("cancel_reason")
-        .map_err(get_err)?
-        .map(|r| CancelReason::from_str(&r))
-        .transpose()
-        .map_err(|e| corrupt(e.to_string()))?;
-    Ok(Job {
-        id,
-        queue: row.try_get("queue").map_err(get_err)?,
-        worker: row.try_get("worker").map_err(get_err)?,
-        args,
-        state,
-        attempt: u32::try_from(attempt)
-            .map_err(|_| corrupt(format!("attempt {attempt} is out of range")))?,
-        max_attempts: u32::try_from(max_attempts)
-            .map_err(|_| corrupt(format!("max_attempts {max_attempts} is out of range")))?,
-        priority: i16::try_from(priority)
-            .map_err(|_| corrupt(format!("priority {priority} is out of range")))?,
-        inserted_at: from_ms(row.try_get("inserted_at").map_err(get_err)?),
-        scheduled_at: from_ms(row.try_get("scheduled_at").map_err(get_err)?),
-        attempted_at: opt_time("attempted_at")?,
-        finished_at: opt_time("finished_at")?,
-        unique_key: row.try_get("unique_key").map_err(get_err)?,
-        last_error: row.try_get("last_error").map_err(get_err)?,
-        cancel_reason,
-        token: row.try_get("token").map_err(get_err)?,
-    })
+    sql::job_from_row(BACKEND, row, |row, column| row.try_get(column))
 }
 
 /// Runnable at `?` (bound once): available, or scheduled/retryable whose time has come.
@@ -666,15 +600,17 @@ impl SqliteStore {
         .bind(to_ms(seen_since))
         .fetch_all(&mut *conn)
         .await?;
-        let mut out = BTreeMap::new();
-        for row in rows {
-            let n: i64 = row.try_get("n")?;
-            out.insert(
-                (row.try_get("queue")?, row.try_get("worker")?),
-                u64::try_from(n).unwrap_or(0),
-            );
-        }
-        Ok(out)
+        let rows = rows
+            .iter()
+            .map(|row| {
+                Ok((
+                    row.try_get("queue")?,
+                    row.try_get("worker")?,
+                    row.try_get("n")?,
+                ))
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        Ok(sql::per_worker(rows))
     }
 }
 
@@ -775,24 +711,7 @@ impl JobStore for SqliteStore {
         .fetch_all(&self.writer)
         .await
         .map_err(store_error)?;
-        let mut jobs = Vec::with_capacity(rows.len());
-        for row in &rows {
-            match job_from_row(row) {
-                Ok(job) => jobs.push(job),
-                Err(e) => {
-                    // One corrupt row must not strand the rest of the batch: it is cancelled
-                    // (no worker can run what it cannot read) and reported; the others run.
-                    let id: i64 = row.try_get("id").map_err(store_error)?;
-                    let detail = format!("schema_mismatch: {e}");
-                    self.cancel_job(id, CancelReason::SchemaMismatch, &detail, now)
-                        .await?;
-                    crate::telemetry::queue_corrupt_job(BACKEND, id, &e);
-                }
-            }
-        }
-        // RETURNING gives rows in no particular order.
-        jobs.sort_by_key(|j| (j.priority, j.scheduled_at, j.id));
-        Ok(jobs)
+        sql::claimed_jobs(self, BACKEND, &rows, now, job_from_row).await
     }
 
     async fn heartbeat(
@@ -1117,10 +1036,8 @@ impl JobStore for SqliteStore {
                 .fetch_optional(&self.reader)
                 .await
                 .map_err(store_error)?;
-        body.map(|body| {
-            Signal::from_json_slice(&body).map_err(|e| super::corrupt_signal(source, id, e))
-        })
-        .transpose()
+        body.map(|body| sql::signal_from_body(source, id, &body))
+            .transpose()
     }
 
     async fn load_signals(

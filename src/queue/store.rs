@@ -27,6 +27,17 @@ pub type RescueBackoff<'a> = &'a (dyn Fn(u32) -> Duration + Send + Sync);
 /// after a claim presents the job's [`LeaseToken`] and is refused with
 /// [`QueueError::LeaseLost`] when the job is no longer executing under that token (its
 /// lease ran out and it was rescued, it was released, cancelled by hand or claimed again).
+///
+/// # Implementing it, and how it grows
+/// The trait is open (not sealed): a backend of your own, or a wrapper around one of ours
+/// (fault injection, metrics, tracing), is a supported use. It is a required core, the
+/// methods without a body, plus default methods written against that core:
+/// [`complete_many`](JobStore::complete_many) and
+/// [`load_signals`](JobStore::load_signals) (one by one) and
+/// [`wait_for_jobs`](JobStore::wait_for_jobs) (a sleep), which a backend overrides when it
+/// can do better. A method added in a later release comes with a default built on the
+/// core the same way, so an implementation outside this crate keeps compiling; the
+/// required core only changes in a breaking release.
 #[async_trait]
 pub trait JobStore: Send + Sync + 'static {
     /// The backend's name: `sqlite`, `postgres`, `memory`.

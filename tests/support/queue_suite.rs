@@ -1,6 +1,8 @@
 //! One conformance suite every `JobStore` passes: memory, SQLite and PostgreSQL run the
-//! same checks. Times are passed explicitly wherever the store takes them, so no check
-//! depends on how fast the machine is.
+//! same checks, each case its own test on a fresh store (`store_suite!`), so a backend's
+//! own test file keeps only what is specific to it. Times are passed explicitly wherever
+//! the store takes them, so no check depends on how fast the machine is; where the store
+//! reads the clock itself (unique periods) a check waits for the event.
 
 #![allow(dead_code)]
 
@@ -53,31 +55,55 @@ fn no_backoff(_: u32) -> Duration {
     Duration::ZERO
 }
 
-/// Runs every check against `store` (which must be empty).
-pub async fn run_all(store: Arc<dyn JobStore>) {
-    let s = store.as_ref();
-    roundtrip_and_signal_stored_once(s).await;
-    same_id_from_two_sources(s).await;
-    priority_then_time_order(s).await;
-    scheduled_jobs_wait(s).await;
-    claims_only_registered_workers(s).await;
-    unique_keys(s).await;
-    retry_snooze_cancel_discard(s).await;
-    stale_leases_are_refused(s).await;
-    rescue_is_a_failed_attempt_behind_fresh_work(s).await;
-    heartbeat_and_release(s).await;
-    crash_on_last_attempt_discards(s).await;
-    unregistered_names_wait_then_cancel(s).await;
-    redrive_and_counts(s).await;
-    prune_per_state_and_signals(s).await;
-    invalid_jobs_are_refused(s).await;
-    group_commit(s).await;
-    types_with_any_character_are_stored_as_they_are(s).await;
+/// Declares one `#[tokio::test]` per suite case, in a module `$module`, each case on a fresh
+/// store: `$fresh` is an async fn returning `(Arc<dyn JobStore>, T)` (the store, empty, and
+/// what must outlive it), `$finish` an async fn taking that `T` back when the case passed.
+/// Every backend runs the same cases under the same names.
+#[macro_export]
+macro_rules! store_suite {
+    ($module:ident, $fresh:path, $finish:path) => {
+        $crate::store_suite!(@cases $module, $fresh, $finish;
+            roundtrip_and_signal_stored_once,
+            same_id_from_two_sources,
+            priority_then_time_order,
+            claims_only_registered_workers,
+            retry_snooze_cancel_discard,
+            stale_leases_are_refused,
+            rescue_is_a_failed_attempt_behind_fresh_work,
+            heartbeat_and_release,
+            crash_on_last_attempt_discards,
+            unregistered_names_wait_then_cancel,
+            redrive_and_counts,
+            prune_per_state_and_signals,
+            group_commit,
+            types_with_any_character_are_stored_as_they_are,
+            invalid_jobs_store_nothing,
+            scheduled_jobs_wait_for_their_time,
+            snooze_gives_the_attempt_back,
+            unique_keys_dedup_within_their_period,
+            retry_runs_again_at_its_time_with_the_next_attempt,
+            release_gives_the_attempt_back,
+            cancel_and_discard_are_final,
+        );
+    };
+    (@cases $module:ident, $fresh:path, $finish:path; $($case:ident,)*) => {
+        mod $module {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let (store, keep) = $fresh().await;
+                    $crate::queue_suite::$case(store.as_ref()).await;
+                    $finish(keep).await;
+                }
+            )*
+        }
+    };
 }
 
 /// A type holds any character but whitespace and control characters: the store keeps it
 /// byte for byte.
-async fn types_with_any_character_are_stored_as_they_are(s: &dyn JobStore) {
+pub async fn types_with_any_character_are_stored_as_they_are(s: &dyn JobStore) {
     let ty = "com.example/orders:created.caf\u{e9}+v2@eu~1.#.*.%.'q'.\"d\".\\";
     let sig = Signal::builder(ty, "/types").id("t-1").build().unwrap();
     let job = NewJob::new("w", json!({"signal_id": sig.id()})).queue("q-types");
@@ -90,7 +116,7 @@ async fn types_with_any_character_are_stored_as_they_are(s: &dyn JobStore) {
     }
 }
 
-async fn roundtrip_and_signal_stored_once(s: &dyn JobStore) {
+pub async fn roundtrip_and_signal_stored_once(s: &dyn JobStore) {
     let sig = signal("sig-roundtrip");
     let job = || NewJob::new("w", json!({"signal_id": sig.id()})).queue("q1");
     let a = s.enqueue(Some(&sig), &job()).await.unwrap().unwrap();
@@ -122,7 +148,7 @@ async fn roundtrip_and_signal_stored_once(s: &dyn JobStore) {
     assert!(!s.delete_signal("/suite", sig.id()).await.unwrap());
 }
 
-async fn same_id_from_two_sources(s: &dyn JobStore) {
+pub async fn same_id_from_two_sources(s: &dyn JobStore) {
     let a = signal_from("/service-a", "1");
     let b = signal_from("/service-b", "1");
     for sig in [&a, &b] {
@@ -160,7 +186,7 @@ async fn same_id_from_two_sources(s: &dyn JobStore) {
         .unwrap();
 }
 
-async fn priority_then_time_order(s: &dyn JobStore) {
+pub async fn priority_then_time_order(s: &dyn JobStore) {
     let base = Utc::now() - ms(10_000);
     let mut job_ids = Vec::new();
     for (p, offset) in [(5, 0), (0, 2), (0, 1), (9, 0)] {
@@ -183,22 +209,7 @@ async fn priority_then_time_order(s: &dyn JobStore) {
     );
 }
 
-async fn scheduled_jobs_wait(s: &dyn JobStore) {
-    let later = Utc::now() + ms(60_000);
-    let id = s
-        .enqueue(
-            None,
-            &NewJob::new("w", json!({})).queue("q3").scheduled_at(later),
-        )
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(s.get(id).await.unwrap().unwrap().state, JobState::Scheduled);
-    assert!(claim_at(s, "q3", later - ms(1)).await.is_empty());
-    assert_eq!(ids(&claim_at(s, "q3", later + ms(1)).await), [id]);
-}
-
-async fn claims_only_registered_workers(s: &dyn JobStore) {
+pub async fn claims_only_registered_workers(s: &dyn JobStore) {
     let mine = s
         .enqueue(None, &NewJob::new("w", json!({})).queue("q-filter"))
         .await
@@ -233,29 +244,7 @@ async fn claims_only_registered_workers(s: &dyn JobStore) {
     assert_eq!(other[0].attempt, 1, "no attempt was spent while it waited");
 }
 
-async fn unique_keys(s: &dyn JobStore) {
-    let job = NewJob::new("w", json!({}))
-        .queue("q4")
-        .unique("report-42", Duration::from_secs(60));
-    assert!(s.enqueue(None, &job).await.unwrap().is_some());
-    assert_eq!(
-        s.enqueue(None, &job).await.unwrap(),
-        None,
-        "same key within the period"
-    );
-    let short = NewJob::new("w", json!({}))
-        .queue("q4")
-        .unique("short", Duration::from_millis(50));
-    assert!(s.enqueue(None, &short).await.unwrap().is_some());
-    // Waiting longer than the period can only make this hold more surely.
-    tokio::time::sleep(Duration::from_millis(80)).await;
-    assert!(
-        s.enqueue(None, &short).await.unwrap().is_some(),
-        "allowed after the period"
-    );
-}
-
-async fn retry_snooze_cancel_discard(s: &dyn JobStore) {
+pub async fn retry_snooze_cancel_discard(s: &dyn JobStore) {
     let id = s
         .enqueue(
             None,
@@ -329,7 +318,7 @@ async fn retry_snooze_cancel_discard(s: &dyn JobStore) {
     assert_eq!(j.cancel_reason, Some(CancelReason::Manual));
 }
 
-async fn stale_leases_are_refused(s: &dyn JobStore) {
+pub async fn stale_leases_are_refused(s: &dyn JobStore) {
     let id = s
         .enqueue(None, &NewJob::new("w", json!({})).queue("q-lease"))
         .await
@@ -391,7 +380,7 @@ async fn stale_leases_are_refused(s: &dyn JobStore) {
     ));
 }
 
-async fn rescue_is_a_failed_attempt_behind_fresh_work(s: &dyn JobStore) {
+pub async fn rescue_is_a_failed_attempt_behind_fresh_work(s: &dyn JobStore) {
     let crashed = s
         .enqueue(None, &NewJob::new("w", json!({})).queue("q6"))
         .await
@@ -436,7 +425,7 @@ async fn rescue_is_a_failed_attempt_behind_fresh_work(s: &dyn JobStore) {
     assert_eq!((ids(&later), later[0].attempt), (vec![crashed], 2));
 }
 
-async fn heartbeat_and_release(s: &dyn JobStore) {
+pub async fn heartbeat_and_release(s: &dyn JobStore) {
     let id = s
         .enqueue(None, &NewJob::new("w", json!({})).queue("q6b"))
         .await
@@ -469,7 +458,7 @@ async fn heartbeat_and_release(s: &dyn JobStore) {
     );
 }
 
-async fn crash_on_last_attempt_discards(s: &dyn JobStore) {
+pub async fn crash_on_last_attempt_discards(s: &dyn JobStore) {
     let id = s
         .enqueue(
             None,
@@ -494,7 +483,7 @@ async fn crash_on_last_attempt_discards(s: &dyn JobStore) {
     );
 }
 
-async fn unregistered_names_wait_then_cancel(s: &dyn JobStore) {
+pub async fn unregistered_names_wait_then_cancel(s: &dyn JobStore) {
     let t0 = Utc::now();
     let job = |worker: &str| {
         NewJob::new(worker, json!({}))
@@ -563,7 +552,7 @@ async fn unregistered_names_wait_then_cancel(s: &dyn JobStore) {
     }
 }
 
-async fn redrive_and_counts(s: &dyn JobStore) {
+pub async fn redrive_and_counts(s: &dyn JobStore) {
     let id = s
         .enqueue(None, &NewJob::new("w", json!({})).queue("q7"))
         .await
@@ -587,7 +576,7 @@ async fn redrive_and_counts(s: &dyn JobStore) {
     assert!(counts[&JobState::Completed] >= 1);
 }
 
-async fn prune_per_state_and_signals(s: &dyn JobStore) {
+pub async fn prune_per_state_and_signals(s: &dyn JobStore) {
     // Start from no finished jobs, so the counts below are exact.
     let far = Utc::now() + ms(3_600_000);
     for state in [
@@ -658,19 +647,7 @@ async fn prune_per_state_and_signals(s: &dyn JobStore) {
     s.complete(leases[3], t0).await.unwrap();
 }
 
-async fn invalid_jobs_are_refused(s: &dyn JobStore) {
-    for job in [
-        NewJob::new("", json!({})),
-        NewJob::new("w", json!({})).queue(""),
-        NewJob::new("w", json!({})).max_attempts(0),
-        NewJob::new("w", json!({})).priority(10),
-    ] {
-        let e = s.enqueue(None, &job).await.unwrap_err();
-        assert!(matches!(e, QueueError::Invalid(_)), "{e:?}");
-    }
-}
-
-async fn group_commit(s: &dyn JobStore) {
+pub async fn group_commit(s: &dyn JobStore) {
     let items: Vec<(Option<Arc<Signal>>, NewJob)> = (0..500)
         .map(|i| {
             let sig = Arc::new(signal(&format!("bulk-{i}")));
@@ -690,4 +667,319 @@ async fn group_commit(s: &dyn JobStore) {
     );
     let claimed = claim_all(s, "q8").await;
     assert_eq!(claimed.len(), 100);
+}
+
+/// Invalid jobs are refused and store nothing, not even their signal, alone or in a batch.
+pub async fn invalid_jobs_store_nothing(s: &dyn JobStore) {
+    let sig = signal("invalid");
+    for bad in [
+        NewJob::new("w", json!({})).queue(""),
+        NewJob::new("", json!({})),
+        NewJob::new("w", json!({})).max_attempts(0),
+        NewJob::new("w", json!({})).priority(10),
+        NewJob::new("w", json!({})).priority(-1),
+    ] {
+        let err = s.enqueue(Some(&sig), &bad).await.unwrap_err();
+        assert!(matches!(err, QueueError::Invalid(_)), "{bad:?}: {err}");
+    }
+    let items = vec![
+        (Some(Arc::new(sig.clone())), NewJob::new("w", json!({}))),
+        (None, NewJob::new("w", json!({})).priority(12)),
+    ];
+    assert!(matches!(
+        s.enqueue_many(&items).await,
+        Err(QueueError::Invalid(_))
+    ));
+    let counts = s.counts().await.unwrap();
+    assert!(counts.values().all(|&n| n == 0), "{counts:?}");
+    assert_eq!(
+        s.load_signal(sig.source(), sig.id()).await.unwrap(),
+        None,
+        "not even the signal"
+    );
+}
+
+/// A job scheduled later is stored `scheduled` at that time (to the millisecond) and is
+/// claimed only once its time has come.
+pub async fn scheduled_jobs_wait_for_their_time(s: &dyn JobStore) {
+    let now = Utc::now();
+    let at = now + ms(3_600_000);
+    let id = s
+        .enqueue(None, &NewJob::new("w", json!({})).scheduled_at(at))
+        .await
+        .unwrap()
+        .unwrap();
+    let j = s.get(id).await.unwrap().unwrap();
+    assert_eq!(j.state, JobState::Scheduled);
+    assert_eq!(j.scheduled_at.timestamp_millis(), at.timestamp_millis());
+    assert!(claim_at(s, "default", now).await.is_empty());
+    assert!(claim_at(s, "default", at - ms(1)).await.is_empty());
+    assert_eq!(ids(&claim_at(s, "default", at).await), [id]);
+}
+
+/// A snooze reschedules without spending an attempt; the next claim gets a new token, and
+/// the snoozed lease is lost.
+pub async fn snooze_gives_the_attempt_back(s: &dyn JobStore) {
+    let id = s
+        .enqueue(None, &NewJob::new("w", json!({})))
+        .await
+        .unwrap()
+        .unwrap();
+    let now = Utc::now();
+    let first = claim_at(s, "default", now).await;
+    assert_eq!(first[0].attempt, 1);
+    s.snooze(first[0].lease(), now + ms(60_000)).await.unwrap();
+    let j = s.get(id).await.unwrap().unwrap();
+    assert_eq!(j.state, JobState::Scheduled);
+    assert_eq!(j.attempt, 0);
+    assert!(claim_at(s, "default", now + ms(30_000)).await.is_empty());
+    let again = claim_at(s, "default", now + ms(61_000)).await;
+    assert_eq!((again[0].attempt, again[0].token), (1, 2));
+    assert!(matches!(
+        s.snooze(first[0].lease(), now + ms(600_000)).await,
+        Err(QueueError::LeaseLost { job }) if job == id
+    ));
+}
+
+/// A unique key holds while its job is live and within its period: other keys are
+/// independent, a cancelled job frees its key, the key is free again after the period
+/// (never before), and within one batch the first of a key wins and a deduplicated job
+/// stores no signal.
+pub async fn unique_keys_dedup_within_their_period(s: &dyn JobStore) {
+    let long = Duration::from_secs(3600);
+    let job = |key: &str, period| NewJob::new("w", json!({})).unique(key, period);
+    let first = s.enqueue(None, &job("k1", long)).await.unwrap();
+    assert!(first.is_some());
+    assert_eq!(s.enqueue(None, &job("k1", long)).await.unwrap(), None);
+    // Other keys are independent.
+    assert!(s.enqueue(None, &job("k2", long)).await.unwrap().is_some());
+    // A cancelled job no longer holds its key.
+    assert!(s
+        .cancel_job(first.unwrap(), CancelReason::Manual, "by hand", Utc::now())
+        .await
+        .unwrap());
+    assert!(s.enqueue(None, &job("k1", long)).await.unwrap().is_some());
+
+    // After the period the key is free again. The store reads the clock itself here, so
+    // wait for the key to be free rather than for a fixed time; it must not be free before
+    // the period is over.
+    let short = Duration::from_millis(20);
+    let t0 = Utc::now();
+    assert!(s.enqueue(None, &job("k3", short)).await.unwrap().is_some());
+    let patience = t0 + ms(30_000);
+    let freed_at = loop {
+        if s.enqueue(None, &job("k3", short)).await.unwrap().is_some() {
+            break Utc::now();
+        }
+        assert!(Utc::now() < patience, "the unique period never ended");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let waited = freed_at - t0;
+    assert!(
+        waited >= chrono::Duration::from_std(short).unwrap(),
+        "freed after {waited}"
+    );
+
+    // In one batch: the first of a key wins, a live key elsewhere holds, and a
+    // deduplicated job stores no signal.
+    let sig = Arc::new(signal("deduplicated"));
+    let batch = vec![
+        (None, job("k4", long)),
+        (Some(sig.clone()), job("k4", long)),
+        (None, job("k2", long)),
+        (None, NewJob::new("w", json!({}))),
+    ];
+    let ids = s.enqueue_many(&batch).await.unwrap();
+    assert!(ids[0].is_some());
+    assert_eq!(ids[1], None);
+    assert_eq!(ids[2], None);
+    assert!(ids[3].is_some());
+    assert!(s
+        .load_signal(sig.source(), sig.id())
+        .await
+        .unwrap()
+        .is_none());
+}
+
+/// Whether `r` is the refusal of a lost lease on job `id`.
+fn lost(r: Result<(), QueueError>, id: i64) -> bool {
+    matches!(r, Err(QueueError::LeaseLost { job }) if job == id)
+}
+
+/// A retried job is `retryable` at its time with the error recorded, runs again with the
+/// next attempt and a new token, and the old lease (or a finished job's) is refused.
+pub async fn retry_runs_again_at_its_time_with_the_next_attempt(s: &dyn JobStore) {
+    let id = s
+        .enqueue(None, &NewJob::new("w", json!({})))
+        .await
+        .unwrap()
+        .unwrap();
+    let now = Utc::now();
+    let first = claim_at(s, "default", now).await;
+    assert_eq!((first[0].attempt, first[0].token), (1, 1));
+    let at = now + ms(10_000);
+    s.retry(first[0].lease(), at, "boom").await.unwrap();
+    let j = s.get(id).await.unwrap().unwrap();
+    assert_eq!(j.state, JobState::Retryable);
+    assert_eq!(j.last_error.as_deref(), Some("boom"));
+    assert_eq!(j.attempt, 1);
+    assert_eq!(j.scheduled_at.timestamp_millis(), at.timestamp_millis());
+    assert!(
+        claim_at(s, "default", now + ms(5_000)).await.is_empty(),
+        "not before its time"
+    );
+    let again = claim_at(s, "default", at).await;
+    assert_eq!(ids(&again), [id]);
+    assert_eq!((again[0].attempt, again[0].token), (2, 2));
+    assert_eq!(again[0].state, JobState::Executing);
+    // The first attempt's lease is stale now.
+    assert!(lost(s.retry(first[0].lease(), now, "late").await, id));
+    assert!(lost(s.complete(first[0].lease(), now).await, id));
+    assert_eq!(s.get(id).await.unwrap().unwrap().state, JobState::Executing);
+    // Retry only applies to executing jobs held under the lease.
+    s.complete(again[0].lease(), Utc::now()).await.unwrap();
+    assert!(lost(
+        s.retry(again[0].lease(), Utc::now(), "late").await,
+        id
+    ));
+    assert_eq!(s.get(id).await.unwrap().unwrap().state, JobState::Completed);
+}
+
+/// Release puts back the executing jobs of one owner only, with their attempt given back;
+/// their leases are refused and the next claim takes them with a new token.
+pub async fn release_gives_the_attempt_back(s: &dyn JobStore) {
+    for _ in 0..3 {
+        s.enqueue(None, &NewJob::new("w", json!({}))).await.unwrap();
+    }
+    let now = Utc::now();
+    let until = now + ms(60_000);
+    let mine = s.claim("default", &w(), 2, "a", now, until).await.unwrap();
+    let theirs = s.claim("default", &w(), 2, "b", now, until).await.unwrap();
+    assert_eq!((mine.len(), theirs.len()), (2, 1));
+    assert_eq!(s.release("nobody", now).await.unwrap(), 0);
+    assert_eq!(s.release("a", now).await.unwrap(), 2);
+    for j in &mine {
+        let j = s.get(j.id).await.unwrap().unwrap();
+        assert_eq!(j.state, JobState::Available);
+        assert_eq!(j.attempt, 0);
+        assert!(lost(s.complete(mine[0].lease(), now).await, mine[0].id));
+    }
+    let available = s.list(JobState::Available, 10).await.unwrap();
+    assert_eq!(available.len(), 2);
+    assert!(available.iter().all(|j| j.attempt == 0));
+    assert_eq!(s.list(JobState::Executing, 10).await.unwrap().len(), 1);
+    let theirs = s.get(theirs[0].id).await.unwrap().unwrap();
+    assert_eq!(theirs.state, JobState::Executing);
+    assert_eq!(theirs.attempt, 1);
+    let again = claim_at(s, "default", now).await;
+    assert_eq!(ids(&again), ids(&mine));
+    assert!(again.iter().all(|j| j.attempt == 1 && j.token == 2));
+}
+
+/// Cancelled and discarded jobs are final, with their reason, error and finish time:
+/// nothing claims them, every lease on them is refused, a second cancel (or one of an
+/// unknown id) does nothing; a job cancelled by hand while it runs loses its lease, and a
+/// worker's own cancellation records its reason.
+pub async fn cancel_and_discard_are_final(s: &dyn JobStore) {
+    let c = s
+        .enqueue(None, &NewJob::new("w", json!({})))
+        .await
+        .unwrap()
+        .unwrap();
+    let d = s
+        .enqueue(None, &NewJob::new("w", json!({})))
+        .await
+        .unwrap()
+        .unwrap();
+    let now = Utc::now();
+    // By hand, before any runner took it.
+    assert!(s
+        .cancel_job(c, CancelReason::Manual, "by hand", now)
+        .await
+        .unwrap());
+    let claimed = claim_at(s, "default", now).await;
+    assert_eq!(ids(&claimed), [d]);
+    let d_lease = claimed[0].lease();
+    s.discard(d_lease, "out of attempts", now).await.unwrap();
+
+    let cj = s.get(c).await.unwrap().unwrap();
+    assert_eq!(cj.state, JobState::Cancelled);
+    assert!(cj.state.is_final());
+    assert_eq!(cj.cancel_reason, Some(CancelReason::Manual));
+    assert_eq!(cj.last_error.as_deref(), Some("by hand"));
+    assert!(cj.finished_at.is_some());
+    let dj = s.get(d).await.unwrap().unwrap();
+    assert_eq!(dj.state, JobState::Discarded);
+    assert_eq!(dj.cancel_reason, None);
+    assert_eq!(dj.last_error.as_deref(), Some("out of attempts"));
+    assert!(dj.finished_at.is_some());
+
+    // Nothing claims or revives them but redrive.
+    assert!(claim_at(s, "default", now + ms(86_400_000))
+        .await
+        .is_empty());
+    assert!(lost(s.complete(d_lease, now).await, d));
+    assert!(lost(s.retry(d_lease, now, "again").await, d));
+    assert!(lost(s.discard(d_lease, "again", now).await, d));
+    assert!(lost(
+        s.cancel(d_lease, CancelReason::Worker, "again", now).await,
+        d
+    ));
+    for id in [c, d] {
+        assert!(!s
+            .cancel_job(id, CancelReason::Manual, "again", now)
+            .await
+            .unwrap());
+    }
+    assert!(!s
+        .cancel_job(i64::MAX, CancelReason::Manual, "none", now)
+        .await
+        .unwrap());
+    assert_eq!(s.get(c).await.unwrap().unwrap(), cj);
+    assert_eq!(s.get(d).await.unwrap().unwrap(), dj);
+
+    // Cancelled by hand while it runs: its runner finds the lease lost.
+    let e = s
+        .enqueue(None, &NewJob::new("w", json!({})))
+        .await
+        .unwrap()
+        .unwrap();
+    let running = claim_at(s, "default", now).await;
+    assert_eq!(ids(&running), [e]);
+    assert!(s
+        .cancel_job(e, CancelReason::Manual, "stop it", now)
+        .await
+        .unwrap());
+    assert!(lost(s.complete(running[0].lease(), now).await, e));
+    assert_eq!(
+        s.heartbeat(&[running[0].lease()], now + ms(60_000))
+            .await
+            .unwrap(),
+        [e]
+    );
+    let ej = s.get(e).await.unwrap().unwrap();
+    assert_eq!(
+        (ej.state, ej.cancel_reason),
+        (JobState::Cancelled, Some(CancelReason::Manual))
+    );
+
+    // A worker's own cancellation, with its reason.
+    let f = s
+        .enqueue(None, &NewJob::new("w", json!({})))
+        .await
+        .unwrap()
+        .unwrap();
+    let running = claim_at(s, "default", now).await;
+    s.cancel(
+        running[0].lease(),
+        CancelReason::SignalNotFound,
+        "signal_not_found: gone",
+        now,
+    )
+    .await
+    .unwrap();
+    let fj = s.get(f).await.unwrap().unwrap();
+    assert_eq!(fj.cancel_reason, Some(CancelReason::SignalNotFound));
+    assert_eq!(fj.last_error.as_deref(), Some("signal_not_found: gone"));
+    assert!(lost(s.discard(running[0].lease(), "again", now).await, f));
 }

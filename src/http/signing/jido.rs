@@ -6,7 +6,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::{
     ascii_value,
-    util::{self, Key, Name, DEFAULT_TOLERANCE},
+    util::{self, Key, Name, Timestamped, DEFAULT_TOLERANCE},
     SignInput, SigningScheme, VerifyError,
 };
 use crate::ConfigError;
@@ -133,21 +133,27 @@ impl JidoCompat {
     ) -> Result<(), VerifyError> {
         let signature = util::header_str(headers, Name::Configured(&self.signature_header))?;
         let raw_ts = util::header_str(headers, Name::Static(TIMESTAMP))?;
-        let timestamp = util::parse_timestamp(TIMESTAMP, raw_ts)?;
-        util::check_timestamp(timestamp, now_unix, self.tolerance)?;
-        let received =
-            util::decode_hex(signature.trim()).ok_or_else(|| VerifyError::InvalidHeader {
-                name: self.signature_header.as_str().to_owned(),
-                reason: "it is not hex",
-            })?;
-        let expected = self.key.tag(&[raw_ts.as_bytes(), b".", body]);
-        if util::tags_equal(&expected, &received) {
-            Ok(())
-        } else {
-            Err(VerifyError::NoMatchingSignature {
-                name: self.signature_header.as_str().to_owned(),
-            })
-        }
+        let received = Timestamped {
+            msg_id: None,
+            raw_ts,
+            timestamp: util::parse_timestamp(TIMESTAMP, raw_ts)?,
+            body,
+            signature_header: self.signature_header.as_str(),
+        };
+        received.verify(
+            std::slice::from_ref(&self.key),
+            now_unix,
+            self.tolerance,
+            || {
+                let sig = util::decode_hex(signature.trim()).ok_or_else(|| {
+                    VerifyError::InvalidHeader {
+                        name: self.signature_header.as_str().to_owned(),
+                        reason: "it is not hex",
+                    }
+                })?;
+                Ok(vec![sig])
+            },
+        )
     }
 }
 

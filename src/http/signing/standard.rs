@@ -11,7 +11,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::{
     ascii_value,
-    util::{self, Key, Name, RedactedList, DEFAULT_TOLERANCE, TAG_LEN},
+    util::{self, Key, Name, RedactedList, Timestamped, DEFAULT_TOLERANCE, TAG_LEN},
     SignInput, SigningScheme, VerifyError,
 };
 use crate::ConfigError;
@@ -295,36 +295,30 @@ impl StandardWebhooks {
         let id = util::header_str(headers, Name::Static(id_name))?;
         let raw_ts = util::header_str(headers, Name::Static(ts_name))?;
         let signatures = util::header_str(headers, Name::Static(sig_name))?;
-        let timestamp = util::parse_timestamp(ts_name, raw_ts)?;
-        util::check_timestamp(timestamp, now_unix, self.tolerance)?;
-
-        let received: Vec<Vec<u8>> = signatures
-            .split(' ')
-            .filter_map(|entry| entry.strip_prefix("v1,"))
-            .filter_map(|sig| LENIENT.decode(sig).ok())
-            .filter(|sig| !sig.is_empty())
-            .collect();
-        if received.is_empty() {
-            return Err(VerifyError::InvalidHeader {
-                name: sig_name.to_owned(),
-                reason: "it has no `v1,<base64>` signature",
-            });
-        }
         // `raw_ts` is used as received: it parsed as an integer, and the sender signed the
         // text it sent.
-        let ts = raw_ts.as_bytes();
-        let parts: [&[u8]; 5] = [id.as_bytes(), b".", ts, b".", body];
-        let matched = self.keys.iter().any(|key| {
-            let expected = key.tag(&parts);
-            received.iter().any(|sig| util::tags_equal(&expected, sig))
-        });
-        if matched {
-            Ok(())
-        } else {
-            Err(VerifyError::NoMatchingSignature {
-                name: sig_name.to_owned(),
-            })
-        }
+        let signed = Timestamped {
+            msg_id: Some(id),
+            raw_ts,
+            timestamp: util::parse_timestamp(ts_name, raw_ts)?,
+            body,
+            signature_header: sig_name,
+        };
+        signed.verify(&self.keys, now_unix, self.tolerance, || {
+            let received: Vec<Vec<u8>> = signatures
+                .split(' ')
+                .filter_map(|entry| entry.strip_prefix("v1,"))
+                .filter_map(|sig| LENIENT.decode(sig).ok())
+                .filter(|sig| !sig.is_empty())
+                .collect();
+            if received.is_empty() {
+                return Err(VerifyError::InvalidHeader {
+                    name: sig_name.to_owned(),
+                    reason: "it has no `v1,<base64>` signature",
+                });
+            }
+            Ok(received)
+        })
     }
 }
 

@@ -6,7 +6,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::{
     ascii_value,
-    util::{self, Key, Name, DEFAULT_TOLERANCE},
+    util::{self, Key, Name, Timestamped, DEFAULT_TOLERANCE},
     SignInput, SigningScheme, VerifyError,
 };
 use crate::ConfigError;
@@ -147,15 +147,19 @@ impl StripeStyle {
         if received.is_empty() {
             return Err(invalid("no `v1=` entry is valid hex"));
         }
-        util::check_timestamp(timestamp, now_unix, self.tolerance)?;
-        let expected = self.key.tag(&[raw_ts.as_bytes(), b".", body]);
-        if received.iter().any(|sig| util::tags_equal(&expected, sig)) {
-            Ok(())
-        } else {
-            Err(VerifyError::NoMatchingSignature {
-                name: self.header.as_str().to_owned(),
-            })
-        }
+        let signed = Timestamped {
+            msg_id: None,
+            raw_ts,
+            timestamp,
+            body,
+            signature_header: self.header.as_str(),
+        };
+        signed.verify(
+            std::slice::from_ref(&self.key),
+            now_unix,
+            self.tolerance,
+            || Ok(received),
+        )
     }
 }
 

@@ -147,6 +147,54 @@ pub(super) fn check_timestamp(
     Ok(())
 }
 
+/// A received timestamped signature, as the Standard Webhooks, Stripe-style and Jido schemes
+/// read it: the signed content is `"{msg_id}.{ts}.{body}"` (Standard Webhooks) or
+/// `"{ts}.{body}"` (the others), with `ts` the timestamp text as received.
+pub(super) struct Timestamped<'a> {
+    /// The message id signed before the timestamp, if the scheme signs one.
+    pub(super) msg_id: Option<&'a str>,
+    /// The timestamp as received (it is signed as sent) and already parsed.
+    pub(super) raw_ts: &'a str,
+    /// `raw_ts` parsed with [`parse_timestamp`].
+    pub(super) timestamp: i64,
+    /// The request body.
+    pub(super) body: &'a [u8],
+    /// The header named by a [`VerifyError::NoMatchingSignature`].
+    pub(super) signature_header: &'a str,
+}
+
+impl Timestamped<'_> {
+    /// The verification core of the timestamped schemes: checks the timestamp against
+    /// `now` and `tolerance`, then reads the candidate signatures (after the window check,
+    /// so a stale request is reported as stale) and accepts when any candidate equals the
+    /// tag of any key, each comparison in constant time.
+    pub(super) fn verify(
+        &self,
+        keys: &[Key],
+        now: i64,
+        tolerance: Duration,
+        candidates: impl FnOnce() -> Result<Vec<Vec<u8>>, VerifyError>,
+    ) -> Result<(), VerifyError> {
+        check_timestamp(self.timestamp, now, tolerance)?;
+        let received = candidates()?;
+        let ts = self.raw_ts.as_bytes();
+        let matched = keys.iter().any(|key| {
+            let expected = match self.msg_id {
+                Some(id) => key.tag(&[id.as_bytes(), b".", ts, b".", self.body]),
+                None => key.tag(&[ts, b".", self.body]),
+            };
+            received.iter().any(|sig| tags_equal(&expected, sig))
+        });
+        if matched {
+            Ok(())
+        } else {
+            Err(VerifyError::NoMatchingSignature {
+                name: self.signature_header.to_owned(),
+            })
+        }
+    }
+}
+
 /// Where a required header's name comes from, so a missing one is reported with the right
 /// variant.
 #[derive(Clone, Copy)]
