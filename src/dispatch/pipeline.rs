@@ -37,7 +37,10 @@ pub(crate) fn try_fast(target: &Target, signal: &Arc<Signal>) -> Fast {
     let rt = &*target.runtime;
     if rt.plain && !rt.disabled.load(Ordering::Relaxed) {
         let delivered = &rt.stats().counters.delivered;
-        if delivered.load(Ordering::Relaxed) % LATENCY_SAMPLE != 0 {
+        if !delivered
+            .load(Ordering::Relaxed)
+            .is_multiple_of(LATENCY_SAMPLE)
+        {
             let attempt =
                 panic::catch_unwind(AssertUnwindSafe(|| target.adapter.try_deliver(signal)));
             return match attempt {
@@ -89,7 +92,7 @@ fn try_fast_general(target: &Target, signal: &Arc<Signal>) -> Fast {
         }
         Some(_) => return Fast::Slow(None),
     };
-    let sampled = rt.delivered() % LATENCY_SAMPLE == 0;
+    let sampled = rt.delivered().is_multiple_of(LATENCY_SAMPLE);
     let started = sampled.then(std::time::Instant::now);
     let attempt = panic::catch_unwind(AssertUnwindSafe(|| target.adapter.try_deliver(signal)))
         .unwrap_or_else(|p| Some(Err(DeliveryError::from_panic(&*p))));
