@@ -2,6 +2,13 @@
 //! summary of what went where. Runs on embedded defaults: no server needed.
 //!
 //! `cargo run --release --example demo`
+//!
+//! Its output, in order: the lines two adapters write while the signals are published
+//! (Logger lines tagged `[Logger, pattern]`, Console lines for `payment.failed`), a table with
+//! one row per (subscription, target), what each receiver got (each count checked against
+//! its row), and a flaky payment partner behind retries and a circuit breaker. The failures
+//! are staged on purpose and say so: one handler fails every fifth call, and the partner
+//! answers 503 and 500 in its `flaky` and `outage` phases.
 
 #[path = "shared/receiver.rs"]
 mod receiver;
@@ -85,6 +92,15 @@ async fn flaky_partner(
     let addr = listener.local_addr()?;
     tokio::spawn(async move { axum::serve(listener, app).await });
     Ok((addr, mode, requests))
+}
+
+/// `=` when a count matches what it should equal, else `!=` (shown, never hidden).
+fn eq(a: usize, b: usize) -> &'static str {
+    if a == b {
+        "="
+    } else {
+        "!="
+    }
 }
 
 /// A consumer task that counts what it receives.
@@ -181,13 +197,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // 6. Audit trail through tracing, payment failures on the console, debug noise dropped.
     bus.subscribe(
         "audit.**",
-        Logger::info().format("audit: $type for $subject"),
+        Logger::info().format("[Logger, audit.**] $type for $subject"),
     )?;
     bus.subscribe(
         "payment.failed",
         Console::stdout().format(ConsoleFormat::Compact),
     )?;
-    bus.subscribe("inventory.low", Logger::warn().format("stock low: $data"))?;
+    bus.subscribe(
+        "inventory.low",
+        Logger::warn().format("[Logger, inventory.low] stock low: $data"),
+    )?;
     bus.subscribe("debug.**", Noop)?;
 
     // 7. A partner webhook: paid orders, signed with Standard Webhooks, to a receiver on
@@ -219,17 +238,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|s| (s.id.get(), s.pattern.to_string()))
         .collect();
     let mut table: BTreeMap<(u64, String), (usize, usize)> = BTreeMap::new();
-    let mut unmatched = 0;
+    let (mut unmatched, mut outcomes) = (0, 0);
     println!(
-        "--- publishing {} signals (console and log lines below) ---",
+        "--- publishing {} signals: the lines up to the table are written by two adapters ---",
         signals.len()
     );
+    println!("    Logger adapter (through tracing): lines tagged [Logger, audit.**] and [Logger, inventory.low]");
+    println!("    Console adapter (payment.failed): the untagged lines `<time> payment.failed /demo/shop <id> ...`");
+    println!();
     let started = Instant::now();
     for signal in signals.iter().cloned() {
         let report = bus.publish(signal).await?;
         if report.is_empty() {
             unmatched += 1;
         }
+        outcomes += report.len();
         for o in report.outcomes() {
             let sub = o.subscription.map_or(0, |s| s.get());
             let row = table.entry((sub, o.target.to_owned())).or_default();
@@ -245,7 +268,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // 9. Resilience: a flaky payment partner behind retries and a circuit breaker; what fails
     //    for good goes to a dead-letter channel.
     println!();
-    println!("--- a flaky partner: retries, a circuit breaker, dead letters ---");
+    println!("--- a flaky payment partner: retries, a circuit breaker, dead letters ---");
+    println!(
+        "    staged on purpose: phase `flaky` answers 503 to every third request, `outage` answers"
+    );
+    println!("    500 to every request, `recovered` answers 204. The lines below are the bus's own tracing");
+    println!(
+        "    events about it (retries, the circuit breaker, dead letters), not an adapter's output"
+    );
     let (partner, mode, partner_requests) = flaky_partner().await?;
     let (dead_tx, mut dead_rx) = mpsc::channel::<Arc<Signal>>(100);
     bus.subscribe(
@@ -279,6 +309,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .build()
     };
     let mut phases = Vec::new();
+    let mut refused = 0; // publishes the open circuit answered without calling the partner
     for (phase, partner_mode, count) in [
         ("flaky", FLAKY, 12),
         ("outage", DOWN, 8),
@@ -292,14 +323,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (mut ok, mut failed) = (0, 0);
         for i in 0..count {
             let report = bus.publish(capture(i)?).await?;
-            let partner_ok = report
-                .outcomes()
-                .find(|o| o.target == "payment-partner")
-                .is_some_and(|o| o.is_ok());
-            if partner_ok {
+            let partner = report.outcomes().find(|o| o.target == "payment-partner");
+            if partner.is_some_and(|o| o.is_ok()) {
                 ok += 1;
             } else {
                 failed += 1;
+            }
+            if partner.is_some_and(|o| matches!(o.error, Some(DeliveryError::CircuitOpen { .. }))) {
+                refused += 1;
             }
             note_state(&bus);
         }
@@ -317,62 +348,161 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (fulfilment, email) = (fulfilment.await?, email.await?);
     let (billing_a, billing_b) = (billing_a.await?, billing_b.await?);
 
+    // What each (pattern, target) row counted as delivered.
+    let row = |pattern: &str, target: &str| -> usize {
+        table
+            .iter()
+            .filter(|((sub, t), _)| t == target && patterns.get(sub).is_some_and(|p| p == pattern))
+            .map(|(_, (ok, _))| ok)
+            .sum()
+    };
+    let forwarder = table
+        .iter()
+        .find(|((sub, t), _)| {
+            t.contains("siem") && patterns.get(sub).is_some_and(|p| p == "audit.**")
+        })
+        .map(|((_, t), _)| t.clone())
+        .unwrap_or_default();
+    let note = |pattern: &str, target: &str| -> &'static str {
+        match (pattern, target) {
+            ("order.shipped", "partner-api") => "staged: fails every 5th call on purpose",
+            ("audit.**", t) if t == forwarder => "enqueued; the queue delivers it (jobs below)",
+            ("order.paid", "partner-webhook") => "signed POST to the loopback receiver",
+            ("audit.**", "logger") => "the [Logger, audit.**] lines above",
+            ("inventory.low", "logger") => "the [Logger, inventory.low] lines above",
+            ("payment.failed", "console") => "the untagged payment.failed lines above",
+            ("debug.**", _) => "Noop: accepted and dropped",
+            ("**", _) => "every signal",
+            _ => "",
+        }
+    };
+
     println!();
-    println!("--- what went where ---");
+    println!("--- what went where: one row per (subscription, target) ---");
+    println!("    delivered + failed = the signals that matched the subscription");
     println!(
-        "{:<22} {:<14} {:>10} {:>8}",
+        "{:<22} {:<16} {:>10} {:>8}  note",
         "subscription", "target", "delivered", "failed"
     );
     for ((sub, target), (ok, failed)) in &table {
         let pattern = patterns.get(sub).map_or("?", String::as_str);
-        println!("{pattern:<22} {target:<14} {ok:>10} {failed:>8}");
+        let note = note(pattern, target);
+        println!("{pattern:<22} {target:<16} {ok:>10} {failed:>8}  {note}");
     }
+    let deliveries: usize = table.values().map(|(ok, _)| ok).sum();
+    let failures: usize = table.values().map(|(_, f)| f).sum();
+    let staged: usize = table
+        .iter()
+        .filter(|((sub, t), _)| {
+            t == "partner-api" && patterns.get(sub).is_some_and(|p| p == "order.shipped")
+        })
+        .map(|(_, (_, f))| f)
+        .sum();
+    println!(
+        "{:<22} {:<16} {deliveries:>10} {failures:>8}  {} {outcomes} outcomes in the publish reports",
+        "total",
+        "",
+        eq(deliveries + failures, outcomes)
+    );
     println!();
     // Let the queue finish the audit trail, then stop it cleanly.
+    let enqueued = row("audit.**", &forwarder);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while queue.counts().await?[&JobState::Completed] < 19 && Instant::now() < deadline {
+    while queue.counts().await?[&JobState::Completed] < enqueued as u64 && Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     runner.shutdown().await;
     let jobs = queue.counts().await?;
     let _ = std::fs::remove_dir_all(&queue_dir);
 
-    println!("--- what the receivers got ---");
-    println!("fulfilment task (channel)     {fulfilment}");
-    println!("email_service (named)         {email}");
-    println!("billing listeners (pubsub)    {billing_a} and {billing_b}");
-    {
-        let r = received.lock().unwrap();
-        println!(
-            "signed webhook receiver       {} verified, {} rejected (partner orders and SIEM)",
-            r.verified,
-            r.rejected.len()
-        );
-    }
+    println!("--- what the receivers got, each beside the row it should equal ---");
+    let pair = |got: usize, pattern: &str, target: &str| {
+        let want = row(pattern, target);
+        format!(
+            "{got:<6} {} {want} delivered by {pattern} -> {target}",
+            eq(got, want)
+        )
+    };
+    println!(
+        "fulfilment task (Channel)       {}",
+        pair(fulfilment, "order.**", "channel")
+    );
+    println!(
+        "email_service (Named)           {}",
+        pair(email, "user.*", "named")
+    );
+    println!(
+        "billing listener A (PubSub)     {}",
+        pair(billing_a, "order.{placed,paid}", "pubsub")
+    );
+    println!(
+        "billing listener B (PubSub)     {}  (a topic gives every listener every signal)",
+        pair(billing_b, "order.{placed,paid}", "pubsub")
+    );
+    let completed = usize::try_from(jobs[&JobState::Completed]).unwrap_or(usize::MAX);
     let job_states: Vec<String> = jobs
         .iter()
         .filter(|(_, n)| **n > 0)
         .map(|(s, n)| format!("{n} {s}"))
         .collect();
-    println!("durable queue (SQLite) jobs   {}", job_states.join(", "));
+    println!(
+        "durable queue (SQLite) jobs     {}  ({enqueued} enqueued by audit.** -> {forwarder})",
+        job_states.join(", ")
+    );
+    {
+        let r = received.lock().unwrap();
+        let webhook = row("order.paid", "partner-webhook");
+        println!(
+            "signed webhook receiver         {:<6} {} {webhook} partner-webhook + {completed} completed SIEM jobs; {} rejected",
+            r.verified,
+            eq(r.verified, webhook + completed),
+            r.rejected.len()
+        );
+    }
     receiver_task.abort();
-    println!("metrics handler, per type:");
-    for (ty, n) in per_type.lock().unwrap().iter() {
+    println!("metrics handler (Handler on **), per type:");
+    let per_type = per_type.lock().unwrap();
+    for (ty, n) in per_type.iter() {
         println!("    {ty:<24} {n}");
     }
+    let seen: usize = per_type.values().sum();
+    let captured = per_type.get("payment.captured").copied().unwrap_or(0);
+    println!(
+        "    {:<24} {seen} {} {} signals above + {captured} payment.captured from the flaky partner below",
+        "total",
+        eq(seen, signals.len() + captured),
+        signals.len()
+    );
+    drop(per_type);
     println!();
-    println!("--- the flaky partner ---");
-    println!("{:<12} {:>10} {:>8}", "phase", "delivered", "failed");
+    println!(
+        "--- the flaky payment partner: payment.captured -> Http target `payment-partner` ---"
+    );
+    println!(
+        "{:<12} {:>9} {:>10} {:>8}",
+        "phase", "published", "delivered", "failed"
+    );
+    let (mut published, mut failed_total) = (0, 0);
     for (phase, ok, failed) in &phases {
-        println!("{phase:<12} {ok:>10} {failed:>8}");
+        println!("{phase:<12} {:>9} {ok:>10} {failed:>8}", ok + failed);
+        published += ok + failed;
+        failed_total += failed;
     }
     if let Some(p) = partner_metrics {
         println!(
-            "requests the partner saw: {}; retries: {}; failed for good: {}; dead-lettered: {}",
-            partner_requests.load(Ordering::SeqCst),
-            p.retried,
+            "{published} published; {failed_total} failed for good {} {} in the target's metrics; {} dead-lettered",
+            eq(failed_total, usize::try_from(p.failed).unwrap_or(usize::MAX)),
             p.failed,
             p.dead_lettered
+        );
+        let requests = partner_requests.load(Ordering::SeqCst);
+        let retried = usize::try_from(p.retried).unwrap_or(usize::MAX);
+        println!(
+            "requests the partner saw: {requests} {} {} first attempts ({published} published - \
+             {refused} refused by the open circuit) + {retried} retries",
+            eq(requests, published - refused + retried),
+            published - refused
         );
     }
     let path: Vec<String> = states.iter().map(ToString::to_string).collect();
@@ -392,11 +522,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             ext("deadlettererror")
         );
     }
-    let deliveries: usize = table.values().map(|(ok, _)| ok).sum();
-    let failures: usize = table.values().map(|(_, f)| f).sum();
     println!();
     println!(
-        "{} signals published in {:.2?}: {deliveries} deliveries, {failures} failed, {unmatched} matched nothing",
+        "{} signals published in {:.2?} ({unmatched} matched nothing): {outcomes} target outcomes = \
+         {deliveries} delivered + {failures} failed ({staged} of them staged: partner-api's every 5th call)",
         signals.len(),
         elapsed
     );

@@ -6,6 +6,8 @@
     unreachable_pub
 )]
 #![forbid(unsafe_code)]
+// On docs.rs (`--cfg docsrs`, nightly) items behind a feature show which feature they need.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 // Entry points for the fuzz targets (`fuzz/`) and their regression test: not part of the API.
 #[doc(hidden)]

@@ -883,6 +883,27 @@ fn json_kind(v: &Value) -> &'static str {
 
 /// Builds a [`Signal`]. Never fails mid-chain: [`build`](SignalBuilder::build) reports the
 /// first problem.
+///
+/// ```
+/// use serde_json::json;
+/// use signal_bus::{Signal, SignalError};
+///
+/// let signal = Signal::builder("order.placed", "/services/shop")
+///     .id("order-1042")
+///     .subject("order/1042")
+///     .time_str("2026-01-02T03:04:05Z")
+///     .extension("tenant", "acme")
+///     .data(json!({"total_cents": 129_900}))
+///     .build()?;
+/// assert_eq!(signal.id(), "order-1042");
+/// assert_eq!(signal.datacontenttype(), Some("application/json"));
+/// assert_eq!(signal.extension("tenant").map(|v| v.to_string()).as_deref(), Some("acme"));
+///
+/// // A bad value anywhere in the chain is reported by `build`, naming it.
+/// let bad = Signal::builder("order placed", "/services/shop").build();
+/// assert!(matches!(bad, Err(SignalError::InvalidType { .. })));
+/// # Ok::<(), SignalError>(())
+/// ```
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until build() is called"]
 pub struct SignalBuilder {

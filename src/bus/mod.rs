@@ -395,6 +395,40 @@ impl BusBuilder {
 /// each signal to every target of every matching subscription.
 ///
 /// `Bus` is cheap to clone (an `Arc` inside) and `Send + Sync`: share it freely.
+///
+/// ```
+/// use std::{sync::Arc, time::Duration};
+/// use serde_json::json;
+/// use signal_bus::{adapter::{Channel, Handler}, Bus, DeliveryError, Signal};
+///
+/// #[tokio::main]
+/// async fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     let bus = Bus::builder().name("shop").build()?;
+///
+///     // Every order signal goes to a channel; paid orders also to a handler that fails.
+///     let (tx, mut rx) = tokio::sync::mpsc::channel::<Arc<Signal>>(16);
+///     let orders = bus.subscribe("order.*", Channel::new(tx))?;
+///     bus.subscribe(
+///         "order.paid",
+///         Handler::new(|_signal: Arc<Signal>| async {
+///             Err(DeliveryError::permanent("the ledger is read-only"))
+///         }),
+///     )?;
+///
+///     let report = bus.publish(Signal::new("order.paid", "/shop", json!({"id": 7}))?).await?;
+///     assert_eq!((report.delivered(), report.failed()), (1, 1));
+///     assert_eq!(rx.recv().await.unwrap().ty(), "order.paid");
+///
+///     // Nothing matches any more: the report is empty, and that is not an error.
+///     bus.unsubscribe(orders)?;
+///     let report = bus.publish(Signal::new("order.placed", "/shop", json!({}))?).await?;
+///     assert!(report.is_empty() && report.is_ok());
+///
+///     // Stop accepting signals and drain what async targets still hold.
+///     assert!(bus.shutdown(Duration::from_secs(5)).await.is_complete());
+///     Ok(())
+/// }
+/// ```
 #[derive(Clone)]
 pub struct Bus {
     inner: Arc<Inner>,

@@ -41,7 +41,7 @@ pub(crate) fn try_fast(target: &Target, signal: &Arc<Signal>, thread: u64) -> Fa
     let rt = &*target.runtime;
     if rt.plain && !rt.disabled.load(Ordering::Relaxed) {
         let count = rt.delivered_count(thread);
-        if count.get() % LATENCY_SAMPLE != 0 {
+        if !count.get().is_multiple_of(LATENCY_SAMPLE) {
             let attempt =
                 panic::catch_unwind(AssertUnwindSafe(|| target.adapter.try_deliver(signal)));
             return match attempt {
@@ -142,7 +142,7 @@ fn try_fast_general(target: &Target, signal: &Arc<Signal>, thread: u64) -> Fast 
         Some(_) => return Fast::Slow(None),
     };
     let count = rt.delivered_count(thread);
-    let sampled = count.get() % LATENCY_SAMPLE == 0;
+    let sampled = count.get().is_multiple_of(LATENCY_SAMPLE);
     let started = sampled.then(std::time::Instant::now);
     let attempt = panic::catch_unwind(AssertUnwindSafe(|| target.adapter.try_deliver(signal)))
         .unwrap_or_else(|p| Some(Err(DeliveryError::from_panic(&*p))));

@@ -75,6 +75,40 @@ impl Planned {
 ///
 /// Building a report costs nothing when every target succeeds: it keeps the matched targets
 /// (shared) and the failures only.
+///
+/// ```
+/// use std::sync::Arc;
+/// use serde_json::json;
+/// use signal_bus::{adapter::{Handler, Noop}, Bus, DeliveryError, Signal, Target};
+///
+/// #[tokio::main]
+/// async fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     let bus = Bus::builder().build()?;
+///     bus.subscribe(
+///         "invoice.*",
+///         vec![
+///             Target::new(Noop).label("archive"),
+///             Target::new(Handler::new(|_s: Arc<Signal>| async {
+///                 Err(DeliveryError::permanent("mailbox full"))
+///             }))
+///             .label("mailer"),
+///         ],
+///     )?;
+///
+///     let report = bus.publish(Signal::new("invoice.sent", "/billing", json!({}))?).await?;
+///     assert!(!report.is_ok());
+///     assert_eq!((report.len(), report.delivered(), report.failed()), (2, 1, 1));
+///     for outcome in report.outcomes() {
+///         match outcome.error {
+///             None => println!("{}: delivered", outcome.target),
+///             Some(error) => println!("{}: {error}", outcome.target),
+///         }
+///     }
+///     let failed: Vec<&str> = report.failures().map(|o| o.target).collect();
+///     assert_eq!(failed, ["mailer"]);
+///     Ok(())
+/// }
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct PublishReport {
     pub(crate) planned: Planned,
