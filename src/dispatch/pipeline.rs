@@ -72,7 +72,7 @@ pub(crate) fn try_hand_off(
         return None;
     }
     let count = rt.delivered_count(thread);
-    if count.get() % LATENCY_SAMPLE == 0 {
+    if count.get().is_multiple_of(LATENCY_SAMPLE) {
         return None;
     }
     match panic::catch_unwind(AssertUnwindSafe(|| {
