@@ -124,10 +124,15 @@ fn as_text_extensions(signal: &Signal) -> Signal {
         }
     }
     // Binary mode always carries a content type: a signal with data and none gets the
-    // default (`application/json`) on the way, as the HTTP binding does.
+    // default on the way, as the HTTP binding does: `application/json` for JSON data,
+    // `application/octet-stream` for bytes (`data_base64`).
     if let Some(map) = value.as_object_mut() {
-        if signal.data().is_some() && signal.datacontenttype().is_none() {
-            map.insert("datacontenttype".into(), "application/json".into());
+        if signal.datacontenttype().is_none() {
+            if signal.data().is_some() {
+                map.insert("datacontenttype".into(), "application/json".into());
+            } else if signal.data_bytes().is_some() {
+                map.insert("datacontenttype".into(), "application/octet-stream".into());
+            }
         }
     }
     Signal::from_json_value(value).expect("text extensions are valid")
