@@ -158,15 +158,43 @@ pub(crate) struct Inner {
 /// [`unknown_after`](QueueBuilder::unknown_after) (default 1 h) are cancelled as
 /// `unknown_forwarder` or `unknown_worker`, with a warning naming it.
 ///
-/// ```no_run
-/// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
-/// use signal_bus::queue::{Queue, SqliteStore};
+/// A generic job: a [`Worker`] registered under a name, and a job for it. (A `Forwarder`
+/// subscribed on a bus built with `.queue(queue.clone())` enqueues its own jobs.)
 ///
-/// let queue = Queue::new(SqliteStore::open("signals.db").await?);
-/// let runner = queue.start();       // claims and runs jobs
-/// // ...
-/// runner.shutdown().await;          // stops claiming, finishes or releases what it holds
-/// # Ok(()) }
+/// ```
+/// use serde_json::json;
+/// use signal_bus::queue::{Job, NewJob, Queue, SqliteStore, WorkOutcome, Worker};
+/// use tokio::sync::mpsc;
+///
+/// struct WelcomeEmail(mpsc::UnboundedSender<String>);
+///
+/// #[async_trait::async_trait]
+/// impl Worker for WelcomeEmail {
+///     async fn perform(&self, job: &Job) -> WorkOutcome {
+///         match job.args["to"].as_str() {
+///             Some(to) => {
+///                 let _ = self.0.send(to.to_owned()); // send the email here
+///                 WorkOutcome::Ok
+///             }
+///             None => WorkOutcome::Cancel(format!("job {} has no `to`", job.id)),
+///         }
+///     }
+/// }
+///
+/// #[tokio::main]
+/// async fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     // `SqliteStore::open("jobs.db")` for a file that outlives the process.
+///     let queue = Queue::new(SqliteStore::in_memory().await?);
+///     let (sent, mut outbox) = mpsc::unbounded_channel();
+///     queue.register_worker("welcome_email", WelcomeEmail(sent));
+///     let runner = queue.start(); // claims and runs jobs
+///     queue
+///         .enqueue(NewJob::new("welcome_email", json!({ "to": "ada@example.com" })))
+///         .await?;
+///     assert_eq!(outbox.recv().await.as_deref(), Some("ada@example.com"));
+///     runner.shutdown().await; // stops claiming, finishes or releases what it holds
+///     Ok(())
+/// }
 /// ```
 #[derive(Clone)]
 pub struct Queue {
