@@ -955,19 +955,12 @@ impl JobStore for PostgresStore {
             Vec::with_capacity(n),
         );
         for (id, attempt, max_attempts) in expired {
-            let attempt = u32::try_from(attempt).unwrap_or(0);
-            let max_attempts = u32::try_from(max_attempts).unwrap_or(0);
+            let rescued = sql::Rescued::new(attempt.into(), max_attempts.into(), now, backoff);
             ids.push(id);
-            errors.push(super::rescue_error(attempt, max_attempts));
-            if attempt >= max_attempts {
-                states.push(JobState::Discarded.as_str());
-                scheduled.push(None);
-                finished.push(Some(now_ms));
-            } else {
-                states.push(JobState::Retryable.as_str());
-                scheduled.push(Some(to_ms(super::after(now, backoff(attempt)))));
-                finished.push(None);
-            }
+            states.push(rescued.state.as_str());
+            scheduled.push(rescued.scheduled_at);
+            finished.push(rescued.finished_at);
+            errors.push(rescued.error);
         }
         let done = sqlx::query(
             "UPDATE signal_bus_jobs AS j

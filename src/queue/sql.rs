@@ -22,8 +22,9 @@ use chrono::{DateTime, Utc};
 use sqlx::{ColumnIndex, Decode, Pool, Row, Type};
 
 use super::{
-    from_ms, store::SignalKey, to_ms, CancelReason, Job, JobState, JobStore, LeaseToken, NewJob,
-    QueueError,
+    from_ms,
+    store::{RescueBackoff, SignalKey},
+    to_ms, CancelReason, Job, JobState, JobStore, LeaseToken, NewJob, QueueError,
 };
 use crate::Signal;
 
@@ -422,6 +423,46 @@ pub(super) async fn delete_signal<D: Backend>(
         .text(source)
         .text(id);
     Ok(D::execute(pool, statement).await? > 0)
+}
+
+/// What a rescue writes on a job whose lease ran out during `attempt` of `max_attempts`:
+/// discarded after the last attempt, otherwise retryable after `backoff(attempt)`. Counts
+/// out of range (a corrupt row) discard the job rather than retry it forever.
+pub(super) struct Rescued {
+    pub(super) state: JobState,
+    /// The new `scheduled_at` of a job that is retried (unix milliseconds).
+    pub(super) scheduled_at: Option<i64>,
+    /// The `finished_at` of a job that is discarded (unix milliseconds).
+    pub(super) finished_at: Option<i64>,
+    pub(super) error: String,
+}
+
+impl Rescued {
+    pub(super) fn new(
+        attempt: i64,
+        max_attempts: i64,
+        now: DateTime<Utc>,
+        backoff: RescueBackoff<'_>,
+    ) -> Self {
+        let attempt = u32::try_from(attempt).unwrap_or(u32::MAX);
+        let max_attempts = u32::try_from(max_attempts).unwrap_or(0);
+        let error = super::rescue_error(attempt, max_attempts);
+        if attempt >= max_attempts {
+            Rescued {
+                state: JobState::Discarded,
+                scheduled_at: None,
+                finished_at: Some(to_ms(now)),
+                error,
+            }
+        } else {
+            Rescued {
+                state: JobState::Retryable,
+                scheduled_at: Some(to_ms(super::after(now, backoff(attempt)))),
+                finished_at: None,
+                error,
+            }
+        }
+    }
 }
 
 /// A `usize` limit to SQL.

@@ -799,29 +799,18 @@ impl JobStore for SqliteStore {
         .fetch_all(&mut *tx)
         .await
         .map_err(store_error)?;
-        for (id, attempt, max_attempts) in &expired {
-            let attempt = u32::try_from(*attempt).unwrap_or(u32::MAX);
-            let max = u32::try_from(*max_attempts).unwrap_or(u32::MAX);
-            let error = super::rescue_error(attempt, max);
-            let (state, at, finished) = if attempt >= max {
-                ("discarded", now_ms, Some(now_ms))
-            } else {
-                (
-                    "retryable",
-                    to_ms(super::after(now, backoff(attempt))),
-                    None,
-                )
-            };
+        for &(id, attempt, max_attempts) in &expired {
+            let rescued = sql::Rescued::new(attempt, max_attempts, now, backoff);
             sqlx::query(
                 "UPDATE signal_bus_jobs
                  SET state = ?, scheduled_at = ?, finished_at = ?, last_error = ?,
                      owner = NULL, lease_until = NULL
                  WHERE id = ? AND state = 'executing'",
             )
-            .bind(state)
-            .bind(at)
-            .bind(finished)
-            .bind(error)
+            .bind(rescued.state.as_str())
+            .bind(rescued.scheduled_at.unwrap_or(now_ms))
+            .bind(rescued.finished_at)
+            .bind(rescued.error)
             .bind(id)
             .execute(&mut *tx)
             .await
