@@ -20,6 +20,7 @@ mod binding;
 pub mod bus;
 #[cfg(feature = "nats")]
 pub mod cluster;
+mod context;
 pub mod dispatch;
 mod error;
 #[cfg(feature = "http")]
@@ -32,6 +33,9 @@ pub mod signal;
 pub mod telemetry;
 
 pub use adapter::Adapter;
+/// The attribute that implementations of [`Adapter`] (an async trait) carry:
+/// `#[signal_bus::async_trait]`, so implementing it needs no dependency of your own.
+pub use async_trait::async_trait;
 pub use binding::ContentMode;
 pub use bus::{Bus, BusBuilder, ShutdownReport, SubscriptionId};
 pub use dispatch::{

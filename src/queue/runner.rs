@@ -666,12 +666,12 @@ impl Queue {
                 )
             }
         };
-        crate::telemetry::queue_job(&job, kind, &outcome, started.elapsed());
+        super::events::queue_job(&job, kind, &outcome, started.elapsed());
         match result {
             Ok(()) => {}
-            Err(QueueError::LeaseLost { .. }) => crate::telemetry::queue_lease_lost(&job, action),
+            Err(QueueError::LeaseLost { .. }) => super::events::queue_lease_lost(&job, action),
             // The lease runs out and another runner (or this one) rescues the job.
-            Err(e) => crate::telemetry::queue_store_error(&job, action, &e),
+            Err(e) => super::events::queue_store_error(&job, action, &e),
         }
         outcome == WorkOutcome::Ok
     }
@@ -831,7 +831,7 @@ async fn maintain(queue: Queue, mut stopped: tokio::sync::watch::Receiver<bool>)
                     .register_workers(name, &queue.names(name, true), now)
                     .await
                 {
-                    crate::telemetry::queue_store_failure(name, "register", &e);
+                    super::events::queue_store_failure(name, "register", &e);
                     registry_ok = false;
                     // Try again on the next tick.
                     generation = u64::MAX;
@@ -840,25 +840,25 @@ async fn maintain(queue: Queue, mut stopped: tokio::sync::watch::Receiver<bool>)
         }
         if due(&mut rescued, rescue_every) {
             match store.rescue(now, &backoff).await {
-                Ok(n) if n > 0 => crate::telemetry::queue_rescued(n),
+                Ok(n) if n > 0 => super::events::queue_rescued(n),
                 Ok(_) => {}
-                Err(e) => crate::telemetry::queue_store_failure("*", "rescue", &e),
+                Err(e) => super::events::queue_store_failure("*", "rescue", &e),
             }
         }
         if registry_ok && due(&mut swept, sweep_every) {
             match store.cancel_unregistered(now - grace, now).await {
                 Ok(cancelled) => {
                     for ((q, worker), n) in cancelled {
-                        crate::telemetry::queue_unknown_cancelled(&q, &worker, n);
+                        super::events::queue_unknown_cancelled(&q, &worker, n);
                     }
                 }
-                Err(e) => crate::telemetry::queue_store_failure("*", "cancel_unregistered", &e),
+                Err(e) => super::events::queue_store_failure("*", "cancel_unregistered", &e),
             }
         }
         if due(&mut pruned, settings.prune_interval) {
             match prune_all(store, &settings.retention, 1).await {
-                Ok(report) => crate::telemetry::queue_pruned(&report),
-                Err(e) => crate::telemetry::queue_store_failure("*", "prune", &e),
+                Ok(report) => super::events::queue_pruned(&report),
+                Err(e) => super::events::queue_store_failure("*", "prune", &e),
             }
         }
         if due(&mut counted, counts_every) {
@@ -923,13 +923,13 @@ async fn run_queue(
                 match store.complete_many(&done, Utc::now()).await {
                     Ok(lost) => {
                         for id in lost {
-                            crate::telemetry::queue_lease_lost_id(&name, id, "complete");
+                            super::events::queue_lease_lost_id(&name, id, "complete");
                         }
                     }
                     Err(e) => {
                         // Kept for the next round; if the store stays down the leases expire
                         // and the jobs run again (at least once).
-                        crate::telemetry::queue_store_failure(&name, "complete", &e);
+                        super::events::queue_store_failure(&name, "complete", &e);
                         keep = done;
                     }
                 }
@@ -942,9 +942,9 @@ async fn run_queue(
                 {
                     Ok(()) => {}
                     Err(QueueError::LeaseLost { job }) => {
-                        crate::telemetry::queue_lease_lost_id(&name, job, "retry");
+                        super::events::queue_lease_lost_id(&name, job, "retry");
                     }
-                    Err(e) => crate::telemetry::queue_store_failure(&name, "retry", &e),
+                    Err(e) => super::events::queue_store_failure(&name, "retry", &e),
                 }
             }
             keep
@@ -958,10 +958,10 @@ async fn run_queue(
             match store.heartbeat(&leases, Utc::now() + lease_chrono).await {
                 Ok(lost) => {
                     for id in lost {
-                        crate::telemetry::queue_lease_lost_id(&name, id, "heartbeat");
+                        super::events::queue_lease_lost_id(&name, id, "heartbeat");
                     }
                 }
-                Err(e) => crate::telemetry::queue_store_failure(&name, "heartbeat", &e),
+                Err(e) => super::events::queue_store_failure(&name, "heartbeat", &e),
             }
         }
     };
@@ -1006,7 +1006,7 @@ async fn run_queue(
                         tasks.insert(handle.id(), lease);
                     }
                 }
-                Err(e) => crate::telemetry::queue_store_failure(&name, "claim", &e),
+                Err(e) => super::events::queue_store_failure(&name, "claim", &e),
             }
         }
         if claimed > 0 && running.len() < concurrency {

@@ -619,7 +619,7 @@ where
                 store
                     .cancel_job(id, CancelReason::SchemaMismatch, &detail, now)
                     .await?;
-                crate::telemetry::queue_corrupt_job(backend, id, &e);
+                super::events::queue_corrupt_job(backend, id, &e);
             }
         }
     }
