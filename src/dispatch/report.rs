@@ -270,7 +270,7 @@ impl Planned {
 /// and the other outcomes only.
 ///
 /// ```
-/// use std::{sync::Arc, time::Duration};
+/// use std::sync::Arc;
 /// use serde_json::json;
 /// use signal_bus::{
 ///     adapter::{Handler, Noop},
@@ -282,10 +282,11 @@ impl Planned {
 /// #[tokio::main]
 /// async fn main() -> Result<(), Box<dyn std::error::Error>> {
 ///     let bus = Bus::builder().build()?;
-///     // A slow audit log in async mode: its queue holds one signal, then drops new ones.
-///     let slow = Handler::new(|_s: Arc<Signal>| async {
-///         tokio::time::sleep(Duration::from_secs(3600)).await;
-///         Ok(())
+///     // A stuck audit log in async mode: its queue holds one signal, then drops new ones.
+///     let (taken, mut audit_busy) = tokio::sync::mpsc::unbounded_channel();
+///     let slow = Handler::new(move |_s: Arc<Signal>| {
+///         let _ = taken.send(()); // the worker took a signal
+///         std::future::pending::<Result<(), DeliveryError>>()
 ///     });
 ///     bus.subscribe(
 ///         "invoice.*",
@@ -313,6 +314,7 @@ impl Planned {
 ///
 ///     // The audit worker holds the first signal, the second fills the queue, the third
 ///     // is dropped: not a failure, but not accepted either.
+///     audit_busy.recv().await;
 ///     bus.publish(invoice()?).await?;
 ///     let third = bus.publish(invoice()?).await?;
 ///     for outcome in third.outcomes() {
