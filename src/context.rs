@@ -306,3 +306,39 @@ impl Topics {
         map.get(topic).map_or(0, |tx| tx.receiver_count())
     }
 }
+
+tokio::task_local! {
+    /// Where a durable enqueue made during one delivery attempt is noted (see
+    /// [`note_enqueued`]): `Some(job)` once an enqueue happened, `Some(None)` after several.
+    static ENQUEUED: std::cell::Cell<Option<Option<i64>>>;
+}
+
+/// Runs one delivery attempt and returns its output with the durable job it enqueued, if
+/// the adapter enqueued the signal instead of delivering it: `Some(Some(id))` for one job,
+/// `Some(None)` for several (a batch) or an existing job kept.
+pub(crate) async fn noting_enqueue<F>(attempt: F) -> (F::Output, Option<Option<i64>>)
+where
+    F: std::future::Future,
+{
+    let scoped = ENQUEUED.scope(std::cell::Cell::new(None), attempt);
+    tokio::pin!(scoped);
+    let output = (&mut scoped).await;
+    let queued = scoped
+        .as_mut()
+        .take_value()
+        .and_then(std::cell::Cell::into_inner);
+    (output, queued)
+}
+
+/// Called by an adapter that enqueued the signal as durable job `job` instead of
+/// delivering it, during a delivery attempt made by the bus (elsewhere it does nothing).
+/// A second enqueue in the same attempt (a batch) leaves no single job id.
+pub(crate) fn note_enqueued(job: Option<i64>) {
+    let _ = ENQUEUED.try_with(|cell| {
+        let next = match cell.get() {
+            None => job,
+            Some(_) => None,
+        };
+        cell.set(Some(next));
+    });
+}

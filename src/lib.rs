@@ -39,7 +39,8 @@ pub use async_trait::async_trait;
 pub use binding::ContentMode;
 pub use bus::{Bus, BusBuilder, ShutdownReport, SubscriptionId};
 pub use dispatch::{
-    dispatch, dispatch_async, dispatch_batch, IntoTargets, Outcome, PublishReport, Target,
+    dispatch, dispatch_async, dispatch_batch, IntoTargets, Outcome, OutcomeKind, PublishReport,
+    Target,
 };
 pub use error::{classify_status, BusError, ConfigError, DeliveryError, EndpointError, ErrorKind};
 pub use pattern::{Pattern, PatternError};

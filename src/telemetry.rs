@@ -2,8 +2,8 @@
 //!
 //! | event (name and target) | level | when | fields |
 //! |---|---|---|---|
-//! | `signal_bus::publish` | debug | a signal was published | `bus`, `signal_type`, `signal_id`, `targets`, `failed`, `duration_us` |
-//! | `signal_bus::deliver` | trace (ok), warn (failed) | one delivery ended: by `publish`/`dispatch` (`mode` sync), an async target's worker (async), a batching worker or `dispatch_batch` (batch), a durable forwarder's job (forwarder, once per attempt) | `target_name`, `adapter`, `mode`, `duration_us`, `outcome`, and where they apply `subscription`, `signal_type`, `signal_id`, `batch_size`, `job_id`, `attempt`, `error_kind`, `error` |
+//! | `signal_bus::publish` | debug | a signal was published | `bus`, `signal_type`, `signal_id`, `targets`, `delivered`, `queued`, `dropped`, `failed` (the report's counts), `duration_us` |
+//! | `signal_bus::deliver` | trace (ok, queued), warn (failed) | one delivery ended: by `publish`/`dispatch` (`mode` sync), an async target's worker (async), a batching worker or `dispatch_batch` (batch), a durable forwarder's job (forwarder, once per attempt) | `target_name`, `adapter`, `mode`, `duration_us`, `outcome`, and where they apply `subscription`, `signal_type`, `signal_id`, `batch_size`, `job_id`, `attempt`, `error_kind`, `error` |
 //! | `signal_bus::retry` | info | a failed attempt will be retried | `target_name`, `signal_type`, `signal_id`, `attempt`, `delay_ms`, `error_kind`, `error` |
 //! | `signal_bus::circuit` | warn (opened), info (other transitions) | a breaker changed state | `target_name`, `from`, `to` |
 //! | `signal_bus::dead_letter` | warn | a signal failed for good and goes to dead-letter targets | `target_name`, `signal_type`, `signal_id`, `attempts`, `error` |
@@ -49,8 +49,22 @@ impl Via {
     }
 }
 
-/// One `signal_bus::deliver` event: trace when the target got the signal(s), warn when not.
-/// `signal` when one signal was delivered (its type and id), `batch_size` for a batch.
+/// How a delivery ended, for the `outcome` field of `signal_bus::deliver`: the same words
+/// as the publish report's outcome kinds (`ok` is a delivered outcome).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Delivery<'a> {
+    /// The target got the signal(s): `outcome=ok`.
+    Ok,
+    /// The adapter enqueued the signal as a durable job instead (a forwarder in async
+    /// mode): `outcome=queued`, with the job's id when there is one.
+    Queued { job: Option<i64> },
+    /// `outcome=failed`.
+    Failed(&'a DeliveryError),
+}
+
+/// One `signal_bus::deliver` event: trace when the target got (or queued) the signal(s),
+/// warn when not. `signal` when one signal was delivered (its type and id), `batch_size`
+/// for a batch.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn deliver(
     mode: &'static str,
@@ -60,11 +74,25 @@ pub(crate) fn deliver(
     signal: Option<&Signal>,
     batch_size: Option<usize>,
     duration: Duration,
-    result: Result<(), &DeliveryError>,
+    outcome: Delivery<'_>,
 ) {
     let duration_us = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
-    match result {
-        Ok(()) => tracing::trace!(
+    match outcome {
+        Delivery::Queued { job } => tracing::trace!(
+            name: "signal_bus::deliver",
+            target: "signal_bus::deliver",
+            target_name = target,
+            adapter,
+            mode,
+            subscription = subscription.map(SubscriptionId::get),
+            signal_type = signal.map(Signal::ty),
+            signal_id = signal.map(Signal::id),
+            batch_size,
+            duration_us,
+            outcome = "queued",
+            job_id = job,
+        ),
+        Delivery::Ok => tracing::trace!(
             name: "signal_bus::deliver",
             target: "signal_bus::deliver",
             target_name = target,
@@ -77,7 +105,7 @@ pub(crate) fn deliver(
             duration_us,
             outcome = "ok",
         ),
-        Err(e) => tracing::warn!(
+        Delivery::Failed(e) => tracing::warn!(
             name: "signal_bus::deliver",
             target: "signal_bus::deliver",
             message = "Delivery failed.",
@@ -106,7 +134,7 @@ pub(crate) fn target_delivered(
     subscription: Option<SubscriptionId>,
     signals: &[std::sync::Arc<Signal>],
     duration: Duration,
-    result: Result<(), &DeliveryError>,
+    outcome: Delivery<'_>,
 ) {
     let (signal, batch_size) = match (via, signals) {
         (Via::Batch, _) => (None, Some(signals.len())),
@@ -121,7 +149,7 @@ pub(crate) fn target_delivered(
         signal,
         batch_size,
         duration,
-        result,
+        outcome,
     );
 }
 
@@ -153,17 +181,30 @@ pub(crate) fn publish_enabled() -> bool {
     tracing::enabled!(target: "signal_bus::publish", Level::DEBUG)
 }
 
-/// A `signal_bus::publish` event: `signal` went to `targets` targets, `failed` of which
-/// did not get it.
-pub(crate) fn published(bus: &str, signal: &Signal, targets: usize, failed: usize, micros: u64) {
+/// The counts of a publish report, for the `signal_bus::publish` event.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PublishCounts {
+    pub(crate) targets: usize,
+    pub(crate) delivered: usize,
+    pub(crate) queued: usize,
+    pub(crate) dropped: usize,
+    pub(crate) failed: usize,
+}
+
+/// A `signal_bus::publish` event: `signal` went to `counts.targets` targets, with the
+/// report's outcome counts.
+pub(crate) fn published(bus: &str, signal: &Signal, counts: PublishCounts, micros: u64) {
     tracing::debug!(
         name: "signal_bus::publish",
         target: "signal_bus::publish",
         bus,
         signal_type = signal.ty(),
         signal_id = signal.id(),
-        targets,
-        failed,
+        targets = counts.targets,
+        delivered = counts.delivered,
+        queued = counts.queued,
+        dropped = counts.dropped,
+        failed = counts.failed,
         duration_us = micros,
     );
 }

@@ -832,8 +832,13 @@ impl Bus {
             crate::telemetry::published(
                 &self.inner.name,
                 &signal,
-                report.len(),
-                report.failed(),
+                crate::telemetry::PublishCounts {
+                    targets: report.len(),
+                    delivered: report.delivered(),
+                    queued: report.queued(),
+                    dropped: report.dropped(),
+                    failed: report.failed(),
+                },
                 micros,
             );
         }

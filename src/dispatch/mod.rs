@@ -27,8 +27,8 @@ mod report;
 mod runtime;
 mod target;
 
-pub(crate) use report::{Matched, Planned};
-pub use report::{Outcome, Outcomes, PublishReport};
+pub(crate) use report::{noting_enqueue, Matched, Noted, Planned};
+pub use report::{DropReason, Outcome, OutcomeKind, Outcomes, PublishReport, QueuedIn};
 pub(crate) use runtime::Counters;
 pub use target::{
     IntoTargets, Target, DEFAULT_BATCH_QUEUE_CAPACITY, DEFAULT_TIMEOUT, MAX_BATCH_SIZE, MAX_TIMEOUT,
@@ -121,11 +121,16 @@ where
     )
     .await;
     close_queues(&targets);
-    let mut report = PublishReport::new(Planned::Targets(Arc::clone(&targets)));
-    report.failures = results
+    // The targets got the batch directly, not through their queues: a success is a delivery.
+    let mut report = PublishReport::new(Planned::Direct(Arc::clone(&targets)));
+    report.noted = results
         .into_iter()
         .enumerate()
-        .filter_map(|(i, r)| r.err().map(|e| (i, e)))
+        .filter_map(|(i, r)| match r {
+            Ok(None) => None,
+            Ok(Some(queued)) => Some((i, Noted::Queued(queued))),
+            Err(e) => Some((i, Noted::Failed(e))),
+        })
         .collect();
     Ok(report)
 }
@@ -198,7 +203,8 @@ impl<'a> Iterator for PlanIter<'a> {
     }
 }
 
-/// Delivers `signal` to every target the report plans, recording failures in it, and
+/// Delivers `signal` to every target the report plans, recording in it every outcome that
+/// is not the target's usual success (failed, dropped, enqueued as a durable job), and
 /// gives the signal back unless the last target took it.
 ///
 /// Targets that can deliver without waiting do so inline; the others are polled once and,
@@ -215,7 +221,7 @@ pub(crate) async fn deliver_all(
     deliver_planned(
         signal,
         &report.planned,
-        &mut report.failures,
+        &mut report.noted,
         keep || traced,
         traced,
     )
@@ -237,6 +243,10 @@ fn fast_outcome_event(
     if !telemetry::deliver_enabled(&result) {
         return;
     }
+    let outcome = match result {
+        Ok(()) => telemetry::Delivery::Ok,
+        Err(e) => telemetry::Delivery::Failed(e),
+    };
     let via = if target.is_queued() {
         telemetry::Via::Async
     } else {
@@ -252,18 +262,28 @@ fn fast_outcome_event(
         signal.map(|s| &**s),
         None,
         took,
-        result,
+        outcome,
     );
+}
+
+/// What a slow delivery noted: `None` for the target's usual success.
+type SlowOutcome = Option<Noted>;
+
+fn slow_outcome(result: Result<Option<QueuedIn>, DeliveryError>) -> SlowOutcome {
+    match result {
+        Ok(queued) => queued.map(Noted::Queued),
+        Err(e) => Some(Noted::Failed(e)),
+    }
 }
 
 async fn deliver_planned(
     signal: Arc<Signal>,
     planned: &Planned,
-    failures: &mut Vec<(usize, DeliveryError)>,
+    noted: &mut Vec<(usize, Noted)>,
     keep: bool,
     traced: bool,
 ) -> Option<Arc<Signal>> {
-    let mut pending: Vec<(usize, BoxFuture<'_, Result<(), DeliveryError>>)> = Vec::new();
+    let mut pending: Vec<(usize, BoxFuture<'_, SlowOutcome>)> = Vec::new();
     let thread = runtime::thread_token();
     let last = planned.len().wrapping_sub(1);
     let mut signal = Some(signal);
@@ -275,7 +295,7 @@ async fn deliver_planned(
         position += 1;
         let subscription = || plan.subscription(at);
         let started = traced.then(Instant::now);
-        let handed = if at == last && !keep && failures.is_empty() && pending.is_empty() {
+        let handed = if at == last && !keep && noted.is_empty() && pending.is_empty() {
             pipeline::try_hand_off(target, &mut signal, thread)
         } else {
             None
@@ -285,7 +305,7 @@ async fn deliver_planned(
         let Some(current) = &signal else {
             if let Some(pipeline::Fast::Done(Err(e))) = handed {
                 fast_outcome_event(target, subscription(), None, started, Err(&e));
-                failures.push((at, e));
+                noted.push((at, Noted::Failed(e)));
             }
             break;
         };
@@ -294,7 +314,7 @@ async fn deliver_planned(
             None => pipeline::try_fast(target, current, thread),
         };
         // Slow futures own a reference of their own, so the last target may take ours.
-        let mut slow: BoxFuture<'_, Result<(), DeliveryError>> = match fast {
+        let mut slow: BoxFuture<'_, SlowOutcome> = match fast {
             pipeline::Fast::Done(Ok(())) => {
                 // A queued target's event comes from its worker, once delivered.
                 if started.is_some() && !target.is_queued() {
@@ -304,14 +324,19 @@ async fn deliver_planned(
             }
             pipeline::Fast::Done(Err(e)) => {
                 fast_outcome_event(target, subscription(), Some(current), started, Err(&e));
-                failures.push((at, e));
+                noted.push((at, Noted::Failed(e)));
+                continue;
+            }
+            // The drop has its own event (`signal_bus::drop`).
+            pipeline::Fast::Dropped(why) => {
+                noted.push((at, Noted::Dropped(why)));
                 continue;
             }
             pipeline::Fast::Slow(first) => {
                 let (signal, subscription) = (Arc::clone(current), subscription());
                 Box::pin(async move {
                     let via = telemetry::Via::Sync;
-                    pipeline::deliver(target, &signal, first, via, subscription).await
+                    slow_outcome(pipeline::deliver(target, &signal, first, via, subscription).await)
                 })
             }
             pipeline::Fast::Enqueue => {
@@ -319,18 +344,28 @@ async fn deliver_planned(
                 Box::pin(async move {
                     let result = match &target.runtime.queue {
                         Some(q) => q.offer_waiting(target, &signal).await,
-                        None => Ok(()),
+                        None => Ok(None),
                     };
-                    if let Err(e) = &result {
-                        fast_outcome_event(target, subscription, Some(&signal), started, Err(e));
+                    match result {
+                        Ok(None) => None,
+                        Ok(Some(why)) => Some(Noted::Dropped(why)),
+                        Err(e) => {
+                            fast_outcome_event(
+                                target,
+                                subscription,
+                                Some(&signal),
+                                started,
+                                Err(&e),
+                            );
+                            Some(Noted::Failed(e))
+                        }
                     }
-                    result
                 })
             }
         };
         match poll_once(&mut slow) {
-            Poll::Ready(Ok(())) => {}
-            Poll::Ready(Err(e)) => failures.push((at, e)),
+            Poll::Ready(None) => {}
+            Poll::Ready(Some(n)) => noted.push((at, n)),
             Poll::Pending => pending.push((at, slow)),
         }
     }
@@ -341,11 +376,8 @@ async fn deliver_planned(
                 .map(|(i, fut)| async move { (i, fut.await) }),
         )
         .await;
-        failures.extend(
-            done.into_iter()
-                .filter_map(|(i, r)| r.err().map(|e| (i, e))),
-        );
-        failures.sort_by_key(|(i, _)| *i);
+        noted.extend(done.into_iter().filter_map(|(i, n)| n.map(|n| (i, n))));
+        noted.sort_by_key(|(i, _)| *i);
     }
     signal
 }

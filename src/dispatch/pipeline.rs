@@ -9,7 +9,7 @@ use std::{
 use futures_util::{future::BoxFuture, FutureExt as _};
 use tokio::time::Instant;
 
-use super::{runtime::LATENCY_SAMPLE, Target};
+use super::{noting_enqueue, runtime::LATENCY_SAMPLE, DropReason, QueuedIn, Target};
 use crate::{
     context::SubscriptionId,
     policy::{CircuitState, NextStep, Overflow, Transition},
@@ -19,8 +19,10 @@ use crate::{
 
 /// The result of trying a target without waiting.
 pub(crate) enum Fast {
-    /// Finished: the outcome.
+    /// Finished: the outcome (`Ok`: the target's usual success, delivered or queued).
     Done(Result<(), DeliveryError>),
+    /// An async target's full queue dropped the signal (overflow `DropNewest`).
+    Dropped(DropReason),
     /// Must wait: the slow pipeline takes over (with the first attempt's failure, if one
     /// was made).
     Slow(Option<DeliveryError>),
@@ -118,6 +120,7 @@ fn try_fast_general(target: &Target, signal: &Arc<Signal>, thread: u64) -> Fast 
                 Fast::Done(Err(e))
             }
             super::queue::Offer::Done(Ok(())) => Fast::Done(Ok(())),
+            super::queue::Offer::Dropped(why) => Fast::Dropped(why),
             super::queue::Offer::MustWait => Fast::Enqueue,
         };
     }
@@ -189,20 +192,22 @@ async fn attempt_batch(target: &Target, signals: &[Arc<Signal>]) -> Result<(), D
 /// Delivers one signal with the target's policies (the async worker, `via` Async, and the
 /// slow path of `publish`, `via` Sync, both come here). `first` is a failure the fast path
 /// already had. Emits the `signal_bus::deliver` event, timed from here.
+///
+/// `Ok(Some(_))`: the adapter did not deliver the signal but enqueued it as a durable job
+/// (a forwarder in async mode).
 pub(crate) async fn deliver(
     target: &Target,
     signal: &Arc<Signal>,
     first: Option<DeliveryError>,
     via: Via,
     subscription: Option<SubscriptionId>,
-) -> Result<(), DeliveryError> {
+) -> Result<Option<QueuedIn>, DeliveryError> {
     let signals = std::slice::from_ref(signal);
     // No clock read unless the event is recorded (warn covers trace).
     let started = telemetry::deliver_failed_enabled().then(Instant::now);
     let result = run(target, signals, first, false).await;
     if let Some(started) = started.filter(|_| telemetry::deliver_enabled(&result)) {
         let took = started.elapsed();
-        let outcome = result.as_ref().map(|_| ());
         telemetry::target_delivered(
             via,
             target.name(),
@@ -210,7 +215,7 @@ pub(crate) async fn deliver(
             subscription,
             signals,
             took,
-            outcome,
+            event(&result),
         );
     }
     result
@@ -221,12 +226,11 @@ pub(crate) async fn deliver(
 pub(crate) async fn deliver_batch(
     target: &Target,
     signals: &[Arc<Signal>],
-) -> Result<(), DeliveryError> {
+) -> Result<Option<QueuedIn>, DeliveryError> {
     let started = telemetry::deliver_failed_enabled().then(Instant::now);
     let result = run(target, signals, None, true).await;
     if let Some(started) = started.filter(|_| telemetry::deliver_enabled(&result)) {
         let took = started.elapsed();
-        let outcome = result.as_ref().map(|_| ());
         telemetry::target_delivered(
             Via::Batch,
             target.name(),
@@ -234,10 +238,20 @@ pub(crate) async fn deliver_batch(
             None,
             signals,
             took,
-            outcome,
+            event(&result),
         );
     }
     result
+}
+
+/// The `outcome` of a `signal_bus::deliver` event, as the report tells it.
+fn event(result: &Result<Option<QueuedIn>, DeliveryError>) -> telemetry::Delivery<'_> {
+    match result {
+        Ok(None) => telemetry::Delivery::Ok,
+        Ok(Some(QueuedIn::Durable { job })) => telemetry::Delivery::Queued { job: *job },
+        Ok(Some(_)) => telemetry::Delivery::Queued { job: None },
+        Err(e) => telemetry::Delivery::Failed(e),
+    }
 }
 
 async fn run(
@@ -245,13 +259,14 @@ async fn run(
     signals: &[Arc<Signal>],
     mut first: Option<DeliveryError>,
     batch: bool,
-) -> Result<(), DeliveryError> {
+) -> Result<Option<QueuedIn>, DeliveryError> {
     let rt = &*target.runtime;
     let n = signals.len() as u64;
     let started = Instant::now();
     let mut backoff = None;
     let mut attempts: u32 = 1;
     let mut latency = None;
+    let mut queued = None;
     let error = loop {
         if rt.disabled.load(Ordering::Relaxed) {
             break DeliveryError::Gone {
@@ -280,11 +295,12 @@ async fn run(
                     },
                 };
                 let t0 = Instant::now();
-                let result = if batch {
-                    attempt_batch(target, signals).await
+                let (result, enqueued) = if batch {
+                    noting_enqueue(attempt_batch(target, signals)).await
                 } else {
-                    attempt_once(target, &signals[0]).await
+                    noting_enqueue(attempt_once(target, &signals[0])).await
                 };
+                queued = enqueued;
                 if let (Some(b), Some(p)) = (&rt.breaker, permit) {
                     let t = if result.is_ok() {
                         b.on_success(p, Instant::now())
@@ -302,7 +318,7 @@ async fn run(
         let e = match result {
             Ok(()) => {
                 rt.record_delivered(n, latency);
-                return Ok(());
+                return Ok(queued);
             }
             Err(e) => e,
         };

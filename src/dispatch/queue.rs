@@ -11,7 +11,7 @@ use std::{
 
 use tokio::{sync::Notify, task::JoinHandle, time::Instant};
 
-use super::{pipeline, Target};
+use super::{pipeline, DropReason, Target};
 use crate::{policy::Overflow, telemetry::Via, DeliveryError, Signal};
 
 /// How a batching target groups signals.
@@ -38,8 +38,10 @@ pub(crate) struct AsyncQueue {
 
 /// What happened to a signal offered to the queue.
 pub(crate) enum Offer {
-    /// Queued (or dropped by choice); the outcome.
+    /// Queued (`Ok`; with `DropOldest` perhaps at the cost of an older signal), or refused.
     Done(Result<(), DeliveryError>),
+    /// The queue is full and the overflow policy (`DropNewest`) dropped this signal.
+    Dropped(DropReason),
     /// The queue is full and the overflow policy is to wait.
     MustWait,
 }
@@ -84,7 +86,7 @@ impl AsyncQueue {
     /// Offers a signal without waiting.
     pub(crate) fn offer(&self, target: &Target, signal: &Arc<Signal>) -> Offer {
         self.ensure_worker(target);
-        let dropped = {
+        let (dropped, newest) = {
             let mut items = self.items();
             // Checked under the lock `close` takes: nothing is queued after the worker's
             // last look.
@@ -93,20 +95,27 @@ impl AsyncQueue {
             }
             if items.len() < self.capacity {
                 items.push_back(Arc::clone(signal));
-                None
+                (None, false)
             } else {
                 match self.overflow {
                     Overflow::Block => return Offer::MustWait,
                     Overflow::Error => return Offer::Done(Err(self.full_error(target))),
-                    Overflow::DropNewest => Some(Arc::clone(signal)),
+                    // Not cloned: the signal stays the caller's.
+                    Overflow::DropNewest => (None, true),
                     Overflow::DropOldest => {
                         let oldest = items.pop_front();
                         items.push_back(Arc::clone(signal));
-                        oldest
+                        (oldest, false)
                     }
                 }
             }
         };
+        if newest {
+            pipeline::dropped(target, signal, self.overflow);
+            return Offer::Dropped(DropReason::QueueFull {
+                capacity: self.capacity,
+            });
+        }
         match dropped {
             Some(lost) => pipeline::dropped(target, &lost, self.overflow),
             None => self.wake.notify_one(),
@@ -119,14 +128,15 @@ impl AsyncQueue {
         &self,
         target: &Target,
         signal: &Arc<Signal>,
-    ) -> Result<(), DeliveryError> {
+    ) -> Result<Option<DropReason>, DeliveryError> {
         let deadline = Instant::now() + target.config.timeout;
         loop {
             let room = self.room.notified();
             tokio::pin!(room);
             room.as_mut().enable();
             match self.offer(target, signal) {
-                Offer::Done(result) => return result,
+                Offer::Done(result) => return result.map(|()| None),
+                Offer::Dropped(why) => return Ok(Some(why)),
                 Offer::MustWait => {}
             }
             if tokio::time::timeout_at(deadline, room).await.is_err() {

@@ -305,7 +305,11 @@ impl Adapter for Forwarder {
             (DispatchMode::Async, Some(queue)) => {
                 let job = self.job_for(&signal);
                 match queue.enqueue_signal(signal, job).await {
-                    Ok(_) => Ok(()),
+                    Ok(id) => {
+                        // Queued, not delivered: the publish report says so, with the job.
+                        crate::context::note_enqueued(id);
+                        Ok(())
+                    }
                     Err(e) => Err(DeliveryError::retryable(format!(
                         "forwarder `{}` could not enqueue: {e}",
                         self.key
