@@ -103,90 +103,14 @@ impl Hit {
 const RADIX_SORT_MIN: usize = 128;
 
 /// Sorts hits by key (stable). Few hits: a comparison sort. Many (a type matching thousands
-/// of routes): a radix sort, where a comparison sort makes `log2(k)` rounds of comparing
-/// two-word keys and moving 24-byte hits.
-///
-/// The radix sort packs each key into one word first: the rank and the sequence number less
-/// their smallest values among the hits, side by side in as few bits as their ranges need
-/// (a few for the rank, 17 for the sequence numbers of 100,000 routes), then sorts
-/// (word, slot) pairs of 16 bytes least significant digit first, 11 bits a pass: 2-3 passes
-/// where sorting the bytes of the two-word keys takes 4-5 passes over 24-byte hits.
-fn sort_hits(hits: &mut [Hit], scratch: &mut SortScratch) {
+/// of routes): a least significant digit first radix sort over the key bytes that differ among
+/// the hits, usually 3-5 passes of counting and scattering, where a comparison sort makes
+/// `log2(k)` rounds of comparing two-word keys and moving 24-byte hits.
+fn sort_hits(hits: &mut Vec<Hit>) {
     if hits.len() < RADIX_SORT_MIN {
         hits.sort_unstable_by_key(|h| h.key);
         return;
     }
-    let (mut rank_min, mut rank_max) = (u64::MAX, 0u64);
-    let (mut seq_min, mut seq_max) = (u64::MAX, 0u64);
-    for h in hits.iter() {
-        rank_min = rank_min.min(h.key.rank);
-        rank_max = rank_max.max(h.key.rank);
-        seq_min = seq_min.min(h.key.seq);
-        seq_max = seq_max.max(h.key.seq);
-    }
-    let bits = |span: u64| u64::BITS - span.leading_zeros();
-    let (rank_bits, seq_bits) = (bits(rank_max - rank_min), bits(seq_max - seq_min));
-    if rank_bits + seq_bits > u64::BITS {
-        sort_hits_wide(hits);
-        return;
-    }
-    // `seq_bits` is below 64 whenever the rank takes a bit.
-    let pack = |h: &Hit| {
-        let rank = h.key.rank - rank_min;
-        let rank = if rank == 0 { 0 } else { rank << seq_bits };
-        rank | (h.key.seq - seq_min)
-    };
-    let SortScratch { items, buf } = scratch;
-    items.clear();
-    items.extend(hits.iter().map(|h| (pack(h), h.slot)));
-    buf.clear();
-    buf.resize(items.len(), (0, 0));
-    const DIGIT: u32 = 11;
-    let mask = (1u64 << DIGIT) - 1;
-    let mut shift = 0;
-    while shift < rank_bits + seq_bits {
-        let mut starts = [0u32; 1 << DIGIT];
-        for &(k, _) in items.iter() {
-            starts[((k >> shift) & mask) as usize] += 1;
-        }
-        let mut sum = 0;
-        for start in starts.iter_mut() {
-            let count = *start;
-            *start = sum;
-            sum += count;
-        }
-        for &item in items.iter() {
-            let d = ((item.0 >> shift) & mask) as usize;
-            buf[starts[d] as usize] = item;
-            starts[d] += 1;
-        }
-        std::mem::swap(items, buf);
-        shift += DIGIT;
-    }
-    let seq_mask = if seq_bits == u64::BITS {
-        u64::MAX
-    } else {
-        (1u64 << seq_bits) - 1
-    };
-    for (h, &(k, slot)) in hits.iter_mut().zip(items.iter()) {
-        let rank = if seq_bits == u64::BITS {
-            0
-        } else {
-            k >> seq_bits
-        };
-        *h = Hit {
-            key: SortKey {
-                rank: rank_min + rank,
-                seq: seq_min + (k & seq_mask),
-            },
-            slot,
-        };
-    }
-}
-
-/// [`sort_hits`] for keys too far apart to pack into one word: a least significant digit
-/// first radix sort over the key bytes that differ among the hits.
-fn sort_hits_wide(hits: &mut [Hit]) {
     let first = hits[0].key;
     let (mut seq_diff, mut rank_diff) = (0u64, 0u64);
     for h in hits.iter() {
@@ -229,55 +153,7 @@ fn sort_hits_wide(hits: &mut [Hit]) {
             buf[starts[b]] = *h;
             starts[b] += 1;
         }
-        hits.copy_from_slice(&buf);
-    }
-}
-
-/// The buffers of [`sort_hits`]' radix sort, kept between lookups (see [`Scratch`]).
-#[derive(Default)]
-struct SortScratch {
-    items: Vec<(u64, u32)>,
-    buf: Vec<(u64, u32)>,
-}
-
-/// Buffers an uncached lookup reuses on the same thread: a type matching thousands of routes
-/// would otherwise allocate, grow and free hundreds of kilobytes each time (a fifth of the
-/// lookup in the profile of 15,000 matches). Buffers grown past [`SCRATCH_KEEP`] hits are
-/// not kept.
-#[derive(Default)]
-struct Scratch {
-    hits: Vec<Hit>,
-    sort: SortScratch,
-}
-
-/// The most hits whose buffers a thread keeps between lookups (about 1.5 MB in all).
-const SCRATCH_KEEP: usize = 1 << 15;
-
-thread_local! {
-    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
-}
-
-impl Scratch {
-    /// This thread's buffers (empty ones if another lookup on this thread holds them).
-    fn take() -> Scratch {
-        SCRATCH
-            .try_with(|s| s.try_borrow_mut().map(|mut s| std::mem::take(&mut *s)).ok())
-            .ok()
-            .flatten()
-            .unwrap_or_default()
-    }
-
-    /// Gives the buffers back to this thread, emptied, unless they grew too large.
-    fn give_back(mut self) {
-        if self.hits.capacity() > SCRATCH_KEEP || self.sort.items.capacity() > SCRATCH_KEEP {
-            return;
-        }
-        self.hits.clear();
-        let _ = SCRATCH.try_with(|s| {
-            if let Ok(mut s) = s.try_borrow_mut() {
-                *s = self;
-            }
-        });
+        std::mem::swap(hits, &mut buf);
     }
 }
 
@@ -1125,13 +1001,12 @@ impl<T> Router<T> {
     }
 
     fn compute_ids(&self, ty: &str, count: usize) -> Arc<[RouteId]> {
-        self.walk(ty, count, |hits, _| {
-            if hits.is_empty() {
-                self.empty.clone()
-            } else {
-                hits.iter().map(|h| h.id()).collect()
-            }
-        })
+        let hits = self.walk(ty, count);
+        if hits.is_empty() {
+            self.empty.clone()
+        } else {
+            hits.iter().map(|h| h.id()).collect()
+        }
     }
 
     /// The values of the routes matching `ty`, in routing order, by walking
@@ -1140,21 +1015,20 @@ impl<T> Router<T> {
         let Some(count) = type_segment_count(ty) else {
             return Vec::new();
         };
-        self.walk(ty, count, |hits, _| {
-            // Sized once: collecting a `filter_map` grows the vector step by step, and with
-            // thousands of matches the copies and frees showed in the profile.
-            let mut values = Vec::with_capacity(hits.len());
-            values.extend(
-                hits.iter()
-                    .filter_map(|h| self.slots[h.slot as usize].as_ref().map(|e| &e.value)),
-            );
-            values
-        })
+        self.walk(ty, count)
+            .into_iter()
+            .filter_map(|h| self.slots[h.slot as usize].as_ref().map(|e| &e.value))
+            .collect()
     }
 
-    /// Calls `f` with the sorted hits for a valid type of `count` segments and the number of
-    /// trie nodes entered. The hits live in this thread's reused buffers.
-    fn walk<R>(&self, ty: &str, count: usize, f: impl FnOnce(&[Hit], usize) -> R) -> R {
+    /// Sorted hits for a valid type of `count` segments.
+    fn walk(&self, ty: &str, count: usize) -> Vec<Hit> {
+        self.walk_counted(ty, count).0
+    }
+
+    /// Sorted hits for a valid type of `count` segments, and the number of trie nodes
+    /// entered.
+    fn walk_counted(&self, ty: &str, count: usize) -> (Vec<Hit>, usize) {
         const INLINE: usize = 16;
         let mut inline = [""; INLINE];
         let heap: Vec<&str>;
@@ -1167,32 +1041,27 @@ impl<T> Router<T> {
             heap = ty.split('.').collect();
             &heap
         };
-        let mut scratch = Scratch::take();
-        let hits = std::mem::take(&mut scratch.hits);
-        let (mut hits, visits) = if count < 128 {
-            Self::walk_from::<u128>(&self.root, parts, hits)
+        let (hits, visits) = if count < 128 {
+            Self::walk_from::<u128>(&self.root, parts)
         } else {
-            Self::walk_from::<LongPositions>(&self.root, parts, hits)
+            Self::walk_from::<LongPositions>(&self.root, parts)
         };
+        let mut hits = hits;
         if hits.len() > 1 {
-            sort_hits(&mut hits, &mut scratch.sort);
+            sort_hits(&mut hits);
             // Each route lives in one trie node and each node is entered at most once, so
             // duplicates are not expected; keep the guarantee anyway.
             hits.dedup_by_key(|h| h.key);
         }
-        let result = f(&hits, visits);
-        scratch.hits = hits;
-        scratch.give_back();
-        result
+        (hits, visits)
     }
 
-    /// Unsorted hits (appended to `hits`) and the number of nodes entered, walking from
-    /// `root` at position 0.
-    fn walk_from<P: Positions>(root: &Node, parts: &[&str], hits: Vec<Hit>) -> (Vec<Hit>, usize) {
+    /// Unsorted hits and the number of nodes entered, walking from `root` at position 0.
+    fn walk_from<P: Positions>(root: &Node, parts: &[&str]) -> (Vec<Hit>, usize) {
         let mut walk = Walk::<P> {
             parts,
             same: Vec::new(),
-            hits,
+            hits: Vec::new(),
             visits: 0,
         };
         walk.visit_one(root, 0);
@@ -1203,7 +1072,7 @@ impl<T> Router<T> {
     /// At most `trie_nodes()`. For tests and benchmarks; not part of the stable API.
     #[doc(hidden)]
     pub fn uncached_visits(&self, ty: &str) -> usize {
-        type_segment_count(ty).map_or(0, |count| self.walk(ty, count, |_, visits| visits))
+        type_segment_count(ty).map_or(0, |count| self.walk_counted(ty, count).1)
     }
 
     /// The number of trie nodes, the root included. For tests and benchmarks; not part of
@@ -1557,7 +1426,7 @@ mod tests {
         for n in [RADIX_SORT_MIN - 1, RADIX_SORT_MIN, 1_000, 20_000] {
             // Keys differing in every byte (wide sequence numbers), in few bytes (the usual
             // case), and with duplicates; slots tell equal keys apart to check stability.
-            for spread in [u64::MAX, 0xFFFF, 0x3, 0] {
+            for spread in [u64::MAX, 0xFFFF, 0x3] {
                 let mut hits: Vec<Hit> = (0..n)
                     .map(|i| {
                         let r = next();
@@ -1573,7 +1442,7 @@ mod tests {
                     .collect();
                 let mut want = hits.clone();
                 want.sort_by_key(|h| h.key);
-                sort_hits(&mut hits, &mut SortScratch::default());
+                sort_hits(&mut hits);
                 let got: Vec<(SortKey, u32)> = hits.iter().map(|h| (h.key, h.slot)).collect();
                 let want: Vec<(SortKey, u32)> = want.iter().map(|h| (h.key, h.slot)).collect();
                 if n >= RADIX_SORT_MIN {
@@ -1584,29 +1453,6 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn radix_sort_packs_sequence_numbers_of_the_whole_word() {
-        // One rank, sequence numbers spanning 64 bits: the packed word is all sequence.
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        let mut hits: Vec<Hit> = (0..1_000u32)
-            .map(|i| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                let seq = if i == 0 { 0 } else { x | (1 << 63) };
-                Hit {
-                    key: sort_key(3, 0, seq),
-                    slot: i,
-                }
-            })
-            .collect();
-        let mut want = hits.clone();
-        want.sort_by_key(|h| h.key);
-        sort_hits(&mut hits, &mut SortScratch::default());
-        let pairs = |v: &[Hit]| v.iter().map(|h| (h.key, h.slot)).collect::<Vec<_>>();
-        assert_eq!(pairs(&hits), pairs(&want));
     }
 
     #[test]
