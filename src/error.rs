@@ -6,9 +6,87 @@
 //! and [`DeliveryError`] for a delivery that failed. Every message names the bad value and the
 //! rule it broke; none contains a secret.
 
-use std::{fmt, time::Duration};
+use std::{error::Error as StdError, fmt, ops::Deref, sync::Arc, time::Duration};
 
 use crate::{router::RouteError, PatternError};
+
+/// The underlying error a crate error was caused by: a `reqwest`, `sqlx`, `std::io`,
+/// `serde_json` or `async-nats` error, kept whole (shared, so errors that hold it stay
+/// `Clone`).
+///
+/// The error holding it returns the underlying error itself from
+/// [`source()`](std::error::Error::source), so `downcast_ref` finds its concrete type:
+///
+/// ```
+/// use std::error::Error as _;
+/// use signal_bus::{DeliveryError, ErrorKind};
+///
+/// let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+/// let e = DeliveryError::transport(ErrorKind::Retryable, "cannot connect to the receiver", io);
+/// let cause = e.source().and_then(|s| s.downcast_ref::<std::io::Error>());
+/// assert_eq!(cause.map(std::io::Error::kind), Some(std::io::ErrorKind::ConnectionRefused));
+/// ```
+///
+/// Errors that may carry a secret in their message (a `reqwest::Error` shows its URL, query
+/// included) are stripped of it before they are kept.
+#[derive(Clone)]
+pub struct Cause(Arc<dyn StdError + Send + Sync + 'static>);
+
+impl Cause {
+    /// Keeps `error` as a cause.
+    pub fn new(error: impl StdError + Send + Sync + 'static) -> Self {
+        Cause(Arc::new(error))
+    }
+
+    /// The underlying error.
+    pub fn get(&self) -> &(dyn StdError + Send + Sync + 'static) {
+        &*self.0
+    }
+}
+
+// Deliberately not `std::error::Error`: a `#[source]` field of this type derefs to the
+// underlying error, so `source()` returns that error (not this wrapper) and `downcast_ref`
+// to its concrete type works.
+impl Deref for Cause {
+    type Target = dyn StdError + Send + Sync + 'static;
+
+    fn deref(&self) -> &Self::Target {
+        &*self.0
+    }
+}
+
+/// Two causes are equal when they are the same error, or errors with the same message
+/// (`std::error::Error` has no equality of its own); this keeps the errors holding a cause
+/// comparable in tests.
+impl PartialEq for Cause {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0.to_string() == other.0.to_string()
+    }
+}
+
+impl Eq for Cause {}
+
+impl fmt::Debug for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&*self.0, f)
+    }
+}
+
+/// The innermost message of `error`'s `source()` chain (`error`'s own when it has none):
+/// what a flattened message shows of a cause, e.g. "Connection refused (os error 111)".
+pub(crate) fn innermost(error: &(dyn StdError + 'static)) -> String {
+    let mut last = error;
+    while let Some(next) = last.source() {
+        last = next;
+    }
+    last.to_string()
+}
 
 /// A configuration that cannot work: found at construction or at `subscribe`, before any I/O.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -301,6 +379,21 @@ pub enum DeliveryError {
         /// The pool's cap on connections per host.
         max_connections: usize,
     },
+    /// The request could not be sent or its answer not read (a refused or reset connection,
+    /// a TLS failure, a client that could not be built): [`source()`](std::error::Error::source)
+    /// returns the transport's own error (a `reqwest::Error` without its URL, an
+    /// `async_nats` error, a `std::io::Error`). The message names the endpoint (never its
+    /// query or credentials) and the innermost cause.
+    #[error("{message}")]
+    #[non_exhaustive]
+    Transport {
+        /// How to treat it.
+        kind: ErrorKind,
+        /// What happened, for humans.
+        message: String,
+        /// The transport's error.
+        source: Cause,
+    },
     /// A failure with an explicit kind, from a custom adapter or a transport.
     #[error("{message}")]
     Other {
@@ -388,6 +481,21 @@ impl DeliveryError {
         }
     }
 
+    /// A transport failure of `kind`: `message` for humans, `source` the transport's error
+    /// (returned by [`source()`](std::error::Error::source)). Keep secrets out of both: a
+    /// `reqwest::Error` should go through `without_url()` first.
+    pub fn transport(
+        kind: ErrorKind,
+        message: impl fmt::Display,
+        source: impl StdError + Send + Sync + 'static,
+    ) -> Self {
+        DeliveryError::Transport {
+            kind,
+            message: message.to_string(),
+            source: Cause::new(source),
+        }
+    }
+
     /// How the retry layer should treat this failure.
     pub fn kind(&self) -> ErrorKind {
         match self {
@@ -420,7 +528,7 @@ impl DeliveryError {
                 }
             }
             DeliveryError::CircuitOpen { .. } => ErrorKind::Throttled,
-            DeliveryError::Other { kind, .. } => *kind,
+            DeliveryError::Other { kind, .. } | DeliveryError::Transport { kind, .. } => *kind,
         }
     }
 

@@ -773,10 +773,22 @@ async fn corrupt_rows_are_reported_not_panicked() {
 async fn unwritable_files_give_a_store_error() {
     let dir = TempDir::new("readonly");
     let expect_store_error = |r: Result<SqliteStore, QueueError>| match r {
-        Err(QueueError::Store { backend, message }) => {
-            assert_eq!(backend, "sqlite");
+        Err(e @ QueueError::Store { .. }) => {
+            let QueueError::Store {
+                backend, message, ..
+            } = &e
+            else {
+                unreachable!()
+            };
+            assert_eq!(*backend, "sqlite");
             assert!(message.contains("queue.db"), "{message}");
-            message
+            // The cause is SQLite's own error, kept whole, not a flattened string.
+            let cause = std::error::Error::source(&e).expect("a store error keeps its cause");
+            let sqlx_error = cause
+                .downcast_ref::<sqlx::Error>()
+                .unwrap_or_else(|| panic!("the cause is a sqlx::Error, got {cause:?}"));
+            assert!(message.contains(&sqlx_error.to_string()), "{message}");
+            message.clone()
         }
         other => panic!("expected Store, got {other:?}"),
     };

@@ -14,6 +14,7 @@ use crate::{signal::Data, Adapter, ConfigError, DeliveryError, Signal};
 ///
 /// Parses case-insensitively from `json`, `pretty` and `compact`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum ConsoleFormat {
     /// One line: the CloudEvents JSON of the signal. Never colored, so lines stay parseable.
     Json,

@@ -28,6 +28,7 @@ const VALID_PLACEHOLDERS: &str =
 /// # Ok::<(), signal_bus::ConfigError>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[non_exhaustive]
 pub enum LogLevel {
     /// `tracing::Level::TRACE`.
     Trace,

@@ -34,6 +34,7 @@ pub const DEFAULT_CONCURRENCY: usize = 10;
 
 /// How long to wait before retrying a failed job, by attempt number (1-based).
 #[derive(Clone)]
+#[non_exhaustive]
 pub enum JobBackoff {
     /// `attempt^4 + 15 + rand(1..=10) * attempt` seconds (Oban's and Sigra's curve).
     Sigra,
@@ -437,6 +438,7 @@ impl Queue {
         let id = done.await.map_err(|_| QueueError::Store {
             backend: self.inner.store.backend(),
             message: "the group committer stopped before answering".to_owned(),
+            source: None,
         })??;
         self.inner.wake.notify_waiters();
         Ok(id)

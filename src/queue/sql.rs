@@ -91,7 +91,7 @@ where
 {
     let id: i64 = row
         .try_get("id")
-        .map_err(|e| QueueError::store(backend, e))?;
+        .map_err(|e| QueueError::sql(backend, e))?;
     let corrupt = |what: String| QueueError::Corrupt {
         what: format!("job {id}: {what}"),
     };
@@ -166,7 +166,7 @@ where
             Err(e) => {
                 let id: i64 = row
                     .try_get("id")
-                    .map_err(|e| QueueError::store(backend, e))?;
+                    .map_err(|e| QueueError::sql(backend, e))?;
                 let detail = format!("schema_mismatch: {e}");
                 store
                     .cancel_job(id, CancelReason::SchemaMismatch, &detail, now)
