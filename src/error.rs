@@ -205,6 +205,25 @@ pub enum BusError {
         /// The bus name.
         bus: String,
     },
+    /// A call that spawns a task was made outside a tokio runtime.
+    #[error("{}", no_runtime(call))]
+    NoRuntime {
+        /// The call, e.g. `dispatch_async`.
+        call: &'static str,
+    },
+}
+
+/// What a call that spawns says when it finds no tokio runtime.
+pub(crate) fn no_runtime(call: &str) -> String {
+    format!(
+        "`{call}` must be called inside a tokio runtime: it spawns a task (call it from async \
+         code, or enter a runtime first with `Runtime::enter`)"
+    )
+}
+
+/// The current tokio runtime, or the error naming `call` that needs one.
+pub(crate) fn runtime_for(call: &'static str) -> Result<tokio::runtime::Handle, BusError> {
+    tokio::runtime::Handle::try_current().map_err(|_| BusError::NoRuntime { call })
 }
 
 impl From<RouteError> for BusError {

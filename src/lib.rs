@@ -35,7 +35,9 @@ pub use bus::{Bus, BusBuilder, ShutdownReport, SubscriptionId};
 pub use dispatch::{
     dispatch, dispatch_async, dispatch_batch, IntoTargets, Outcome, PublishReport, Target,
 };
-pub use error::{classify_status, BusError, Cause, ConfigError, DeliveryError, EndpointError, ErrorKind};
+pub use error::{
+    classify_status, BusError, Cause, ConfigError, DeliveryError, EndpointError, ErrorKind,
+};
 pub use pattern::{Pattern, PatternError};
 pub use router::{RouteError, RouteId, Router};
 pub use signal::{Signal, SignalBuilder, SignalError};

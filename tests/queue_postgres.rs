@@ -1977,7 +1977,7 @@ async fn an_old_database_upgrades_and_delivers_its_pending_jobs() {
         .dispatch(DispatchMode::Async),
     )
     .unwrap();
-    let runner = queue.start();
+    let runner = queue.start().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let counts = queue.counts().await.unwrap();
@@ -2156,7 +2156,9 @@ async fn unreachable_server_is_a_clear_store_error() {
         chain.push(next);
     }
     assert!(
-        chain.iter().any(|e| e.downcast_ref::<sqlx::Error>().is_some()),
+        chain
+            .iter()
+            .any(|e| e.downcast_ref::<sqlx::Error>().is_some()),
         "{chain:?}"
     );
     let io = chain
@@ -2255,7 +2257,7 @@ async fn forwarder_through_postgres_with_two_runners() {
             .dispatch(DispatchMode::Async),
         )
         .unwrap();
-        runners.push(queue.start());
+        runners.push(queue.start().unwrap());
         buses.push(bus);
     }
     for i in 0..200 {

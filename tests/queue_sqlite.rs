@@ -1237,7 +1237,7 @@ async fn same_id_from_two_sources_each_job_delivers_its_own_signal() -> anyhow::
     let dir = TempDir::new("two-sources");
     let store = store(&dir).await;
     let queue = quick_queue(store.clone());
-    let runner = queue.start();
+    let runner = queue.start().unwrap();
     let bus = Bus::builder().queue(queue.clone()).build()?;
     let seen: Deliveries = Arc::default();
     bus.subscribe(
@@ -1625,7 +1625,7 @@ async fn old_schema_upgrade_keeps_every_row_and_delivers_pending_jobs() -> anyho
 
     // Deliver what was pending, end to end.
     let queue = quick_queue(store.clone());
-    let runner = queue.start();
+    let runner = queue.start().unwrap();
     let bus = Bus::builder().queue(queue.clone()).build()?;
     let seen: Deliveries = Arc::default();
     bus.subscribe(
@@ -1713,7 +1713,7 @@ async fn old_schema_job_whose_signal_was_deleted_is_cancelled_not_lost() -> anyh
     );
 
     let queue = quick_queue(store.clone());
-    let runner = queue.start();
+    let runner = queue.start().unwrap();
     let bus = Bus::builder().queue(queue.clone()).build()?;
     let seen: Deliveries = Arc::default();
     bus.subscribe(

@@ -73,6 +73,12 @@ pub enum QueueError {
         /// The job id.
         job: i64,
     },
+    /// A call that spawns tasks ([`Queue::start`]) was made outside a tokio runtime.
+    #[error("{}", crate::error::no_runtime(call))]
+    NoRuntime {
+        /// The call, e.g. `Queue::start`.
+        call: &'static str,
+    },
     /// A tenant job misses a required argument.
     #[error("job args must contain `{key}` (null is allowed, absent is not)")]
     MissingArg {

@@ -340,10 +340,13 @@ impl PostgresStoreBuilder {
             tokio::time::timeout(self.acquire_timeout, PgConnection::connect_with(&options))
                 .await
                 .map_err(|_| {
-                    QueueError::store(BACKEND, format!(
-                        "cannot connect to {target}: timed out after {:?}",
-                        self.acquire_timeout
-                    ))
+                    QueueError::store(
+                        BACKEND,
+                        format!(
+                            "cannot connect to {target}: timed out after {:?}",
+                            self.acquire_timeout
+                        ),
+                    )
                 })?
                 .map_err(|e| {
                     QueueError::store_caused(BACKEND, format!("cannot connect to {target}: {e}"), e)

@@ -164,7 +164,7 @@ pub(crate) struct Inner {
 /// use signal_bus::queue::{Queue, SqliteStore};
 ///
 /// let queue = Queue::new(SqliteStore::open("signals.db").await?);
-/// let runner = queue.start();       // claims and runs jobs
+/// let runner = queue.start()?;      // claims and runs jobs
 /// // ...
 /// runner.shutdown().await;          // stops claiming, finishes or releases what it holds
 /// # Ok(()) }
@@ -548,9 +548,17 @@ impl Queue {
     /// Starts a runner: for each queue, a loop claiming up to its concurrency and running
     /// jobs of the names registered in this process; and one maintenance loop that renews
     /// leases' owners in the registry, rescues jobs of crashed runners, cancels jobs nobody
-    /// registers for, prunes, and refreshes the counts. Must be called inside a tokio
-    /// runtime. Workers and forwarders may be registered before or after.
-    pub fn start(&self) -> Runner {
+    /// registers for, prunes, and refreshes the counts, all on the current tokio runtime.
+    /// Workers and forwarders may be registered before or after.
+    ///
+    /// # Errors
+    /// [`QueueError::NoRuntime`] when called outside a tokio runtime (nothing is started).
+    pub fn start(&self) -> Result<Runner, QueueError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(QueueError::NoRuntime {
+                call: "Queue::start",
+            });
+        }
         let owner = format!("{}-{}", std::process::id(), uuid::Uuid::now_v7());
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let (abort, aborted) = tokio::sync::watch::channel(false);
@@ -567,13 +575,13 @@ impl Queue {
             ));
         }
         tasks.spawn(maintain(self.clone(), stopped.clone()));
-        Runner {
+        Ok(Runner {
             queue: self.clone(),
             owner,
             stop,
             abort,
             tasks: Mutex::new(Some(tasks)),
-        }
+        })
     }
 
     fn worker(&self, name: &str) -> Option<Arc<dyn Worker>> {

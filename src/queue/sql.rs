@@ -89,9 +89,7 @@ where
     for<'r> String: Decode<'r, R::Database>,
     String: Type<R::Database>,
 {
-    let id: i64 = row
-        .try_get("id")
-        .map_err(|e| QueueError::sql(backend, e))?;
+    let id: i64 = row.try_get("id").map_err(|e| QueueError::sql(backend, e))?;
     let corrupt = |what: String| QueueError::Corrupt {
         what: format!("job {id}: {what}"),
     };
@@ -164,9 +162,7 @@ where
         match read(row) {
             Ok(job) => jobs.push(job),
             Err(e) => {
-                let id: i64 = row
-                    .try_get("id")
-                    .map_err(|e| QueueError::sql(backend, e))?;
+                let id: i64 = row.try_get("id").map_err(|e| QueueError::sql(backend, e))?;
                 let detail = format!("schema_mismatch: {e}");
                 store
                     .cancel_job(id, CancelReason::SchemaMismatch, &detail, now)

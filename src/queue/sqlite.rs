@@ -240,11 +240,7 @@ impl SqliteStoreBuilder {
         }
         let path = self.path;
         let fail = |e: sqlx::Error| {
-            QueueError::store_caused(
-                BACKEND,
-                format!("cannot open `{}`: {e}", path.display()),
-                e,
-            )
+            QueueError::store_caused(BACKEND, format!("cannot open `{}`: {e}", path.display()), e)
         };
         let options = SqliteConnectOptions::new()
             .filename(&path)
