@@ -88,6 +88,16 @@ pub(crate) fn innermost(error: &(dyn StdError + 'static)) -> String {
     last.to_string()
 }
 
+/// `n` and a noun, singular for exactly one: `count(1, "target", "targets")` is
+/// "1 target", `count(3, ..)` "3 targets". Every message that counts things uses it.
+pub(crate) fn count(n: usize, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("{n} {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}
+
 /// A configuration that cannot work: found at construction or at `subscribe`, before any I/O.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -151,7 +161,7 @@ pub enum BusError {
         value: i32,
     },
     /// A target failed validation.
-    #[error("target `{target}` is invalid: {source}")]
+    #[error("{}: {source}", invalid_target(target))]
     InvalidTarget {
         /// The adapter name of the target.
         target: String,
@@ -172,7 +182,7 @@ pub enum BusError {
         id: u64,
     },
     /// A receiver name is invalid (empty, too long, or with control characters).
-    #[error("name `{name}` is invalid: {rule}")]
+    #[error("receiver name `{name}` is invalid: {rule}")]
     InvalidName {
         /// The rejected name.
         name: String,
@@ -224,6 +234,14 @@ pub(crate) fn no_runtime(call: &str) -> String {
 /// The current tokio runtime, or the error naming `call` that needs one.
 pub(crate) fn runtime_for(call: &'static str) -> Result<tokio::runtime::Handle, BusError> {
     tokio::runtime::Handle::try_current().map_err(|_| BusError::NoRuntime { call })
+}
+
+fn invalid_target(target: &str) -> String {
+    if target.is_empty() {
+        "a target with an empty name is invalid".to_owned()
+    } else {
+        format!("target `{target}` is invalid")
+    }
 }
 
 impl From<RouteError> for BusError {
@@ -327,7 +345,12 @@ pub enum DeliveryError {
         endpoint: String,
     },
     /// Some endpoints of a multi-endpoint target (a webhook with several URLs) failed.
-    #[error("{} of {total} endpoints failed: {}", failures.len(), join_endpoint_errors(.failures))]
+    #[error(
+        "{} of {} failed: {}",
+        failures.len(),
+        count(*total, "endpoint", "endpoints"),
+        join_endpoint_errors(.failures)
+    )]
     Endpoints {
         /// How many endpoints were tried.
         total: usize,

@@ -234,7 +234,11 @@ impl Console {
             }
             Some(Data::Binary(b)) => {
                 out.push(' ');
-                self.paint(&mut out, GREEN, &format!("<{} bytes>", b.len()));
+                self.paint(
+                    &mut out,
+                    GREEN,
+                    &format!("<{}>", crate::error::count(b.len(), "byte", "bytes")),
+                );
             }
             _ => {}
         }
@@ -274,7 +278,12 @@ impl Console {
                 }
             }
             Some(Data::Binary(b)) => {
-                self.pretty_line(&mut out, "data", GREEN, &format!("<{} bytes>", b.len()));
+                self.pretty_line(
+                    &mut out,
+                    "data",
+                    GREEN,
+                    &format!("<{}>", crate::error::count(b.len(), "byte", "bytes")),
+                );
             }
             _ => {}
         }

@@ -339,7 +339,7 @@ impl BusBuilder {
     pub fn build(self) -> Result<Bus, ConfigError> {
         let mut problems = Vec::new();
         if let Err(rule) = validate_name("name", &self.name) {
-            problems.push(ConfigError::invalid("name", &self.name, rule));
+            problems.push(ConfigError::invalid("bus name", &self.name, rule));
         }
         if let Some(id) = &self.node_id {
             if let Err(rule) = validate_name("node_id", id) {

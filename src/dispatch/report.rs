@@ -202,8 +202,8 @@ impl fmt::Display for PublishReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} targets: {} delivered, {} failed",
-            self.len(),
+            "{}: {} delivered, {} failed",
+            crate::error::count(self.len(), "target", "targets"),
             self.delivered(),
             self.failed()
         )?;

@@ -746,9 +746,9 @@ async fn group_commit(
             Ok(ids) => {
                 let e = QueueError::Corrupt {
                     what: format!(
-                        "the store answered {} ids for {} enqueued jobs",
-                        ids.len(),
-                        batch.len()
+                        "the store answered {} for {}",
+                        crate::error::count(ids.len(), "id", "ids"),
+                        crate::error::count(batch.len(), "enqueued job", "enqueued jobs")
                     ),
                 };
                 for p in batch.drain(..) {
