@@ -68,7 +68,7 @@ fn building_and_subscribing_need_no_runtime() {
 fn starting_a_queue_outside_a_runtime_is_an_error() {
     no_runtime();
     let queue = Queue::builder(MemoryStore::new()).build();
-    let e = queue.start().err().expect("no runtime, no runner");
+    let e = queue.start().expect_err("no runtime, no runner");
     assert!(
         matches!(
             e,
@@ -99,9 +99,7 @@ fn starting_a_queue_outside_a_runtime_is_an_error() {
 fn dispatch_async_outside_a_runtime_is_an_error() {
     no_runtime();
     let signal = Signal::builder("a.b", "/s").build().unwrap();
-    let e = dispatch_async(signal, Noop)
-        .err()
-        .expect("no runtime, no task");
+    let e = dispatch_async(signal, Noop).expect_err("no runtime, no task");
     assert!(
         matches!(
             e,
@@ -125,8 +123,7 @@ fn the_metrics_exporter_outside_a_runtime_is_an_error() {
     let bus = Bus::builder().name("m").build().unwrap();
     let e = bus
         .spawn_metrics_exporter(Duration::from_secs(1))
-        .err()
-        .expect("no runtime, no exporter");
+        .expect_err("no runtime, no exporter");
     assert!(
         matches!(
             e,
