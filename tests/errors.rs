@@ -272,3 +272,37 @@ fn a_url_without_a_scheme_and_a_guarded_localhost_are_refused_at_construction() 
     )
     .unwrap();
 }
+
+#[cfg(feature = "nats")]
+#[tokio::test]
+async fn a_missing_jetstream_stream_keeps_the_async_nats_error() {
+    use signal_bus::cluster::{async_nats, ClusterError, NatsBridge};
+
+    let url =
+        std::env::var("SIGNAL_BUS_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
+    let client = async_nats::connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("NATS must be reachable at {url}: {e}"));
+    let bus = Bus::builder().build().unwrap();
+    let stream = format!("NO_SUCH_STREAM_{}", std::process::id());
+    let e = NatsBridge::builder(client, &bus)
+        .pattern("a.*")
+        .durable(&stream, "c")
+        .create_stream(false)
+        .start()
+        .await
+        .expect_err("the stream does not exist");
+    assert!(matches!(e, ClusterError::Stream { .. }), "{e:?}");
+    assert!(
+        e.to_string()
+            .starts_with(&format!("JetStream stream `{stream}`: ")),
+        "{e}"
+    );
+    let cause = e.source().expect("the client's error is kept");
+    assert!(
+        cause
+            .downcast_ref::<async_nats::jetstream::context::GetStreamError>()
+            .is_some(),
+        "{cause:?}"
+    );
+}
