@@ -16,7 +16,7 @@ struct Slack {
     sent: AtomicUsize,
 }
 
-#[async_trait::async_trait]
+#[signal_bus::async_trait]
 impl Adapter for Slack {
     fn name(&self) -> &str {
         "slack"

@@ -611,7 +611,7 @@ impl DeliveryError {
     /// The failure `error` whose receiver asked to wait `after`, longer than the `allowed`
     /// wait: not before now plus `after`.
     pub(crate) fn retry_later(error: DeliveryError, after: Duration, allowed: Duration) -> Self {
-        let not_before = crate::queue::after(chrono::Utc::now(), after);
+        let not_before = self::after(chrono::Utc::now(), after);
         DeliveryError::RetryLater {
             after,
             allowed,
@@ -643,6 +643,17 @@ pub fn classify_status(status: u16, has_retry_after: bool) -> ErrorKind {
         410 => ErrorKind::Gone,
         _ => ErrorKind::Permanent,
     }
+}
+
+/// `now + d`, saturating instead of overflowing.
+pub(crate) fn after(
+    now: chrono::DateTime<chrono::Utc>,
+    d: std::time::Duration,
+) -> chrono::DateTime<chrono::Utc> {
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
 }
 
 #[cfg(test)]

@@ -1,4 +1,6 @@
-#![doc = include_str!("../README.md")]
+// The README is the crate's front page; its code blocks are compiled as doctests by
+// `ReadmeDoctests` below, where the features they need are on.
+#![cfg_attr(not(doctest), doc = include_str!("../README.md"))]
 #![warn(
     missing_docs,
     missing_debug_implementations,
@@ -18,6 +20,7 @@ mod binding;
 pub mod bus;
 #[cfg(feature = "nats")]
 pub mod cluster;
+mod context;
 pub mod dispatch;
 mod error;
 #[cfg(feature = "http")]
@@ -30,6 +33,9 @@ pub mod signal;
 pub mod telemetry;
 
 pub use adapter::Adapter;
+/// The attribute that implementations of [`Adapter`] (an async trait) carry:
+/// `#[signal_bus::async_trait]`, so implementing it needs no dependency of your own.
+pub use async_trait::async_trait;
 pub use binding::ContentMode;
 pub use bus::{Bus, BusBuilder, ShutdownReport, SubscriptionId};
 pub use dispatch::{
@@ -41,3 +47,17 @@ pub use error::{
 pub use pattern::{Pattern, PatternError};
 pub use router::{RouteError, RouteId, Router};
 pub use signal::{Signal, SignalBuilder, SignalError};
+
+/// The README's code blocks as doctests. Each block is a whole program, written as a reader
+/// pastes it (no hidden lines), so blocks for the `axum` and `nats` features cannot compile
+/// without them: the README is compiled where every feature its blocks use is on
+/// (`cargo test --all-features --doc`, as `.ci/run` does).
+#[cfg(all(
+    doctest,
+    feature = "http",
+    feature = "sqlite",
+    feature = "axum",
+    feature = "nats"
+))]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -538,6 +538,31 @@ impl ExtensionValue {
 /// assert_eq!(e.to_string(), "type `orders..created` has an empty segment at position 1");
 /// # Ok::<(), signal_bus::SignalError>(())
 /// ```
+///
+/// A signal with a subject, JSON data and an extension, written as CloudEvents JSON and read
+/// back:
+///
+/// ```
+/// use serde_json::json;
+/// use signal_bus::Signal;
+///
+/// fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     let signal = Signal::builder("order.placed", "/shop")
+///         .subject("order/1001")
+///         .data(json!({ "total": 42.5, "currency": "EUR" }))
+///         .extension("tenant", "acme")
+///         .build()?;
+///     assert_eq!(signal.datacontenttype(), Some("application/json")); // set for JSON data
+///
+///     let bytes = signal.to_json_vec(); // {"specversion":"1.0","id":...,"type":"order.placed",...}
+///     let back = Signal::from_json_slice(&bytes)?;
+///     assert_eq!(back.id(), signal.id()); // a UUIDv7 unless `.id(..)` set one
+///     assert_eq!(back.subject(), Some("order/1001"));
+///     assert_eq!(back.data(), Some(&json!({ "total": 42.5, "currency": "EUR" })));
+///     assert_eq!(back.extension("tenant").and_then(|v| v.as_str()), Some("acme"));
+///     Ok(())
+/// }
+/// ```
 #[derive(Clone)]
 pub struct Signal {
     id: String,

@@ -1,35 +1,16 @@
 //! The console adapter, printing into in-memory writers.
 
-use std::{
-    io,
-    sync::{Arc, Mutex},
-};
+#[path = "support/capture.rs"]
+mod capture;
 
+use std::{io, sync::Arc};
+
+use capture::Captured;
 use serde_json::json;
 use signal_bus::{
     adapter::{Console, ConsoleFormat},
     Adapter, Bus, ErrorKind, Signal,
 };
-
-/// A shared buffer, so the test can read what the console wrote.
-#[derive(Clone, Default)]
-struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-impl Buffer {
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-    }
-}
-
-impl io::Write for Buffer {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
 
 /// A writer whose pipe is closed.
 struct Broken;
@@ -61,7 +42,7 @@ fn print(console: &Console, signal: Signal) {
 
 #[test]
 fn json_lines_parse_back() {
-    let buf = Buffer::default();
+    let buf = Captured::default();
     let console = Console::writer(buf.clone()).format(ConsoleFormat::Json);
     let input = signal();
     print(&console, input.clone());
@@ -78,7 +59,7 @@ fn json_lines_parse_back() {
 
 #[test]
 fn json_is_never_colored() {
-    let buf = Buffer::default();
+    let buf = Captured::default();
     let console = Console::writer(buf.clone())
         .format(ConsoleFormat::Json)
         .colors(true);
@@ -88,7 +69,7 @@ fn json_is_never_colored() {
 
 #[test]
 fn compact_is_one_line() {
-    let buf = Buffer::default();
+    let buf = Captured::default();
     let console = Console::writer(buf.clone());
     print(&console, signal());
     assert_eq!(
@@ -96,7 +77,7 @@ fn compact_is_one_line() {
         "2024-05-01T12:00:00Z user.created /accounts sig-1 user/42 {\"id\":42,\"tags\":[\"a\",\"b\"]}\n"
     );
 
-    let buf = Buffer::default();
+    let buf = Captured::default();
     let console = Console::writer(buf.clone()).format(ConsoleFormat::Compact);
     let bare = Signal::builder("a.b", "/s")
         .id("x")
@@ -111,7 +92,7 @@ fn compact_is_one_line() {
 /// line whatever else it holds.
 #[test]
 fn compact_shows_any_type_as_one_field() {
-    let buf = Buffer::default();
+    let buf = Captured::default();
     let console = Console::writer(buf.clone());
     let ty = "com.example/orders:created.caf\u{e9}+v2@eu~1.#.*";
     let s = Signal::builder(ty, "/s")
@@ -126,7 +107,7 @@ fn compact_shows_any_type_as_one_field() {
 
 #[test]
 fn compact_escapes_newlines_in_attributes() {
-    let buf = Buffer::default();
+    let buf = Captured::default();
     let console = Console::writer(buf.clone());
     let sneaky = Signal::builder("a.b", "/s")
         .subject("line1\nline2\x1b[31m")
@@ -141,7 +122,7 @@ fn compact_escapes_newlines_in_attributes() {
 
 #[test]
 fn pretty_is_indented() {
-    let buf = Buffer::default();
+    let buf = Captured::default();
     let console = Console::writer(buf.clone()).format(ConsoleFormat::Pretty);
     print(&console, signal());
     let expected = "\
@@ -162,7 +143,7 @@ fn pretty_is_indented() {
 ";
     assert_eq!(buf.text(), expected);
 
-    let buf = Buffer::default();
+    let buf = Captured::default();
     let console = Console::writer(buf.clone()).format(ConsoleFormat::Pretty);
     let bytes = Signal::builder("a.b", "/s")
         .data_bytes(vec![1, 2, 3])
@@ -177,7 +158,7 @@ fn pretty_is_indented() {
 #[test]
 fn colors_on_and_off() {
     for format in [ConsoleFormat::Compact, ConsoleFormat::Pretty] {
-        let buf = Buffer::default();
+        let buf = Captured::default();
         let console = Console::writer(buf.clone()).format(format).colors(true);
         assert!(console.colored());
         print(&console, signal());
@@ -188,13 +169,13 @@ fn colors_on_and_off() {
             "{format}: {text:?}"
         );
 
-        let buf = Buffer::default();
+        let buf = Captured::default();
         let console = Console::writer(buf.clone()).format(format).colors(false);
         print(&console, signal());
         assert!(!buf.text().contains('\x1b'), "{format}");
     }
     // A writer is never a terminal: no colors by default.
-    let buf = Buffer::default();
+    let buf = Captured::default();
     let console = Console::writer(buf.clone());
     assert!(!console.colored());
     print(&console, signal());
@@ -226,7 +207,7 @@ async fn write_errors_name_the_device() {
 
 #[tokio::test]
 async fn through_the_bus() {
-    let buf = Buffer::default();
+    let buf = Captured::default();
     let bus = Bus::builder().build().unwrap();
     bus.subscribe(
         "a.*",

@@ -1,9 +1,11 @@
 //! The logger adapter, observed through a capturing `tracing` subscriber.
 
-use std::{
-    io,
-    sync::{Arc, Mutex},
-};
+#[path = "support/capture.rs"]
+mod capture;
+
+use std::sync::Arc;
+
+use capture::Captured;
 
 use serde_json::json;
 use signal_bus::{
@@ -11,34 +13,6 @@ use signal_bus::{
     Adapter, Bus, ConfigError, Signal,
 };
 use tracing::Level;
-use tracing_subscriber::fmt::MakeWriter;
-
-/// A shared buffer the fmt subscriber writes to.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-    }
-}
-
-impl io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
-    }
-}
 
 /// Runs `f` with a subscriber at `max` level installed on this thread, returning the output.
 fn capture(max: Level, f: impl FnOnce()) -> String {

@@ -60,7 +60,7 @@ async fn api_md_core_block() -> Result<(), Box<dyn std::error::Error>> {
 
     // A custom adapter.
     struct Slack;
-    #[async_trait::async_trait]
+    #[signal_bus::async_trait] // re-exported: no async-trait dependency needed
     impl Adapter for Slack {
         fn name(&self) -> &str {
             "slack"

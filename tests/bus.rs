@@ -290,6 +290,26 @@ async fn pubsub_topics_fan_out_to_every_receiver() {
     );
 }
 
+/// The bus attaches its own adapters through hooks outside `Adapter`: they still reach a
+/// built-in adapter shared behind an `Arc` (`Arc<PubSub>`, and `Arc<dyn Adapter>` through
+/// `Target::from_arc`), which without them would fail as detached.
+#[tokio::test]
+async fn built_in_adapters_behind_an_arc_are_still_attached() {
+    let bus = bus();
+    let mut topic = bus.pubsub_subscribe("shared");
+    let (tx, mut named) = mpsc::channel(4);
+    bus.register("inbox", tx).unwrap();
+    bus.subscribe("a.*", Arc::new(PubSub::new("shared")))
+        .unwrap();
+    let dynamic: Arc<dyn Adapter> = Arc::new(Named::new("inbox"));
+    bus.subscribe("a.*", Target::from_arc(dynamic)).unwrap();
+    let report = bus.publish(signal("a.b")).await.unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    assert_eq!(report.delivered(), 2);
+    assert_eq!(topic.recv().await.unwrap().ty(), "a.b");
+    assert_eq!(named.recv().await.unwrap().ty(), "a.b");
+}
+
 #[tokio::test]
 async fn unsubscribe_stops_delivery() {
     let bus = bus();

@@ -18,12 +18,21 @@ use bytes::Bytes;
 use serde_json::json;
 use signal_bus::{
     adapter::{Handler, PubSub},
-    cluster::{ensure_stream, NatsBridge, NatsBridgeBuilder, ORIGIN_EXTENSION},
+    cluster::{
+        async_nats, ensure_stream, NatsBridge, NatsBridgeBuilder, NatsPubSub, ORIGIN_EXTENSION,
+    },
     ContentMode, DeliveryError, ErrorKind, Signal, Target,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
 const QUIET: Duration = Duration::from_millis(300);
+
+/// A publisher to `<prefix>.<type>` through the JetStream stream `stream`.
+fn to_stream(client: &async_nats::Client, prefix: &str, stream: &str) -> NatsPubSub {
+    PubSub::nats(client.clone())
+        .prefix(prefix)
+        .jetstream(stream)
+}
 
 fn signal(ty: &str, i: usize) -> Signal {
     Signal::builder(ty, "/tests/cluster")
@@ -281,13 +290,8 @@ async fn jetstream_publishes_are_acknowledged_and_stored_once() {
     let (prefix, stream) = nats::unique("jsp");
     ensure_stream(&client, &stream, &prefix).await.unwrap();
     let (bus, _) = nats::bus_with_inbox("jsp-node", "nothing");
-    bus.subscribe(
-        "**",
-        PubSub::nats(client.clone())
-            .prefix(&prefix)
-            .jetstream(&stream),
-    )
-    .unwrap();
+    bus.subscribe("**", to_stream(&client, &prefix, &stream))
+        .unwrap();
     for i in 0..20 {
         let report = bus.publish(signal("audit.login", i)).await.unwrap();
         assert!(report.is_ok(), "{report}");
@@ -307,12 +311,8 @@ async fn jetstream_publishes_are_acknowledged_and_stored_once() {
     assert_eq!(s.info().await.unwrap().state.messages, 21);
 
     // A batch target publishes a batch and awaits its acks together.
-    let batched = Target::new(
-        PubSub::nats(client.clone())
-            .prefix(&prefix)
-            .jetstream(&stream),
-    )
-    .batch(8, Duration::from_millis(20));
+    let batched =
+        Target::new(to_stream(&client, &prefix, &stream)).batch(8, Duration::from_millis(20));
     bus.subscribe("bulk.**", batched).unwrap();
     for i in 0..30 {
         bus.publish(signal("bulk.item", i)).await.unwrap();
@@ -335,13 +335,8 @@ async fn jetstream_publishes_are_acknowledged_and_stored_once() {
     let (other_prefix, _) = nats::unique("jsq");
     ensure_stream(&client, &other, &other_prefix).await.unwrap();
     let (bus2, _) = nats::bus_with_inbox("jsp-node2", "nothing");
-    bus2.subscribe(
-        "**",
-        PubSub::nats(client.clone())
-            .prefix(&prefix)
-            .jetstream(&other),
-    )
-    .unwrap();
+    bus2.subscribe("**", to_stream(&client, &prefix, &other))
+        .unwrap();
     let report = bus2.publish(signal("audit.login", 99)).await.unwrap();
     let failure = report.failures().next().expect("refused");
     let error: &DeliveryError = failure.error.unwrap();
@@ -356,13 +351,8 @@ async fn durable_bridge_catches_up_on_what_was_published_while_it_was_down() {
     let client = nats::connect().await;
     let (prefix, stream) = nats::unique("dur");
     let (a, _) = nats::bus_with_inbox("dur-a", "nothing");
-    a.subscribe(
-        "**",
-        PubSub::nats(client.clone())
-            .prefix(&prefix)
-            .jetstream(&stream),
-    )
-    .unwrap();
+    a.subscribe("**", to_stream(&client, &prefix, &stream))
+        .unwrap();
     let (b, mut b_inbox) = nats::bus_with_inbox("dur-b", "**");
     let start = || {
         NatsBridge::builder(client.clone(), &b)
@@ -428,13 +418,8 @@ async fn flaky_durable_pair(
     let client = nats::connect().await;
     let (prefix, stream) = nats::unique(tag);
     let (a, _) = nats::bus_with_inbox(&format!("{tag}-a"), "nothing");
-    a.subscribe(
-        "**",
-        PubSub::nats(client.clone())
-            .prefix(&prefix)
-            .jetstream(&stream),
-    )
-    .unwrap();
+    a.subscribe("**", to_stream(&client, &prefix, &stream))
+        .unwrap();
     let b = signal_bus::Bus::builder()
         .name(format!("{tag}-b"))
         .build()
@@ -589,13 +574,8 @@ async fn types_with_any_character_cross_nats_on_literal_subjects() {
     let (a, _) = nats::bus_with_inbox("chars-a", "nothing");
     a.subscribe("**", PubSub::nats(client.clone()).prefix(&prefix))
         .unwrap();
-    a.subscribe(
-        "**",
-        PubSub::nats(client.clone())
-            .prefix(&prefix)
-            .jetstream(&stream),
-    )
-    .unwrap();
+    a.subscribe("**", to_stream(&client, &prefix, &stream))
+        .unwrap();
     let (b, mut b_inbox) = nats::bus_with_inbox("chars-b", "**");
     let all = NatsBridge::builder(client.clone(), &b)
         .prefix(&prefix)

@@ -4,8 +4,10 @@
 //! grace period for unknown names, lease tokens and pruning. On the in-memory store (the SQL stores run the same code
 //! and their own conformance suites).
 
+#[path = "support/hooked_store.rs"]
+mod hooked_store;
+
 use std::{
-    collections::BTreeMap,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc, Mutex,
@@ -13,15 +15,15 @@ use std::{
     time::Duration,
 };
 
-use chrono::{DateTime, Utc};
+use hooked_store::{Hook, Hooked};
 use serde_json::json;
 use signal_bus::{
     adapter::Handler,
     policy::{CircuitBreaker, RetryPolicy},
     queue::{
         forwarder_worker, CancelReason, DispatchMode, Forwarder, Job, JobBackoff, JobState,
-        JobStore, LeaseToken, MemoryStore, NewJob, Queue, QueueError, RescueBackoff, Retention,
-        Scope, SignalKey, Tenant, TenantWorker, WorkOutcome, Worker,
+        JobStore, MemoryStore, NewJob, Queue, QueueError, Retention, Scope, Tenant, TenantWorker,
+        WorkOutcome, Worker,
     },
     Bus, DeliveryError, Signal,
 };
@@ -947,13 +949,12 @@ async fn generic_enqueues_share_one_commit_and_lose_nothing() {
     assert!(matches!(e, QueueError::Invalid(_)), "{e}");
 }
 
-/// A store that delegates to a [`MemoryStore`] and counts its enqueue transactions: per-job
-/// `enqueue` calls apart from `enqueue_many` calls (one transaction each, however many jobs).
-/// The first transaction of either kind is held until [`Counting::open`], so a test can
-/// make every enqueue wait for the committer before anything commits.
+/// A hook that counts a store's enqueue transactions: per-job `enqueue` calls apart from
+/// `enqueue_many` calls (one transaction each, however many jobs). The first transaction of
+/// either kind is held until [`Counting::open`], so a test can make every enqueue wait for
+/// the committer before anything commits.
 #[derive(Clone)]
 struct Counting {
-    inner: MemoryStore,
     single: Arc<AtomicUsize>,
     many: Arc<AtomicUsize>,
     jobs_in_many: Arc<AtomicUsize>,
@@ -961,158 +962,39 @@ struct Counting {
 }
 
 impl Counting {
-    fn new() -> Counting {
-        Counting {
-            inner: MemoryStore::new(),
+    fn store() -> Hooked<Counting> {
+        Hooked::new(Counting {
             single: Arc::default(),
             many: Arc::default(),
             jobs_in_many: Arc::default(),
             open: Arc::new(tokio::sync::watch::channel(false).0),
-        }
+        })
     }
     fn open(&self) {
         self.open.send_replace(true);
     }
-    /// Holds the first transaction until `open`.
-    async fn transaction(&self) {
+}
+
+#[async_trait::async_trait]
+impl Hook for Counting {
+    fn backend(&self) -> &'static str {
+        "counting"
+    }
+    async fn before(&self, call: &'static str, jobs: usize) -> Result<(), QueueError> {
+        match call {
+            "enqueue" => self.single.fetch_add(1, Ordering::SeqCst),
+            "enqueue_many" => {
+                self.jobs_in_many.fetch_add(jobs, Ordering::SeqCst);
+                self.many.fetch_add(1, Ordering::SeqCst)
+            }
+            _ => return Ok(()),
+        };
+        // Holds the first transaction until `open`.
         if self.single.load(Ordering::SeqCst) + self.many.load(Ordering::SeqCst) == 1 {
             let mut open = self.open.subscribe();
             let _ = open.wait_for(|o| *o).await;
         }
-    }
-}
-
-#[async_trait::async_trait]
-impl JobStore for Counting {
-    fn backend(&self) -> &'static str {
-        "counting"
-    }
-    async fn enqueue(&self, s: Option<&Signal>, j: &NewJob) -> Result<Option<i64>, QueueError> {
-        self.single.fetch_add(1, Ordering::SeqCst);
-        self.transaction().await;
-        self.inner.enqueue(s, j).await
-    }
-    async fn enqueue_many(
-        &self,
-        items: &[(Option<Arc<Signal>>, NewJob)],
-    ) -> Result<Vec<Option<i64>>, QueueError> {
-        self.many.fetch_add(1, Ordering::SeqCst);
-        self.jobs_in_many.fetch_add(items.len(), Ordering::SeqCst);
-        self.transaction().await;
-        self.inner.enqueue_many(items).await
-    }
-    async fn claim(
-        &self,
-        queue: &str,
-        workers: &[String],
-        limit: usize,
-        owner: &str,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-    ) -> Result<Vec<Job>, QueueError> {
-        self.inner
-            .claim(queue, workers, limit, owner, now, lease_until)
-            .await
-    }
-    async fn heartbeat(
-        &self,
-        leases: &[LeaseToken],
-        until: DateTime<Utc>,
-    ) -> Result<Vec<i64>, QueueError> {
-        self.inner.heartbeat(leases, until).await
-    }
-    async fn complete(&self, lease: LeaseToken, now: DateTime<Utc>) -> Result<(), QueueError> {
-        self.inner.complete(lease, now).await
-    }
-    async fn retry(&self, l: LeaseToken, at: DateTime<Utc>, e: &str) -> Result<(), QueueError> {
-        self.inner.retry(l, at, e).await
-    }
-    async fn snooze(&self, l: LeaseToken, at: DateTime<Utc>) -> Result<(), QueueError> {
-        self.inner.snooze(l, at).await
-    }
-    async fn cancel(
-        &self,
-        l: LeaseToken,
-        r: CancelReason,
-        d: &str,
-        now: DateTime<Utc>,
-    ) -> Result<(), QueueError> {
-        self.inner.cancel(l, r, d, now).await
-    }
-    async fn cancel_job(
-        &self,
-        id: i64,
-        r: CancelReason,
-        d: &str,
-        now: DateTime<Utc>,
-    ) -> Result<bool, QueueError> {
-        self.inner.cancel_job(id, r, d, now).await
-    }
-    async fn discard(&self, l: LeaseToken, e: &str, now: DateTime<Utc>) -> Result<(), QueueError> {
-        self.inner.discard(l, e, now).await
-    }
-    async fn rescue(&self, now: DateTime<Utc>, b: RescueBackoff<'_>) -> Result<u64, QueueError> {
-        self.inner.rescue(now, b).await
-    }
-    async fn release(&self, owner: &str, now: DateTime<Utc>) -> Result<u64, QueueError> {
-        self.inner.release(owner, now).await
-    }
-    async fn register_workers(
-        &self,
-        q: &str,
-        w: &[String],
-        now: DateTime<Utc>,
-    ) -> Result<(), QueueError> {
-        self.inner.register_workers(q, w, now).await
-    }
-    async fn unregistered(
-        &self,
-        since: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<BTreeMap<(String, String), u64>, QueueError> {
-        self.inner.unregistered(since, now).await
-    }
-    async fn cancel_unregistered(
-        &self,
-        cutoff: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<BTreeMap<(String, String), u64>, QueueError> {
-        self.inner.cancel_unregistered(cutoff, now).await
-    }
-    async fn load_signal(&self, source: &str, id: &str) -> Result<Option<Signal>, QueueError> {
-        self.inner.load_signal(source, id).await
-    }
-    async fn load_signals(
-        &self,
-        keys: &[(&str, &str)],
-    ) -> Result<Vec<(SignalKey, Result<Signal, QueueError>)>, QueueError> {
-        self.inner.load_signals(keys).await
-    }
-    async fn delete_signal(&self, source: &str, id: &str) -> Result<bool, QueueError> {
-        self.inner.delete_signal(source, id).await
-    }
-    async fn get(&self, id: i64) -> Result<Option<Job>, QueueError> {
-        self.inner.get(id).await
-    }
-    async fn list(&self, state: JobState, limit: usize) -> Result<Vec<Job>, QueueError> {
-        self.inner.list(state, limit).await
-    }
-    async fn redrive(&self, ids: &[i64], now: DateTime<Utc>) -> Result<u64, QueueError> {
-        self.inner.redrive(ids, now).await
-    }
-    async fn prune(
-        &self,
-        state: JobState,
-        before: DateTime<Utc>,
-        limit: usize,
-    ) -> Result<u64, QueueError> {
-        self.inner.prune(state, before, limit).await
-    }
-    async fn prune_signals(&self, before: DateTime<Utc>, limit: usize) -> Result<u64, QueueError> {
-        self.inner.prune_signals(before, limit).await
-    }
-    async fn counts(&self) -> Result<BTreeMap<JobState, u64>, QueueError> {
-        self.inner.counts().await
+        Ok(())
     }
 }
 
@@ -1136,7 +1018,7 @@ async fn counted<F: std::future::Future>(polled: Arc<AtomicUsize>, fut: F) -> F:
 /// everything that waited behind it), and none may go through the per-job `store.enqueue`.
 async fn sixty_four_concurrent_enqueues_share_commits(tenant: bool) {
     const PRODUCERS: usize = 64;
-    let store = Counting::new();
+    let store = Counting::store();
     let queue = Queue::builder(store.clone()).build();
     let polled = Arc::new(AtomicUsize::new(0));
     let mut tasks = tokio::task::JoinSet::new();
@@ -1160,7 +1042,7 @@ async fn sixty_four_concurrent_enqueues_share_commits(tenant: bool) {
         polled.load(Ordering::SeqCst) == PRODUCERS
     })
     .await;
-    store.open();
+    store.hook.open();
     let mut ids = Vec::new();
     while let Some(id) = tasks.join_next().await {
         ids.push(id.unwrap().unwrap().expect("stored"));
@@ -1170,17 +1052,17 @@ async fn sixty_four_concurrent_enqueues_share_commits(tenant: bool) {
     let kind = if tenant { "enqueue_tenant" } else { "enqueue" };
     assert_eq!(ids.len(), PRODUCERS, "{kind}: one id per job");
     assert_eq!(
-        store.single.load(Ordering::SeqCst),
+        store.hook.single.load(Ordering::SeqCst),
         0,
         "{kind}: no job may go through the per-job store.enqueue"
     );
-    let transactions = store.many.load(Ordering::SeqCst);
+    let transactions = store.hook.many.load(Ordering::SeqCst);
     assert!(
         (1..=2).contains(&transactions),
         "{kind}: {PRODUCERS} concurrent calls took {transactions} transactions (group commit \
          allows 2: the held one and one for the calls that waited behind it)"
     );
-    assert_eq!(store.jobs_in_many.load(Ordering::SeqCst), PRODUCERS);
+    assert_eq!(store.hook.jobs_in_many.load(Ordering::SeqCst), PRODUCERS);
     assert_eq!(
         queue.counts().await.unwrap()[&JobState::Available],
         PRODUCERS as u64

@@ -140,6 +140,19 @@ fn names(workers: &[&str]) -> Vec<String> {
     workers.iter().map(|w| (*w).to_owned()).collect()
 }
 
+/// Claims one job of worker `w` in `default` as `owner` at `now`, its lease ending `until`.
+async fn claim_one(
+    store: &PostgresStore,
+    owner: &str,
+    now: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Vec<Job> {
+    store
+        .claim("default", &names(&["w"]), 1, owner, now, until)
+        .await
+        .unwrap()
+}
+
 /// Claims up to 100 jobs of `workers` in `queue` for an hour.
 async fn claim(store: &PostgresStore, queue: &str, workers: &[&str]) -> Vec<Job> {
     store
@@ -674,28 +687,8 @@ async fn rescue_retries_expired_leases_behind_fresh_work() {
     let id = store.enqueue(None, &job("w")).await.unwrap().unwrap();
     let live = store.enqueue(None, &job("w")).await.unwrap().unwrap();
     let w = names(&["w"]);
-    let dead = store
-        .claim(
-            "default",
-            &w,
-            1,
-            "dead",
-            now,
-            now + chrono::Duration::seconds(1),
-        )
-        .await
-        .unwrap();
-    let alive = store
-        .claim(
-            "default",
-            &w,
-            1,
-            "alive",
-            now,
-            now + chrono::Duration::seconds(60),
-        )
-        .await
-        .unwrap();
+    let dead = claim_one(&store, "dead", now, now + chrono::Duration::seconds(1)).await;
+    let alive = claim_one(&store, "alive", now, now + chrono::Duration::seconds(60)).await;
     assert_eq!(ids(&dead), [id]);
     let backoff = |attempt: u32| Duration::from_secs(10 * u64::from(attempt));
     assert_eq!(
@@ -776,17 +769,13 @@ async fn rescue_on_the_last_attempt_discards() {
         .unwrap()
         .unwrap();
     let t0 = Utc::now();
-    store
-        .claim(
-            "default",
-            &names(&["w"]),
-            1,
-            "crashed",
-            t0,
-            t0 + chrono::Duration::milliseconds(10),
-        )
-        .await
-        .unwrap();
+    claim_one(
+        &store,
+        "crashed",
+        t0,
+        t0 + chrono::Duration::milliseconds(10),
+    )
+    .await;
     let at = t0 + chrono::Duration::milliseconds(20);
     assert_eq!(store.rescue(at, &no_backoff).await.unwrap(), 1);
     let j = store.get(id).await.unwrap().unwrap();
@@ -811,17 +800,13 @@ async fn rescue_skips_a_job_locked_by_another_transaction() {
     let store = db.store().await;
     let id = store.enqueue(None, &job("w")).await.unwrap().unwrap();
     let t0 = Utc::now();
-    store
-        .claim(
-            "default",
-            &names(&["w"]),
-            1,
-            "crashed",
-            t0,
-            t0 + chrono::Duration::milliseconds(10),
-        )
-        .await
-        .unwrap();
+    claim_one(
+        &store,
+        "crashed",
+        t0,
+        t0 + chrono::Duration::milliseconds(10),
+    )
+    .await;
     // A late runner is finishing the job right now (it holds the row lock).
     let mut tx = store.pool().begin().await.unwrap();
     sqlx::query("SELECT id FROM signal_bus_jobs WHERE id = $1 FOR UPDATE")
@@ -853,19 +838,8 @@ async fn a_stale_lease_is_refused() {
     let db = TestDb::new().await;
     let store = db.store().await;
     let id = store.enqueue(None, &job("w")).await.unwrap().unwrap();
-    let w = names(&["w"]);
     let t0 = Utc::now();
-    let first = store
-        .claim(
-            "default",
-            &w,
-            1,
-            "slow",
-            t0,
-            t0 + chrono::Duration::milliseconds(10),
-        )
-        .await
-        .unwrap();
+    let first = claim_one(&store, "slow", t0, t0 + chrono::Duration::milliseconds(10)).await;
     let t = first[0].token;
     assert_eq!(
         store
@@ -874,17 +848,13 @@ async fn a_stale_lease_is_refused() {
             .unwrap(),
         1
     );
-    let second = store
-        .claim(
-            "default",
-            &w,
-            1,
-            "fast",
-            Utc::now() + chrono::Duration::seconds(1),
-            later(60),
-        )
-        .await
-        .unwrap();
+    let second = claim_one(
+        &store,
+        "fast",
+        Utc::now() + chrono::Duration::seconds(1),
+        later(60),
+    )
+    .await;
     assert_eq!(ids(&second), [id]);
     assert_eq!(second[0].token, t + 1);
     let (old, new) = (first[0].lease(), second[0].lease());

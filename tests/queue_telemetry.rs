@@ -5,9 +5,10 @@
 
 #[path = "support/capture.rs"]
 mod capture;
+#[path = "support/hooked_store.rs"]
+mod hooked_store;
 
 use std::{
-    collections::BTreeMap,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -17,174 +18,46 @@ use std::{
 
 use async_trait::async_trait;
 use capture::{capture, text, Captured};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
+use hooked_store::{Hook, Hooked};
 use serde_json::json;
 use signal_bus::{
     adapter::{Handler, Noop},
     policy::RetryPolicy,
     queue::{
         forwarder_worker, CancelReason, DispatchMode, Forwarder, Job, JobBackoff, JobState,
-        JobStore, LeaseToken, MemoryStore, NewJob, Queue, QueueError, RescueBackoff, SignalKey,
+        JobStore, NewJob, Queue, QueueError,
     },
     Bus, DeliveryError, Signal,
 };
 
-/// A [`MemoryStore`] whose writes of job outcomes, or claims, fail while a switch is on.
+/// A hook under which a store's writes of job outcomes (`retry`, `cancel`), or claims, fail
+/// while a switch is on.
 #[derive(Clone, Default)]
 struct Flaky {
-    inner: MemoryStore,
     fail_outcomes: Arc<AtomicBool>,
     fail_claims: Arc<AtomicBool>,
 }
 
-impl Flaky {
-    fn down(&self, what: &str) -> Result<(), QueueError> {
-        Err(QueueError::store("memory", format!("{what}: disk on fire")))
-    }
-    fn outcomes_fail(&self) -> bool {
-        self.fail_outcomes.load(Ordering::SeqCst)
-    }
-}
-
 #[async_trait]
-impl JobStore for Flaky {
+impl Hook for Flaky {
     fn backend(&self) -> &'static str {
         "flaky"
     }
-    async fn enqueue(&self, s: Option<&Signal>, j: &NewJob) -> Result<Option<i64>, QueueError> {
-        self.inner.enqueue(s, j).await
-    }
-    async fn enqueue_many(
-        &self,
-        items: &[(Option<Arc<Signal>>, NewJob)],
-    ) -> Result<Vec<Option<i64>>, QueueError> {
-        self.inner.enqueue_many(items).await
-    }
-    async fn claim(
-        &self,
-        queue: &str,
-        workers: &[String],
-        limit: usize,
-        owner: &str,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-    ) -> Result<Vec<Job>, QueueError> {
-        if self.fail_claims.load(Ordering::SeqCst) {
-            self.down("claim")?;
+    async fn before(&self, call: &'static str, _jobs: usize) -> Result<(), QueueError> {
+        let switch = match call {
+            "claim" => &self.fail_claims,
+            "retry" | "cancel" => &self.fail_outcomes,
+            _ => return Result::Ok(()),
+        };
+        if switch.load(Ordering::SeqCst) {
+            return Err(QueueError::store("memory", format!("{call}: disk on fire")));
         }
-        self.inner
-            .claim(queue, workers, limit, owner, now, lease_until)
-            .await
-    }
-    async fn heartbeat(
-        &self,
-        leases: &[LeaseToken],
-        until: DateTime<Utc>,
-    ) -> Result<Vec<i64>, QueueError> {
-        self.inner.heartbeat(leases, until).await
-    }
-    async fn complete(&self, lease: LeaseToken, now: DateTime<Utc>) -> Result<(), QueueError> {
-        self.inner.complete(lease, now).await
-    }
-    async fn retry(&self, l: LeaseToken, at: DateTime<Utc>, e: &str) -> Result<(), QueueError> {
-        if self.outcomes_fail() {
-            self.down("retry")?;
-        }
-        self.inner.retry(l, at, e).await
-    }
-    async fn snooze(&self, l: LeaseToken, at: DateTime<Utc>) -> Result<(), QueueError> {
-        self.inner.snooze(l, at).await
-    }
-    async fn cancel(
-        &self,
-        l: LeaseToken,
-        r: CancelReason,
-        d: &str,
-        now: DateTime<Utc>,
-    ) -> Result<(), QueueError> {
-        if self.outcomes_fail() {
-            self.down("cancel")?;
-        }
-        self.inner.cancel(l, r, d, now).await
-    }
-    async fn cancel_job(
-        &self,
-        id: i64,
-        r: CancelReason,
-        d: &str,
-        now: DateTime<Utc>,
-    ) -> Result<bool, QueueError> {
-        self.inner.cancel_job(id, r, d, now).await
-    }
-    async fn discard(&self, l: LeaseToken, e: &str, now: DateTime<Utc>) -> Result<(), QueueError> {
-        self.inner.discard(l, e, now).await
-    }
-    async fn rescue(&self, now: DateTime<Utc>, b: RescueBackoff<'_>) -> Result<u64, QueueError> {
-        self.inner.rescue(now, b).await
-    }
-    async fn release(&self, owner: &str, now: DateTime<Utc>) -> Result<u64, QueueError> {
-        self.inner.release(owner, now).await
-    }
-    async fn register_workers(
-        &self,
-        q: &str,
-        w: &[String],
-        now: DateTime<Utc>,
-    ) -> Result<(), QueueError> {
-        self.inner.register_workers(q, w, now).await
-    }
-    async fn unregistered(
-        &self,
-        since: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<BTreeMap<(String, String), u64>, QueueError> {
-        self.inner.unregistered(since, now).await
-    }
-    async fn cancel_unregistered(
-        &self,
-        cutoff: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<BTreeMap<(String, String), u64>, QueueError> {
-        self.inner.cancel_unregistered(cutoff, now).await
-    }
-    async fn load_signal(&self, source: &str, id: &str) -> Result<Option<Signal>, QueueError> {
-        self.inner.load_signal(source, id).await
-    }
-    async fn load_signals(
-        &self,
-        keys: &[(&str, &str)],
-    ) -> Result<Vec<(SignalKey, Result<Signal, QueueError>)>, QueueError> {
-        self.inner.load_signals(keys).await
-    }
-    async fn delete_signal(&self, source: &str, id: &str) -> Result<bool, QueueError> {
-        self.inner.delete_signal(source, id).await
-    }
-    async fn get(&self, id: i64) -> Result<Option<Job>, QueueError> {
-        self.inner.get(id).await
-    }
-    async fn list(&self, state: JobState, limit: usize) -> Result<Vec<Job>, QueueError> {
-        self.inner.list(state, limit).await
-    }
-    async fn redrive(&self, ids: &[i64], now: DateTime<Utc>) -> Result<u64, QueueError> {
-        self.inner.redrive(ids, now).await
-    }
-    async fn prune(
-        &self,
-        state: JobState,
-        before: DateTime<Utc>,
-        limit: usize,
-    ) -> Result<u64, QueueError> {
-        self.inner.prune(state, before, limit).await
-    }
-    async fn prune_signals(&self, before: DateTime<Utc>, limit: usize) -> Result<u64, QueueError> {
-        self.inner.prune_signals(before, limit).await
-    }
-    async fn counts(&self) -> Result<BTreeMap<JobState, u64>, QueueError> {
-        self.inner.counts().await
+        Result::Ok(())
     }
 }
 
-fn queue(store: &Flaky) -> Queue {
+fn queue(store: &Hooked<Flaky>) -> Queue {
     Queue::builder(store.clone())
         .poll_interval(Duration::from_millis(10))
         .backoff(JobBackoff::Policy(RetryPolicy::constant(
@@ -215,7 +88,7 @@ async fn line_with(out: &Captured, fields: &[&str]) -> String {
 #[tokio::test(flavor = "current_thread")]
 async fn a_failed_outcome_write_is_reported_with_the_job() {
     let (out, _guard) = capture("signal_bus::queue=debug");
-    let store = Flaky::default();
+    let store = Hooked::<Flaky>::default();
     let queue = queue(&store);
     let bus = Bus::builder().queue(queue.clone()).build().unwrap();
     bus.subscribe(
@@ -228,7 +101,7 @@ async fn a_failed_outcome_write_is_reported_with_the_job() {
     )
     .unwrap();
     bus.publish(signal("s-1")).await.unwrap();
-    store.fail_outcomes.store(true, Ordering::SeqCst);
+    store.hook.fail_outcomes.store(true, Ordering::SeqCst);
     let runner = queue.start().unwrap();
     let job_failed = line_with(
         &out,
@@ -264,10 +137,10 @@ async fn a_failed_outcome_write_is_reported_with_the_job() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_failed_claim_is_reported_and_the_runner_goes_on() {
     let (out, _guard) = capture("signal_bus::queue=debug");
-    let store = Flaky::default();
+    let store = Hooked::<Flaky>::default();
     let queue = queue(&store);
     queue.register_worker("w", Ok);
-    store.fail_claims.store(true, Ordering::SeqCst);
+    store.hook.fail_claims.store(true, Ordering::SeqCst);
     let id = queue
         .enqueue(NewJob::new("w", json!({})))
         .await
@@ -276,7 +149,7 @@ async fn a_failed_claim_is_reported_and_the_runner_goes_on() {
     let runner = queue.start().unwrap();
     let line = line_with(&out, &["ERROR", "kind=\"store_error\"", "action=\"claim\""]).await;
     assert!(line.contains("queue=\"default\""), "{line}");
-    store.fail_claims.store(false, Ordering::SeqCst);
+    store.hook.fail_claims.store(false, Ordering::SeqCst);
     let done = line_with(&out, &["DEBUG", "kind=\"completed\"", "worker=w"]).await;
     assert!(done.contains(&format!("job_id={id}")), "{done}");
     runner.shutdown().await;
@@ -294,7 +167,7 @@ impl signal_bus::queue::Worker for Ok {
 #[tokio::test(flavor = "current_thread")]
 async fn cancellations_name_their_reason_and_unknown_names_are_warned_about() {
     let (out, _guard) = capture("signal_bus::queue=debug");
-    let store = Flaky::default();
+    let store = Hooked::<Flaky>::default();
     let queue = Queue::builder(store.clone())
         .poll_interval(Duration::from_millis(10))
         .unknown_after(Duration::from_millis(100))
@@ -328,7 +201,7 @@ async fn cancellations_name_their_reason_and_unknown_names_are_warned_about() {
 #[tokio::test(flavor = "current_thread")]
 async fn rescues_lost_leases_and_paused_forwarders_are_reported() {
     let (out, _guard) = capture("signal_bus=debug");
-    let store = Flaky::default();
+    let store = Hooked::<Flaky>::default();
     let queue = Queue::builder(store.clone())
         .poll_interval(Duration::from_millis(10))
         .lease(Duration::from_millis(200))
@@ -389,7 +262,7 @@ async fn a_refused_completion_is_reported_as_a_lost_lease() {
         }
     }
     let (out, _guard) = capture("signal_bus::queue=debug");
-    let store = Flaky::default();
+    let store = Hooked::<Flaky>::default();
     let queue = queue(&store);
     let (started, release) = (
         Arc::new(tokio::sync::Notify::new()),

@@ -17,7 +17,7 @@ use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 
-use crate::{bus::BusContext, ConfigError, DeliveryError, Signal};
+use crate::{context::BusContext, ConfigError, DeliveryError, Signal};
 
 mod channel;
 mod console;
@@ -37,14 +37,17 @@ pub use pubsub::PubSub;
 
 /// Delivers signals somewhere. Object safe: targets hold an `Arc<dyn Adapter>`.
 ///
-/// Only [`name`](Adapter::name) and [`deliver`](Adapter::deliver) are required.
+/// Only [`name`](Adapter::name) and [`deliver`](Adapter::deliver) are required. Implement it
+/// under [`#[signal_bus::async_trait]`](crate::async_trait) (re-exported, so no dependency of
+/// your own). Your adapter gets everything a target offers: retries, circuit breakers, async
+/// queues, batching (through [`deliver_batch`](Adapter::deliver_batch)), dead letters.
 ///
 /// ```
 /// use signal_bus::{Adapter, ConfigError, DeliveryError, Signal};
 ///
 /// struct Slack { channel: String }
 ///
-/// #[async_trait::async_trait]
+/// #[signal_bus::async_trait]
 /// impl Adapter for Slack {
 ///     fn name(&self) -> &str { "slack" }
 ///     fn validate(&self) -> Result<(), ConfigError> {
@@ -124,39 +127,35 @@ pub trait Adapter: Send + Sync + 'static {
         Health::healthy()
     }
 
-    /// Called when a target holding this adapter is subscribed on a bus, before any delivery.
-    /// Adapters that deliver to the bus itself (named receivers, topics) keep what they need.
-    fn attach(&self, bus: &BusContext) {
-        let _ = bus;
-    }
-
-    /// Called when the subscription holding this adapter is removed: undo what
-    /// [`attach`](Adapter::attach) registered. Default: nothing.
-    fn detach(&self, bus: &BusContext) {
-        let _ = bus;
-    }
-
-    /// For an adapter with several endpoints (a webhook with several URLs): one adapter per
-    /// endpoint, named by it. A target with a retry policy or a circuit breaker is split
-    /// into one target per endpoint, so each endpoint has its own breaker and retries and a
-    /// retry never resends to an endpoint that already succeeded. Default: none.
-    fn split_endpoints(&self) -> Vec<(String, Arc<dyn Adapter>)> {
-        Vec::new()
-    }
-
-    /// Whether this adapter only works on a bus built with a durable queue (an async
-    /// forwarder). `subscribe` refuses it on a bus without one. Default: `false`.
-    fn requires_queue(&self) -> bool {
-        false
-    }
-
-    /// The adapter's own timeout for one request, when it has one (an HTTP adapter's
-    /// `.timeout(d)`). Timeouts compose with the target's: a [`Target`](crate::Target)
-    /// without an explicit [`timeout`](crate::Target::timeout) takes this one when it is
-    /// longer than the target's default, and a target whose explicit timeout is shorter than
-    /// this one is refused at `subscribe` (it would cut the adapter's requests short).
-    /// Default: `None`.
-    fn request_timeout(&self) -> Option<Duration> {
+    /// The bus's hooks into this crate's own adapters (see [`hooks::BusHooks`]). Hidden and
+    /// sealed: its argument cannot be named outside the crate, so other adapters keep the
+    /// default, `None`.
+    ///
+    /// Other crates can neither override it nor implement the hooks as `Adapter` methods:
+    ///
+    /// ```compile_fail,E0603
+    /// use signal_bus::{adapter::Health, Adapter, DeliveryError, Signal};
+    /// struct Mine;
+    /// #[signal_bus::async_trait]
+    /// impl Adapter for Mine {
+    ///     fn name(&self) -> &str { "mine" }
+    ///     async fn deliver(&self, _: &Signal) -> Result<(), DeliveryError> { Ok(()) }
+    ///     fn bus_hooks(&self, _: signal_bus::adapter::hooks::Sealed) -> Option<&dyn signal_bus::adapter::hooks::BusHooks> { None }
+    /// }
+    /// ```
+    ///
+    /// ```compile_fail,E0407
+    /// use signal_bus::{bus::BusContext, Adapter, DeliveryError, Signal};
+    /// struct Mine;
+    /// #[signal_bus::async_trait]
+    /// impl Adapter for Mine {
+    ///     fn name(&self) -> &str { "mine" }
+    ///     async fn deliver(&self, _: &Signal) -> Result<(), DeliveryError> { Ok(()) }
+    ///     fn attach(&self, _: &BusContext) {}
+    /// }
+    /// ```
+    #[doc(hidden)]
+    fn bus_hooks(&self, _: hooks::Sealed) -> Option<&dyn hooks::BusHooks> {
         None
     }
 }
@@ -188,20 +187,91 @@ impl<A: Adapter + ?Sized> Adapter for Arc<A> {
     async fn health_check(&self) -> Health {
         (**self).health_check().await
     }
-    fn attach(&self, bus: &BusContext) {
-        (**self).attach(bus)
+    fn bus_hooks(&self, sealed: hooks::Sealed) -> Option<&dyn hooks::BusHooks> {
+        (**self).bus_hooks(sealed)
     }
-    fn split_endpoints(&self) -> Vec<(String, Arc<dyn Adapter>)> {
-        (**self).split_endpoints()
+}
+
+/// What the bus needs from its own adapters besides delivery, kept out of [`Adapter`]:
+/// adapters of other crates have no use for it (they cannot build a [`BusContext`]).
+pub(crate) mod hooks {
+    use std::{sync::Arc, time::Duration};
+
+    use super::Adapter;
+    use crate::context::BusContext;
+
+    /// The argument of [`Adapter`]'s hidden `bus_hooks`: nameable only in this crate, so
+    /// only this crate's adapters override it.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Sealed;
+
+    /// The bus's hooks into this crate's adapters, implemented by the built-in adapters that
+    /// need one and reached through [`Adapter`]'s hidden `bus_hooks` (the bus calls them as
+    /// methods of `dyn Adapter`). Every hook defaults to doing nothing.
+    pub trait BusHooks: Send + Sync {
+        /// Called when a target holding this adapter is subscribed on a bus, before any
+        /// delivery. Adapters that deliver to the bus itself (named receivers, topics, a
+        /// forwarder's queue) keep what they need.
+        fn attach(&self, bus: &BusContext) {
+            let _ = bus;
+        }
+
+        /// Called when the subscription holding this adapter is removed: undo what
+        /// [`attach`](BusHooks::attach) registered.
+        fn detach(&self, bus: &BusContext) {
+            let _ = bus;
+        }
+
+        /// For an adapter with several endpoints (a webhook with several URLs): one adapter
+        /// per endpoint, named by it. A target with a retry policy or a circuit breaker is
+        /// split into one target per endpoint, so each endpoint has its own breaker and
+        /// retries and a retry never resends to an endpoint that already succeeded.
+        fn split_endpoints(&self) -> Vec<(String, Arc<dyn Adapter>)> {
+            Vec::new()
+        }
+
+        /// Whether this adapter only works on a bus built with a durable queue (an async
+        /// forwarder). `subscribe` refuses it on a bus without one.
+        fn requires_queue(&self) -> bool {
+            false
+        }
+
+        /// The adapter's own timeout for one request (an HTTP adapter's `.timeout(d)`).
+        /// Timeouts compose with the target's: a [`Target`](crate::Target) without an
+        /// explicit [`timeout`](crate::Target::timeout) takes this one when it is longer than
+        /// the target's default, and a target whose explicit timeout is shorter than this
+        /// one is refused at `subscribe` (it would cut the adapter's requests short).
+        fn request_timeout(&self) -> Option<Duration> {
+            None
+        }
     }
-    fn detach(&self, bus: &BusContext) {
-        (**self).detach(bus)
-    }
-    fn requires_queue(&self) -> bool {
-        (**self).requires_queue()
-    }
-    fn request_timeout(&self) -> Option<Duration> {
-        (**self).request_timeout()
+
+    /// The hooks as methods of any adapter: those without hooks do nothing.
+    impl dyn Adapter {
+        pub(crate) fn attach(&self, bus: &BusContext) {
+            if let Some(h) = self.bus_hooks(Sealed) {
+                h.attach(bus);
+            }
+        }
+
+        pub(crate) fn detach(&self, bus: &BusContext) {
+            if let Some(h) = self.bus_hooks(Sealed) {
+                h.detach(bus);
+            }
+        }
+
+        pub(crate) fn split_endpoints(&self) -> Vec<(String, Arc<dyn Adapter>)> {
+            self.bus_hooks(Sealed)
+                .map_or_else(Vec::new, BusHooks::split_endpoints)
+        }
+
+        pub(crate) fn requires_queue(&self) -> bool {
+            self.bus_hooks(Sealed).is_some_and(BusHooks::requires_queue)
+        }
+
+        pub(crate) fn request_timeout(&self) -> Option<Duration> {
+            self.bus_hooks(Sealed).and_then(BusHooks::request_timeout)
+        }
     }
 }
 

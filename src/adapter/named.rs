@@ -2,10 +2,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::AttachSlot;
+use super::{
+    hooks::{BusHooks, Sealed},
+    AttachSlot,
+};
 use crate::{
     adapter::Health,
-    bus::{validate_name, BusContext, Registry},
+    context::{validate_name, BusContext, Registry},
     Adapter, ConfigError, DeliveryError, Signal,
 };
 
@@ -113,6 +116,12 @@ impl Adapter for Named {
         }
     }
 
+    fn bus_hooks(&self, _: Sealed) -> Option<&dyn BusHooks> {
+        Some(self)
+    }
+}
+
+impl BusHooks for Named {
     fn attach(&self, bus: &BusContext) {
         self.attached.set(bus);
     }

@@ -2,9 +2,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::AttachSlot;
+use super::{
+    hooks::{BusHooks, Sealed},
+    AttachSlot,
+};
 use crate::{
-    bus::{validate_name, BusContext, Topics},
+    context::{validate_name, BusContext, Topics},
     Adapter, ConfigError, DeliveryError, Signal,
 };
 
@@ -40,15 +43,6 @@ impl PubSub {
             topics: None,
             attached: AttachSlot::default(),
         }
-    }
-
-    /// The NATS form: publishes each signal to NATS subject `<prefix>.<type>` (core NATS, or
-    /// JetStream with acknowledgements), so other processes and machines receive it through
-    /// a [`NatsBridge`](crate::cluster::NatsBridge). Feature `nats`; see
-    /// [`NatsPubSub`](crate::cluster::NatsPubSub) for the options.
-    #[cfg(feature = "nats")]
-    pub fn nats(client: async_nats::Client) -> crate::cluster::NatsPubSub {
-        crate::cluster::NatsPubSub::new(client)
     }
 
     /// Publishes to these topics instead of the bus's own.
@@ -95,6 +89,12 @@ impl Adapter for PubSub {
         Some(self.send(signal))
     }
 
+    fn bus_hooks(&self, _: Sealed) -> Option<&dyn BusHooks> {
+        Some(self)
+    }
+}
+
+impl BusHooks for PubSub {
     fn attach(&self, bus: &BusContext) {
         self.attached.set(bus);
     }

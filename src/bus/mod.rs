@@ -28,36 +28,20 @@ use std::{
 use tokio::sync::{broadcast, mpsc};
 
 use crate::{
-    dispatch::{deliver_all, validate_targets, IntoTargets, Planned, PublishReport, Target},
+    context::{BusLink, WeakBus},
+    dispatch::{
+        deliver_all, validate_targets, IntoTargets, Matched, Planned, PublishReport, Target,
+    },
     router::{RouteId, Router},
     telemetry::{Metrics, TargetHealth, TargetMetrics},
     BusError, ConfigError, Pattern, Signal,
 };
 
-mod context;
-
 /// The type of the signal the bus publishes when a target is disabled after a 410 Gone.
 pub const ENDPOINT_DISABLED_TYPE: &str = "signal_bus.endpoint.disabled";
 
-pub(crate) use context::validate_name;
-pub use context::{BusContext, Registry, Topics};
-
-/// Identifies a subscription on its bus.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SubscriptionId(u64);
-
-impl SubscriptionId {
-    /// The number behind the id.
-    pub fn get(self) -> u64 {
-        self.0
-    }
-}
-
-impl fmt::Display for SubscriptionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
+use crate::context::validate_name;
+pub use crate::context::{BusContext, Registry, SubscriptionId, Topics};
 
 /// One subscription as the bus holds it.
 #[derive(Debug)]
@@ -118,15 +102,21 @@ fn type_too_long(ty: &str, segments: usize, max: usize) -> BusError {
     }
 }
 
-/// Publishes `signal_bus.endpoint.disabled` on the bus a target was subscribed on, if it
-/// is still alive.
-pub(crate) fn emit_endpoint_disabled(
-    bus: &std::sync::Weak<Inner>,
-    target: &str,
-    error: &crate::DeliveryError,
-) {
-    if let Some(inner) = bus.upgrade() {
-        inner.context.emit_endpoint_disabled(target, error);
+impl BusLink for Inner {
+    fn endpoint_disabled(self: Arc<Self>, target: &str, error: &crate::DeliveryError) {
+        let signal = Signal::builder(ENDPOINT_DISABLED_TYPE, format!("/signal-bus/{}", self.name))
+            .subject(target)
+            .data(serde_json::json!({
+                "target": target,
+                "error": error.to_string(),
+            }))
+            .build();
+        if let (Ok(signal), Ok(handle)) = (signal, tokio::runtime::Handle::try_current()) {
+            let bus = Bus { inner: self };
+            handle.spawn(async move {
+                let _ = bus.publish(signal).await;
+            });
+        }
     }
 }
 
@@ -138,14 +128,6 @@ impl Drop for Inner {
             close_queues(&sub.targets);
         }
     }
-}
-
-/// The targets of every subscription matching one type, flat and in delivery order (more
-/// specific subscriptions first, then higher priority, then older), so that `publish` walks
-/// one array instead of following each subscription to its targets.
-#[derive(Debug, Default)]
-pub(crate) struct Matched {
-    pub(crate) targets: Box<[(SubscriptionId, Target)]>,
 }
 
 #[derive(Debug, Default)]
@@ -367,14 +349,17 @@ impl BusBuilder {
         };
         let name: Arc<str> = Arc::from(self.name);
         Ok(Bus {
-            inner: Arc::new_cyclic(|weak| Inner {
+            inner: Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| Inner {
                 context: BusContext {
                     name: Arc::clone(&name),
                     node_id,
                     registry: Registry::new(),
                     topics: Topics::new(self.pubsub_capacity),
-                    bus: weak.clone(),
-                    queue: self.queue.clone(),
+                    bus: WeakBus(weak.clone()),
+                    queue: self
+                        .queue
+                        .clone()
+                        .map(|q| Arc::new(q) as Arc<dyn std::any::Any + Send + Sync>),
                 },
                 name,
                 router: RwLock::new(Router::new()),
@@ -597,7 +582,7 @@ impl Bus {
                 });
             }
         }
-        let durable = self.inner.context.queue.as_ref();
+        let durable = self.inner.context.queue();
         Metrics {
             targets,
             queue: durable.and_then(crate::queue::Queue::cached_counts),
@@ -851,7 +836,13 @@ impl Bus {
         let kept = deliver_all(signal, &mut report, started.is_some()).await;
         if let (Some(started), Some(signal)) = (started, kept) {
             let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-            crate::telemetry::published(&self.inner.name, &signal, &report, micros);
+            crate::telemetry::published(
+                &self.inner.name,
+                &signal,
+                report.len(),
+                report.failed(),
+                micros,
+            );
         }
         Ok(report)
     }

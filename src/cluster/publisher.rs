@@ -26,8 +26,12 @@ use super::{
     validate_stream_name, DEFAULT_PREFIX,
 };
 use crate::{
-    adapter::{AttachSlot, Health},
+    adapter::{
+        hooks::{BusHooks, Sealed},
+        AttachSlot, Health, PubSub,
+    },
     binding::encode_value,
+    context::BusContext,
     Adapter, ConfigError, ContentMode, DeliveryError, Signal,
 };
 
@@ -295,7 +299,23 @@ impl Adapter for NatsPubSub {
         .with_latency(started.elapsed())
     }
 
-    fn attach(&self, bus: &crate::bus::BusContext) {
+    fn bus_hooks(&self, _: Sealed) -> Option<&dyn BusHooks> {
+        Some(self)
+    }
+}
+
+impl BusHooks for NatsPubSub {
+    fn attach(&self, bus: &BusContext) {
         self.attached.set(bus);
+    }
+}
+
+impl PubSub {
+    /// The NATS form: publishes each signal to NATS subject `<prefix>.<type>` (core NATS, or
+    /// JetStream with acknowledgements), so other processes and machines receive it through
+    /// a [`NatsBridge`](crate::cluster::NatsBridge). Feature `nats`; see
+    /// [`NatsPubSub`](crate::cluster::NatsPubSub) for the options.
+    pub fn nats(client: async_nats::Client) -> NatsPubSub {
+        NatsPubSub::new(client)
     }
 }

@@ -19,7 +19,7 @@ use std::{
 use futures_util::future::{join_all, BoxFuture};
 use tokio::time::{Duration, Instant};
 
-use crate::{bus::SubscriptionId, telemetry, BusError, DeliveryError, Signal};
+use crate::{context::SubscriptionId, telemetry, BusError, DeliveryError, Signal};
 
 mod pipeline;
 mod queue;
@@ -27,7 +27,7 @@ mod report;
 mod runtime;
 mod target;
 
-pub(crate) use report::Planned;
+pub(crate) use report::{Matched, Planned};
 pub use report::{Outcome, Outcomes, PublishReport};
 pub(crate) use runtime::Counters;
 pub use target::{

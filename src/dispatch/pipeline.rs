@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::{runtime::LATENCY_SAMPLE, Target};
 use crate::{
-    bus::SubscriptionId,
+    context::SubscriptionId,
     policy::{CircuitState, NextStep, Overflow, Transition},
     telemetry::{self, Via},
     DeliveryError, ErrorKind, Signal,
@@ -203,7 +203,15 @@ pub(crate) async fn deliver(
     if let Some(started) = started.filter(|_| telemetry::deliver_enabled(&result)) {
         let took = started.elapsed();
         let outcome = result.as_ref().map(|_| ());
-        telemetry::target_delivered(via, target, subscription, signals, took, outcome);
+        telemetry::target_delivered(
+            via,
+            target.name(),
+            target.adapter.name(),
+            subscription,
+            signals,
+            took,
+            outcome,
+        );
     }
     result
 }
@@ -219,7 +227,15 @@ pub(crate) async fn deliver_batch(
     if let Some(started) = started.filter(|_| telemetry::deliver_enabled(&result)) {
         let took = started.elapsed();
         let outcome = result.as_ref().map(|_| ());
-        telemetry::target_delivered(Via::Batch, target, None, signals, took, outcome);
+        telemetry::target_delivered(
+            Via::Batch,
+            target.name(),
+            target.adapter.name(),
+            None,
+            signals,
+            took,
+            outcome,
+        );
     }
     result
 }
@@ -338,7 +354,7 @@ fn disable(target: &Target, error: &DeliveryError) {
         return;
     }
     telemetry::endpoint_disabled(target.name(), error);
-    crate::bus::emit_endpoint_disabled(&rt.bus, target.name(), error);
+    rt.bus.emit_endpoint_disabled(target.name(), error);
 }
 
 /// Sends a signal that failed for good to the target's dead-letter targets, marked with

@@ -1,10 +1,15 @@
 use std::{fmt, sync::Arc};
 
 use super::{Plan, PlanIter, Target};
-use crate::{
-    bus::{Matched, SubscriptionId},
-    DeliveryError,
-};
+use crate::{context::SubscriptionId, DeliveryError};
+
+/// The targets of every subscription matching one type, flat and in delivery order (more
+/// specific subscriptions first, then higher priority, then older), so that `publish` walks
+/// one array instead of following each subscription to its targets.
+#[derive(Debug, Default)]
+pub(crate) struct Matched {
+    pub(crate) targets: Box<[(SubscriptionId, Target)]>,
+}
 
 /// What happened to one target of one delivery: a view into a [`PublishReport`].
 #[derive(Debug, Clone, Copy)]

@@ -7,13 +7,16 @@
 use std::{
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
-        Mutex, OnceLock, Weak,
+        Mutex, OnceLock,
     },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use super::queue::AsyncQueue;
-use crate::{bus::BusContext, policy::Breaker};
+use crate::{
+    context::{BusContext, WeakBus},
+    policy::Breaker,
+};
 
 /// Fast-path deliveries are timed one in this many (timing costs two clock reads).
 pub(crate) const LATENCY_SAMPLE: u64 = 64;
@@ -214,7 +217,7 @@ pub(crate) struct TargetRuntime {
     stats: OnceLock<Box<Stats>>,
     /// The bus the target is subscribed on (dangling for `dispatch`), for the signals it
     /// emits about its targets.
-    pub(crate) bus: Weak<crate::bus::Inner>,
+    pub(crate) bus: WeakBus,
 }
 
 pub(crate) fn unix_ms(t: SystemTime) -> u64 {
@@ -232,7 +235,7 @@ impl TargetRuntime {
             plain: breaker.is_none() && queue.is_none(),
             breaker: breaker.map(Box::new),
             queue: queue.map(Box::new),
-            bus: bus.map_or_else(Weak::new, |b| b.bus.clone()),
+            bus: bus.map_or_else(WeakBus::default, |b| b.bus.clone()),
             ..TargetRuntime::default()
         }
     }

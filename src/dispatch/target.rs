@@ -9,7 +9,7 @@ use super::{
     runtime::TargetRuntime,
 };
 use crate::{
-    bus::BusContext,
+    context::BusContext,
     policy::{CircuitBreaker, Mode, Overflow, RetryPolicy, MAX_QUEUE_CAPACITY},
     Adapter, ConfigError,
 };
@@ -119,8 +119,8 @@ pub(crate) fn epoch() -> tokio::time::Instant {
 
 impl Target {
     /// A target delivering to `adapter` with the defaults: synchronous, 5 s timeout (or the
-    /// adapter's own [`request_timeout`](Adapter::request_timeout) when that is longer), no
-    /// retries, no breaker, no batching, no dead letters.
+    /// adapter's own request timeout, an `Http` or `Webhook` `.timeout(d)`, when that is
+    /// longer), no retries, no breaker, no batching, no dead letters.
     pub fn new(adapter: impl Adapter) -> Self {
         Target::from_arc(Arc::new(adapter))
     }
@@ -144,9 +144,8 @@ impl Target {
         Arc::make_mut(&mut self.config)
     }
 
-    /// How long one delivery attempt may take. Default: 5 s, or the adapter's own
-    /// [`request_timeout`](Adapter::request_timeout) when that is longer (an
-    /// `Http::timeout(10s)` gets 10 s); allowed: 1 ms to 24 h, and not shorter than the
+    /// How long one delivery attempt may take. Default: 5 s, or the adapter's own request
+    /// timeout when that is longer (an `Http::timeout(10s)` gets 10 s); allowed: 1 ms to 24 h, and not shorter than the
     /// adapter's own timeout (`subscribe` refuses that, naming both).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         let c = self.config_mut();

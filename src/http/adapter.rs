@@ -8,7 +8,13 @@ use super::{
     endpoint::Endpoint,
     request::{request_options, RequestConfig},
 };
-use crate::{adapter::Health, Adapter, ConfigError, DeliveryError, Signal};
+use crate::{
+    adapter::{
+        hooks::{BusHooks, Sealed},
+        Health,
+    },
+    Adapter, ConfigError, DeliveryError, Signal,
+};
 
 /// Delivers signals over HTTP to one URL (Jido's `http` adapter).
 ///
@@ -120,6 +126,13 @@ impl Adapter for Http {
     async fn health_check(&self) -> Health {
         self.request.health(&self.endpoint).await
     }
+
+    fn bus_hooks(&self, _: Sealed) -> Option<&dyn BusHooks> {
+        Some(self)
+    }
+}
+
+impl BusHooks for Http {
     fn request_timeout(&self) -> Option<std::time::Duration> {
         self.request.timeout
     }

@@ -14,7 +14,7 @@ use super::{
     client::{self, ClientOptions},
     endpoint::Endpoint,
 };
-use crate::{bus::validate_name, ConfigError, DeliveryError};
+use crate::{context::validate_name, ConfigError, DeliveryError};
 
 /// Default cap of an [`HttpPool`] on connections to one host.
 pub const DEFAULT_POOL_MAX_CONNECTIONS: usize = 50;

@@ -11,7 +11,10 @@ use super::{
     signing::{SignInput, SigningScheme},
 };
 use crate::{
-    adapter::{Health, HealthStatus},
+    adapter::{
+        hooks::{BusHooks, Sealed},
+        Health, HealthStatus,
+    },
     Adapter, ConfigError, DeliveryError, EndpointError, ErrorKind, Signal,
 };
 
@@ -323,24 +326,8 @@ impl Adapter for Webhook {
             .await
     }
 
-    fn request_timeout(&self) -> Option<std::time::Duration> {
-        self.request.timeout
-    }
-
-    fn split_endpoints(&self) -> Vec<(String, Arc<dyn Adapter>)> {
-        if self.endpoints.len() < 2 {
-            return Vec::new();
-        }
-        self.endpoints
-            .iter()
-            .map(|e| {
-                let one = Webhook {
-                    endpoints: vec![e.clone()],
-                    ..self.clone()
-                };
-                (e.to_string(), Arc::new(one) as Arc<dyn Adapter>)
-            })
-            .collect()
+    fn bus_hooks(&self, _: Sealed) -> Option<&dyn BusHooks> {
+        Some(self)
     }
 
     async fn health_check(&self) -> Health {
@@ -363,6 +350,28 @@ impl Adapter for Webhook {
         }
         debug_assert!(health.status != HealthStatus::Degraded || checks.len() > 1);
         health
+    }
+}
+
+impl BusHooks for Webhook {
+    fn request_timeout(&self) -> Option<std::time::Duration> {
+        self.request.timeout
+    }
+
+    fn split_endpoints(&self) -> Vec<(String, Arc<dyn Adapter>)> {
+        if self.endpoints.len() < 2 {
+            return Vec::new();
+        }
+        self.endpoints
+            .iter()
+            .map(|e| {
+                let one = Webhook {
+                    endpoints: vec![e.clone()],
+                    ..self.clone()
+                };
+                (e.to_string(), Arc::new(one) as Arc<dyn Adapter>)
+            })
+            .collect()
     }
 }
 

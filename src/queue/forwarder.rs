@@ -18,8 +18,11 @@ use tokio::time::Instant;
 
 use super::{worker::WorkOutcome, CancelReason, Job, NewJob, Queue, DEFAULT_MAX_ATTEMPTS};
 use crate::{
-    adapter::Health,
-    bus::{validate_name, BusContext},
+    adapter::{
+        hooks::{BusHooks, Sealed},
+        Health,
+    },
+    context::{validate_name, BusContext},
     policy::{Breaker, CircuitBreaker},
     Adapter, ConfigError, DeliveryError, ErrorKind, Signal,
 };
@@ -149,6 +152,7 @@ impl Forwarder {
     /// deployments).
     pub fn new(name: impl Into<String>, adapter: impl Adapter) -> Self {
         let name = name.into();
+        let adapter: Arc<dyn Adapter> = Arc::new(adapter);
         let timeout = adapter
             .request_timeout()
             .map_or(DEFAULT_JOB_TIMEOUT, |own| own.max(DEFAULT_JOB_TIMEOUT));
@@ -156,7 +160,7 @@ impl Forwarder {
             label: format!("forwarder:{name}"),
             key: name,
             job: Arc::new(ForwarderJob {
-                adapter: Arc::new(adapter),
+                adapter,
                 timeout,
                 breaker: None,
                 queue: "default".to_owned(),
@@ -196,8 +200,8 @@ impl Forwarder {
         self
     }
 
-    /// How long one queued delivery may take. Default: 30 s, or the adapter's own
-    /// [`request_timeout`](Adapter::request_timeout) when that is longer; not shorter than
+    /// How long one queued delivery may take. Default: 30 s, or the adapter's own request
+    /// timeout (an `Http` or `Webhook` `.timeout(d)`) when that is longer; not shorter than
     /// the adapter's own timeout (`subscribe` refuses that, naming both).
     pub fn job_timeout(mut self, timeout: Duration) -> Self {
         job_mut(&mut self.job).timeout = timeout;
@@ -292,6 +296,40 @@ impl Adapter for Forwarder {
         self.job.adapter.validate()
     }
 
+    async fn deliver(&self, signal: &Signal) -> Result<(), DeliveryError> {
+        self.deliver_shared(Arc::new(signal.clone())).await
+    }
+
+    async fn deliver_shared(&self, signal: Arc<Signal>) -> Result<(), DeliveryError> {
+        match (self.resolved_mode(), self.queue.get()) {
+            (DispatchMode::Async, Some(queue)) => {
+                let job = self.job_for(&signal);
+                match queue.enqueue_signal(signal, job).await {
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(DeliveryError::retryable(format!(
+                        "forwarder `{}` could not enqueue: {e}",
+                        self.key
+                    ))),
+                }
+            }
+            (DispatchMode::Async, None) => Err(DeliveryError::permanent(format!(
+                "forwarder `{}` dispatches async but is not attached to a bus with a queue",
+                self.key
+            ))),
+            _ => self.job.adapter.deliver_shared(signal).await,
+        }
+    }
+
+    async fn health_check(&self) -> Health {
+        self.job.adapter.health_check().await
+    }
+
+    fn bus_hooks(&self, _: Sealed) -> Option<&dyn BusHooks> {
+        Some(self)
+    }
+}
+
+impl BusHooks for Forwarder {
     fn request_timeout(&self) -> Option<Duration> {
         // Async deliveries only enqueue: the job timeout bounds the adapter's request.
         match self.mode {
@@ -353,33 +391,12 @@ impl Adapter for Forwarder {
             queue.registry_changed();
         }
     }
+}
 
-    async fn deliver(&self, signal: &Signal) -> Result<(), DeliveryError> {
-        self.deliver_shared(Arc::new(signal.clone())).await
-    }
-
-    async fn deliver_shared(&self, signal: Arc<Signal>) -> Result<(), DeliveryError> {
-        match (self.resolved_mode(), self.queue.get()) {
-            (DispatchMode::Async, Some(queue)) => {
-                let job = self.job_for(&signal);
-                match queue.enqueue_signal(signal, job).await {
-                    Ok(_) => Ok(()),
-                    Err(e) => Err(DeliveryError::retryable(format!(
-                        "forwarder `{}` could not enqueue: {e}",
-                        self.key
-                    ))),
-                }
-            }
-            (DispatchMode::Async, None) => Err(DeliveryError::permanent(format!(
-                "forwarder `{}` dispatches async but is not attached to a bus with a queue",
-                self.key
-            ))),
-            _ => self.job.adapter.deliver_shared(signal).await,
-        }
-    }
-
-    async fn health_check(&self) -> Health {
-        self.job.adapter.health_check().await
+impl BusContext {
+    /// The durable queue the bus was built with, if any.
+    pub fn queue(&self) -> Option<&Queue> {
+        self.queue.as_deref()?.downcast_ref()
     }
 }
 
@@ -456,7 +473,7 @@ pub(crate) async fn perform(
     };
     // Kept for the deliver event only when one is recorded (warn covers trace).
     let traced =
-        crate::telemetry::deliver_failed_enabled().then(|| (Arc::clone(&signal), Instant::now()));
+        super::events::deliver_failed_enabled().then(|| (Arc::clone(&signal), Instant::now()));
     let delivery = AssertUnwindSafe(fj.adapter.deliver_shared(signal)).catch_unwind();
     let result = match tokio::time::timeout(fj.timeout, delivery).await {
         Ok(Ok(r)) => r,
@@ -464,8 +481,8 @@ pub(crate) async fn perform(
         Err(_) => Err(DeliveryError::Timeout { after: fj.timeout }),
     };
     if let Some((signal, started)) = traced {
-        if crate::telemetry::deliver_enabled(&result) {
-            crate::telemetry::forwarder_delivered(
+        if super::events::deliver_enabled(&result) {
+            super::events::forwarder_delivered(
                 job,
                 name,
                 fj.adapter.name(),
@@ -490,7 +507,7 @@ pub(crate) async fn perform(
         ),
         Err(e) if e.kind() == ErrorKind::Gone => {
             if fj.pause() {
-                crate::telemetry::forwarder_paused(name, &e);
+                super::events::forwarder_paused(name, &e);
                 queue.registry_changed();
             }
             WorkOutcome::Snooze(Duration::ZERO)

@@ -6,6 +6,7 @@
 //! carries only a thin reference (signal source and id, occurred-at) and the worker reloads
 //! the signal when it runs (the Sigra audit-forwarder design).
 
+mod events;
 mod forwarder;
 mod job;
 mod memory;
@@ -36,6 +37,7 @@ pub use sqlite::{SqliteStore, SqliteStoreBuilder};
 pub use store::{JobStore, RescueBackoff, SignalKey};
 pub use worker::{tenant_scope, Scope, Tenant, TenantWorker, WorkOutcome, Worker, TENANT_KEYS};
 
+pub(crate) use crate::error::after;
 #[allow(unused_imports)]
 pub(crate) use job::{from_ms, to_ms};
 
@@ -188,15 +190,4 @@ pub(crate) fn corrupt_signal(source: &str, id: &str, e: impl std::fmt::Display) 
     QueueError::Corrupt {
         what: format!("signal `{id}` from `{source}` does not hold a valid signal: {e}"),
     }
-}
-
-/// `now + d`, saturating instead of overflowing.
-pub(crate) fn after(
-    now: chrono::DateTime<chrono::Utc>,
-    d: std::time::Duration,
-) -> chrono::DateTime<chrono::Utc> {
-    chrono::Duration::from_std(d)
-        .ok()
-        .and_then(|d| now.checked_add_signed(d))
-        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
 }

@@ -30,7 +30,6 @@
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     fmt,
-    str::FromStr,
     sync::Arc,
     time::Duration,
 };
@@ -39,13 +38,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures_util::FutureExt as _;
 use sqlx::{
-    postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow},
-    Connection as _, PgConnection, PgPool, Postgres, Row, Transaction,
+    postgres::{PgConnectOptions, PgListener, PgPoolOptions},
+    Connection as _, PgConnection, PgPool, Postgres, Transaction,
 };
 use tokio::sync::{Mutex, Notify};
 
 use super::{
-    sql::{self, sql_limit, Placement},
+    sql::{self, migration, sql_limit, Placement, JOB_COLUMNS},
     store::{RescueBackoff, SignalKey},
     to_ms, CancelReason, Job, JobState, JobStore, LeaseToken, NewJob, QueueError,
 };
@@ -70,18 +69,12 @@ const MIGRATION_LOCK: i64 = 0x7369_676e_616c_5f62;
 /// `hashtext(unique_key)`. The two-key form keeps these apart from one-key locks.
 const UNIQUE_LOCK_CLASS: i32 = 0x5342;
 
-/// The columns of a job, as [`job_from_row`] reads them (`args` as text: JSON without
-/// needing sqlx's `json` feature).
-const JOB_COLUMNS: &str = "id, queue, worker, args::text AS args, state, attempt, max_attempts, \
-     priority, inserted_at, scheduled_at, attempted_at, finished_at, unique_key, last_error, \
-     cancel_reason, token";
-
 /// The states a job can be claimed from (when its time has come).
 const RUNNABLE: &str = "('available', 'scheduled', 'retryable')";
 
 /// Versioned migrations: each version's statements run in one transaction. Released
 /// versions are never edited: a change is a new version.
-const MIGRATIONS: &[(i32, &[&str])] = &[
+pub(super) const MIGRATIONS: &[(i32, &[&str])] = &[
     (
         1,
         &[
@@ -110,22 +103,12 @@ const MIGRATIONS: &[(i32, &[&str])] = &[
             unique_until BIGINT,
             last_error TEXT
         )",
-            "CREATE INDEX signal_bus_jobs_fetch
-            ON signal_bus_jobs (queue, state, priority, scheduled_at, id)",
-            "CREATE INDEX signal_bus_jobs_unique
-            ON signal_bus_jobs (unique_key) WHERE unique_key IS NOT NULL",
-            "CREATE INDEX signal_bus_jobs_lease ON signal_bus_jobs (state, lease_until)",
+            migration::JOBS_FETCH_INDEX,
+            migration::JOBS_UNIQUE_INDEX,
+            migration::JOBS_LEASE_INDEX,
         ],
     ),
-    (
-        2,
-        &[
-            // Claims walk this index in order and stop at LIMIT: no scan, no sort.
-            "CREATE INDEX signal_bus_jobs_runnable
-            ON signal_bus_jobs (queue, priority, scheduled_at, id)
-            WHERE state IN ('available', 'scheduled', 'retryable')",
-        ],
-    ),
+    (2, migration::V2),
     (
         3,
         &[
@@ -182,24 +165,14 @@ const MIGRATIONS: &[(i32, &[&str])] = &[
             SET worker = 'signal_bus.forwarder:' || (args ->> 'forwarder')
             WHERE worker = 'signal_bus.forwarder'
               AND jsonb_typeof(args -> 'forwarder') = 'string'",
-            // Cancelled jobs get their reason from what the old release wrote.
-            "UPDATE signal_bus_jobs SET cancel_reason = CASE
-                WHEN last_error LIKE 'signal_not_found%' THEN 'signal_not_found'
-                WHEN last_error LIKE 'unknown_forwarder%' THEN 'unknown_forwarder'
-                WHEN last_error LIKE 'unknown worker%' THEN 'unknown_worker'
-                WHEN last_error LIKE 'schema_mismatch%' THEN 'schema_mismatch'
-                ELSE 'worker' END
-            WHERE state = 'cancelled'",
+            migration::CANCEL_REASONS,
             "ALTER TABLE signal_bus_signals
                 DROP CONSTRAINT signal_bus_signals_pkey,
                 ADD PRIMARY KEY (source, id)",
             // Signal pruning: old signals in age order, and whether any job refers to one.
             "CREATE INDEX signal_bus_signals_stored ON signal_bus_signals (stored_at)",
-            // No query walks the first index any more (claims use the runnable index, the
-            // rest the lease index): one write less per state change pays for the new one.
-            "DROP INDEX IF EXISTS signal_bus_jobs_fetch",
-            "CREATE INDEX signal_bus_jobs_signal
-            ON signal_bus_jobs (signal_source, signal_id) WHERE signal_id IS NOT NULL",
+            migration::DROP_JOBS_FETCH_INDEX,
+            migration::JOBS_SIGNAL_INDEX,
             // Job pruning: finished jobs of one state, oldest first.
             "CREATE INDEX signal_bus_jobs_finished
             ON signal_bus_jobs (state, finished_at) WHERE finished_at IS NOT NULL",
@@ -754,15 +727,6 @@ async fn insert_jobs(
     Ok(results)
 }
 
-/// A stored row back to a job; a row that does not hold a valid job is
-/// [`QueueError::Corrupt`], naming the job id.
-fn job_from_row(row: &PgRow) -> Result<Job, QueueError> {
-    sql::job_from_row(BACKEND, row, |row, column| match column {
-        "priority" => row.try_get::<i16, _>(column).map(i64::from),
-        _ => row.try_get::<i32, _>(column).map(i64::from),
-    })
-}
-
 /// Leases as two arrays (ids, tokens), sorted by job id: statements that lock many jobs
 /// take them in one order.
 fn lease_arrays(leases: &[LeaseToken]) -> (Vec<i64>, Vec<i64>) {
@@ -779,20 +743,6 @@ fn lost_leases(leases: &[LeaseToken], held: &[(i64, i64)]) -> Vec<i64> {
         .filter(|l| !held.contains(&(l.job, l.token)))
         .map(|l| l.job)
         .collect()
-}
-
-impl PostgresStore {
-    /// Runs a state change guarded by a lease: no row changed means the lease is lost.
-    async fn with_lease(
-        &self,
-        lease: LeaseToken,
-        query: sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments>,
-    ) -> Result<(), QueueError> {
-        match self.write(query).await? {
-            0 => Err(QueueError::LeaseLost { job: lease.job }),
-            _ => Ok(()),
-        }
-    }
 }
 
 #[async_trait]
@@ -877,7 +827,7 @@ impl JobStore for PostgresStore {
             .fetch_all(&self.pool)
             .await
             .map_err(store_error)?;
-        sql::claimed_jobs(self, BACKEND, &rows, now, job_from_row).await
+        sql::claimed_jobs(self, BACKEND, &rows, now).await
     }
 
     async fn heartbeat(
@@ -906,18 +856,7 @@ impl JobStore for PostgresStore {
     }
 
     async fn complete(&self, lease: LeaseToken, now: DateTime<Utc>) -> Result<(), QueueError> {
-        self.with_lease(
-            lease,
-            sqlx::query(
-                "UPDATE signal_bus_jobs
-                 SET state = 'completed', finished_at = $1, owner = NULL, lease_until = NULL
-                 WHERE id = $2 AND state = 'executing' AND token = $3",
-            )
-            .bind(to_ms(now))
-            .bind(lease.job)
-            .bind(lease.token),
-        )
-        .await
+        sql::complete(&self.pool, lease, now).await
     }
 
     async fn complete_many(
@@ -952,36 +891,11 @@ impl JobStore for PostgresStore {
         at: DateTime<Utc>,
         error: &str,
     ) -> Result<(), QueueError> {
-        self.with_lease(
-            lease,
-            sqlx::query(
-                "UPDATE signal_bus_jobs
-                 SET state = 'retryable', scheduled_at = $1, last_error = $2,
-                     owner = NULL, lease_until = NULL
-                 WHERE id = $3 AND state = 'executing' AND token = $4",
-            )
-            .bind(to_ms(at))
-            .bind(error)
-            .bind(lease.job)
-            .bind(lease.token),
-        )
-        .await
+        sql::retry(&self.pool, lease, at, error).await
     }
 
     async fn snooze(&self, lease: LeaseToken, at: DateTime<Utc>) -> Result<(), QueueError> {
-        self.with_lease(
-            lease,
-            sqlx::query(
-                "UPDATE signal_bus_jobs
-                 SET state = 'scheduled', scheduled_at = $1, attempt = GREATEST(attempt - 1, 0),
-                     owner = NULL, lease_until = NULL
-                 WHERE id = $2 AND state = 'executing' AND token = $3",
-            )
-            .bind(to_ms(at))
-            .bind(lease.job)
-            .bind(lease.token),
-        )
-        .await
+        sql::snooze(&self.pool, lease, at).await
     }
 
     async fn cancel(
@@ -991,21 +905,7 @@ impl JobStore for PostgresStore {
         detail: &str,
         now: DateTime<Utc>,
     ) -> Result<(), QueueError> {
-        self.with_lease(
-            lease,
-            sqlx::query(
-                "UPDATE signal_bus_jobs
-                 SET state = 'cancelled', finished_at = $1, last_error = $2, cancel_reason = $3,
-                     owner = NULL, lease_until = NULL
-                 WHERE id = $4 AND state = 'executing' AND token = $5",
-            )
-            .bind(to_ms(now))
-            .bind(detail)
-            .bind(reason.as_str())
-            .bind(lease.job)
-            .bind(lease.token),
-        )
-        .await
+        sql::cancel(&self.pool, lease, reason, detail, now).await
     }
 
     async fn cancel_job(
@@ -1015,21 +915,7 @@ impl JobStore for PostgresStore {
         detail: &str,
         now: DateTime<Utc>,
     ) -> Result<bool, QueueError> {
-        let n = self
-            .write(
-                sqlx::query(
-                    "UPDATE signal_bus_jobs
-                     SET state = 'cancelled', finished_at = $1, last_error = $2,
-                         cancel_reason = $3, owner = NULL, lease_until = NULL
-                     WHERE id = $4 AND state NOT IN ('completed', 'cancelled', 'discarded')",
-                )
-                .bind(to_ms(now))
-                .bind(detail)
-                .bind(reason.as_str())
-                .bind(id),
-            )
-            .await?;
-        Ok(n > 0)
+        sql::cancel_job(&self.pool, id, reason, detail, now).await
     }
 
     async fn discard(
@@ -1038,20 +924,7 @@ impl JobStore for PostgresStore {
         error: &str,
         now: DateTime<Utc>,
     ) -> Result<(), QueueError> {
-        self.with_lease(
-            lease,
-            sqlx::query(
-                "UPDATE signal_bus_jobs
-                 SET state = 'discarded', finished_at = $1, last_error = $2,
-                     owner = NULL, lease_until = NULL
-                 WHERE id = $3 AND state = 'executing' AND token = $4",
-            )
-            .bind(to_ms(now))
-            .bind(error)
-            .bind(lease.job)
-            .bind(lease.token),
-        )
-        .await
+        sql::discard(&self.pool, lease, error, now).await
     }
 
     /// Takes the expired jobs with `FOR UPDATE SKIP LOCKED` (a job whose late runner is
@@ -1087,19 +960,12 @@ impl JobStore for PostgresStore {
             Vec::with_capacity(n),
         );
         for (id, attempt, max_attempts) in expired {
-            let attempt = u32::try_from(attempt).unwrap_or(0);
-            let max_attempts = u32::try_from(max_attempts).unwrap_or(0);
+            let rescued = sql::Rescued::new(attempt.into(), max_attempts.into(), now, backoff);
             ids.push(id);
-            errors.push(super::rescue_error(attempt, max_attempts));
-            if attempt >= max_attempts {
-                states.push(JobState::Discarded.as_str());
-                scheduled.push(None);
-                finished.push(Some(now_ms));
-            } else {
-                states.push(JobState::Retryable.as_str());
-                scheduled.push(Some(to_ms(super::after(now, backoff(attempt)))));
-                finished.push(None);
-            }
+            states.push(rescued.state.as_str());
+            scheduled.push(rescued.scheduled_at);
+            finished.push(rescued.finished_at);
+            errors.push(rescued.error);
         }
         let done = sqlx::query(
             "UPDATE signal_bus_jobs AS j
@@ -1125,16 +991,7 @@ impl JobStore for PostgresStore {
     }
 
     async fn release(&self, owner: &str, _now: DateTime<Utc>) -> Result<u64, QueueError> {
-        self.write(
-            sqlx::query(
-                "UPDATE signal_bus_jobs
-                 SET state = 'available', attempt = GREATEST(attempt - 1, 0),
-                     owner = NULL, lease_until = NULL
-                 WHERE state = 'executing' AND owner = $1",
-            )
-            .bind(owner),
-        )
-        .await
+        sql::release(&self.pool, owner).await
     }
 
     async fn register_workers(
@@ -1253,15 +1110,7 @@ impl JobStore for PostgresStore {
     }
 
     async fn load_signal(&self, source: &str, id: &str) -> Result<Option<Signal>, QueueError> {
-        let body: Option<Vec<u8>> =
-            sqlx::query_scalar("SELECT body FROM signal_bus_signals WHERE source = $1 AND id = $2")
-                .bind(source)
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(store_error)?;
-        body.map(|body| sql::signal_from_body(source, id, &body))
-            .transpose()
+        sql::load_signal(&self.pool, source, id).await
     }
 
     async fn load_signals(
@@ -1292,37 +1141,15 @@ impl JobStore for PostgresStore {
     }
 
     async fn delete_signal(&self, source: &str, id: &str) -> Result<bool, QueueError> {
-        let n = self
-            .write(
-                sqlx::query("DELETE FROM signal_bus_signals WHERE source = $1 AND id = $2")
-                    .bind(source)
-                    .bind(id),
-            )
-            .await?;
-        Ok(n > 0)
+        sql::delete_signal(&self.pool, source, id).await
     }
 
     async fn get(&self, id: i64) -> Result<Option<Job>, QueueError> {
-        let sql = format!("SELECT {JOB_COLUMNS} FROM signal_bus_jobs WHERE id = $1");
-        let row = sqlx::query(&sql)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(store_error)?;
-        row.as_ref().map(job_from_row).transpose()
+        sql::get(&self.pool, id).await
     }
 
     async fn list(&self, state: JobState, limit: usize) -> Result<Vec<Job>, QueueError> {
-        let sql = format!(
-            "SELECT {JOB_COLUMNS} FROM signal_bus_jobs WHERE state = $1 ORDER BY id LIMIT $2"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(state.as_str())
-            .bind(sql_limit(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(store_error)?;
-        rows.iter().map(job_from_row).collect()
+        sql::list(&self.pool, state, limit).await
     }
 
     async fn redrive(&self, ids: &[i64], now: DateTime<Utc>) -> Result<u64, QueueError> {
@@ -1407,19 +1234,7 @@ impl JobStore for PostgresStore {
     }
 
     async fn counts(&self) -> Result<BTreeMap<JobState, u64>, QueueError> {
-        let rows = sqlx::query("SELECT state, count(*) AS n FROM signal_bus_jobs GROUP BY state")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(store_error)?;
-        let mut counts: BTreeMap<JobState, u64> =
-            JobState::ALL.into_iter().map(|s| (s, 0)).collect();
-        for row in &rows {
-            let state: String = row.try_get("state").map_err(store_error)?;
-            let n: i64 = row.try_get("n").map_err(store_error)?;
-            let state = JobState::from_str(&state)?;
-            counts.insert(state, u64::try_from(n).unwrap_or(0));
-        }
-        Ok(counts)
+        sql::counts(&self.pool).await
     }
 
     /// Waits for a `NOTIFY signal_bus_jobs` (sent when an enqueue commits) or `timeout`.

@@ -159,15 +159,43 @@ pub(crate) struct Inner {
 /// [`unknown_after`](QueueBuilder::unknown_after) (default 1 h) are cancelled as
 /// `unknown_forwarder` or `unknown_worker`, with a warning naming it.
 ///
-/// ```no_run
-/// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
-/// use signal_bus::queue::{Queue, SqliteStore};
+/// A generic job: a [`Worker`] registered under a name, and a job for it. (A `Forwarder`
+/// subscribed on a bus built with `.queue(queue.clone())` enqueues its own jobs.)
 ///
-/// let queue = Queue::new(SqliteStore::open("signals.db").await?);
-/// let runner = queue.start()?;      // claims and runs jobs
-/// // ...
-/// runner.shutdown().await;          // stops claiming, finishes or releases what it holds
-/// # Ok(()) }
+/// ```
+/// use serde_json::json;
+/// use signal_bus::queue::{Job, NewJob, Queue, SqliteStore, WorkOutcome, Worker};
+/// use tokio::sync::mpsc;
+///
+/// struct WelcomeEmail(mpsc::UnboundedSender<String>);
+///
+/// #[async_trait::async_trait]
+/// impl Worker for WelcomeEmail {
+///     async fn perform(&self, job: &Job) -> WorkOutcome {
+///         match job.args["to"].as_str() {
+///             Some(to) => {
+///                 let _ = self.0.send(to.to_owned()); // send the email here
+///                 WorkOutcome::Ok
+///             }
+///             None => WorkOutcome::Cancel(format!("job {} has no `to`", job.id)),
+///         }
+///     }
+/// }
+///
+/// #[tokio::main]
+/// async fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     // `SqliteStore::open("jobs.db")` for a file that outlives the process.
+///     let queue = Queue::new(SqliteStore::in_memory().await?);
+///     let (sent, mut outbox) = mpsc::unbounded_channel();
+///     queue.register_worker("welcome_email", WelcomeEmail(sent));
+///     let runner = queue.start()?; // claims and runs jobs
+///     queue
+///         .enqueue(NewJob::new("welcome_email", json!({ "to": "ada@example.com" })))
+///         .await?;
+///     assert_eq!(outbox.recv().await.as_deref(), Some("ada@example.com"));
+///     runner.shutdown().await; // stops claiming, finishes or releases what it holds
+///     Ok(())
+/// }
 /// ```
 #[derive(Clone)]
 pub struct Queue {
@@ -648,12 +676,12 @@ impl Queue {
                 )
             }
         };
-        crate::telemetry::queue_job(&job, kind, &outcome, started.elapsed());
+        super::events::queue_job(&job, kind, &outcome, started.elapsed());
         match result {
             Ok(()) => {}
-            Err(QueueError::LeaseLost { .. }) => crate::telemetry::queue_lease_lost(&job, action),
+            Err(QueueError::LeaseLost { .. }) => super::events::queue_lease_lost(&job, action),
             // The lease runs out and another runner (or this one) rescues the job.
-            Err(e) => crate::telemetry::queue_store_error(&job, action, &e),
+            Err(e) => super::events::queue_store_error(&job, action, &e),
         }
         outcome == WorkOutcome::Ok
     }
@@ -813,7 +841,7 @@ async fn maintain(queue: Queue, mut stopped: tokio::sync::watch::Receiver<bool>)
                     .register_workers(name, &queue.names(name, true), now)
                     .await
                 {
-                    crate::telemetry::queue_store_failure(name, "register", &e);
+                    super::events::queue_store_failure(name, "register", &e);
                     registry_ok = false;
                     // Try again on the next tick.
                     generation = u64::MAX;
@@ -822,25 +850,25 @@ async fn maintain(queue: Queue, mut stopped: tokio::sync::watch::Receiver<bool>)
         }
         if due(&mut rescued, rescue_every) {
             match store.rescue(now, &backoff).await {
-                Ok(n) if n > 0 => crate::telemetry::queue_rescued(n),
+                Ok(n) if n > 0 => super::events::queue_rescued(n),
                 Ok(_) => {}
-                Err(e) => crate::telemetry::queue_store_failure("*", "rescue", &e),
+                Err(e) => super::events::queue_store_failure("*", "rescue", &e),
             }
         }
         if registry_ok && due(&mut swept, sweep_every) {
             match store.cancel_unregistered(now - grace, now).await {
                 Ok(cancelled) => {
                     for ((q, worker), n) in cancelled {
-                        crate::telemetry::queue_unknown_cancelled(&q, &worker, n);
+                        super::events::queue_unknown_cancelled(&q, &worker, n);
                     }
                 }
-                Err(e) => crate::telemetry::queue_store_failure("*", "cancel_unregistered", &e),
+                Err(e) => super::events::queue_store_failure("*", "cancel_unregistered", &e),
             }
         }
         if due(&mut pruned, settings.prune_interval) {
             match prune_all(store, &settings.retention, 1).await {
-                Ok(report) => crate::telemetry::queue_pruned(&report),
-                Err(e) => crate::telemetry::queue_store_failure("*", "prune", &e),
+                Ok(report) => super::events::queue_pruned(&report),
+                Err(e) => super::events::queue_store_failure("*", "prune", &e),
             }
         }
         if due(&mut counted, counts_every) {
@@ -905,13 +933,13 @@ async fn run_queue(
                 match store.complete_many(&done, Utc::now()).await {
                     Ok(lost) => {
                         for id in lost {
-                            crate::telemetry::queue_lease_lost_id(&name, id, "complete");
+                            super::events::queue_lease_lost_id(&name, id, "complete");
                         }
                     }
                     Err(e) => {
                         // Kept for the next round; if the store stays down the leases expire
                         // and the jobs run again (at least once).
-                        crate::telemetry::queue_store_failure(&name, "complete", &e);
+                        super::events::queue_store_failure(&name, "complete", &e);
                         keep = done;
                     }
                 }
@@ -924,9 +952,9 @@ async fn run_queue(
                 {
                     Ok(()) => {}
                     Err(QueueError::LeaseLost { job }) => {
-                        crate::telemetry::queue_lease_lost_id(&name, job, "retry");
+                        super::events::queue_lease_lost_id(&name, job, "retry");
                     }
-                    Err(e) => crate::telemetry::queue_store_failure(&name, "retry", &e),
+                    Err(e) => super::events::queue_store_failure(&name, "retry", &e),
                 }
             }
             keep
@@ -940,10 +968,10 @@ async fn run_queue(
             match store.heartbeat(&leases, Utc::now() + lease_chrono).await {
                 Ok(lost) => {
                     for id in lost {
-                        crate::telemetry::queue_lease_lost_id(&name, id, "heartbeat");
+                        super::events::queue_lease_lost_id(&name, id, "heartbeat");
                     }
                 }
-                Err(e) => crate::telemetry::queue_store_failure(&name, "heartbeat", &e),
+                Err(e) => super::events::queue_store_failure(&name, "heartbeat", &e),
             }
         }
     };
@@ -988,7 +1016,7 @@ async fn run_queue(
                         tasks.insert(handle.id(), lease);
                     }
                 }
-                Err(e) => crate::telemetry::queue_store_failure(&name, "claim", &e),
+                Err(e) => super::events::queue_store_failure(&name, "claim", &e),
             }
         }
         if claimed > 0 && running.len() < concurrency {

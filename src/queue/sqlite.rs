@@ -42,7 +42,7 @@ use sqlx::{
 };
 
 use super::{
-    sql::{self, sql_limit, Placement},
+    sql::{self, migration, sql_limit, Placement, JOB_COLUMNS},
     store::{RescueBackoff, SignalKey},
     to_ms, CancelReason, Job, JobState, JobStore, LeaseToken, NewJob, QueueError,
 };
@@ -58,7 +58,7 @@ const DEFAULT_MAX_CONNECTIONS: u32 = 4;
 
 /// Versioned migrations: each version runs in one transaction and is recorded in
 /// `signal_bus_migrations`. Never edit a published version; append a new one.
-const MIGRATIONS: &[(i64, &[&str])] = &[
+pub(super) const MIGRATIONS: &[(i64, &[&str])] = &[
     (
         1,
         &[
@@ -85,22 +85,12 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
             unique_key TEXT,
             unique_until INTEGER,
             last_error TEXT)",
-            "CREATE INDEX signal_bus_jobs_fetch
-            ON signal_bus_jobs (queue, state, priority, scheduled_at, id)",
-            "CREATE INDEX signal_bus_jobs_unique
-            ON signal_bus_jobs (unique_key) WHERE unique_key IS NOT NULL",
-            "CREATE INDEX signal_bus_jobs_lease ON signal_bus_jobs (state, lease_until)",
+            migration::JOBS_FETCH_INDEX,
+            migration::JOBS_UNIQUE_INDEX,
+            migration::JOBS_LEASE_INDEX,
         ],
     ),
-    (
-        2,
-        &[
-            // Claims walk this index in order and stop at LIMIT: no scan, no sort.
-            "CREATE INDEX signal_bus_jobs_runnable
-            ON signal_bus_jobs (queue, priority, scheduled_at, id)
-            WHERE state IN ('available', 'scheduled', 'retryable')",
-        ],
-    ),
+    (2, migration::V2),
     (
         3,
         &[
@@ -133,13 +123,7 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
             SET worker = 'signal_bus.forwarder:' || json_extract(args, '$.forwarder')
             WHERE worker = 'signal_bus.forwarder'
               AND CASE WHEN json_valid(args) THEN json_type(args, '$.forwarder') END = 'text'",
-            "UPDATE signal_bus_jobs SET cancel_reason = CASE
-                WHEN last_error LIKE 'signal_not_found%' THEN 'signal_not_found'
-                WHEN last_error LIKE 'unknown_forwarder%' THEN 'unknown_forwarder'
-                WHEN last_error LIKE 'unknown worker%' THEN 'unknown_worker'
-                WHEN last_error LIKE 'schema_mismatch%' THEN 'schema_mismatch'
-                ELSE 'worker' END
-            WHERE state = 'cancelled'",
+            migration::CANCEL_REASONS,
             // Signals are keyed by (source, id), as CloudEvents makes them unique. A body
             // that does not parse keeps its row under the source '' (never a valid source),
             // where loading it reports it corrupt.
@@ -157,11 +141,8 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
             FROM signal_bus_signals",
             "DROP TABLE signal_bus_signals",
             "ALTER TABLE signal_bus_signals_v3 RENAME TO signal_bus_signals",
-            // No query walks the first index any more (claims use the runnable index, the
-            // rest the lease index): one write less per state change pays for the new one.
-            "DROP INDEX IF EXISTS signal_bus_jobs_fetch",
-            "CREATE INDEX signal_bus_jobs_signal
-            ON signal_bus_jobs (signal_source, signal_id) WHERE signal_id IS NOT NULL",
+            migration::DROP_JOBS_FETCH_INDEX,
+            migration::JOBS_SIGNAL_INDEX,
             // Which process runs which workers, for how long: tells a job waiting for another
             // process from a job nobody runs.
             "CREATE TABLE signal_bus_workers (
@@ -556,12 +537,6 @@ async fn insert_job(
     Ok(Some(id))
 }
 
-/// A stored row back to a job; a row that does not hold a valid job is
-/// [`QueueError::Corrupt`], naming the job id.
-fn job_from_row(row: &SqliteRow) -> Result<Job, QueueError> {
-    sql::job_from_row(BACKEND, row, |row, column| row.try_get(column))
-}
-
 /// Runnable at `?` (bound once): available, or scheduled/retryable whose time has come.
 const RUNNABLE: &str = "state IN ('available', 'scheduled', 'retryable') AND scheduled_at <= ?";
 
@@ -571,17 +546,6 @@ const NOT_REGISTERED: &str = "NOT EXISTS (SELECT 1 FROM signal_bus_workers w
        AND w.seen_at >= ?)";
 
 impl SqliteStore {
-    /// One token-checked state change of an executing job; zero rows changed is
-    /// [`QueueError::LeaseLost`].
-    async fn leased(&self, lease: LeaseToken, query: Query<'_>) -> Result<(), QueueError> {
-        let n = self.write(query.bind(lease.job).bind(lease.token)).await?;
-        if n == 0 {
-            Err(QueueError::LeaseLost { job: lease.job })
-        } else {
-            Ok(())
-        }
-    }
-
     /// Counts of unregistered runnable jobs per `(queue, worker)`.
     async fn unregistered_on(
         conn: &mut SqliteConnection,
@@ -684,7 +648,7 @@ impl JobStore for SqliteStore {
         let now_ms = to_ms(now);
         // One statement: SQLite takes the write lock before it reads, so two claimers never
         // take the same job.
-        let rows = sqlx::query(
+        let rows = sqlx::query(&format!(
             "UPDATE signal_bus_jobs
              SET state = 'executing', attempt = attempt + 1, token = token + 1,
                  attempted_at = ?, lease_until = ?, owner = ?
@@ -696,8 +660,8 @@ impl JobStore for SqliteStore {
                    AND worker IN (SELECT value FROM json_each(?))
                  ORDER BY priority, scheduled_at, id
                  LIMIT ?)
-             RETURNING *",
-        )
+             RETURNING {JOB_COLUMNS}"
+        ))
         .bind(now_ms)
         .bind(to_ms(lease_until))
         .bind(owner)
@@ -708,7 +672,7 @@ impl JobStore for SqliteStore {
         .fetch_all(&self.writer)
         .await
         .map_err(store_error)?;
-        sql::claimed_jobs(self, BACKEND, &rows, now, job_from_row).await
+        sql::claimed_jobs(self, BACKEND, &rows, now).await
     }
 
     async fn heartbeat(
@@ -734,16 +698,7 @@ impl JobStore for SqliteStore {
     }
 
     async fn complete(&self, lease: LeaseToken, now: DateTime<Utc>) -> Result<(), QueueError> {
-        self.leased(
-            lease,
-            sqlx::query(
-                "UPDATE signal_bus_jobs
-                 SET state = 'completed', finished_at = ?, owner = NULL, lease_until = NULL
-                 WHERE id = ? AND state = 'executing' AND token = ?",
-            )
-            .bind(to_ms(now)),
-        )
-        .await
+        sql::complete(&self.writer, lease, now).await
     }
 
     async fn complete_many(
@@ -775,32 +730,11 @@ impl JobStore for SqliteStore {
         at: DateTime<Utc>,
         error: &str,
     ) -> Result<(), QueueError> {
-        self.leased(
-            lease,
-            sqlx::query(
-                "UPDATE signal_bus_jobs
-                 SET state = 'retryable', scheduled_at = ?, last_error = ?,
-                     owner = NULL, lease_until = NULL
-                 WHERE id = ? AND state = 'executing' AND token = ?",
-            )
-            .bind(to_ms(at))
-            .bind(error),
-        )
-        .await
+        sql::retry(&self.writer, lease, at, error).await
     }
 
     async fn snooze(&self, lease: LeaseToken, at: DateTime<Utc>) -> Result<(), QueueError> {
-        self.leased(
-            lease,
-            sqlx::query(
-                "UPDATE signal_bus_jobs
-                 SET state = 'scheduled', scheduled_at = ?, attempt = MAX(attempt - 1, 0),
-                     owner = NULL, lease_until = NULL
-                 WHERE id = ? AND state = 'executing' AND token = ?",
-            )
-            .bind(to_ms(at)),
-        )
-        .await
+        sql::snooze(&self.writer, lease, at).await
     }
 
     async fn cancel(
@@ -810,19 +744,7 @@ impl JobStore for SqliteStore {
         detail: &str,
         now: DateTime<Utc>,
     ) -> Result<(), QueueError> {
-        self.leased(
-            lease,
-            sqlx::query(
-                "UPDATE signal_bus_jobs
-                 SET state = 'cancelled', finished_at = ?, cancel_reason = ?, last_error = ?,
-                     owner = NULL, lease_until = NULL
-                 WHERE id = ? AND state = 'executing' AND token = ?",
-            )
-            .bind(to_ms(now))
-            .bind(reason.as_str())
-            .bind(detail),
-        )
-        .await
+        sql::cancel(&self.writer, lease, reason, detail, now).await
     }
 
     async fn cancel_job(
@@ -832,21 +754,7 @@ impl JobStore for SqliteStore {
         detail: &str,
         now: DateTime<Utc>,
     ) -> Result<bool, QueueError> {
-        let n = self
-            .write(
-                sqlx::query(
-                    "UPDATE signal_bus_jobs
-                     SET state = 'cancelled', finished_at = ?, cancel_reason = ?,
-                         last_error = ?, owner = NULL, lease_until = NULL
-                     WHERE id = ? AND state NOT IN ('completed', 'cancelled', 'discarded')",
-                )
-                .bind(to_ms(now))
-                .bind(reason.as_str())
-                .bind(detail)
-                .bind(id),
-            )
-            .await?;
-        Ok(n > 0)
+        sql::cancel_job(&self.writer, id, reason, detail, now).await
     }
 
     async fn discard(
@@ -855,18 +763,7 @@ impl JobStore for SqliteStore {
         error: &str,
         now: DateTime<Utc>,
     ) -> Result<(), QueueError> {
-        self.leased(
-            lease,
-            sqlx::query(
-                "UPDATE signal_bus_jobs
-                 SET state = 'discarded', finished_at = ?, last_error = ?,
-                     owner = NULL, lease_until = NULL
-                 WHERE id = ? AND state = 'executing' AND token = ?",
-            )
-            .bind(to_ms(now))
-            .bind(error),
-        )
-        .await
+        sql::discard(&self.writer, lease, error, now).await
     }
 
     async fn rescue(
@@ -899,29 +796,18 @@ impl JobStore for SqliteStore {
         .fetch_all(&mut *tx)
         .await
         .map_err(store_error)?;
-        for (id, attempt, max_attempts) in &expired {
-            let attempt = u32::try_from(*attempt).unwrap_or(u32::MAX);
-            let max = u32::try_from(*max_attempts).unwrap_or(u32::MAX);
-            let error = super::rescue_error(attempt, max);
-            let (state, at, finished) = if attempt >= max {
-                ("discarded", now_ms, Some(now_ms))
-            } else {
-                (
-                    "retryable",
-                    to_ms(super::after(now, backoff(attempt))),
-                    None,
-                )
-            };
+        for &(id, attempt, max_attempts) in &expired {
+            let rescued = sql::Rescued::new(attempt, max_attempts, now, backoff);
             sqlx::query(
                 "UPDATE signal_bus_jobs
                  SET state = ?, scheduled_at = ?, finished_at = ?, last_error = ?,
                      owner = NULL, lease_until = NULL
                  WHERE id = ? AND state = 'executing'",
             )
-            .bind(state)
-            .bind(at)
-            .bind(finished)
-            .bind(error)
+            .bind(rescued.state.as_str())
+            .bind(rescued.scheduled_at.unwrap_or(now_ms))
+            .bind(rescued.finished_at)
+            .bind(rescued.error)
             .bind(id)
             .execute(&mut *tx)
             .await
@@ -932,16 +818,7 @@ impl JobStore for SqliteStore {
     }
 
     async fn release(&self, owner: &str, _now: DateTime<Utc>) -> Result<u64, QueueError> {
-        self.write(
-            sqlx::query(
-                "UPDATE signal_bus_jobs
-                 SET state = 'available', attempt = MAX(attempt - 1, 0),
-                     owner = NULL, lease_until = NULL
-                 WHERE state = 'executing' AND owner = ?",
-            )
-            .bind(owner),
-        )
-        .await
+        sql::release(&self.writer, owner).await
     }
 
     async fn register_workers(
@@ -1026,15 +903,7 @@ impl JobStore for SqliteStore {
     }
 
     async fn load_signal(&self, source: &str, id: &str) -> Result<Option<Signal>, QueueError> {
-        let body: Option<Vec<u8>> =
-            sqlx::query_scalar("SELECT body FROM signal_bus_signals WHERE source = ? AND id = ?")
-                .bind(source)
-                .bind(id)
-                .fetch_optional(&self.reader)
-                .await
-                .map_err(store_error)?;
-        body.map(|body| sql::signal_from_body(source, id, &body))
-            .transpose()
+        sql::load_signal(&self.reader, source, id).await
     }
 
     async fn load_signals(
@@ -1057,33 +926,15 @@ impl JobStore for SqliteStore {
     }
 
     async fn delete_signal(&self, source: &str, id: &str) -> Result<bool, QueueError> {
-        let n = self
-            .write(
-                sqlx::query("DELETE FROM signal_bus_signals WHERE source = ? AND id = ?")
-                    .bind(source)
-                    .bind(id),
-            )
-            .await?;
-        Ok(n > 0)
+        sql::delete_signal(&self.writer, source, id).await
     }
 
     async fn get(&self, id: i64) -> Result<Option<Job>, QueueError> {
-        let row = sqlx::query("SELECT * FROM signal_bus_jobs WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(store_error)?;
-        row.as_ref().map(job_from_row).transpose()
+        sql::get(&self.reader, id).await
     }
 
     async fn list(&self, state: JobState, limit: usize) -> Result<Vec<Job>, QueueError> {
-        let rows = sqlx::query("SELECT * FROM signal_bus_jobs WHERE state = ? ORDER BY id LIMIT ?")
-            .bind(state.as_str())
-            .bind(sql_limit(limit))
-            .fetch_all(&self.reader)
-            .await
-            .map_err(store_error)?;
-        rows.iter().map(job_from_row).collect()
+        sql::list(&self.reader, state, limit).await
     }
 
     async fn redrive(&self, ids: &[i64], now: DateTime<Utc>) -> Result<u64, QueueError> {
@@ -1146,18 +997,6 @@ impl JobStore for SqliteStore {
     }
 
     async fn counts(&self) -> Result<BTreeMap<JobState, u64>, QueueError> {
-        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM signal_bus_jobs GROUP BY state")
-            .fetch_all(&self.reader)
-            .await
-            .map_err(store_error)?;
-        let mut counts: BTreeMap<JobState, u64> =
-            JobState::ALL.into_iter().map(|s| (s, 0)).collect();
-        for row in rows {
-            let state: String = row.try_get("state").map_err(store_error)?;
-            let n: i64 = row.try_get("n").map_err(store_error)?;
-            let state = JobState::from_str(&state)?;
-            counts.insert(state, u64::try_from(n).unwrap_or(0));
-        }
-        Ok(counts)
+        sql::counts(&self.reader).await
     }
 }

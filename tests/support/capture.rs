@@ -1,4 +1,5 @@
-//! Captures `tracing` output in memory, for tests that check event names and fields.
+//! Captures `tracing` output (or anything written to a [`Captured`]) in memory, for tests
+//! that check event names and fields, or what an adapter wrote.
 
 #![allow(dead_code)]
 
@@ -9,8 +10,16 @@ use std::{
 
 use tracing_subscriber::fmt::MakeWriter;
 
+/// A shared buffer: a `Write` (and a `tracing` writer) whose clones all write to it.
 #[derive(Clone, Default)]
 pub struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Captured {
+    /// Everything written so far.
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
 
 impl io::Write for Captured {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -43,5 +52,5 @@ pub fn capture(filter: &str) -> (Captured, tracing::subscriber::DefaultGuard) {
 }
 
 pub fn text(c: &Captured) -> String {
-    String::from_utf8(c.0.lock().unwrap().clone()).unwrap()
+    c.text()
 }

@@ -1,4 +1,10 @@
+//! What a bus lends the adapters attached to it (its name, registry of named receivers and
+//! in-process topics) and the ids of its subscriptions: the layer below adapters, which
+//! knows nothing of the bus itself. The bus is reached through [`BusLink`], held weakly;
+//! the durable queue is held type-erased and read back by the `queue` module.
+
 use std::{
+    any::Any,
     collections::HashMap,
     fmt,
     sync::{Arc, RwLock, Weak},
@@ -7,6 +13,64 @@ use std::{
 use tokio::sync::{broadcast, mpsc};
 
 use crate::{BusError, DeliveryError, Signal};
+
+/// Identifies a subscription on its bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SubscriptionId(pub(crate) u64);
+
+impl SubscriptionId {
+    /// The number behind the id.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for SubscriptionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// What the layers below the bus ask of it, implemented by the bus: they hold it weakly
+/// (a target never keeps its bus alive) and never name the bus's type.
+pub(crate) trait BusLink: Send + Sync {
+    /// Publishes `signal_bus.endpoint.disabled` for `target` (from a task of its own, so a
+    /// delivery never waits on its own bus).
+    fn endpoint_disabled(self: Arc<Self>, target: &str, error: &DeliveryError);
+}
+
+/// A weak link to a bus; the default links to none (targets of
+/// [`dispatch`](crate::dispatch())).
+#[derive(Clone)]
+pub(crate) struct WeakBus(pub(crate) Weak<dyn BusLink>);
+
+/// What the default [`WeakBus`] points at: never upgrades.
+struct NoBus;
+
+impl BusLink for NoBus {
+    fn endpoint_disabled(self: Arc<Self>, _: &str, _: &DeliveryError) {}
+}
+
+impl Default for WeakBus {
+    fn default() -> Self {
+        WeakBus(Weak::<NoBus>::new())
+    }
+}
+
+impl fmt::Debug for WeakBus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WeakBus")
+    }
+}
+
+impl WeakBus {
+    /// Publishes `signal_bus.endpoint.disabled` on the bus, if it is still alive.
+    pub(crate) fn emit_endpoint_disabled(&self, target: &str, error: &DeliveryError) {
+        if let Some(bus) = self.0.upgrade() {
+            bus.endpoint_disabled(target, error);
+        }
+    }
+}
 
 /// What a bus lends the adapters attached to it: its name, its registry of named receivers
 /// and its in-process topics. Cheap to clone.
@@ -17,9 +81,10 @@ pub struct BusContext {
     pub(crate) registry: Registry,
     pub(crate) topics: Topics,
     /// The bus itself, for the signals it emits about its own targets.
-    pub(crate) bus: Weak<super::Inner>,
-    /// The durable queue the bus was built with.
-    pub(crate) queue: Option<crate::queue::Queue>,
+    pub(crate) bus: WeakBus,
+    /// The durable queue the bus was built with (a `queue::Queue`, which sits above this
+    /// layer; `BusContext::queue` reads it back).
+    pub(crate) queue: Option<Arc<dyn Any + Send + Sync>>,
 }
 
 impl fmt::Debug for BusContext {
@@ -49,35 +114,6 @@ impl BusContext {
     /// The bus's in-process topics.
     pub fn topics(&self) -> &Topics {
         &self.topics
-    }
-
-    /// The durable queue the bus was built with, if any.
-    pub fn queue(&self) -> Option<&crate::queue::Queue> {
-        self.queue.as_ref()
-    }
-
-    /// Publishes `signal_bus.endpoint.disabled` on the bus (from a task of its own, so a
-    /// delivery never waits on its own bus).
-    pub(crate) fn emit_endpoint_disabled(&self, target: &str, error: &DeliveryError) {
-        let Some(inner) = self.bus.upgrade() else {
-            return;
-        };
-        let signal = Signal::builder(
-            super::ENDPOINT_DISABLED_TYPE,
-            format!("/signal-bus/{}", self.name),
-        )
-        .subject(target)
-        .data(serde_json::json!({
-            "target": target,
-            "error": error.to_string(),
-        }))
-        .build();
-        if let (Ok(signal), Ok(handle)) = (signal, tokio::runtime::Handle::try_current()) {
-            let bus = super::Bus { inner };
-            handle.spawn(async move {
-                let _ = bus.publish(signal).await;
-            });
-        }
     }
 }
 
