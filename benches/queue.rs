@@ -241,7 +241,7 @@ async fn end_to_end(store: impl JobStore + Clone, n: usize) -> f64 {
     )
     .unwrap();
     let start = Instant::now();
-    let runner = queue.start();
+    let runner = queue.start().unwrap();
     let (mut last, mut progressed) = (0, Instant::now());
     loop {
         let counts = store.counts().await.unwrap();

@@ -131,7 +131,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let queue = Queue::builder(SqliteStore::open(queue_dir.join("signals.db")).await?)
         .poll_interval(Duration::from_millis(20))
         .build();
-    let runner = queue.start();
+    let runner = queue.start()?;
     let bus = Bus::builder().name("demo").queue(queue.clone()).build()?;
 
     // 1. Fulfilment: a task owning a channel gets every order signal.

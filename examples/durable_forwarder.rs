@@ -106,7 +106,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     // Run the queue: the receiver fails three times, the jobs are retried.
-    let runner = queue.start();
+    let runner = queue.start()?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let counts = queue.store().counts().await?;

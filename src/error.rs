@@ -6,9 +6,97 @@
 //! and [`DeliveryError`] for a delivery that failed. Every message names the bad value and the
 //! rule it broke; none contains a secret.
 
-use std::{fmt, time::Duration};
+use std::{error::Error as StdError, fmt, ops::Deref, sync::Arc, time::Duration};
 
 use crate::{router::RouteError, PatternError};
+
+/// The underlying error a crate error was caused by: a `reqwest`, `sqlx`, `std::io`,
+/// `serde_json` or `async-nats` error, kept whole (shared, so errors that hold it stay
+/// `Clone`).
+///
+/// The error holding it returns the underlying error itself from
+/// [`source()`](std::error::Error::source), so `downcast_ref` finds its concrete type:
+///
+/// ```
+/// use std::error::Error as _;
+/// use signal_bus::{DeliveryError, ErrorKind};
+///
+/// let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+/// let e = DeliveryError::transport(ErrorKind::Retryable, "cannot connect to the receiver", io);
+/// let cause = e.source().and_then(|s| s.downcast_ref::<std::io::Error>());
+/// assert_eq!(cause.map(std::io::Error::kind), Some(std::io::ErrorKind::ConnectionRefused));
+/// ```
+///
+/// Errors that may carry a secret in their message (a `reqwest::Error` shows its URL, query
+/// included) are stripped of it before they are kept.
+#[derive(Clone)]
+pub struct Cause(Arc<dyn StdError + Send + Sync + 'static>);
+
+impl Cause {
+    /// Keeps `error` as a cause.
+    pub fn new(error: impl StdError + Send + Sync + 'static) -> Self {
+        Cause(Arc::new(error))
+    }
+
+    /// The underlying error.
+    pub fn get(&self) -> &(dyn StdError + Send + Sync + 'static) {
+        &*self.0
+    }
+}
+
+// Deliberately not `std::error::Error`: a `#[source]` field of this type derefs to the
+// underlying error, so `source()` returns that error (not this wrapper) and `downcast_ref`
+// to its concrete type works.
+impl Deref for Cause {
+    type Target = dyn StdError + Send + Sync + 'static;
+
+    fn deref(&self) -> &Self::Target {
+        &*self.0
+    }
+}
+
+/// Two causes are equal when they are the same error, or errors with the same message
+/// (`std::error::Error` has no equality of its own); this keeps the errors holding a cause
+/// comparable in tests.
+impl PartialEq for Cause {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0.to_string() == other.0.to_string()
+    }
+}
+
+impl Eq for Cause {}
+
+impl fmt::Debug for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&*self.0, f)
+    }
+}
+
+/// The innermost message of `error`'s `source()` chain (`error`'s own when it has none):
+/// what a flattened message shows of a cause, e.g. "Connection refused (os error 111)".
+pub(crate) fn innermost(error: &(dyn StdError + 'static)) -> String {
+    let mut last = error;
+    while let Some(next) = last.source() {
+        last = next;
+    }
+    last.to_string()
+}
+
+/// `n` and a noun, singular for exactly one: `count(1, "target", "targets")` is
+/// "1 target", `count(3, ..)` "3 targets". Every message that counts things uses it.
+pub(crate) fn count(n: usize, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("{n} {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}
 
 /// A configuration that cannot work: found at construction or at `subscribe`, before any I/O.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,7 +161,7 @@ pub enum BusError {
         value: i32,
     },
     /// A target failed validation.
-    #[error("target `{target}` is invalid: {source}")]
+    #[error("{}: {source}", invalid_target(target))]
     InvalidTarget {
         /// The adapter name of the target.
         target: String,
@@ -94,7 +182,7 @@ pub enum BusError {
         id: u64,
     },
     /// A receiver name is invalid (empty, too long, or with control characters).
-    #[error("name `{name}` is invalid: {rule}")]
+    #[error("receiver name `{name}` is invalid: {rule}")]
     InvalidName {
         /// The rejected name.
         name: String,
@@ -127,6 +215,33 @@ pub enum BusError {
         /// The bus name.
         bus: String,
     },
+    /// A call that spawns a task was made outside a tokio runtime.
+    #[error("{}", no_runtime(call))]
+    NoRuntime {
+        /// The call, e.g. `dispatch_async`.
+        call: &'static str,
+    },
+}
+
+/// What a call that spawns says when it finds no tokio runtime.
+pub(crate) fn no_runtime(call: &str) -> String {
+    format!(
+        "`{call}` must be called inside a tokio runtime: it spawns a task (call it from async \
+         code, or enter a runtime first with `Runtime::enter`)"
+    )
+}
+
+/// The current tokio runtime, or the error naming `call` that needs one.
+pub(crate) fn runtime_for(call: &'static str) -> Result<tokio::runtime::Handle, BusError> {
+    tokio::runtime::Handle::try_current().map_err(|_| BusError::NoRuntime { call })
+}
+
+fn invalid_target(target: &str) -> String {
+    if target.is_empty() {
+        "a target with an empty name is invalid".to_owned()
+    } else {
+        format!("target `{target}` is invalid")
+    }
 }
 
 impl From<RouteError> for BusError {
@@ -230,7 +345,12 @@ pub enum DeliveryError {
         endpoint: String,
     },
     /// Some endpoints of a multi-endpoint target (a webhook with several URLs) failed.
-    #[error("{} of {total} endpoints failed: {}", failures.len(), join_endpoint_errors(.failures))]
+    #[error(
+        "{} of {} failed: {}",
+        failures.len(),
+        count(*total, "endpoint", "endpoints"),
+        join_endpoint_errors(.failures)
+    )]
     Endpoints {
         /// How many endpoints were tried.
         total: usize,
@@ -300,6 +420,21 @@ pub enum DeliveryError {
         waited: Duration,
         /// The pool's cap on connections per host.
         max_connections: usize,
+    },
+    /// The request could not be sent or its answer not read (a refused or reset connection,
+    /// a TLS failure, a client that could not be built): [`source()`](std::error::Error::source)
+    /// returns the transport's own error (a `reqwest::Error` without its URL, an
+    /// `async_nats` error, a `std::io::Error`). The message names the endpoint (never its
+    /// query or credentials) and the innermost cause.
+    #[error("{message}")]
+    #[non_exhaustive]
+    Transport {
+        /// How to treat it.
+        kind: ErrorKind,
+        /// What happened, for humans.
+        message: String,
+        /// The transport's error.
+        source: Cause,
     },
     /// A failure with an explicit kind, from a custom adapter or a transport.
     #[error("{message}")]
@@ -388,6 +523,21 @@ impl DeliveryError {
         }
     }
 
+    /// A transport failure of `kind`: `message` for humans, `source` the transport's error
+    /// (returned by [`source()`](std::error::Error::source)). Keep secrets out of both: a
+    /// `reqwest::Error` should go through `without_url()` first.
+    pub fn transport(
+        kind: ErrorKind,
+        message: impl fmt::Display,
+        source: impl StdError + Send + Sync + 'static,
+    ) -> Self {
+        DeliveryError::Transport {
+            kind,
+            message: message.to_string(),
+            source: Cause::new(source),
+        }
+    }
+
     /// How the retry layer should treat this failure.
     pub fn kind(&self) -> ErrorKind {
         match self {
@@ -420,7 +570,7 @@ impl DeliveryError {
                 }
             }
             DeliveryError::CircuitOpen { .. } => ErrorKind::Throttled,
-            DeliveryError::Other { kind, .. } => *kind,
+            DeliveryError::Other { kind, .. } | DeliveryError::Transport { kind, .. } => *kind,
         }
     }
 

@@ -42,7 +42,9 @@ pub use dispatch::{
     dispatch, dispatch_async, dispatch_batch, IntoTargets, Outcome, OutcomeKind, PublishReport,
     Target,
 };
-pub use error::{classify_status, BusError, ConfigError, DeliveryError, EndpointError, ErrorKind};
+pub use error::{
+    classify_status, BusError, Cause, ConfigError, DeliveryError, EndpointError, ErrorKind,
+};
 pub use pattern::{Pattern, PatternError};
 pub use router::{RouteError, RouteId, Router};
 pub use signal::{Signal, SignalBuilder, SignalError};

@@ -238,6 +238,7 @@ impl std::hash::Hash for GlobSegment {
 /// Its `Display` is the segment as pattern text: a literal with its glob metacharacters
 /// escaped again (`Literal("orders*")` shows as `orders\*`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Segment {
     /// A literal segment that matches exactly this text: the segment as written, with its
     /// escapes resolved (`orders\*` holds `orders*`).

@@ -245,7 +245,10 @@ async fn named_receivers() {
     assert!(bus.publish(signal("user.created")).await.unwrap().is_ok());
     assert!(rx3.recv().await.is_some());
     let err = bus.register("", mpsc::channel(1).0).unwrap_err();
-    assert_eq!(err.to_string(), "name `` is invalid: it must not be empty");
+    assert_eq!(
+        err.to_string(),
+        "receiver name `` is invalid: it must not be empty"
+    );
 }
 
 #[tokio::test]
@@ -378,7 +381,7 @@ async fn subscribe_rejects_bad_input_with_clear_errors() {
         .unwrap_err();
     assert_eq!(
         err.to_string(),
-        "invalid name ``: it must not be empty; invalid pubsub_capacity `0`: must be at least 1"
+        "invalid bus name ``: it must not be empty; invalid pubsub_capacity `0`: must be at least 1"
     );
 }
 

@@ -15,7 +15,7 @@ use std::{
 };
 
 use serde_json::json;
-use signal_bus::{dispatch, http::Webhook, ErrorKind, Signal};
+use signal_bus::{dispatch, http::Webhook, Adapter, ErrorKind, Signal};
 use support::TestServer;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -124,8 +124,9 @@ fn guarded_webhook_ignores(var: &str, pool: usize) {
         let hook = Webhook::new(&server.localhost_url("/hook"))
             .unwrap()
             .pool_max_idle_per_host(pool);
-        let report = dispatch(signal("p1"), hook).await.unwrap();
-        let e = report.get(0).unwrap().error.expect("refused");
+        // Delivered directly: `subscribe` (and `dispatch`) would refuse `localhost` before
+        // any request; this is the guard at connect time.
+        let e = hook.deliver(&signal("p1")).await.expect_err("refused");
         assert_eq!(e.kind(), ErrorKind::Permanent, "{e}");
         let msg = e.to_string();
         assert!(
@@ -166,8 +167,7 @@ fn guarded_https_webhook_sends_no_connect_to_the_proxy() {
         let hook = Webhook::new("https://localhost:9/hook")
             .unwrap()
             .pool_max_idle_per_host(9_104);
-        let report = dispatch(signal("p2"), hook).await.unwrap();
-        let e = report.get(0).unwrap().error.expect("refused");
+        let e = hook.deliver(&signal("p2")).await.expect_err("refused");
         assert_eq!(e.kind(), ErrorKind::Permanent, "{e}");
         assert!(e.to_string().contains("a loopback address"), "{e}");
         tokio::time::sleep(Duration::from_millis(50)).await;

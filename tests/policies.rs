@@ -282,7 +282,7 @@ async fn a_throttled_forwarder_job_is_rescheduled_to_the_time_asked_unspent() {
     .unwrap();
     let before = chrono::Utc::now();
     bus.publish(signal(1)).await.unwrap();
-    let runner = queue.start();
+    let runner = queue.start().unwrap();
     server.wait_for(1).await;
     let mut job = None;
     for _ in 0..1000 {
@@ -740,7 +740,7 @@ async fn dispatch_async_returns_a_handle() {
             Ok(())
         }
     });
-    let handle = dispatch_async(signal(1), handler);
+    let handle = dispatch_async(signal(1), handler).unwrap();
     let report = handle.await.unwrap().unwrap();
     assert!(report.is_ok());
     assert_eq!(count.load(Ordering::SeqCst), 1);

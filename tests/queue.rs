@@ -123,7 +123,7 @@ async fn async_forwarder_enqueues_a_thin_job_and_the_runner_delivers() {
     );
     assert_eq!(args["signal_source"], "/tests");
     assert_eq!(args["signal_id"], "sig-1");
-    let runner = queue.start();
+    let runner = queue.start().unwrap();
     wait_until("delivery", || seen.lock().unwrap().len() == 1).await;
     wait_until("completion", || {
         futures_util::FutureExt::now_or_never(state_of(&queue, job.id))
@@ -146,7 +146,7 @@ async fn auto_dispatch_is_sync_without_a_runner_and_async_with_one() {
     bus.publish(signal(1)).await.unwrap();
     assert_eq!(*seen.lock().unwrap(), ["sig-1"], "inline without a runner");
     assert_eq!(queue.counts().await.unwrap().values().sum::<u64>(), 0);
-    let runner = queue.start();
+    let runner = queue.start().unwrap();
     bus.publish(signal(2)).await.unwrap();
     wait_until("queued delivery", || seen.lock().unwrap().len() == 2).await;
     assert_eq!(queue.counts().await.unwrap()[&JobState::Completed], 1);
@@ -236,7 +236,7 @@ async fn cancel_taxonomy() {
         .await
         .unwrap();
     store.corrupt_signal("/tests", "sig-3", b"{not json");
-    let runner = queue.start();
+    let runner = queue.start().unwrap();
     counts_reach(&queue, "all cancelled", |c| c[&JobState::Cancelled] == 3).await;
     runner.shutdown().await;
     let cancelled = queue.list(JobState::Cancelled, 10).await.unwrap();
@@ -289,7 +289,7 @@ async fn permanent_failures_are_retried_then_discarded_not_cancelled() {
     .unwrap();
     bus.publish(signal(1)).await.unwrap();
     let id = only_job(&queue).await.id;
-    let runner = queue.start();
+    let runner = queue.start().unwrap();
     wait_until("delivered on the third attempt", || {
         seen.lock().unwrap().len() == 1
     })
@@ -338,7 +338,7 @@ async fn gone_pauses_the_forwarder_and_keeps_every_job() {
     for n in 0..3 {
         bus.publish(signal(n)).await.unwrap();
     }
-    let runner = queue.start();
+    let runner = queue.start().unwrap();
     assert!(bus.metrics().queue_paused.is_empty());
     wait_until("paused", || queue.paused_forwarders() == ["siem"]).await;
     assert_eq!(
@@ -377,7 +377,7 @@ async fn errors_are_retried_then_discarded_and_can_be_redriven() {
     .unwrap();
     bus.publish(signal(1)).await.unwrap();
     let id = only_job(&queue).await.id;
-    let runner = queue.start();
+    let runner = queue.start().unwrap();
     wait_until("success on the third attempt", || {
         seen.lock().unwrap().len() == 1
     })
@@ -455,7 +455,7 @@ async fn a_panicking_worker_becomes_an_error_and_the_runner_goes_on() {
         }
     }
     queue.register_worker("fine", Fine);
-    let runner = queue.start();
+    let runner = queue.start().unwrap();
     counts_reach(&queue, "both done", |c| {
         c[&JobState::Discarded] == 1 && c[&JobState::Completed] == 1
     })
@@ -497,7 +497,7 @@ async fn an_open_breaker_snoozes_without_spending_attempts() {
     .unwrap();
     bus.publish(signal(1)).await.unwrap();
     bus.publish(signal(2)).await.unwrap();
-    let runner = queue.start();
+    let runner = queue.start().unwrap();
     counts_reach(&queue, "one retryable, one snoozed", |c| {
         c[&JobState::Retryable] == 1 && c[&JobState::Scheduled] == 1
     })
@@ -553,7 +553,7 @@ async fn tenant_workers_need_both_keys() {
         .await
         .unwrap()
         .unwrap();
-    let runner = queue.start();
+    let runner = queue.start().unwrap();
     wait_until("the good job ran", || scopes.lock().unwrap().len() == 1).await;
     wait_until("the bad job was cancelled", || {
         futures_util::FutureExt::now_or_never(state_of(&queue, bad))
@@ -587,7 +587,7 @@ async fn shutdown_releases_unfinished_jobs_and_another_runner_rescues_orphans() 
         .await
         .unwrap()
         .unwrap();
-    let runner = queue.start();
+    let runner = queue.start().unwrap();
     wait_until("claimed", || {
         futures_util::FutureExt::now_or_never(state_of(&queue, id))
             .is_some_and(|j| j.state == JobState::Executing)
@@ -639,7 +639,7 @@ async fn shutdown_releases_unfinished_jobs_and_another_runner_rescues_orphans() 
         )
         .await
         .unwrap();
-    let runner = fast.start();
+    let runner = fast.start().unwrap();
     wait_until("rescued and run", || done.load(Ordering::SeqCst) == 1).await;
     counts_reach(&fast, "completed", |c| c[&JobState::Completed] == 1).await;
     runner.shutdown().await;
@@ -675,7 +675,7 @@ async fn two_forwarders_of_one_signal_both_deliver() {
     )
     .unwrap();
     bus.publish(signal(1)).await.unwrap();
-    let runner = queue.start();
+    let runner = queue.start().unwrap();
     wait_until("both forwarders", || {
         a.lock().unwrap().len() == 1 && b.lock().unwrap().len() == 1
     })
@@ -707,7 +707,7 @@ async fn a_timed_out_shutdown_keeps_finished_jobs_completed() {
         .await
         .unwrap()
         .unwrap();
-    let runner = queue.start();
+    let runner = queue.start().unwrap();
     wait_until("both claimed", || {
         futures_util::FutureExt::now_or_never(state_of(&queue, slow))
             .is_some_and(|j| j.state == JobState::Executing)
@@ -730,7 +730,7 @@ async fn unsubscribing_a_forwarder_leaves_its_jobs_waiting() {
     let sub = bus.subscribe("audit.**", forwarder()).unwrap();
     bus.publish(signal(1)).await.unwrap();
     bus.unsubscribe(sub).unwrap();
-    let runner = queue.start();
+    let runner = queue.start().unwrap();
     // The runner has looked at the queue and seen a job nobody here can run...
     wait_until("the job shows as waiting for an unregistered name", || {
         queue
@@ -773,7 +773,7 @@ async fn a_runner_started_before_subscribe_delivers_every_pending_job() {
     }
     // A restart, in the order the README shows: runner first, then subscribe.
     let queue = quick_queue(store);
-    let runner = queue.start();
+    let runner = queue.start().unwrap();
     wait_until("the runner looked at the pending jobs", || {
         queue
             .cached_unregistered()
@@ -807,7 +807,7 @@ async fn two_services_with_different_forwarders_share_one_queue() {
     let mut buses = Vec::new();
     for (name, seen) in [("a", &a_seen), ("b", &b_seen)] {
         let queue = quick_queue(store.clone());
-        runners.push(queue.start());
+        runners.push(queue.start().unwrap());
         let bus = Bus::builder().queue(queue.clone()).build().unwrap();
         bus.subscribe(
             format!("{name}.**").as_str(),
@@ -861,7 +861,7 @@ async fn jobs_nobody_registers_are_cancelled_after_the_grace_period() {
         .await
         .unwrap()
         .unwrap();
-    let runner = queue.start();
+    let runner = queue.start().unwrap();
     counts_reach(&queue, "both cancelled", |c| c[&JobState::Cancelled] == 2).await;
     runner.shutdown().await;
     let f = queue.list(JobState::Cancelled, 10).await.unwrap();
@@ -899,7 +899,7 @@ async fn a_job_cancelled_while_running_keeps_its_cancellation() {
         .await
         .unwrap()
         .unwrap();
-    let runner = queue.start();
+    let runner = queue.start().unwrap();
     started.notified().await;
     assert!(
         queue.cancel(id).await.unwrap(),
@@ -1142,7 +1142,7 @@ async fn the_runner_prunes_what_retention_lets_go() {
     for n in 0..10 {
         bus.publish(signal(n)).await.unwrap();
     }
-    let runner = queue.start();
+    let runner = queue.start().unwrap();
     // Delivered, then pruned: no job left, and no signal either.
     wait_until("pruned", || {
         futures_util::FutureExt::now_or_never(queue.counts())

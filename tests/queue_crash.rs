@@ -129,7 +129,7 @@ async fn acknowledged_signals_survive_sigkill() {
         .dispatch(DispatchMode::Async),
     )
     .unwrap();
-    let runner = queue.start();
+    let runner = queue.start().unwrap();
     let wait = async {
         loop {
             let missing = {

@@ -680,7 +680,7 @@ async fn child() {
                 Forwarder::new(forwarder, http).dispatch(DispatchMode::Async),
             )
             .unwrap();
-            let runner = queue.start();
+            let runner = queue.start().unwrap();
             say("READY");
             while !stopping() {
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -813,7 +813,7 @@ async fn runner_sigkilled_repeatedly_mid_delivery_sqlite() {
         .dispatch(DispatchMode::Async),
     )
     .unwrap();
-    let runner = queue.start();
+    let runner = queue.start().unwrap();
     let finished = wait_all_final(&queue, KILL_SIGNALS as u64).await;
     runner.shutdown().await;
     let t = tally(&[&server], &acked);
@@ -908,7 +908,7 @@ async fn runner_started_before_the_forwarder_is_subscribed_sqlite() {
 
     // The new process: runner first.
     let queue = open_queue(&spec, |b| tuned(b, Duration::from_secs(2))).await;
-    let runner = queue.start();
+    let runner = queue.start().unwrap();
     let bus = Bus::builder().queue(queue.clone()).build().unwrap();
     // The runner's housekeeping has run a full round (registry, sweep of unknown names,
     // counts) and reports all 200 jobs as waiting for a forwarder nobody registered.
@@ -993,7 +993,7 @@ async fn same_id_from_two_sources(spec: &str, case: &str) {
             acked.push(k);
         }
     }
-    let runner = queue.start();
+    let runner = queue.start().unwrap();
     let t = wait_delivered(&[&server], &acked).await;
     let finished = wait_all_final(&queue, acked.len() as u64).await;
     runner.shutdown().await;

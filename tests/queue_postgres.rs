@@ -1947,7 +1947,7 @@ async fn an_old_database_upgrades_and_delivers_its_pending_jobs() {
         .dispatch(DispatchMode::Async),
     )
     .unwrap();
-    let runner = queue.start();
+    let runner = queue.start().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let counts = queue.counts().await.unwrap();
@@ -2100,7 +2100,8 @@ async fn an_old_database_keeps_the_rows_it_cannot_read() {
 #[tokio::test]
 async fn unreachable_server_is_a_clear_store_error() {
     let start = Instant::now();
-    let err = PostgresStore::builder("postgres://postgres@127.0.0.1:1/x")
+    // A password in the URL must not come back in the error, nor anywhere in its causes.
+    let err = PostgresStore::builder("postgres://postgres:hunter2-secret@127.0.0.1:1/x")
         .acquire_timeout(Duration::from_secs(2))
         .connect()
         .await
@@ -2111,11 +2112,33 @@ async fn unreachable_server_is_a_clear_store_error() {
         start.elapsed()
     );
     match &err {
-        QueueError::Store { backend, message } => {
+        QueueError::Store {
+            backend, message, ..
+        } => {
             assert_eq!(*backend, "postgres");
             assert!(!message.is_empty());
         }
         other => panic!("expected a store error, got {other:?}"),
+    }
+    // The cause is kept whole: sqlx's error, and under it the refused connection.
+    let mut chain: Vec<&(dyn std::error::Error + 'static)> = vec![&err];
+    while let Some(next) = chain.last().unwrap().source() {
+        chain.push(next);
+    }
+    assert!(
+        chain
+            .iter()
+            .any(|e| e.downcast_ref::<sqlx::Error>().is_some()),
+        "{chain:?}"
+    );
+    let io = chain
+        .iter()
+        .find_map(|e| e.downcast_ref::<std::io::Error>())
+        .unwrap_or_else(|| panic!("no io::Error in {chain:?}"));
+    assert_eq!(io.kind(), std::io::ErrorKind::ConnectionRefused);
+    for e in &chain {
+        let shown = format!("{e} {e:?}");
+        assert!(!shown.contains("hunter2"), "the password leaked: {shown}");
     }
     assert!(
         err.to_string().starts_with("queue store postgres failed"),
@@ -2204,7 +2227,7 @@ async fn forwarder_through_postgres_with_two_runners() {
             .dispatch(DispatchMode::Async),
         )
         .unwrap();
-        runners.push(queue.start());
+        runners.push(queue.start().unwrap());
         buses.push(bus);
     }
     for i in 0..200 {

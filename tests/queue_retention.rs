@@ -61,7 +61,7 @@ async fn soak(path: &Path, prune: bool) -> Vec<i64> {
         .retention(Retention::keep_forever())
         .queue("default", 50)
         .build();
-    let runner = queue.start();
+    let runner = queue.start().unwrap();
     let bus = Bus::builder().queue(queue.clone()).build().unwrap();
     bus.subscribe(
         "audit.**",

@@ -773,10 +773,22 @@ async fn corrupt_rows_are_reported_not_panicked() {
 async fn unwritable_files_give_a_store_error() {
     let dir = TempDir::new("readonly");
     let expect_store_error = |r: Result<SqliteStore, QueueError>| match r {
-        Err(QueueError::Store { backend, message }) => {
-            assert_eq!(backend, "sqlite");
+        Err(e @ QueueError::Store { .. }) => {
+            let QueueError::Store {
+                backend, message, ..
+            } = &e
+            else {
+                unreachable!()
+            };
+            assert_eq!(*backend, "sqlite");
             assert!(message.contains("queue.db"), "{message}");
-            message
+            // The cause is SQLite's own error, kept whole, not a flattened string.
+            let cause = std::error::Error::source(&e).expect("a store error keeps its cause");
+            let sqlx_error = cause
+                .downcast_ref::<sqlx::Error>()
+                .unwrap_or_else(|| panic!("the cause is a sqlx::Error, got {cause:?}"));
+            assert!(message.contains(&sqlx_error.to_string()), "{message}");
+            message.clone()
         }
         other => panic!("expected Store, got {other:?}"),
     };
@@ -1225,7 +1237,7 @@ async fn same_id_from_two_sources_each_job_delivers_its_own_signal() -> anyhow::
     let dir = TempDir::new("two-sources");
     let store = store(&dir).await;
     let queue = quick_queue(store.clone());
-    let runner = queue.start();
+    let runner = queue.start().unwrap();
     let bus = Bus::builder().queue(queue.clone()).build()?;
     let seen: Deliveries = Arc::default();
     bus.subscribe(
@@ -1613,7 +1625,7 @@ async fn old_schema_upgrade_keeps_every_row_and_delivers_pending_jobs() -> anyho
 
     // Deliver what was pending, end to end.
     let queue = quick_queue(store.clone());
-    let runner = queue.start();
+    let runner = queue.start().unwrap();
     let bus = Bus::builder().queue(queue.clone()).build()?;
     let seen: Deliveries = Arc::default();
     bus.subscribe(
@@ -1701,7 +1713,7 @@ async fn old_schema_job_whose_signal_was_deleted_is_cancelled_not_lost() -> anyh
     );
 
     let queue = quick_queue(store.clone());
-    let runner = queue.start();
+    let runner = queue.start().unwrap();
     let bus = Bus::builder().queue(queue.clone()).build()?;
     let seen: Deliveries = Arc::default();
     bus.subscribe(

@@ -102,7 +102,7 @@ async fn a_failed_outcome_write_is_reported_with_the_job() {
     .unwrap();
     bus.publish(signal("s-1")).await.unwrap();
     store.hook.fail_outcomes.store(true, Ordering::SeqCst);
-    let runner = queue.start();
+    let runner = queue.start().unwrap();
     let job_failed = line_with(
         &out,
         &["WARN", "Job did not complete.", "kind=\"retryable\""],
@@ -146,7 +146,7 @@ async fn a_failed_claim_is_reported_and_the_runner_goes_on() {
         .await
         .unwrap()
         .unwrap();
-    let runner = queue.start();
+    let runner = queue.start().unwrap();
     let line = line_with(&out, &["ERROR", "kind=\"store_error\"", "action=\"claim\""]).await;
     assert!(line.contains("queue=\"default\""), "{line}");
     store.hook.fail_claims.store(false, Ordering::SeqCst);
@@ -184,7 +184,7 @@ async fn cancellations_name_their_reason_and_unknown_names_are_warned_about() {
         .enqueue(NewJob::new(forwarder_worker("retired"), json!({})))
         .await
         .unwrap();
-    let runner = queue.start();
+    let runner = queue.start().unwrap();
     let cancelled = line_with(
         &out,
         &["kind=\"cancelled\"", "cancel_reason=\"signal_not_found\""],
@@ -220,7 +220,7 @@ async fn rescues_lost_leases_and_paused_forwarders_are_reported() {
         .claim("default", &["w".to_owned()], 1, "dead", now, now)
         .await
         .unwrap();
-    let runner = queue.start();
+    let runner = queue.start().unwrap();
     let rescued = line_with(&out, &["WARN", "kind=\"rescued\""]).await;
     assert!(rescued.contains("count=1"), "{rescued}");
     assert_eq!(
@@ -274,7 +274,7 @@ async fn a_refused_completion_is_reported_as_a_lost_lease() {
         .await
         .unwrap()
         .unwrap();
-    let runner = queue.start();
+    let runner = queue.start().unwrap();
     started.notified().await;
     assert!(queue.cancel(id).await.unwrap());
     release.notify_one();

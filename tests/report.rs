@@ -122,7 +122,7 @@ async fn a_forwarder_job_is_queued_not_delivered_and_its_later_failure_shows_in_
     assert_eq!(stored.state, JobState::Available);
 
     // The runner's attempts fail: the job ends discarded, with the last error.
-    let runner = queue.start();
+    let runner = queue.start().unwrap();
     let mut discarded = None;
     for _ in 0..3000 {
         let j = queue.store().get(job).await.unwrap().unwrap();

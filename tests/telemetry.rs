@@ -292,7 +292,7 @@ async fn forwarder_jobs_emit_deliver_events() {
         .build()
         .unwrap();
     assert!(bus.publish(signal).await.unwrap().is_ok());
-    let runner = queue.start();
+    let runner = queue.start().unwrap();
     let failed = event_with(&out, &["WARN signal_bus::deliver:", "mode=\"forwarder\""]).await;
     let ok = event_with(&out, &["TRACE signal_bus::deliver:", "mode=\"forwarder\""]).await;
     runner.shutdown().await;

@@ -303,14 +303,27 @@ async fn egress_guard_refuses_private_targets_unless_allowed() {
         let e = Webhook::new(url).unwrap().validate();
         assert!(e.is_err(), "{url} must be refused");
     }
-    // A name that resolves to loopback: refused at connect time, nothing sent.
-    let report = dispatch(
-        signal("m4"),
-        Webhook::new(&server.localhost_url("/x")).unwrap(),
-    )
-    .await
-    .unwrap();
-    let e = report.get(0).unwrap().error.unwrap();
+    // `localhost`, a loopback name by definition: refused at subscribe too, naming the value
+    // and the rule, not at the first publish.
+    let url = server.localhost_url("/x");
+    let e = bus
+        .subscribe("a.*", Webhook::new(&url).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        format!(
+            "target `webhook` is invalid: invalid url `{url}`: names `localhost`, a loopback \
+             name (RFC 6761); webhooks refuse it unless allow_private_networks(true)"
+        )
+    );
+    // Delivered directly (no subscribe), the name is resolved and the guard refuses the
+    // address at connect time: nothing sent.
+    let e = Webhook::new(&url)
+        .unwrap()
+        .deliver(&signal("m4"))
+        .await
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Permanent, "{e}");
     assert!(
         e.to_string().contains("host `localhost` resolves to"),

@@ -14,6 +14,7 @@ use crate::{signal::Data, Adapter, ConfigError, DeliveryError, Signal};
 ///
 /// Parses case-insensitively from `json`, `pretty` and `compact`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum ConsoleFormat {
     /// One line: the CloudEvents JSON of the signal. Never colored, so lines stay parseable.
     Json,
@@ -233,7 +234,11 @@ impl Console {
             }
             Some(Data::Binary(b)) => {
                 out.push(' ');
-                self.paint(&mut out, GREEN, &format!("<{} bytes>", b.len()));
+                self.paint(
+                    &mut out,
+                    GREEN,
+                    &format!("<{}>", crate::error::count(b.len(), "byte", "bytes")),
+                );
             }
             _ => {}
         }
@@ -273,7 +278,12 @@ impl Console {
                 }
             }
             Some(Data::Binary(b)) => {
-                self.pretty_line(&mut out, "data", GREEN, &format!("<{} bytes>", b.len()));
+                self.pretty_line(
+                    &mut out,
+                    "data",
+                    GREEN,
+                    &format!("<{}>", crate::error::count(b.len(), "byte", "bytes")),
+                );
             }
             _ => {}
         }

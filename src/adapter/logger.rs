@@ -28,6 +28,7 @@ const VALID_PLACEHOLDERS: &str =
 /// # Ok::<(), signal_bus::ConfigError>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[non_exhaustive]
 pub enum LogLevel {
     /// `tracing::Level::TRACE`.
     Trace,
@@ -321,7 +322,7 @@ impl io::Write for Capped {
 /// cut on a char boundary; `-` without data.
 fn render_data(signal: &Signal, max: usize) -> String {
     if let Some(bytes) = signal.data_bytes() {
-        return format!("<{} bytes>", bytes.len());
+        return format!("<{}>", crate::error::count(bytes.len(), "byte", "bytes"));
     }
     let Some(value) = signal.data() else {
         return "-".to_owned();

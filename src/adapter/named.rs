@@ -74,7 +74,7 @@ impl Adapter for Named {
 
     fn validate(&self) -> Result<(), ConfigError> {
         validate_name("name", &self.name)
-            .map_err(|rule| ConfigError::invalid("name", &self.name, rule))
+            .map_err(|rule| ConfigError::invalid("receiver name", &self.name, rule))
     }
 
     async fn deliver(&self, signal: &Signal) -> Result<(), DeliveryError> {

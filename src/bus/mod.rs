@@ -321,7 +321,7 @@ impl BusBuilder {
     pub fn build(self) -> Result<Bus, ConfigError> {
         let mut problems = Vec::new();
         if let Err(rule) = validate_name("name", &self.name) {
-            problems.push(ConfigError::invalid("name", &self.name, rule));
+            problems.push(ConfigError::invalid("bus name", &self.name, rule));
         }
         if let Some(id) = &self.node_id {
             if let Err(rule) = validate_name("node_id", id) {
@@ -602,11 +602,18 @@ impl Bus {
     }
 
     /// Calls [`export_metrics`](Bus::export_metrics) every `interval` until the bus is
-    /// dropped (feature `metrics`).
+    /// dropped (feature `metrics`), on a task of the current tokio runtime.
+    ///
+    /// # Errors
+    /// [`BusError::NoRuntime`] when called outside a tokio runtime.
     #[cfg(feature = "metrics")]
-    pub fn spawn_metrics_exporter(&self, interval: Duration) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_metrics_exporter(
+        &self,
+        interval: Duration,
+    ) -> Result<tokio::task::JoinHandle<()>, BusError> {
+        let handle = crate::error::runtime_for("Bus::spawn_metrics_exporter")?;
         let weak = Arc::downgrade(&self.inner);
-        tokio::spawn(async move {
+        Ok(handle.spawn(async move {
             let mut tick = tokio::time::interval(interval.max(Duration::from_millis(10)));
             loop {
                 tick.tick().await;
@@ -615,7 +622,7 @@ impl Bus {
                     None => return,
                 }
             }
-        })
+        }))
     }
 
     /// Runs every target's health check, concurrently.

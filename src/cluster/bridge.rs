@@ -231,6 +231,7 @@ impl NatsBridgeBuilder {
                         ClusterError::Subscribe {
                             subject: subject.clone(),
                             reason: e.to_string(),
+                            source: Some(crate::Cause::new(e)),
                         }
                     })?;
                     subscribers.push(sub);
@@ -273,6 +274,7 @@ async fn bind_consumer(
             .map_err(|e| ClusterError::Stream {
                 stream: d.stream.clone(),
                 reason: e.to_string(),
+                source: Some(crate::Cause::new(e)),
             })?
     };
     let config = pull::Config {
@@ -294,6 +296,7 @@ async fn bind_consumer(
                 "{e} (an existing consumer of that name keeps its filter `{subject}` only if \
                  it was created with it: delete it or pick another name)"
             ),
+            source: Some(crate::Cause::new(e)),
         })
 }
 

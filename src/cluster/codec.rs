@@ -105,9 +105,10 @@ pub(crate) enum Decoded {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum MalformedMessage {
-    /// The payload is not a signal in CloudEvents JSON (not JSON, or not a valid signal).
+    /// The payload is not a signal in CloudEvents JSON (not JSON, or not a valid signal):
+    /// the JSON error, also returned by [`source()`](std::error::Error::source).
     #[error("payload is not a CloudEvents JSON signal: {0}")]
-    Json(String),
+    Json(#[source] serde_json::Error),
     /// Binary-mode headers or data that do not make a signal.
     #[error("binary-mode message is not a signal: {0}")]
     Binary(String),
@@ -188,7 +189,7 @@ pub(crate) fn decode(
             if own.starts(payload) {
                 return Ok(Decoded::Echo);
             }
-            Signal::from_json_slice(payload).map_err(|e| MalformedMessage::Json(e.to_string()))?
+            Signal::from_json_slice(payload).map_err(MalformedMessage::Json)?
         }
     };
     match signal.extension(ORIGIN_EXTENSION).map(|v| v.to_string()) {

@@ -74,6 +74,9 @@ pub enum ClusterError {
         subject: String,
         /// The client's or server's reason.
         reason: String,
+        /// The client's error (an `async_nats` error), when there is one:
+        /// [`source()`](std::error::Error::source) returns it.
+        source: Option<crate::Cause>,
     },
     /// A JetStream stream could not be found, created, or does not fit.
     #[error("JetStream stream `{stream}`: {reason}")]
@@ -82,6 +85,9 @@ pub enum ClusterError {
         stream: String,
         /// What is wrong.
         reason: String,
+        /// The client's error (an `async_nats` error), when there is one:
+        /// [`source()`](std::error::Error::source) returns it.
+        source: Option<crate::Cause>,
     },
     /// A JetStream consumer could not be created or bound.
     #[error("JetStream consumer `{consumer}` on stream `{stream}`: {reason}")]
@@ -92,6 +98,9 @@ pub enum ClusterError {
         consumer: String,
         /// What is wrong.
         reason: String,
+        /// The client's error (an `async_nats` error), when there is one:
+        /// [`source()`](std::error::Error::source) returns it.
+        source: Option<crate::Cause>,
     },
 }
 
@@ -150,6 +159,7 @@ pub(crate) async fn ensure_stream_on(
     let fail = |reason: String| ClusterError::Stream {
         stream: name.to_owned(),
         reason,
+        source: None,
     };
     validate_stream_name(name).map_err(|rule| fail(format!("invalid name: {rule}")))?;
     subject::validate_prefix(prefix)
@@ -161,7 +171,11 @@ pub(crate) async fn ensure_stream_on(
             ..Default::default()
         })
         .await
-        .map_err(|e| fail(e.to_string()))?;
+        .map_err(|e| ClusterError::Stream {
+            stream: name.to_owned(),
+            reason: e.to_string(),
+            source: Some(crate::Cause::new(e)),
+        })?;
     let subjects = &stream.cached_info().config.subjects;
     if !subjects.iter().any(|s| captures(s, prefix)) {
         return Err(fail(format!(

@@ -60,24 +60,29 @@ pub async fn dispatch(
     Ok(report)
 }
 
-/// Like [`dispatch`], on a task of its own: returns at once with a handle to await.
+/// Like [`dispatch`], on a task of its own on the current tokio runtime: returns at once
+/// with a handle to await.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use signal_bus::{adapter::Noop, dispatch_async, Signal};
 ///
-/// let handle = dispatch_async(Signal::builder("a.b", "/s").build()?, Noop);
+/// let handle = dispatch_async(Signal::builder("a.b", "/s").build()?, Noop)?;
 /// let report = handle.await??;
 /// assert!(report.is_ok());
 /// # Ok(()) }
 /// ```
+///
+/// # Errors
+/// [`BusError::NoRuntime`] when called outside a tokio runtime (nothing is delivered).
 pub fn dispatch_async(
     signal: impl Into<Arc<Signal>>,
     targets: impl IntoTargets,
-) -> tokio::task::JoinHandle<Result<PublishReport, BusError>> {
+) -> Result<tokio::task::JoinHandle<Result<PublishReport, BusError>>, BusError> {
+    let handle = crate::error::runtime_for("dispatch_async")?;
     let signal = signal.into();
     let targets = targets.into_targets();
-    tokio::spawn(dispatch(signal, targets))
+    Ok(handle.spawn(dispatch(signal, targets)))
 }
 
 /// Validates and activates targets for one dispatch (fresh breakers and queues).

@@ -484,8 +484,8 @@ impl fmt::Display for PublishReport {
         let n = self.len();
         write!(
             f,
-            "{n} {}: {} delivered",
-            if n == 1 { "target" } else { "targets" },
+            "{}: {} delivered",
+            crate::error::count(n, "target", "targets"),
             self.delivered()
         )?;
         for (count, what) in [(self.queued(), "queued"), (self.dropped(), "dropped")] {

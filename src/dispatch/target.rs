@@ -268,7 +268,16 @@ impl Target {
             }
         }
         if self.name().is_empty() {
-            check(Err(ConfigError::invalid("label", "", "must not be empty")));
+            check(Err(if self.config.name.is_some() {
+                ConfigError::invalid("label", "", "must not be empty (set with Target::label)")
+            } else {
+                ConfigError::invalid(
+                    "adapter name",
+                    "",
+                    "must not be empty: return a name from the adapter's name(), or give the \
+                     target one with Target::label",
+                )
+            }));
         }
         if let Some(r) = &c.retry {
             check(r.validate());

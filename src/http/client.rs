@@ -101,9 +101,14 @@ pub(crate) fn build(options: ClientOptions) -> Result<reqwest::Client, DeliveryE
         // destination itself and connect to the address it checked.
         builder = builder.no_proxy().dns_resolver(Arc::new(GuardedResolver));
     }
-    builder
-        .build()
-        .map_err(|e| DeliveryError::permanent(format!("cannot build the HTTP client: {e}")))
+    builder.build().map_err(|e| {
+        let e = e.without_url();
+        let message = format!(
+            "cannot build the HTTP client: {}",
+            crate::error::innermost(&e)
+        );
+        DeliveryError::transport(crate::ErrorKind::Permanent, message, e)
+    })
 }
 
 /// The TLS settings of every client the crate builds: rustls with the `ring` provider given

@@ -52,6 +52,14 @@ impl Endpoint {
         if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(invalid("must not contain whitespace or control characters"));
         }
+        if !raw.contains("://") {
+            // `localhost:8080/events` parses as a URL of scheme `localhost`; say what is
+            // really wrong.
+            // Redacted as the URL it was meant to be (user info and query hidden).
+            let shown = redacted(&format!("http://{raw}"))["http://".len()..].to_owned();
+            let rule = format!("has no scheme: write it as `http://{shown}` or `https://{shown}`");
+            return Err(ConfigError::invalid("url", shown, rule));
+        }
         let url = Url::parse(raw).map_err(|e| invalid(&format!("is not a URL: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(invalid(&format!(
@@ -156,7 +164,10 @@ mod tests {
             ("https://user:pw@example.com/", "must not contain user info"),
             ("https://exa mple.com/", "must not contain whitespace"),
             ("not a url", "must not contain whitespace"),
-            ("example.com/x", "is not a URL"),
+            (
+                "example.com/x",
+                "has no scheme: write it as `http://example.com/x` or `https://example.com/x`",
+            ),
             ("http://:80/", "is not a URL: empty host"),
         ];
         for (raw, rule) in cases {
@@ -165,5 +176,26 @@ mod tests {
             assert!(e.contains(rule), "{raw}: {e}");
             assert!(!e.contains("pw@"), "user info leaked: {e}");
         }
+    }
+
+    #[test]
+    fn a_missing_scheme_is_named_with_the_value() {
+        let e = Endpoint::parse("localhost:8080/events").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid url `localhost:8080/events`: has no scheme: write it as \
+             `http://localhost:8080/events` or `https://localhost:8080/events`"
+        );
+        // The query (which may hold a token) stays out of the message.
+        let e = Endpoint::parse("api.example.com/in?token=s3cret")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("has no scheme"), "{e}");
+        assert!(!e.contains("s3cret"), "the query leaked: {e}");
+        let e = Endpoint::parse("user:pw@api.example.com/in")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`***@api.example.com/in`"), "{e}");
+        assert!(!e.contains("pw@"), "user info leaked: {e}");
     }
 }

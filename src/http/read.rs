@@ -78,23 +78,35 @@ pub enum ReadError {
     },
     /// A structured-mode body is not one valid signal in CloudEvents JSON.
     #[error("body is not a valid signal: {reason}")]
+    #[non_exhaustive]
     Structured {
         /// The reason, naming the member at fault and where it is.
         reason: String,
+        /// The JSON error: [`source()`](std::error::Error::source) returns the
+        /// `serde_json::Error`.
+        source: crate::Cause,
     },
     /// A batch-mode body is not a JSON array.
     #[error("body is not a JSON array of signals: {reason}")]
+    #[non_exhaustive]
     Batch {
         /// The parser's reason.
         reason: String,
+        /// The JSON error: [`source()`](std::error::Error::source) returns the
+        /// `serde_json::Error`.
+        source: crate::Cause,
     },
     /// An element of a batch is not a valid signal.
     #[error("batch element {index} is not a valid signal: {reason}")]
+    #[non_exhaustive]
     BatchElement {
         /// Its position in the batch, from 0.
         index: usize,
         /// The reason, naming the member at fault and where it is in the element.
         reason: String,
+        /// The JSON error: [`source()`](std::error::Error::source) returns the
+        /// `serde_json::Error`.
+        source: crate::Cause,
     },
     /// The binary-mode attributes do not make a valid signal.
     #[error(transparent)]
@@ -192,6 +204,7 @@ pub fn read_signals(headers: &HeaderMap, body: &[u8]) -> Result<Vec<Signal>, Rea
             .map(|signal| vec![signal])
             .map_err(|e| ReadError::Structured {
                 reason: e.to_string(),
+                source: crate::Cause::new(e),
             }),
         Mode::Batch => read_batch(body),
         Mode::Binary => {
@@ -287,6 +300,7 @@ impl<'de> Visitor<'de> for BatchVisitor {
 fn read_batch(body: &[u8]) -> Result<Vec<Signal>, ReadError> {
     let batch_error = |e: serde_json::Error| ReadError::Batch {
         reason: e.to_string(),
+        source: crate::Cause::new(e),
     };
     let mut de = serde_json::Deserializer::from_slice(body);
     let (elements, len) =
@@ -305,6 +319,7 @@ fn read_batch(body: &[u8]) -> Result<Vec<Signal>, ReadError> {
             Signal::from_json_slice(element.get().as_bytes()).map_err(|e| ReadError::BatchElement {
                 index,
                 reason: e.to_string(),
+                source: crate::Cause::new(e),
             })
         })
         .collect()

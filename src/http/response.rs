@@ -73,7 +73,9 @@ pub(crate) fn retry_after(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Dur
 }
 
 /// A transport failure: timeouts and connect errors are retryable; a refused address (the
-/// egress guard) is permanent. The URL's query never appears.
+/// egress guard) is permanent. The error keeps reqwest's error as its `source()`, stripped of
+/// its URL (which would show the query and any credentials); the message names the endpoint
+/// without them.
 pub(crate) fn transport(
     error: reqwest::Error,
     timeout: Duration,
@@ -82,14 +84,12 @@ pub(crate) fn transport(
     if error.is_timeout() {
         return DeliveryError::Timeout { after: timeout };
     }
+    let error = error.without_url();
     let mut source = error.source();
     while let Some(s) = source {
         if let Some(refused) = s.downcast_ref::<EgressRefused>() {
-            return DeliveryError::Other {
-                kind: ErrorKind::Permanent,
-                message: refused.to_string(),
-                retry_after: None,
-            };
+            let message = refused.to_string();
+            return DeliveryError::transport(ErrorKind::Permanent, message, error);
         }
         source = s.source();
     }
@@ -98,18 +98,12 @@ pub(crate) fn transport(
     } else {
         "request failed for"
     };
-    // The innermost cause says most (e.g. "Connection refused (os error 111)"); reqwest's
-    // own message would repeat the URL, query included, so it is left out.
-    let mut cause = None;
-    let mut source = error.source();
-    while let Some(s) = source {
-        cause = Some(s.to_string());
-        source = s.source();
-    }
-    match cause {
-        Some(cause) => DeliveryError::retryable(format!("{what} {endpoint}: {cause}")),
-        None => DeliveryError::retryable(format!("{what} {endpoint}")),
-    }
+    // The innermost cause says most (e.g. "Connection refused (os error 111)").
+    let message = match error.source() {
+        Some(_) => format!("{what} {endpoint}: {}", crate::error::innermost(&error)),
+        None => format!("{what} {endpoint}"),
+    };
+    DeliveryError::transport(ErrorKind::Retryable, message, error)
 }
 
 #[cfg(test)]

@@ -284,21 +284,16 @@ impl Adapter for Webhook {
         let mut problems = Vec::new();
         self.request.validate(&mut problems);
         if self.request.client.egress_guard {
-            let user_client = self
-                .request
-                .pool
-                .as_ref()
-                .is_some_and(|p| p.is_user_client());
+            // What the guard would refuse at connect time and the URL already shows (a
+            // literal address, `localhost`) is refused here, at `subscribe`, not at the first
+            // publish. (A user-built client resolves names itself: for it, this is the only
+            // check names get.)
             for e in &self.endpoints {
                 if let Err(p) = e.check_literal_ip() {
                     problems.push(p);
                 }
-                // A user-built client resolves names itself: the URL's host is all the
-                // guard sees, so names that are local by definition are refused here.
-                if user_client {
-                    if let Err(p) = e.check_local_name() {
-                        problems.push(p);
-                    }
+                if let Err(p) = e.check_local_name() {
+                    problems.push(p);
                 }
             }
         }

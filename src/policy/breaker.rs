@@ -277,6 +277,7 @@ impl CircuitBreaker {
 
 /// The state of a circuit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum CircuitState {
     /// Calls go through; failures are counted.
     Closed,

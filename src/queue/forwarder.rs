@@ -115,7 +115,7 @@ impl ForwarderJob {
 /// use signal_bus::{http::Webhook, queue::{DispatchMode, Forwarder, Queue, SqliteStore}, Bus};
 ///
 /// let queue = Queue::new(SqliteStore::open("signals.db").await?);
-/// let _runner = queue.start();
+/// let _runner = queue.start()?;
 /// let bus = Bus::builder().queue(queue.clone()).build()?;
 /// bus.subscribe("audit.**", Forwarder::new("siem", Webhook::new("https://siem.example.com")?)
 ///     .dispatch(DispatchMode::Auto))?;

@@ -47,11 +47,16 @@ pub(crate) use job::{from_ms, to_ms};
 pub enum QueueError {
     /// The store could not be reached, opened or written (the database's own message).
     #[error("queue store {backend} failed: {message}")]
+    #[non_exhaustive]
     Store {
         /// `sqlite`, `postgres` or `memory`.
         backend: &'static str,
-        /// What the database said.
+        /// What failed, with what the database (or the file system) said.
         message: String,
+        /// The database's own error (a `sqlx::Error`, whose own `source()` may be a
+        /// `std::io::Error`), when there is one: [`source()`](std::error::Error::source)
+        /// returns it.
+        source: Option<crate::Cause>,
     },
     /// A stored row does not hold what it should.
     #[error("corrupt queue data: {what}")]
@@ -70,6 +75,12 @@ pub enum QueueError {
         /// The job id.
         job: i64,
     },
+    /// A call that spawns tasks ([`Queue::start`]) was made outside a tokio runtime.
+    #[error("{}", crate::error::no_runtime(call))]
+    NoRuntime {
+        /// The call, e.g. `Queue::start`.
+        call: &'static str,
+    },
     /// A tenant job misses a required argument.
     #[error("job args must contain `{key}` (null is allowed, absent is not)")]
     MissingArg {
@@ -79,12 +90,35 @@ pub enum QueueError {
 }
 
 impl QueueError {
-    /// A store failure.
+    /// A store failure described by `error`'s message (with no [`source`](std::error::Error::source);
+    /// [`QueueError::store_caused`] keeps the error itself).
     pub fn store(backend: &'static str, error: impl std::fmt::Display) -> Self {
         QueueError::Store {
             backend,
             message: error.to_string(),
+            source: None,
         }
+    }
+
+    /// A store failure: `message` says what failed (it should include the cause's message,
+    /// without secrets), and `cause` is kept whole as the error's
+    /// [`source`](std::error::Error::source).
+    pub fn store_caused(
+        backend: &'static str,
+        message: impl std::fmt::Display,
+        cause: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        QueueError::Store {
+            backend,
+            message: message.to_string(),
+            source: Some(crate::Cause::new(cause)),
+        }
+    }
+
+    /// A database error as a store failure, keeping it as the source.
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    pub(crate) fn sql(backend: &'static str, error: sqlx::Error) -> Self {
+        QueueError::store_caused(backend, error.to_string(), error)
     }
 }
 

@@ -313,15 +313,20 @@ impl PostgresStoreBuilder {
             tokio::time::timeout(self.acquire_timeout, PgConnection::connect_with(&options))
                 .await
                 .map_err(|_| {
-                    store_error(format!(
-                        "cannot connect to {target}: timed out after {:?}",
-                        self.acquire_timeout
-                    ))
+                    QueueError::store(
+                        BACKEND,
+                        format!(
+                            "cannot connect to {target}: timed out after {:?}",
+                            self.acquire_timeout
+                        ),
+                    )
                 })?
-                .map_err(|e| store_error(format!("cannot connect to {target}: {e}")))?;
-        migrate(&mut conn)
-            .await
-            .map_err(|e| store_error(format!("migrating {target} failed: {e}")))?;
+                .map_err(|e| {
+                    QueueError::store_caused(BACKEND, format!("cannot connect to {target}: {e}"), e)
+                })?;
+        migrate(&mut conn).await.map_err(|e| {
+            QueueError::store_caused(BACKEND, format!("migrating {target} failed: {e}"), e)
+        })?;
         // Best effort: the migrations are committed either way.
         let _ = conn.close().await;
         let pool = PgPoolOptions::new()
@@ -455,9 +460,9 @@ impl PostgresStore {
     }
 }
 
-/// A database error as a queue error.
-fn store_error(e: impl fmt::Display) -> QueueError {
-    QueueError::store(BACKEND, e)
+/// A database error as a queue error (kept as its source).
+fn store_error(e: sqlx::Error) -> QueueError {
+    QueueError::sql(BACKEND, e)
 }
 
 /// Runs the missing migrations, in one transaction under an advisory lock.

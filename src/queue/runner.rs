@@ -34,6 +34,7 @@ pub const DEFAULT_CONCURRENCY: usize = 10;
 
 /// How long to wait before retrying a failed job, by attempt number (1-based).
 #[derive(Clone)]
+#[non_exhaustive]
 pub enum JobBackoff {
     /// `attempt^4 + 15 + rand(1..=10) * attempt` seconds (Oban's and Sigra's curve).
     Sigra,
@@ -187,7 +188,7 @@ pub(crate) struct Inner {
 ///     let queue = Queue::new(SqliteStore::in_memory().await?);
 ///     let (sent, mut outbox) = mpsc::unbounded_channel();
 ///     queue.register_worker("welcome_email", WelcomeEmail(sent));
-///     let runner = queue.start(); // claims and runs jobs
+///     let runner = queue.start()?; // claims and runs jobs
 ///     queue
 ///         .enqueue(NewJob::new("welcome_email", json!({ "to": "ada@example.com" })))
 ///         .await?;
@@ -465,6 +466,7 @@ impl Queue {
         let id = done.await.map_err(|_| QueueError::Store {
             backend: self.inner.store.backend(),
             message: "the group committer stopped before answering".to_owned(),
+            source: None,
         })??;
         self.inner.wake.notify_waiters();
         Ok(id)
@@ -574,9 +576,17 @@ impl Queue {
     /// Starts a runner: for each queue, a loop claiming up to its concurrency and running
     /// jobs of the names registered in this process; and one maintenance loop that renews
     /// leases' owners in the registry, rescues jobs of crashed runners, cancels jobs nobody
-    /// registers for, prunes, and refreshes the counts. Must be called inside a tokio
-    /// runtime. Workers and forwarders may be registered before or after.
-    pub fn start(&self) -> Runner {
+    /// registers for, prunes, and refreshes the counts, all on the current tokio runtime.
+    /// Workers and forwarders may be registered before or after.
+    ///
+    /// # Errors
+    /// [`QueueError::NoRuntime`] when called outside a tokio runtime (nothing is started).
+    pub fn start(&self) -> Result<Runner, QueueError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(QueueError::NoRuntime {
+                call: "Queue::start",
+            });
+        }
         let owner = format!("{}-{}", std::process::id(), uuid::Uuid::now_v7());
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let (abort, aborted) = tokio::sync::watch::channel(false);
@@ -593,13 +603,13 @@ impl Queue {
             ));
         }
         tasks.spawn(maintain(self.clone(), stopped.clone()));
-        Runner {
+        Ok(Runner {
             queue: self.clone(),
             owner,
             stop,
             abort,
             tasks: Mutex::new(Some(tasks)),
-        }
+        })
     }
 
     fn worker(&self, name: &str) -> Option<Arc<dyn Worker>> {
@@ -764,9 +774,9 @@ async fn group_commit(
             Ok(ids) => {
                 let e = QueueError::Corrupt {
                     what: format!(
-                        "the store answered {} ids for {} enqueued jobs",
-                        ids.len(),
-                        batch.len()
+                        "the store answered {} for {}",
+                        crate::error::count(ids.len(), "id", "ids"),
+                        crate::error::count(batch.len(), "enqueued job", "enqueued jobs")
                     ),
                 };
                 for p in batch.drain(..) {

@@ -536,9 +536,7 @@ where
     for<'r> String: Decode<'r, R::Database>,
     String: Type<R::Database>,
 {
-    let id: i64 = row
-        .try_get("id")
-        .map_err(|e| QueueError::store(backend, e))?;
+    let id: i64 = row.try_get("id").map_err(|e| QueueError::sql(backend, e))?;
     let corrupt = |what: String| QueueError::Corrupt {
         what: format!("job {id}: {what}"),
     };
@@ -612,9 +610,7 @@ where
         match job_from_row(backend, row) {
             Ok(job) => jobs.push(job),
             Err(e) => {
-                let id: i64 = row
-                    .try_get("id")
-                    .map_err(|e| QueueError::store(backend, e))?;
+                let id: i64 = row.try_get("id").map_err(|e| QueueError::sql(backend, e))?;
                 let detail = format!("schema_mismatch: {e}");
                 store
                     .cancel_job(id, CancelReason::SchemaMismatch, &detail, now)

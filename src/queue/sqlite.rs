@@ -221,10 +221,7 @@ impl SqliteStoreBuilder {
         }
         let path = self.path;
         let fail = |e: sqlx::Error| {
-            QueueError::store(
-                BACKEND,
-                format_args!("cannot open `{}`: {e}", path.display()),
-            )
+            QueueError::store_caused(BACKEND, format!("cannot open `{}`: {e}", path.display()), e)
         };
         let options = SqliteConnectOptions::new()
             .filename(&path)
@@ -300,7 +297,7 @@ impl SqliteStore {
     /// # Errors
     /// [`QueueError::Store`] when SQLite cannot allocate it.
     pub async fn in_memory() -> Result<SqliteStore, QueueError> {
-        let fail = |e: sqlx::Error| QueueError::store(BACKEND, e);
+        let fail = |e: sqlx::Error| QueueError::sql(BACKEND, e);
         // `:memory:` gives a uniquely named shared-cache database per call.
         let options = SqliteConnectOptions::from_str("sqlite::memory:")
             .map_err(fail)?
@@ -378,7 +375,7 @@ async fn migrate(pool: &SqlitePool) -> Result<(), sqlx::Error> {
 }
 
 fn store_error(e: sqlx::Error) -> QueueError {
-    QueueError::store(BACKEND, e)
+    QueueError::sql(BACKEND, e)
 }
 
 /// Ids as a JSON array, for `id IN (SELECT value FROM json_each(?))`: one bind for any

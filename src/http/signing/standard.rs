@@ -126,8 +126,8 @@ fn parse_secret(secret: &str) -> Result<Key, ConfigError> {
             "secret",
             shown,
             format!(
-                "the decoded key is {} bytes; it must be {MIN_KEY} to {MAX_KEY} bytes",
-                key.len()
+                "the decoded key is {}; it must be {MIN_KEY} to {MAX_KEY} bytes",
+                crate::error::count(key.len(), "byte", "bytes")
             ),
         ));
     }
