@@ -315,3 +315,54 @@ async fn forwarder_jobs_emit_deliver_events() {
     );
     assert!(ok.contains("outcome=\"ok\""), "{ok}");
 }
+
+/// The `signal_bus::deliver` event of a forwarder's enqueue says `queued`, with the job,
+/// as the report does; the `signal_bus::publish` event carries the report's counts. (Here,
+/// where every test captures events: a callsite first seen by a thread with no subscriber
+/// can keep a stale "never" interest while another thread installs one.)
+#[tokio::test(flavor = "current_thread")]
+async fn telemetry_agrees_with_the_report() {
+    use signal_bus::queue::{DispatchMode, Forwarder, MemoryStore, Queue};
+    let queue = Queue::new(MemoryStore::new());
+    let bus = Bus::builder().queue(queue.clone()).build().unwrap();
+    bus.subscribe(
+        "order.*",
+        Forwarder::new("audit", signal_bus::adapter::Noop).dispatch(DispatchMode::Async),
+    )
+    .unwrap();
+    let (out, _guard) = capture::capture("signal_bus::deliver=trace,signal_bus::publish=debug");
+    let report = bus
+        .publish(
+            Signal::builder("order.paid", "/tests")
+                .id("sig-1")
+                .build()
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let job = report.get(0).unwrap().job_id().unwrap();
+    let text = text(&out);
+    let deliver = text
+        .lines()
+        .find(|l| l.contains("signal_bus::deliver"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(deliver.contains("outcome=\"queued\""), "{deliver}");
+    assert!(deliver.contains(&format!("job_id={job}")), "{deliver}");
+    assert!(
+        deliver.contains("target_name=\"forwarder:audit\""),
+        "{deliver}"
+    );
+    let publish = text
+        .lines()
+        .find(|l| l.contains("signal_bus::publish"))
+        .unwrap_or_else(|| panic!("{text}"));
+    for field in [
+        "targets=1",
+        "delivered=0",
+        "queued=1",
+        "dropped=0",
+        "failed=0",
+    ] {
+        assert!(publish.contains(field), "{field}: {publish}");
+    }
+}
