@@ -80,6 +80,7 @@ impl fmt::Display for Cause {
 
 /// The innermost message of `error`'s `source()` chain (`error`'s own when it has none):
 /// what a flattened message shows of a cause, e.g. "Connection refused (os error 111)".
+#[cfg(feature = "http")]
 pub(crate) fn innermost(error: &(dyn StdError + 'static)) -> String {
     let mut last = error;
     while let Some(next) = last.source() {

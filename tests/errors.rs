@@ -2,6 +2,7 @@
 //! underlying reqwest, sqlx, io or serde_json error and shows no secret; messages a newcomer
 //! meets name the value and the rule, and count things in the right number.
 
+#[cfg(any(feature = "http", feature = "sqlite", feature = "nats"))]
 use std::error::Error as StdError;
 
 use async_trait::async_trait;
@@ -11,6 +12,8 @@ use signal_bus::{
 };
 
 /// `e` and every error under it, outermost first.
+#[cfg(any(feature = "http", feature = "sqlite", feature = "nats"))]
+#[allow(dead_code)] // not every feature set walks chains
 fn chain<'a>(e: &'a (dyn StdError + 'static)) -> Vec<&'a (dyn StdError + 'static)> {
     let mut all = vec![e];
     let mut last = e;
@@ -21,6 +24,8 @@ fn chain<'a>(e: &'a (dyn StdError + 'static)) -> Vec<&'a (dyn StdError + 'static
     all
 }
 
+#[cfg(any(feature = "http", feature = "sqlite", feature = "nats"))]
+#[allow(dead_code)] // not every feature set checks secrets
 fn assert_no_secret(e: &(dyn StdError + 'static), secret: &str) {
     for (i, link) in chain(e).into_iter().enumerate() {
         let shown = format!("{link} / {link:?}");
@@ -39,6 +44,7 @@ fn signal() -> Signal {
 }
 
 /// A loopback port nothing listens on.
+#[cfg(feature = "http")]
 fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
