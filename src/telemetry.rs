@@ -295,8 +295,13 @@ pub struct TargetMetrics {
     pub subscription: SubscriptionId,
     /// The target's name.
     pub target: String,
-    /// Signals delivered.
+    /// Signals delivered (by this target; an async target's worker counts its deliveries
+    /// here too).
     pub delivered: u64,
+    /// Signals enqueued as durable jobs instead of delivered (a
+    /// [`Forwarder`](crate::queue::Forwarder) in async mode): their deliveries are the
+    /// queue's, counted in [`Metrics::queue`].
+    pub queued: u64,
     /// Signals that failed for good (after retries).
     pub failed: u64,
     /// Retries made.
@@ -377,6 +382,7 @@ pub(crate) fn export(bus: &str, snapshot: &Metrics) {
             ("target", t.target.clone()),
         ];
         metrics::counter!("signal_bus_delivered_total", &labels).absolute(t.delivered);
+        metrics::counter!("signal_bus_queued_total", &labels).absolute(t.queued);
         metrics::counter!("signal_bus_failed_total", &labels).absolute(t.failed);
         metrics::counter!("signal_bus_retried_total", &labels).absolute(t.retried);
         metrics::counter!("signal_bus_dropped_total", &labels).absolute(t.dropped);

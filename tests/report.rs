@@ -118,6 +118,14 @@ async fn a_forwarder_job_is_queued_not_delivered_and_its_later_failure_shows_in_
         "1 target: 0 delivered, 1 queued, 0 failed"
     );
     assert_eq!(server.count(), 0, "nothing sent before a runner runs");
+    // The bus's metrics agree with the report: queued, not delivered.
+    let m = bus.metrics();
+    let t = m
+        .targets
+        .iter()
+        .find(|t| t.target == "forwarder:ledger")
+        .unwrap();
+    assert_eq!((t.delivered, t.queued, t.failed), (0, 1, 0), "{t:?}");
     let stored = queue.store().get(job).await.unwrap().unwrap();
     assert_eq!(stored.state, JobState::Available);
 
@@ -160,6 +168,13 @@ async fn a_forwarder_delivering_inline_is_delivered() {
     assert_eq!(counts(&report), (1, 0, 0, 0));
     assert_eq!(report.get(0).unwrap().job_id(), None);
     assert_eq!(server.count(), 1);
+    let m = bus.metrics();
+    let t = m
+        .targets
+        .iter()
+        .find(|t| t.target == "forwarder:ledger")
+        .unwrap();
+    assert_eq!((t.delivered, t.queued), (1, 0), "{t:?}");
     assert_eq!(queue.counts().await.unwrap().values().sum::<u64>(), 0);
 }
 

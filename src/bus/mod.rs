@@ -570,6 +570,7 @@ impl Bus {
                     subscription: sub.id,
                     target: t.name().to_owned(),
                     delivered: rt.delivered(),
+                    queued: count(|c| &c.queued),
                     failed: count(|c| &c.failed),
                     retried: count(|c| &c.retried),
                     dropped: count(|c| &c.dropped),
@@ -592,7 +593,7 @@ impl Bus {
     }
 
     /// Pushes the current [`metrics`](Bus::metrics) through the `metrics` crate facade
-    /// (feature `metrics`): `signal_bus_{delivered,failed,retried,dropped,dead_lettered}_total`
+    /// (feature `metrics`): `signal_bus_{delivered,queued,failed,retried,dropped,dead_lettered}_total`
     /// counters and `signal_bus_queue_depth`, `signal_bus_latency_p{50,99}_seconds` and
     /// `signal_bus_circuit_state` (0 closed, 1 half-open, 2 open) gauges, labelled `bus`,
     /// `subscription` and `target`. Nothing is recorded on the delivery path itself.

@@ -317,7 +317,10 @@ async fn run(
         };
         let e = match result {
             Ok(()) => {
-                rt.record_delivered(n, latency);
+                match queued {
+                    Some(_) => rt.record_queued(n),
+                    None => rt.record_delivered(n, latency),
+                }
                 return Ok(queued);
             }
             Err(e) => e,

@@ -24,6 +24,7 @@ pub(crate) const LATENCY_SAMPLE: u64 = 64;
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub(crate) delivered: AtomicU64,
+    pub(crate) queued: AtomicU64,
     pub(crate) failed: AtomicU64,
     pub(crate) retried: AtomicU64,
     pub(crate) dropped: AtomicU64,
@@ -314,6 +315,16 @@ impl TargetRuntime {
         if let Some(l) = latency {
             stats.record_latency(l);
         }
+        stats
+            .last_success_ms
+            .store(unix_ms(SystemTime::now()), Ordering::Relaxed);
+    }
+
+    /// `n` signals enqueued as durable jobs by the slow path (a forwarder in async mode):
+    /// accepted, not yet delivered.
+    pub(crate) fn record_queued(&self, n: u64) {
+        let stats = self.stats();
+        stats.counters.queued.fetch_add(n, Ordering::Relaxed);
         stats
             .last_success_ms
             .store(unix_ms(SystemTime::now()), Ordering::Relaxed);
