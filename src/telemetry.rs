@@ -153,28 +153,9 @@ pub(crate) fn target_delivered(
     );
 }
 
-/// Whether successful deliveries are traced (then the signal is needed after delivery and
-/// each delivery is timed).
-#[inline]
-pub(crate) fn deliver_ok_enabled() -> bool {
-    tracing::enabled!(target: "signal_bus::deliver", Level::TRACE)
-}
-
-/// Whether failed deliveries are logged.
-#[inline]
-pub(crate) fn deliver_failed_enabled() -> bool {
-    tracing::enabled!(target: "signal_bus::deliver", Level::WARN)
-}
-
-/// Whether the `signal_bus::deliver` event of this outcome would be recorded.
-#[inline]
-pub(crate) fn deliver_enabled<T, E>(result: &Result<T, E>) -> bool {
-    if result.is_ok() {
-        deliver_ok_enabled()
-    } else {
-        deliver_failed_enabled()
-    }
-}
+pub(crate) use crate::queue::events::{
+    deliver_enabled, deliver_failed_enabled, deliver_ok_enabled,
+};
 
 #[inline]
 pub(crate) fn publish_enabled() -> bool {

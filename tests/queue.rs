@@ -4,6 +4,10 @@
 //! grace period for unknown names, lease tokens and pruning. On the in-memory store (the SQL stores run the same code
 //! and their own conformance suites).
 
+#[path = "support/scratch.rs"]
+mod scratch;
+use scratch::wait_until;
+
 #[path = "support/hooked_store.rs"]
 mod hooked_store;
 
@@ -65,16 +69,6 @@ fn recorder(
             Ok(())
         }
     })
-}
-
-async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    for _ in 0..3000 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 async fn state_of(queue: &Queue, id: i64) -> Job {

@@ -26,6 +26,10 @@
 //! The file needs the `http` feature as well as `sqlite` (forwarders deliver through `Http`):
 //! both are default features.
 
+#[path = "support/scratch.rs"]
+mod scratch;
+use scratch::TempDir;
+
 mod support;
 
 use std::{
@@ -375,28 +379,6 @@ async fn receiver(delay: Duration) -> TestServer {
 // ---------------------------------------------------------------------------------------
 // Scratch directories, child processes, databases
 // ---------------------------------------------------------------------------------------
-
-/// A temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let dir =
-            std::env::temp_dir().join(format!("signal-bus-faults-{tag}-{}", uuid::Uuid::now_v7()));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn sqlite(&self, name: &str) -> String {
-        format!("sqlite:{}", self.0.join(name).display())
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A child process running this test binary's `child` test. Killed on drop.
 struct ChildProc {

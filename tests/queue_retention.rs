@@ -3,10 +3,11 @@
 //! size on disk (deleted pages are reused), and keeps no job or signal it was told to let
 //! go; the same load without pruning grows, so the check can tell the difference.
 
-use std::{
-    path::{Path, PathBuf},
-    time::Duration,
-};
+#[path = "support/scratch.rs"]
+mod scratch;
+use scratch::TempDir;
+
+use std::{path::Path, time::Duration};
 
 use signal_bus::{
     adapter::Noop,
@@ -126,26 +127,9 @@ fn pruned_so_far(cycle: usize) -> u64 {
     (cycle * PER_CYCLE) as u64
 }
 
-/// A temporary directory, removed on drop: also when the test fails.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        let dir = std::env::temp_dir().join(format!("signal-bus-soak-{}", uuid::Uuid::now_v7()));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pruning_keeps_the_database_size_flat() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("soak");
     let (pruned, kept) = (dir.0.join("pruned.db"), dir.0.join("kept.db"));
 
     let flat = soak(&pruned, true).await;

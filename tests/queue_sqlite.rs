@@ -13,17 +13,18 @@
 //! no-op in a normal run) with `SIGNAL_BUS_SQLITE_CHILD` naming its role (`writer` or
 //! `claimer`); a child reports on stdout lines starting with `@@sqlite `.
 
+#[path = "support/scratch.rs"]
+mod scratch;
+use scratch::TempDir;
+
 #[path = "support/queue_suite.rs"]
 mod queue_suite;
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashSet},
     future::Future,
-    path::{Path, PathBuf},
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc, Mutex,
-    },
+    path::Path,
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -44,33 +45,6 @@ use sqlx::{
 
 /// The longest any wait for a background event may take.
 const PATIENCE: Duration = Duration::from_secs(30);
-
-/// A unique directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        static SEQ: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "signal-bus-sqlite-{name}-{}-{}-{}",
-            std::process::id(),
-            uuid::Uuid::now_v7(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
-    }
-
-    fn db(&self) -> PathBuf {
-        self.0.join("queue.db")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// The conformance suite every store passes, each case on a fresh database file.
 async fn fresh_store() -> (Arc<dyn JobStore>, TempDir) {

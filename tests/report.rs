@@ -3,11 +3,15 @@
 //! HTTP endpoint (a loopback server failing on command), an async queue with a drop policy,
 //! and a durable forwarder on a SQLite file whose job a runner later runs.
 
+#[path = "support/scratch.rs"]
+mod scratch;
+use scratch::{wait_until, TempDir};
+
 #[path = "support/capture.rs"]
 mod capture;
 mod support;
 
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
 use serde_json::json;
 use signal_bus::{
@@ -30,27 +34,6 @@ fn signal(n: usize) -> Signal {
         .unwrap()
 }
 
-/// A unique directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!(
-            "signal-bus-report-{name}-{}-{}",
-            std::process::id(),
-            uuid::Uuid::now_v7()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// A durable queue on a fresh SQLite file: quick polls, quick retries.
 async fn sqlite_queue(dir: &TempDir) -> Queue {
     let store = SqliteStore::open(dir.0.join("queue.db")).await.unwrap();
@@ -60,17 +43,6 @@ async fn sqlite_queue(dir: &TempDir) -> Queue {
             Duration::from_millis(10),
         )))
         .build()
-}
-
-/// Polls `f` until it holds (the state changes elsewhere: a worker, a runner).
-async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    for _ in 0..3000 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 /// The report's counts, in the order delivered, queued, dropped, failed; checked to add up.

@@ -10,17 +10,27 @@ use tracing::Level;
 use super::{Job, PruneReport, QueueError, WorkOutcome, FORWARDER_WORKER};
 use crate::{DeliveryError, Signal};
 
-/// Whether a forwarder's failed deliveries are logged (then its deliveries are timed).
+// The checks of whether `signal_bus::deliver` events are recorded live here, the lowest
+// module that emits them; `telemetry` re-exports them for the bus's deliveries.
+
+/// Whether successful deliveries are traced (then the signal is needed after delivery and
+/// each delivery is timed).
+#[inline]
+pub(crate) fn deliver_ok_enabled() -> bool {
+    tracing::enabled!(target: "signal_bus::deliver", Level::TRACE)
+}
+
+/// Whether failed deliveries are logged (then deliveries are timed).
 #[inline]
 pub(crate) fn deliver_failed_enabled() -> bool {
     tracing::enabled!(target: "signal_bus::deliver", Level::WARN)
 }
 
-/// Whether the forwarder's `signal_bus::deliver` event of this outcome would be recorded.
+/// Whether the `signal_bus::deliver` event of this outcome would be recorded.
 #[inline]
 pub(crate) fn deliver_enabled<T, E>(result: &Result<T, E>) -> bool {
     if result.is_ok() {
-        tracing::enabled!(target: "signal_bus::deliver", Level::TRACE)
+        deliver_ok_enabled()
     } else {
         deliver_failed_enabled()
     }

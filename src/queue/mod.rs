@@ -6,7 +6,7 @@
 //! carries only a thin reference (signal source and id, occurred-at) and the worker reloads
 //! the signal when it runs (the Sigra audit-forwarder design).
 
-mod events;
+pub(crate) mod events;
 mod forwarder;
 mod job;
 mod memory;
