@@ -139,7 +139,8 @@ async fn api_md_queue_block() -> Result<(), Box<dyn std::error::Error>> {
     // The durable queue and the forwarder.
     use signal_bus::queue::{DispatchMode, Forwarder, Queue, SqliteStore};
     let queue = Queue::new(SqliteStore::open("signals.db").await?);
-    let runner = queue.start().unwrap(); // workers; runner.shutdown().await drains
+    let runner = queue.start(); // workers; runner.shutdown().await drains
+    let runner = runner?; // `start` refuses to run outside a tokio runtime
     let bus = Bus::builder().queue(queue.clone()).build()?;
     bus.subscribe(
         "audit.**",
