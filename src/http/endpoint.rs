@@ -26,17 +26,32 @@ impl fmt::Display for Endpoint {
 
 /// What a URL looks like in messages: scheme, host, port and path; never user info or the
 /// query, which may carry credentials.
+///
+/// In a URL that parses, user info holds no raw `/`, `?` or `#`, so it ends at the last `@`
+/// before the path. Text that does not parse may be a URL whose password holds them
+/// (`https://svc:pa/ss@host`): there everything up to the last `@` after the scheme is
+/// hidden, which may hide more than the user info, never less.
 fn redacted(raw: &str) -> String {
-    let cut = raw.find(['?', '#']).unwrap_or(raw.len());
-    let mut base = raw[..cut].to_owned();
-    if let Some(start) = base.find("://").map(|i| i + 3) {
-        let end = base[start..].find('/').map_or(base.len(), |i| start + i);
-        if let Some(at) = base[start..end].rfind('@') {
-            base.replace_range(start..start + at + 1, "***@");
-        }
+    let start = raw.find("://").map_or(0, |i| i + 3);
+    let mut base = raw.to_owned();
+    let mut host_at = start;
+    let user_info_end = if Url::parse(raw).is_ok() {
+        let end = raw[start..]
+            .find(['/', '?', '#'])
+            .map_or(raw.len(), |i| start + i);
+        raw[start..end].rfind('@')
+    } else {
+        raw[start..].rfind('@')
+    };
+    if let Some(at) = user_info_end {
+        base.replace_range(start..start + at + 1, "***@");
+        host_at = start + "***@".len();
     }
-    let mut shown: String = base.chars().take(200).collect();
-    if cut < raw.len() {
+    let cut = base[host_at..]
+        .find(['?', '#'])
+        .map_or(base.len(), |i| host_at + i);
+    let mut shown: String = base[..cut].chars().take(200).collect();
+    if cut < base.len() {
         shown.push_str("?…");
     }
     shown
@@ -151,6 +166,34 @@ mod tests {
         assert_eq!(e.host_port(), ("api.example.com".to_owned(), 443));
         let e = Endpoint::parse("http://[::1]:8080/x").unwrap();
         assert_eq!(e.host_port(), ("::1".to_owned(), 8080));
+    }
+
+    /// A password holding `/`, `?` or `#` makes the URL unparseable; the error must still
+    /// hide it, whole (found in review: the first `/` or `?` used to end the user info).
+    #[test]
+    fn a_password_with_url_delimiters_never_shows() {
+        for (raw, password) in [
+            ("https://svc:pa/ss@api.example.com/in", "pa/ss"),
+            ("https://svc:p?w0rd@api.example.com/in", "p?w0rd"),
+            ("https://svc:p#w0rd@api.example.com/in", "p#w0rd"),
+            ("svc:tok/en@api.example.com/in", "tok/en"),
+            ("https://svc:s3cr3t@api.example.com/in", "s3cr3t"),
+        ] {
+            let e = Endpoint::parse(raw).unwrap_err();
+            for text in [e.to_string(), format!("{e:?}")] {
+                let (first, rest) = password.split_at(2);
+                assert!(
+                    !text.contains(password) && !text.contains(rest) && !text.contains(first),
+                    "{raw}: {text}"
+                );
+                assert!(text.contains("api.example.com"), "{raw}: {text}");
+            }
+        }
+        // A valid URL with `@` in its query keeps its host in messages.
+        assert_eq!(
+            redacted("https://api.example.com/p?to=a@b.example"),
+            "https://api.example.com/p?…"
+        );
     }
 
     #[test]
