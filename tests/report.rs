@@ -45,6 +45,15 @@ async fn sqlite_queue(dir: &TempDir) -> Queue {
         .build()
 }
 
+/// A bus with a durable queue on a fresh SQLite file (the directory lives as long as the
+/// returned guard).
+async fn queued_bus(tag: &str) -> (TempDir, Queue, Bus) {
+    let dir = TempDir::new(tag);
+    let queue = sqlite_queue(&dir).await;
+    let bus = Bus::builder().queue(queue.clone()).build().unwrap();
+    (dir, queue, bus)
+}
+
 /// The report's counts, in the order delivered, queued, dropped, failed; checked to add up.
 fn counts(report: &PublishReport) -> (usize, usize, usize, usize) {
     let c = (
@@ -61,11 +70,9 @@ fn counts(report: &PublishReport) -> (usize, usize, usize, usize) {
 
 #[tokio::test]
 async fn a_forwarder_job_is_queued_not_delivered_and_its_later_failure_shows_in_the_queue() {
-    let dir = TempDir::new("forwarder");
-    let queue = sqlite_queue(&dir).await;
+    let (_dir, queue, bus) = queued_bus("forwarder").await;
     let server = TestServer::start().await;
     server.always(Reply::status(500));
-    let bus = Bus::builder().queue(queue.clone()).build().unwrap();
     bus.subscribe(
         "order.*",
         Forwarder::new("ledger", Http::post(&server.url("/ledger")).unwrap())
@@ -126,10 +133,8 @@ async fn a_forwarder_job_is_queued_not_delivered_and_its_later_failure_shows_in_
 
 #[tokio::test]
 async fn a_forwarder_delivering_inline_is_delivered() {
-    let dir = TempDir::new("inline");
-    let queue = sqlite_queue(&dir).await;
+    let (_dir, queue, bus) = queued_bus("inline").await;
     let server = TestServer::start().await;
-    let bus = Bus::builder().queue(queue.clone()).build().unwrap();
     bus.subscribe(
         "order.*",
         Forwarder::new("ledger", Http::post(&server.url("/ledger")).unwrap())
@@ -256,11 +261,9 @@ async fn a_failing_http_target_counts_as_failed() {
 
 #[tokio::test]
 async fn every_kind_in_one_report_and_the_counts_add_up() {
-    let dir = TempDir::new("kinds");
-    let queue = sqlite_queue(&dir).await;
+    let (_dir, queue, bus) = queued_bus("kinds").await;
     let server = TestServer::start().await;
     server.always(Reply::status(503));
-    let bus = Bus::builder().queue(queue.clone()).build().unwrap();
     let (sync_tx, mut sync_rx) = mpsc::channel(16);
     let (async_tx, mut async_rx) = mpsc::channel(16);
     bus.subscribe(
@@ -331,9 +334,7 @@ async fn a_batch_dispatch_delivers_even_to_async_targets() {
 async fn an_enqueue_that_fails_is_failed() {
     // A forwarder that cannot enqueue (the job is invalid: a queue name the store refuses)
     // is a failed outcome, not a queued one.
-    let dir = TempDir::new("refused");
-    let queue = sqlite_queue(&dir).await;
-    let bus = Bus::builder().queue(queue.clone()).build().unwrap();
+    let (_dir, queue, bus) = queued_bus("refused").await;
     bus.subscribe(
         "order.*",
         Forwarder::new("ledger", signal_bus::adapter::Noop)
