@@ -25,6 +25,7 @@ pub mod dispatch;
 mod error;
 #[cfg(feature = "http")]
 pub mod http;
+pub mod journal;
 pub mod pattern;
 pub mod policy;
 pub mod queue;

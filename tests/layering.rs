@@ -28,9 +28,11 @@ use std::{
 /// 7. `telemetry`: delivery and publish events, and the metrics snapshot types (which name
 ///    health, breaker and job states from the layers below).
 /// 8. `dispatch`: targets, the delivery pipeline, reports.
-/// 9. `bus`: subscriptions and publish, built with a queue.
-/// 10. `http`, `cluster`: the feature areas that plug adapters (and the bus) into the network.
-/// 11. `__fuzz`: entry points for the fuzz targets; reaches into anything.
+/// 9. `journal`: the signal journal, its stores (on the queue's store types), replay and
+///    persistent subscriptions (which deliver through `dispatch`).
+/// 10. `bus`: subscriptions and publish, built with a queue and a journal.
+/// 11. `http`, `cluster`: the feature areas that plug adapters (and the bus) into the network.
+/// 12. `__fuzz`: entry points for the fuzz targets; reaches into anything.
 ///
 /// A new top-level module must be placed here.
 const LAYERS: &[(&str, u32)] = &[
@@ -45,10 +47,11 @@ const LAYERS: &[(&str, u32)] = &[
     ("queue", 6),
     ("telemetry", 7),
     ("dispatch", 8),
-    ("bus", 9),
-    ("http", 10),
-    ("cluster", 10),
-    ("__fuzz", 11),
+    ("journal", 9),
+    ("bus", 10),
+    ("http", 11),
+    ("cluster", 11),
+    ("__fuzz", 12),
 ];
 
 /// One `crate::` reference: where it is and the top-level module it reaches.

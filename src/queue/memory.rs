@@ -62,12 +62,24 @@ struct State {
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStore {
     state: Arc<Mutex<State>>,
+    /// The journal's state (`crate::journal`), created on first use; shared by clones.
+    journal: Arc<std::sync::OnceLock<Arc<dyn std::any::Any + Send + Sync>>>,
 }
 
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The journal's state in this store: `T::default()` on first use.
+    pub(crate) fn journal_state<T: Default + Send + Sync + 'static>(&self) -> Arc<T> {
+        let any = Arc::clone(
+            self.journal
+                .get_or_init(|| Arc::new(T::default()) as Arc<dyn std::any::Any + Send + Sync>),
+        );
+        any.downcast::<T>()
+            .unwrap_or_else(|_| unreachable!("one journal state type per store"))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
