@@ -152,6 +152,10 @@ pub(crate) struct Inner {
     max_type_segments: usize,
     name: Arc<str>,
     context: BusContext,
+    /// The journal, if the bus has one: publish appends to it before delivering.
+    journal: Option<Arc<crate::journal::JournalRuntime>>,
+    /// The persistent subscriptions running on this bus.
+    persistent: Arc<crate::journal::PersistentSet>,
     router: RwLock<Router<Arc<Subscription>>>,
     routes: RwLock<HashMap<SubscriptionId, RouteId>>,
     cache: RwLock<MatchCache>,
@@ -245,6 +249,7 @@ mod local_cache {
 #[must_use = "a builder does nothing until build() is called"]
 pub struct BusBuilder {
     queue: Option<crate::queue::Queue>,
+    journal: Option<crate::journal::Journal>,
     name: String,
     node_id: Option<String>,
     pubsub_capacity: usize,
@@ -256,6 +261,7 @@ impl Default for BusBuilder {
     fn default() -> Self {
         BusBuilder {
             queue: None,
+            journal: None,
             name: "default".to_owned(),
             node_id: None,
             pubsub_capacity: 1024,
@@ -285,6 +291,18 @@ impl BusBuilder {
     /// queue's runners find them by name). Default: none.
     pub fn queue(mut self, queue: crate::queue::Queue) -> Self {
         self.queue = Some(queue);
+        self
+    }
+
+    /// The journal every published signal is appended to, durably and with a sequence
+    /// number, before it is delivered: what [`Bus::replay`] reads and persistent
+    /// subscriptions ([`Bus::subscribe_persistent`]) follow. A store (a
+    /// [`SqliteStore`](crate::queue::SqliteStore), `PostgresStore`,
+    /// [`MemoryStore`](crate::queue::MemoryStore): the queue's store types) or a
+    /// [`Journal`](crate::journal::Journal) with options. Default: none, and a bus without a
+    /// journal pays nothing for it.
+    pub fn journal(mut self, journal: impl Into<crate::journal::Journal>) -> Self {
+        self.journal = Some(journal.into());
         self
     }
 
@@ -342,7 +360,11 @@ impl BusBuilder {
                 format!("must be between 1 and {}", crate::signal::MAX_TYPE_SEGMENTS),
             ));
         }
+        if let Some(journal) = &self.journal {
+            journal.validate(&mut problems);
+        }
         ConfigError::from_problems(problems)?;
+        let journal = self.journal.map(|j| j.start(&self.name));
         let node_id: Arc<str> = match self.node_id {
             Some(id) => Arc::from(id),
             None => Arc::from(format!("{}-{}", self.name, uuid::Uuid::now_v7().simple())),
@@ -362,6 +384,8 @@ impl BusBuilder {
                         .map(|q| Arc::new(q) as Arc<dyn std::any::Any + Send + Sync>),
                 },
                 name,
+                journal,
+                persistent: Arc::default(),
                 router: RwLock::new(Router::new()),
                 routes: RwLock::default(),
                 cache: RwLock::default(),
@@ -678,6 +702,9 @@ impl Bus {
     pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
         self.close();
         let until = tokio::time::Instant::now() + deadline;
+        // Persistent subscriptions finish what they have in flight and save their
+        // checkpoints first: they deliver through targets the queues below drain.
+        self.inner.persistent.stop_all(until).await;
         let mut report = ShutdownReport::default();
         let subs = self.all_subscriptions();
         // Every queued target, dead-letter targets included (they may get signals while
@@ -831,7 +858,12 @@ impl Bus {
             }
         }
         let started = crate::telemetry::publish_enabled().then(Instant::now);
+        let seq = match &self.inner.journal {
+            None => None,
+            Some(journal) => Some(self.append(journal, &signal).await?),
+        };
         let mut report = PublishReport::new(Planned::Subscriptions(self.matched(signal.ty())));
+        report.journal_seq = seq;
         // The publish event names the signal: keep it then; otherwise the last target may
         // take this reference.
         let kept = deliver_all(signal, &mut report, started.is_some()).await;
@@ -851,6 +883,22 @@ impl Bus {
             );
         }
         Ok(report)
+    }
+
+    /// Appends `signal` to the journal (the cold part of `publish`).
+    #[inline(never)]
+    async fn append(
+        &self,
+        journal: &Arc<crate::journal::JournalRuntime>,
+        signal: &Arc<Signal>,
+    ) -> Result<u64, BusError> {
+        journal
+            .append(Arc::clone(signal))
+            .await
+            .map_err(|source| BusError::Journal {
+                journal: journal.name.to_string(),
+                source,
+            })
     }
 
     /// Registers a named receiver for the [`Named`](crate::adapter::Named) adapter.
@@ -879,6 +927,226 @@ impl Bus {
     /// [`PubSub`](crate::adapter::PubSub) adapter).
     pub fn pubsub_subscribe(&self, topic: &str) -> broadcast::Receiver<Arc<Signal>> {
         self.inner.context.topics.subscribe(topic)
+    }
+
+    /// The name of the bus's journal, if it has one.
+    pub fn journal_name(&self) -> Option<&str> {
+        self.inner.journal.as_ref().map(|j| &*j.name)
+    }
+
+    fn journal_for(
+        &self,
+        call: &'static str,
+    ) -> Result<&Arc<crate::journal::JournalRuntime>, BusError> {
+        self.inner
+            .journal
+            .as_ref()
+            .ok_or_else(|| BusError::NoJournal {
+                call,
+                bus: self.inner.name.to_string(),
+            })
+    }
+
+    fn journal_error(
+        journal: &crate::journal::JournalRuntime,
+    ) -> impl Fn(crate::journal::JournalError) -> BusError + '_ {
+        move |source| BusError::Journal {
+            journal: journal.name.to_string(),
+            source,
+        }
+    }
+
+    /// The journaled signals whose type matches `pattern`, in journal order, from `from`:
+    /// a [`Stream`](futures_util::Stream) of `Result<Arc<Signal>, JournalError>` that reads
+    /// the journal a page at a time (never all of it into memory) and ends once it has
+    /// caught up with the journal.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use futures_util::StreamExt;
+    /// use signal_bus::{journal::Replay, queue::MemoryStore, Bus, Signal};
+    ///
+    /// let bus = Bus::builder().journal(MemoryStore::new()).build()?;
+    /// for ty in ["order.placed", "user.created", "order.paid"] {
+    ///     bus.publish(Signal::builder(ty, "/shop").build()?).await?;
+    /// }
+    /// let mut replay = bus.replay("order.*", Replay::Beginning).await?;
+    /// let mut types = Vec::new();
+    /// while let Some(signal) = replay.next().await {
+    ///     types.push(signal?.ty().to_owned());
+    /// }
+    /// assert_eq!(types, ["order.placed", "order.paid"]);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// A bad pattern, [`BusError::NoJournal`], or [`BusError::Journal`] when the start
+    /// position cannot be read.
+    pub async fn replay(
+        &self,
+        pattern: &str,
+        from: crate::journal::Replay,
+    ) -> Result<crate::journal::ReplayStream, BusError> {
+        let pattern = Pattern::parse(pattern)?;
+        let journal = self.journal_for("Bus::replay")?;
+        let after = match from {
+            crate::journal::Replay::Beginning => 0,
+            crate::journal::Replay::After(seq) => seq,
+            crate::journal::Replay::Since(time) => journal
+                .store
+                .seq_before(&journal.name, time)
+                .await
+                .map_err(Self::journal_error(journal))?,
+        };
+        Ok(crate::journal::ReplayStream::new(
+            Arc::clone(&journal.store),
+            Arc::clone(&journal.name),
+            pattern,
+            after,
+        ))
+    }
+
+    /// Options for a persistent subscription named `name` over the journal's signals whose
+    /// type matches `pattern`; finish with [`targets`](crate::journal::PersistentBuilder::targets)
+    /// and [`start`](crate::journal::PersistentBuilder::start), or
+    /// [`manual`](crate::journal::PersistentBuilder::manual) to acknowledge by hand.
+    pub fn persistent(
+        &self,
+        name: impl Into<String>,
+        pattern: &str,
+    ) -> crate::journal::PersistentBuilder {
+        crate::journal::PersistentBuilder {
+            name: name.into(),
+            pattern: pattern.to_owned(),
+            targets: Vec::new(),
+            start: crate::journal::StartAt::default(),
+            max_in_flight: 1,
+            lease: crate::journal::DEFAULT_LEASE,
+            poll_interval: crate::journal::DEFAULT_POLL_INTERVAL,
+            journal: self.inner.journal.clone(),
+            context: self.inner.context.clone(),
+            set: Arc::clone(&self.inner.persistent),
+            has_queue: self.inner.context.queue.is_some(),
+        }
+    }
+
+    /// A persistent subscription with the defaults: a named, durable cursor over the
+    /// journal that delivers the signals matching `pattern` to `targets` in journal order,
+    /// one at a time, starting with signals published from now on. After a restart (same
+    /// name, same store) it resumes after the last acknowledged signal. See
+    /// [`persistent`](Bus::persistent) for the options.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::sync::Arc;
+    /// use signal_bus::{adapter::Channel, queue::MemoryStore, Bus, Signal};
+    ///
+    /// let bus = Bus::builder().journal(MemoryStore::new()).build()?;
+    /// let (tx, mut rx) = tokio::sync::mpsc::channel::<Arc<Signal>>(16);
+    /// let billing = bus.subscribe_persistent("billing", "order.**", Channel::new(tx)).await?;
+    /// let report = bus.publish(Signal::builder("order.paid", "/shop").build()?).await?;
+    /// assert_eq!(rx.recv().await.unwrap().ty(), "order.paid");
+    /// assert!(billing.wait_for_checkpoint(report.journal_seq().unwrap()).await);
+    /// billing.stop().await;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`PersistentBuilder::start`](crate::journal::PersistentBuilder::start).
+    pub async fn subscribe_persistent(
+        &self,
+        name: impl Into<String>,
+        pattern: &str,
+        targets: impl IntoTargets,
+    ) -> Result<crate::journal::PersistentSubscription, BusError> {
+        self.persistent(name, pattern)
+            .targets(targets)
+            .start()
+            .await
+    }
+
+    /// The dead letters of persistent subscription `name` (oldest first, at most `limit`):
+    /// the signals its targets failed for good.
+    ///
+    /// # Errors
+    /// [`BusError::NoJournal`], or [`BusError::Journal`] when the store cannot be read.
+    pub async fn dead_letters(
+        &self,
+        name: &str,
+        limit: usize,
+    ) -> Result<Vec<crate::journal::JournalDeadLetter>, BusError> {
+        let journal = self.journal_for("Bus::dead_letters")?;
+        crate::journal::persistent_dead_letters(journal, name, limit)
+            .await
+            .map_err(Self::journal_error(journal))
+    }
+
+    /// Delivers dead letters of persistent subscription `name` again, through its targets:
+    /// those with the given sequence numbers, or all for `None`. Delivered ones leave the
+    /// list; those that fail again stay with the new error. The subscription must run on
+    /// this bus.
+    ///
+    /// # Errors
+    /// [`BusError::NoJournal`], [`BusError::UnknownPersistent`] when the subscription does
+    /// not run here, or [`BusError::Journal`].
+    pub async fn redrive(
+        &self,
+        name: &str,
+        seqs: Option<&[u64]>,
+    ) -> Result<crate::journal::Redriven, BusError> {
+        let journal = self.journal_for("Bus::redrive")?;
+        match crate::journal::persistent_redrive(&self.inner.persistent, name, seqs).await {
+            Some(result) => result.map_err(Self::journal_error(journal)),
+            None => Err(BusError::UnknownPersistent {
+                name: name.to_owned(),
+            }),
+        }
+    }
+
+    /// Deletes every dead letter of persistent subscription `name`; returns how many.
+    ///
+    /// # Errors
+    /// [`BusError::NoJournal`], or [`BusError::Journal`].
+    pub async fn clear_dead_letters(&self, name: &str) -> Result<usize, BusError> {
+        let journal = self.journal_for("Bus::clear_dead_letters")?;
+        journal
+            .store
+            .take_dead_letters(&journal.name, name, None)
+            .await
+            .map(|taken| taken.len())
+            .map_err(Self::journal_error(journal))
+    }
+
+    /// Deletes persistent subscription `name` from the journal's store: its checkpoint,
+    /// lease and dead letters (a later subscription of that name starts afresh). Returns
+    /// whether it existed. It must not run on this bus.
+    ///
+    /// # Errors
+    /// [`BusError::NoJournal`], [`BusError::PersistentTaken`] when it runs here, or
+    /// [`BusError::Journal`].
+    pub async fn delete_persistent(&self, name: &str) -> Result<bool, BusError> {
+        let journal = self.journal_for("Bus::delete_persistent")?;
+        if self.inner.persistent.get(name).is_some() {
+            return Err(BusError::PersistentTaken {
+                name: name.to_owned(),
+            });
+        }
+        journal
+            .store
+            .delete_subscription(&journal.name, name)
+            .await
+            .map_err(Self::journal_error(journal))
+    }
+
+    /// Deletes what the journal's retention lets go now (the pruner does this every
+    /// [`prune_interval`](crate::journal::Journal::prune_interval)); returns how many
+    /// entries.
+    ///
+    /// # Errors
+    /// [`BusError::NoJournal`], or [`BusError::Journal`].
+    pub async fn prune_journal(&self) -> Result<u64, BusError> {
+        let journal = self.journal_for("Bus::prune_journal")?;
+        journal.prune().await.map_err(Self::journal_error(journal))
     }
 
     /// Stops accepting signals: later `publish` calls return [`BusError::Closed`].
