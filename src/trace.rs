@@ -107,9 +107,9 @@ fn link(span: &Span, signal: &Signal) {
 }
 
 #[cfg(feature = "opentelemetry")]
-pub use otel::{parent_context, set_span_parent, span_trace_context};
-#[cfg(feature = "opentelemetry")]
 pub(crate) use otel::inject;
+#[cfg(feature = "opentelemetry")]
+pub use otel::{parent_context, set_span_parent, span_trace_context};
 
 #[cfg(feature = "opentelemetry")]
 mod otel {

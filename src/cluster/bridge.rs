@@ -19,8 +19,8 @@ use async_nats::{
     Client, HeaderMap,
 };
 use futures_util::StreamExt;
-use tracing::Instrument;
 use tokio::{sync::watch, task::JoinHandle};
+use tracing::Instrument;
 
 use super::{
     codec::{decode, Decoded, OwnOrigin},

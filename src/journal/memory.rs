@@ -237,7 +237,12 @@ impl JournalStore for MemoryStore {
             let mut cut = 0u64;
             if let Some(age) = retention.max_age {
                 let limit = now - chrono::Duration::from_std(age).unwrap_or(chrono::TimeDelta::MAX);
-                if let Some((seq, _)) = j.entries.iter().take_while(|(_, (at, _, _))| *at < limit).last() {
+                if let Some((seq, _)) = j
+                    .entries
+                    .iter()
+                    .take_while(|(_, (at, _, _))| *at < limit)
+                    .last()
+                {
                     cut = cut.max(*seq);
                 }
             }

@@ -480,7 +480,8 @@ pub(crate) async fn perform(
     let traced =
         super::events::deliver_failed_enabled().then(|| (Arc::clone(&signal), Instant::now()));
     let span = crate::trace::deliver_span(&signal, name, job.id, job.attempt);
-    let delivery = AssertUnwindSafe(fj.adapter.deliver_shared(signal).instrument(span)).catch_unwind();
+    let delivery =
+        AssertUnwindSafe(fj.adapter.deliver_shared(signal).instrument(span)).catch_unwind();
     let result = match tokio::time::timeout(fj.timeout, delivery).await {
         Ok(Ok(r)) => r,
         Ok(Err(panic)) => Err(DeliveryError::from_panic(&*panic)),

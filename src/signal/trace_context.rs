@@ -313,7 +313,10 @@ fn valid_key(key: &str) -> bool {
     let b = key.as_bytes();
     match key.split_once('@') {
         None => {
-            !b.is_empty() && b.len() <= 256 && b[0].is_ascii_lowercase() && b.iter().all(|&c| key_char(c))
+            !b.is_empty()
+                && b.len() <= 256
+                && b[0].is_ascii_lowercase()
+                && b.iter().all(|&c| key_char(c))
         }
         Some((tenant, system)) => {
             let (t, s) = (tenant.as_bytes(), system.as_bytes());
@@ -333,7 +336,8 @@ fn valid_value(value: &str) -> bool {
     let b = value.as_bytes();
     !b.is_empty()
         && b.len() <= 256
-        && b.iter().all(|&c| (0x20..=0x7e).contains(&c) && c != b',' && c != b'=')
+        && b.iter()
+            .all(|&c| (0x20..=0x7e).contains(&c) && c != b',' && c != b'=')
         && b[b.len() - 1] != b' '
 }
 
@@ -426,7 +430,9 @@ mod tests {
         let many: Vec<String> = (0..33).map(|i| format!("k{i}=v")).collect();
         bad(&many.join(","), "more than 32 list-members");
         assert!(validate_tracestate(&many[..32].join(",")).is_ok());
-        let long: Vec<String> = (0..3).map(|i| format!("k{i}={}", "x".repeat(200))).collect();
+        let long: Vec<String> = (0..3)
+            .map(|i| format!("k{i}={}", "x".repeat(200)))
+            .collect();
         let long = long.join(",");
         bad(&long, "more than the limit of 512");
     }
