@@ -60,7 +60,7 @@ pub const DELIVER_SPAN: &str = "signal_bus.deliver";
 /// received signal: fields `kind` (how it arrived: `http`, `nats`, `journal`, any word of
 /// yours), `signal_type`, `signal_id` and, when the signal has a valid trace context,
 /// `trace_id`. With the `opentelemetry` feature its OpenTelemetry parent is the signal's
-/// trace context ([`set_span_parent`]); without it, or for a signal without a valid one, it is
+/// trace context (`set_span_parent`); without it, or for a signal without a valid one, it is
 /// a plain span (its parent the current span, as usual).
 ///
 /// Enter it (`.entered()`) or instrument the handling future with it
