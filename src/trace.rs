@@ -16,7 +16,7 @@
 //! | span (target `signal_bus::trace`, level info) | where | fields |
 //! |---|---|---|
 //! | `signal_bus.receive` | a NATS bridge, per received signal (`kind = "nats"`), around its publish into the local bus; yours, with [`receive_span`] (e.g. `kind = "http"` after [`read_signals`](crate::http::read_signals) or an axum extractor) | `kind`, `signal_type`, `signal_id`, `trace_id` (when the signal has a valid trace context) |
-//! | `signal_bus.deliver` | a durable queue's runner, per forwarder job execution, around the adapter's delivery | `target_name`, `job_id`, `attempt`, `signal_type`, `signal_id`, `trace_id` |
+//! | `signal_bus.deliver` | a durable queue's runner, per forwarder job execution, around the adapter's delivery | `forwarder` (its name), `job_id`, `attempt`, `signal_type`, `signal_id`, `trace_id` |
 //!
 //! Their tracing parent is the span current where they start, as for any span; with the
 //! `opentelemetry` feature their OpenTelemetry parent is the signal's trace context instead
@@ -79,11 +79,11 @@ pub fn receive_span(signal: &Signal, kind: &'static str) -> Span {
 }
 
 /// A `signal_bus.deliver` span for one execution of a durable forwarder job.
-pub(crate) fn deliver_span(signal: &Signal, target: &str, job_id: i64, attempt: u32) -> Span {
+pub(crate) fn deliver_span(signal: &Signal, forwarder: &str, job_id: i64, attempt: u32) -> Span {
     let span = tracing::info_span!(
         target: "signal_bus::trace",
         "signal_bus.deliver",
-        target_name = target,
+        forwarder,
         job_id,
         attempt,
         signal_type = signal.ty(),

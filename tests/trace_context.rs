@@ -280,7 +280,7 @@ mod otel {
             .map(|kv| kv.value.to_string())
     }
 
-    /// Waits for a finished span named `name` whose attribute `kind` (or `target_name`) is
+    /// Waits for a finished span named `name` whose attribute `kind` (or `forwarder`) is
     /// `kind`.
     async fn finished(exporter: &InMemorySpanExporter, name: &str, kind: &str) -> SpanData {
         let find = || {
@@ -291,7 +291,7 @@ mod otel {
                 .find(|s| {
                     s.name == name
                         && (attribute(s, "kind").as_deref() == Some(kind)
-                            || attribute(s, "target_name").as_deref() == Some(kind))
+                            || attribute(s, "forwarder").as_deref() == Some(kind))
                 })
         };
         scratch::wait_until(&format!("span {name} ({kind})"), || find().is_some()).await;

@@ -282,19 +282,24 @@ fn check_tracestate(value: &str) -> Result<(), String> {
             ));
         }
         let Some((key, val)) = member.split_once('=') else {
-            return Err(format!("list-member {i} `{member}` is not key=value"));
+            return Err(format!(
+                "list-member {i} `{}` is not key=value",
+                shown_type(member)
+            ));
         };
         if !valid_key(key) {
             return Err(format!(
-                "list-member {i} has the key `{key}`: a key starts with a lower-case letter, \
+                "list-member {i} has the key `{}`: a key starts with a lower-case letter, \
                  then lower-case letters, digits, `_`, `-`, `*`, `/` (at most 256), or is \
-                 `tenant@system`"
+                 `tenant@system`",
+                shown_type(key)
             ));
         }
         if !valid_value(val) {
             return Err(format!(
-                "list-member {i} (key `{key}`) has the value `{val}`: a value is 1 to 256 \
-                 printable ASCII characters other than `,` and `=`, not ending with a space"
+                "list-member {i} (key `{key}`) has the value `{}`: a value is 1 to 256 \
+                 printable ASCII characters other than `,` and `=`, not ending with a space",
+                shown_type(val)
             ));
         }
         if keys.contains(&key) {
