@@ -32,6 +32,7 @@ pub mod queue;
 pub mod router;
 pub mod signal;
 pub mod telemetry;
+pub mod trace;
 
 pub use adapter::Adapter;
 /// The attribute that implementations of [`Adapter`] (an async trait) carry:

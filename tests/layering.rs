@@ -16,8 +16,9 @@ use std::{
 
 /// The layers, bottom to top. A module may import from its own layer and the layers below.
 ///
-/// 0. `pattern`, `signal`, `binding`: the data: the type grammar and globs, the CloudEvent
-///    (its types obey the pattern grammar) and its wire helpers.
+/// 0. `pattern`, `signal`, `binding`, `trace`: the data: the type grammar and globs, the
+///    CloudEvent (its types obey the pattern grammar) and its wire helpers, and the spans a
+///    received signal is handled in, parented by its trace context.
 /// 1. `router`: the routing table over patterns.
 /// 2. `error`: every error type (wrapping route and pattern errors).
 /// 3. `context`: what a bus lends its adapters (registry, topics), subscription ids, and a
@@ -39,6 +40,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("pattern", 0),
     ("signal", 0),
     ("binding", 0),
+    ("trace", 0),
     ("router", 1),
     ("error", 2),
     ("context", 3),

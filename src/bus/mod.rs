@@ -841,6 +841,9 @@ impl Bus {
     /// failures are outcomes in the report.
     pub async fn publish(&self, signal: impl Into<Arc<Signal>>) -> Result<PublishReport, BusError> {
         let signal: Arc<Signal> = signal.into();
+        // Stamps the current span's trace context on a signal without one (`crate::trace`).
+        #[cfg(feature = "opentelemetry")]
+        let signal = crate::trace::inject(signal);
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(BusError::Closed {
                 bus: self.inner.name.to_string(),
