@@ -43,6 +43,10 @@ pub use dispatch::{
     dispatch, dispatch_async, dispatch_batch, IntoTargets, Outcome, OutcomeKind, PublishReport,
     Target,
 };
+/// Hooks around publish and delivery: [`Middleware`], installed with
+/// [`BusBuilder::middleware`].
+pub use dispatch::middleware;
+pub use dispatch::middleware::{Deliver, Middleware, Refusal};
 pub use error::{
     classify_status, BusError, Cause, ConfigError, DeliveryError, EndpointError, ErrorKind,
 };

@@ -30,7 +30,9 @@ use tokio::sync::{broadcast, mpsc};
 use crate::{
     context::{BusLink, WeakBus},
     dispatch::{
-        deliver_all, validate_targets, IntoTargets, Matched, Planned, PublishReport, Target,
+        deliver_all,
+        middleware::{self, Middleware},
+        validate_targets, IntoTargets, Matched, Planned, PublishReport, Target,
     },
     router::{RouteId, Router},
     telemetry::{Metrics, TargetHealth, TargetMetrics},
@@ -156,6 +158,8 @@ pub(crate) struct Inner {
     routes: RwLock<HashMap<SubscriptionId, RouteId>>,
     cache: RwLock<MatchCache>,
     next_id: AtomicU64,
+    /// The middleware, in registration order; `None` when there is none.
+    middleware: Option<middleware::Chain>,
 }
 
 /// The first level of the match cache: a few entries per thread, read without a lock or a
@@ -250,6 +254,7 @@ pub struct BusBuilder {
     pubsub_capacity: usize,
     cache_capacity: usize,
     max_type_segments: usize,
+    middleware: Vec<Arc<dyn Middleware>>,
 }
 
 impl Default for BusBuilder {
@@ -261,6 +266,7 @@ impl Default for BusBuilder {
             pubsub_capacity: 1024,
             cache_capacity: 4096,
             max_type_segments: crate::signal::DEFAULT_MAX_TYPE_SEGMENTS,
+            middleware: Vec::new(),
         }
     }
 }
@@ -313,11 +319,19 @@ impl BusBuilder {
         self
     }
 
+    /// Adds a [`Middleware`]: hooks around every publish and every target's delivery. Called
+    /// several times, the middleware run in the order they were added. Default: none (and a
+    /// bus without middleware runs no hook at all). See [`middleware`](crate::middleware).
+    pub fn middleware(mut self, middleware: impl Middleware) -> Self {
+        self.middleware.push(Arc::new(middleware));
+        self
+    }
+
     /// Builds the bus.
     ///
     /// # Errors
     /// Every invalid option: an empty, over-long or control-character name or node id, a
-    /// zero pubsub capacity, a zero `max_type_segments`.
+    /// zero pubsub capacity, a zero `max_type_segments`, a middleware with an empty name.
     pub fn build(self) -> Result<Bus, ConfigError> {
         let mut problems = Vec::new();
         if let Err(rule) = validate_name("name", &self.name) {
@@ -342,7 +356,18 @@ impl BusBuilder {
                 format!("must be between 1 and {}", crate::signal::MAX_TYPE_SEGMENTS),
             ));
         }
+        for (i, m) in self.middleware.iter().enumerate() {
+            if m.name().is_empty() {
+                problems.push(ConfigError::invalid(
+                    "middleware name",
+                    format!("\"\" (middleware #{}, counting from 1)", i + 1),
+                    "must not be empty: return a name from Middleware::name",
+                ));
+            }
+        }
         ConfigError::from_problems(problems)?;
+        let middleware: Option<middleware::Chain> =
+            (!self.middleware.is_empty()).then(|| self.middleware.into());
         let node_id: Arc<str> = match self.node_id {
             Some(id) => Arc::from(id),
             None => Arc::from(format!("{}-{}", self.name, uuid::Uuid::now_v7().simple())),
@@ -368,6 +393,7 @@ impl BusBuilder {
                 cache_capacity: self.cache_capacity,
                 max_type_segments: self.max_type_segments,
                 next_id: AtomicU64::new(1),
+                middleware,
                 closed: AtomicBool::new(false),
                 generation: AtomicU64::new(0),
                 id: NEXT_BUS_ID.fetch_add(1, Ordering::Relaxed),
@@ -509,7 +535,7 @@ impl Bus {
         }
         let targets: Box<[Target]> = targets
             .iter()
-            .flat_map(|t| t.activate_all(&self.inner.context))
+            .flat_map(|t| t.activate_all(&self.inner.context, self.inner.middleware.as_ref()))
             .collect();
         let id = SubscriptionId(self.inner.next_id.fetch_add(1, Ordering::Relaxed));
         let sub = Arc::new(Subscription {
@@ -809,8 +835,9 @@ impl Bus {
     /// then older); one failing never stops the others. Synchronous targets are awaited.
     ///
     /// # Errors
-    /// Only when the bus cannot accept the signal: [`BusError::Closed`], or a type with more
-    /// segments than [`BusBuilder::max_type_segments`] ([`BusError::TypeTooLong`]); delivery
+    /// Only when the bus cannot accept the signal: [`BusError::Closed`], a type with more
+    /// segments than [`BusBuilder::max_type_segments`] ([`BusError::TypeTooLong`]), or a
+    /// [middleware](crate::middleware) that refused it ([`BusError::Refused`]); delivery
     /// failures are outcomes in the report.
     pub async fn publish(&self, signal: impl Into<Arc<Signal>>) -> Result<PublishReport, BusError> {
         let signal: Arc<Signal> = signal.into();
@@ -830,11 +857,20 @@ impl Bus {
                 ));
             }
         }
+        let signal = match &self.inner.middleware {
+            None => signal,
+            Some(chain) => self.type_checked(middleware::before_publish(chain, signal).await?)?,
+        };
+        // journal append goes here
         let started = crate::telemetry::publish_enabled().then(Instant::now);
         let mut report = PublishReport::new(Planned::Subscriptions(self.matched(signal.ty())));
-        // The publish event names the signal: keep it then; otherwise the last target may
-        // take this reference.
-        let kept = deliver_all(signal, &mut report, started.is_some()).await;
+        // The publish event and `after_publish` name the signal: keep it then; otherwise the
+        // last target may take this reference.
+        let keep = started.is_some() || self.inner.middleware.is_some();
+        let kept = deliver_all(signal, &mut report, keep).await;
+        if let (Some(chain), Some(signal)) = (&self.inner.middleware, &kept) {
+            middleware::after_publish(chain, signal, &report);
+        }
         if let (Some(started), Some(signal)) = (started, kept) {
             let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
             crate::telemetry::published(
@@ -851,6 +887,16 @@ impl Bus {
             );
         }
         Ok(report)
+    }
+
+    /// The type-length check again, for a signal a middleware rewrote.
+    fn type_checked(&self, signal: Arc<Signal>) -> Result<Arc<Signal>, BusError> {
+        let max = self.inner.max_type_segments;
+        let segments = crate::signal::type_segments(signal.ty());
+        if segments > max {
+            return Err(type_too_long(signal.ty(), segments, max));
+        }
+        Ok(signal)
     }
 
     /// Registers a named receiver for the [`Named`](crate::adapter::Named) adapter.
