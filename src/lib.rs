@@ -32,6 +32,8 @@ pub mod queue;
 pub mod router;
 pub mod signal;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use adapter::Adapter;
 /// The attribute that implementations of [`Adapter`] (an async trait) carry:
