@@ -889,12 +889,15 @@ impl Bus {
         Ok(report)
     }
 
-    /// The type-length check again, for a signal a middleware rewrote.
+    /// The type-length check again, for a signal a middleware rewrote (only long types are
+    /// counted, as in `publish`).
     fn type_checked(&self, signal: Arc<Signal>) -> Result<Arc<Signal>, BusError> {
         let max = self.inner.max_type_segments;
-        let segments = crate::signal::type_segments(signal.ty());
-        if segments > max {
-            return Err(type_too_long(signal.ty(), segments, max));
+        if signal.ty().len() >= max {
+            let segments = crate::signal::type_segments(signal.ty());
+            if segments > max {
+                return Err(type_too_long(signal.ty(), segments, max));
+            }
         }
         Ok(signal)
     }

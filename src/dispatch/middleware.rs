@@ -270,7 +270,17 @@ fn hook_panicked(middleware: &dyn Middleware, hook: &str, payload: &(dyn std::an
 }
 
 /// Runs every `before_publish` in order: the signal to deliver, or the refusal.
-pub(crate) async fn before_publish(
+///
+/// Boxed: `publish` holds a pointer to this future, not the future itself, so a bus
+/// without middleware keeps a `publish` future as small (and as cheap to drop) as before.
+pub(crate) fn before_publish(
+    chain: &[Arc<dyn Middleware>],
+    signal: Arc<Signal>,
+) -> futures_util::future::BoxFuture<'_, Result<Arc<Signal>, BusError>> {
+    Box::pin(run_before_publish(chain, signal))
+}
+
+async fn run_before_publish(
     chain: &[Arc<dyn Middleware>],
     mut signal: Arc<Signal>,
 ) -> Result<Arc<Signal>, BusError> {

@@ -236,8 +236,7 @@ impl TargetRuntime {
         middleware: Option<&Chain>,
     ) -> Self {
         TargetRuntime {
-            // Middleware wraps every delivery: no short fast path, no hand-off.
-            plain: breaker.is_none() && queue.is_none() && middleware.is_none(),
+            plain: breaker.is_none() && queue.is_none(),
             middleware: middleware.cloned(),
             breaker: breaker.map(Box::new),
             queue: queue.map(Box::new),
