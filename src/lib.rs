@@ -41,14 +41,14 @@ pub use adapter::Adapter;
 pub use async_trait::async_trait;
 pub use binding::ContentMode;
 pub use bus::{Bus, BusBuilder, ShutdownReport, SubscriptionId};
-pub use dispatch::{
-    dispatch, dispatch_async, dispatch_batch, IntoTargets, Outcome, OutcomeKind, PublishReport,
-    Target,
-};
 /// Hooks around publish and delivery: [`Middleware`], installed with
 /// [`BusBuilder::middleware`].
 pub use dispatch::middleware;
 pub use dispatch::middleware::{Deliver, Middleware, Refusal};
+pub use dispatch::{
+    dispatch, dispatch_async, dispatch_batch, IntoTargets, Outcome, OutcomeKind, PublishReport,
+    Target,
+};
 pub use error::{
     classify_status, BusError, Cause, ConfigError, DeliveryError, EndpointError, ErrorKind,
 };

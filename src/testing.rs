@@ -167,9 +167,11 @@ impl Spy {
         predicate: impl Fn(&Signal) -> bool,
         timeout: Duration,
     ) -> Result<Arc<Signal>, SpyTimeout> {
-        self.wait("a signal matching the predicate".to_owned(), timeout, |seen| {
-            seen.iter().find(|s| predicate(s)).cloned()
-        })
+        self.wait(
+            "a signal matching the predicate".to_owned(),
+            timeout,
+            |seen| seen.iter().find(|s| predicate(s)).cloned(),
+        )
         .await
     }
 
@@ -199,8 +201,10 @@ impl Spy {
         timeout: Duration,
     ) -> Result<Vec<Arc<Signal>>, SpyTimeout> {
         let what = format!("{} {}", n, if n == 1 { "signal" } else { "signals" });
-        self.wait(what, timeout, |seen| (seen.len() >= n).then(|| seen.to_vec()))
-            .await
+        self.wait(what, timeout, |seen| {
+            (seen.len() >= n).then(|| seen.to_vec())
+        })
+        .await
     }
 
     async fn wait<T>(

@@ -57,7 +57,11 @@ impl Middleware for Recorder {
         self.name
     }
     async fn before_publish(&self, signal: Arc<Signal>) -> Result<Arc<Signal>, Refusal> {
-        self.push(format!("{}:before_publish:[{}]", self.name, extensions(&signal)));
+        self.push(format!(
+            "{}:before_publish:[{}]",
+            self.name,
+            extensions(&signal)
+        ));
         Ok(Arc::new(signal.with_extension(self.name, true).unwrap()))
     }
     fn after_publish(&self, signal: &Signal, report: &PublishReport) {
@@ -158,7 +162,10 @@ async fn a_rewrite_in_before_publish_is_what_targets_get() {
     bus.publish(original.clone()).await.unwrap();
     let got = spy.wait_for_type("user.created", WAIT).await.unwrap();
     assert_eq!(got.id(), original.id());
-    assert_eq!(got.extension("tenant").map(ToString::to_string), Some("true".into()));
+    assert_eq!(
+        got.extension("tenant").map(ToString::to_string),
+        Some("true".into())
+    );
 }
 
 /// Refuses signals without a `tenant` extension.
@@ -216,7 +223,9 @@ async fn a_refusal_is_the_error_of_publish_and_nothing_is_delivered() {
     assert!(sync_rx.try_recv().is_err());
 
     // The next signal passes; the async target's queue got only that one.
-    let accepted = signal("order.paid").with_extension("tenant", "acme").unwrap();
+    let accepted = signal("order.paid")
+        .with_extension("tenant", "acme")
+        .unwrap();
     let report = bus.publish(accepted).await.unwrap();
     assert_eq!((report.delivered(), report.queued()), (1, 1));
     assert_eq!(sync_rx.recv().await.unwrap().ty(), "order.paid");
@@ -224,7 +233,11 @@ async fn a_refusal_is_the_error_of_publish_and_nothing_is_delivered() {
     assert!(async_rx.try_recv().is_err());
     assert_eq!(entries(&calls), ["order.placed", "order.paid"]);
     let metrics = bus.metrics();
-    let async_metrics = metrics.targets.iter().find(|t| t.target == "async").unwrap();
+    let async_metrics = metrics
+        .targets
+        .iter()
+        .find(|t| t.target == "async")
+        .unwrap();
     assert_eq!((async_metrics.delivered, async_metrics.failed), (1, 0));
 }
 
@@ -301,9 +314,16 @@ async fn a_skip_is_a_failed_outcome_naming_the_middleware() {
     // Later middleware never saw the skipped target; after_deliver is not called for it.
     let log = entries(&log);
     assert!(!log.iter().any(|e| e.contains(":audit")), "{log:?}");
-    assert!(log.contains(&"rec:after_deliver:crm:ok".to_owned()), "{log:?}");
+    assert!(
+        log.contains(&"rec:after_deliver:crm:ok".to_owned()),
+        "{log:?}"
+    );
     let metrics = bus.metrics();
-    let audit = metrics.targets.iter().find(|t| t.target == "audit").unwrap();
+    let audit = metrics
+        .targets
+        .iter()
+        .find(|t| t.target == "audit")
+        .unwrap();
     assert_eq!(audit.failed, 1);
 }
 
@@ -325,13 +345,11 @@ async fn after_deliver_sees_failures_once_retries_are_done() {
         }
     })
     .named("flaky");
-    let target = Target::new(flaky).retry(
-        RetryPolicy::exponential(Duration::from_millis(10)).max_attempts(3),
-    );
-    let failing = Handler::new(|_s: Arc<Signal>| async {
-        Err(DeliveryError::permanent("rejected"))
-    })
-    .named("rejecting");
+    let target = Target::new(flaky)
+        .retry(RetryPolicy::exponential(Duration::from_millis(10)).max_attempts(3));
+    let failing =
+        Handler::new(|_s: Arc<Signal>| async { Err(DeliveryError::permanent("rejected")) })
+            .named("rejecting");
     bus.subscribe("job.*", vec![target, Target::new(failing)])
         .unwrap();
 
@@ -377,7 +395,11 @@ async fn an_async_targets_hooks_run_in_its_worker() {
     );
 
     let got = rx.recv().await.unwrap();
-    assert_eq!(got.data(), Some(&json!({"id": 1})), "redacted in the worker");
+    assert_eq!(
+        got.data(),
+        Some(&json!({"id": 1})),
+        "redacted in the worker"
+    );
     // The worker ran its after_deliver hooks before it let this task run again.
     let delivered: Vec<String> = entries(&log)
         .into_iter()
@@ -511,7 +533,11 @@ async fn a_panicking_hook_neither_kills_the_worker_nor_fails_publish() {
     assert_eq!(rx.recv().await.unwrap().ty(), "x.ok");
     assert_eq!(spy.received_types(), ["x.ok"]);
     let metrics = bus.metrics();
-    let worker = metrics.targets.iter().find(|t| t.target == "queued").unwrap();
+    let worker = metrics
+        .targets
+        .iter()
+        .find(|t| t.target == "queued")
+        .unwrap();
     assert_eq!((worker.delivered, worker.failed), (1, 1));
 }
 

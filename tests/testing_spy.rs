@@ -89,13 +89,17 @@ async fn a_timeout_says_what_it_waited_for_and_what_it_saw() {
         .wait_for_count(3, Duration::from_millis(5))
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("waited 5ms for 3 signals"), "{err}");
+    assert!(
+        err.to_string().contains("waited 5ms for 3 signals"),
+        "{err}"
+    );
     let err = spy
         .wait_for(|s| s.subject() == Some("x"), Duration::from_millis(5))
         .await
         .unwrap_err();
     assert!(
-        err.to_string().contains("for a signal matching the predicate"),
+        err.to_string()
+            .contains("for a signal matching the predicate"),
         "{err}"
     );
 
@@ -119,10 +123,7 @@ async fn a_timeout_lists_the_first_twenty_types() {
         .await
         .unwrap_err();
     assert_eq!(err.types.len(), 20);
-    assert!(
-        err.to_string().ends_with("n.t19, and 5 more"),
-        "{err}"
-    );
+    assert!(err.to_string().ends_with("n.t19, and 5 more"), "{err}");
 }
 
 #[tokio::test]

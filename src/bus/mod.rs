@@ -321,7 +321,7 @@ impl BusBuilder {
 
     /// Adds a [`Middleware`]: hooks around every publish and every target's delivery. Called
     /// several times, the middleware run in the order they were added. Default: none (and a
-    /// bus without middleware runs no hook at all). See [`middleware`](crate::middleware).
+    /// bus without middleware runs no hook at all). See [`middleware`].
     pub fn middleware(mut self, middleware: impl Middleware) -> Self {
         self.middleware.push(Arc::new(middleware));
         self
@@ -837,7 +837,7 @@ impl Bus {
     /// # Errors
     /// Only when the bus cannot accept the signal: [`BusError::Closed`], a type with more
     /// segments than [`BusBuilder::max_type_segments`] ([`BusError::TypeTooLong`]), or a
-    /// [middleware](crate::middleware) that refused it ([`BusError::Refused`]); delivery
+    /// [middleware] that refused it ([`BusError::Refused`]); delivery
     /// failures are outcomes in the report.
     pub async fn publish(&self, signal: impl Into<Arc<Signal>>) -> Result<PublishReport, BusError> {
         let signal: Arc<Signal> = signal.into();

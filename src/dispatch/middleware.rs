@@ -6,7 +6,7 @@
 //!
 //! | hook | runs | may |
 //! |---|---|---|
-//! | [`before_publish`](Middleware::before_publish) | once per `publish`, before anything is delivered | enrich or rewrite the signal, or refuse it ([`BusError::Refused`](crate::BusError::Refused)) |
+//! | [`before_publish`](Middleware::before_publish) | once per `publish`, before anything is delivered | enrich or rewrite the signal, or refuse it ([`BusError::Refused`]) |
 //! | [`before_deliver`](Middleware::before_deliver) | per target, where the target delivers | pass the signal, rewrite it for this target only, or skip this target |
 //! | [`after_deliver`](Middleware::after_deliver) | per target, after its delivery (and retries) | look at the result and how long it took |
 //! | [`after_publish`](Middleware::after_publish) | once per `publish`, after delivery | look at the report |
@@ -302,7 +302,11 @@ async fn run_before_publish(
 }
 
 /// Runs every `after_publish` in order.
-pub(crate) fn after_publish(chain: &[Arc<dyn Middleware>], signal: &Signal, report: &PublishReport) {
+pub(crate) fn after_publish(
+    chain: &[Arc<dyn Middleware>],
+    signal: &Signal,
+    report: &PublishReport,
+) {
     for m in chain {
         if let Err(p) = panic::catch_unwind(AssertUnwindSafe(|| m.after_publish(signal, report))) {
             hook_panicked(&**m, "after_publish", &*p);

@@ -331,11 +331,7 @@ impl Target {
     ///
     /// `middleware`: the bus's, run around each delivery to these targets (and their
     /// dead-letter targets).
-    pub(crate) fn activate_all(
-        &self,
-        bus: &BusContext,
-        middleware: Option<&Chain>,
-    ) -> Vec<Target> {
+    pub(crate) fn activate_all(&self, bus: &BusContext, middleware: Option<&Chain>) -> Vec<Target> {
         if self.config.retry.is_some() || self.config.breaker.is_some() {
             let parts = self.adapter.split_endpoints();
             if parts.len() > 1 {
@@ -386,7 +382,8 @@ impl Target {
             Arc::clone(&self.config)
         } else {
             let mut config = c.clone();
-            config.on_failure = c.on_failure
+            config.on_failure = c
+                .on_failure
                 .iter()
                 .map(|t| t.activate(bus, middleware))
                 .collect();
