@@ -253,6 +253,15 @@ pub enum BusError {
         /// The name.
         name: String,
     },
+    /// A middleware's `before_publish` hook refused the signal (or panicked): nothing was
+    /// delivered.
+    #[error("middleware `{middleware}` refused the signal: {reason}")]
+    Refused {
+        /// The name of the middleware that refused it.
+        middleware: String,
+        /// Why, as the middleware said (or the panic message).
+        reason: String,
+    },
 }
 
 /// A journal operation failed.
@@ -522,6 +531,15 @@ pub enum DeliveryError {
         /// The transport's error.
         source: Cause,
     },
+    /// A middleware's `before_deliver` hook kept the signal from this target (or
+    /// panicked): the adapter was not called. Permanent: not retried, not dead-lettered.
+    #[error("middleware `{middleware}` skipped this target: {reason}")]
+    Skipped {
+        /// The name of the middleware that skipped the target.
+        middleware: String,
+        /// Why, as the middleware said (or the panic message).
+        reason: String,
+    },
     /// A failure with an explicit kind, from a custom adapter or a transport.
     #[error("{message}")]
     Other {
@@ -638,6 +656,7 @@ impl DeliveryError {
             | DeliveryError::ReceiverGone { .. }
             | DeliveryError::Detached { .. }
             | DeliveryError::Panicked { .. }
+            | DeliveryError::Skipped { .. }
             | DeliveryError::SchemaMismatch { .. } => ErrorKind::Permanent,
             DeliveryError::Http {
                 status,

@@ -805,6 +805,44 @@ impl Signal {
         Ok(s)
     }
 
+    /// A copy of this signal with `data` as its JSON data, and the same id, type, source,
+    /// time and extensions: for middleware that rewrites or redacts a payload. The copy
+    /// keeps the content type of JSON data; it gets `application/json` in place of a binary
+    /// payload's (or when there was none).
+    ///
+    /// ```
+    /// use serde_json::json;
+    /// use signal_bus::Signal;
+    ///
+    /// let signal = Signal::new("user.created", "/accounts", json!({"id": 7, "email": "a@b.c"}))?;
+    /// let redacted = signal.with_data(json!({"id": 7}))?;
+    /// assert_eq!((redacted.id(), redacted.data()), (signal.id(), Some(&json!({"id": 7}))));
+    /// # Ok::<(), signal_bus::SignalError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`SignalError::DataTooDeep`] when `data` nests deeper than [`MAX_DATA_DEPTH`].
+    pub fn with_data(&self, data: Value) -> Result<Signal, SignalError> {
+        let payload = Payload::from_value(data)?;
+        let json_before = self.data.as_ref().is_some_and(|p| !p.is_binary());
+        let datacontenttype = match &self.datacontenttype {
+            Some(ct) if json_before => Some(ct.clone()),
+            _ => Some("application/json".to_owned()),
+        };
+        Ok(Signal {
+            id: self.id.clone(),
+            source: self.source.clone(),
+            ty: self.ty.clone(),
+            subject: self.subject.clone(),
+            time: self.time,
+            datacontenttype,
+            dataschema: self.dataschema.clone(),
+            data: Some(payload),
+            extensions: self.extensions.clone(),
+            json: OnceLock::new(),
+        })
+    }
+
     /// Sets an extension in place, for signals not shared yet (`name` must be valid).
     #[cfg_attr(not(feature = "nats"), allow(dead_code))]
     pub(crate) fn set_extension(&mut self, name: &str, value: impl Into<ExtensionValue>) {

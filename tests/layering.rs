@@ -32,7 +32,8 @@ use std::{
 /// 9. `journal`: the signal journal, its stores (on the queue's store types), replay and
 ///    persistent subscriptions (which deliver through `dispatch`).
 /// 10. `bus`: subscriptions and publish, built with a queue and a journal.
-/// 11. `http`, `cluster`: the feature areas that plug adapters (and the bus) into the network.
+/// 11. `http`, `cluster`: the feature areas that plug adapters (and the bus) into the network;
+///     `testing`: the spy, a subscriber for tests.
 /// 12. `__fuzz`: entry points for the fuzz targets; reaches into anything.
 ///
 /// A new top-level module must be placed here.
@@ -53,6 +54,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("bus", 10),
     ("http", 11),
     ("cluster", 11),
+    ("testing", 11),
     ("__fuzz", 12),
 ];
 

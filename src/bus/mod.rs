@@ -30,7 +30,9 @@ use tokio::sync::{broadcast, mpsc};
 use crate::{
     context::{BusLink, WeakBus},
     dispatch::{
-        deliver_all, validate_targets, IntoTargets, Matched, Planned, PublishReport, Target,
+        deliver_all,
+        middleware::{self, Middleware},
+        validate_targets, IntoTargets, Matched, Planned, PublishReport, Target,
     },
     router::{RouteId, Router},
     telemetry::{Metrics, TargetHealth, TargetMetrics},
@@ -160,6 +162,8 @@ pub(crate) struct Inner {
     routes: RwLock<HashMap<SubscriptionId, RouteId>>,
     cache: RwLock<MatchCache>,
     next_id: AtomicU64,
+    /// The middleware, in registration order; `None` when there is none.
+    middleware: Option<middleware::Chain>,
 }
 
 /// The first level of the match cache: a few entries per thread, read without a lock or a
@@ -255,6 +259,7 @@ pub struct BusBuilder {
     pubsub_capacity: usize,
     cache_capacity: usize,
     max_type_segments: usize,
+    middleware: Vec<Arc<dyn Middleware>>,
 }
 
 impl Default for BusBuilder {
@@ -267,6 +272,7 @@ impl Default for BusBuilder {
             pubsub_capacity: 1024,
             cache_capacity: 4096,
             max_type_segments: crate::signal::DEFAULT_MAX_TYPE_SEGMENTS,
+            middleware: Vec::new(),
         }
     }
 }
@@ -331,11 +337,19 @@ impl BusBuilder {
         self
     }
 
+    /// Adds a [`Middleware`]: hooks around every publish and every target's delivery. Called
+    /// several times, the middleware run in the order they were added. Default: none (and a
+    /// bus without middleware runs no hook at all). See [`middleware`].
+    pub fn middleware(mut self, middleware: impl Middleware) -> Self {
+        self.middleware.push(Arc::new(middleware));
+        self
+    }
+
     /// Builds the bus.
     ///
     /// # Errors
     /// Every invalid option: an empty, over-long or control-character name or node id, a
-    /// zero pubsub capacity, a zero `max_type_segments`.
+    /// zero pubsub capacity, a zero `max_type_segments`, a middleware with an empty name.
     pub fn build(self) -> Result<Bus, ConfigError> {
         let mut problems = Vec::new();
         if let Err(rule) = validate_name("name", &self.name) {
@@ -363,7 +377,18 @@ impl BusBuilder {
         if let Some(journal) = &self.journal {
             journal.validate(&mut problems);
         }
+        for (i, m) in self.middleware.iter().enumerate() {
+            if m.name().is_empty() {
+                problems.push(ConfigError::invalid(
+                    "middleware name",
+                    format!("\"\" (middleware #{}, counting from 1)", i + 1),
+                    "must not be empty: return a name from Middleware::name",
+                ));
+            }
+        }
         ConfigError::from_problems(problems)?;
+        let middleware: Option<middleware::Chain> =
+            (!self.middleware.is_empty()).then(|| self.middleware.into());
         let journal = self.journal.map(|j| j.start(&self.name));
         let node_id: Arc<str> = match self.node_id {
             Some(id) => Arc::from(id),
@@ -392,6 +417,7 @@ impl BusBuilder {
                 cache_capacity: self.cache_capacity,
                 max_type_segments: self.max_type_segments,
                 next_id: AtomicU64::new(1),
+                middleware,
                 closed: AtomicBool::new(false),
                 generation: AtomicU64::new(0),
                 id: NEXT_BUS_ID.fetch_add(1, Ordering::Relaxed),
@@ -533,7 +559,7 @@ impl Bus {
         }
         let targets: Box<[Target]> = targets
             .iter()
-            .flat_map(|t| t.activate_all(&self.inner.context))
+            .flat_map(|t| t.activate_all(&self.inner.context, self.inner.middleware.as_ref()))
             .collect();
         let id = SubscriptionId(self.inner.next_id.fetch_add(1, Ordering::Relaxed));
         let sub = Arc::new(Subscription {
@@ -836,8 +862,9 @@ impl Bus {
     /// then older); one failing never stops the others. Synchronous targets are awaited.
     ///
     /// # Errors
-    /// Only when the bus cannot accept the signal: [`BusError::Closed`], or a type with more
-    /// segments than [`BusBuilder::max_type_segments`] ([`BusError::TypeTooLong`]); delivery
+    /// Only when the bus cannot accept the signal: [`BusError::Closed`], a type with more
+    /// segments than [`BusBuilder::max_type_segments`] ([`BusError::TypeTooLong`]), or a
+    /// [middleware] that refused it ([`BusError::Refused`]); delivery
     /// failures are outcomes in the report.
     pub async fn publish(&self, signal: impl Into<Arc<Signal>>) -> Result<PublishReport, BusError> {
         let signal: Arc<Signal> = signal.into();
@@ -860,6 +887,10 @@ impl Bus {
                 ));
             }
         }
+        let signal = match &self.inner.middleware {
+            None => signal,
+            Some(chain) => self.type_checked(middleware::before_publish(chain, signal).await?)?,
+        };
         let started = crate::telemetry::publish_enabled().then(Instant::now);
         let seq = match &self.inner.journal {
             None => None,
@@ -867,9 +898,13 @@ impl Bus {
         };
         let mut report = PublishReport::new(Planned::Subscriptions(self.matched(signal.ty())));
         report.journal_seq = seq;
-        // The publish event names the signal: keep it then; otherwise the last target may
-        // take this reference.
-        let kept = deliver_all(signal, &mut report, started.is_some()).await;
+        // The publish event and `after_publish` name the signal: keep it then; otherwise the
+        // last target may take this reference.
+        let keep = started.is_some() || self.inner.middleware.is_some();
+        let kept = deliver_all(signal, &mut report, keep).await;
+        if let (Some(chain), Some(signal)) = (&self.inner.middleware, &kept) {
+            middleware::after_publish(chain, signal, &report);
+        }
         if let (Some(started), Some(signal)) = (started, kept) {
             let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
             crate::telemetry::published(
@@ -902,6 +937,19 @@ impl Bus {
                 journal: journal.name.to_string(),
                 source,
             })
+    }
+
+    /// The type-length check again, for a signal a middleware rewrote (only long types are
+    /// counted, as in `publish`).
+    fn type_checked(&self, signal: Arc<Signal>) -> Result<Arc<Signal>, BusError> {
+        let max = self.inner.max_type_segments;
+        if signal.ty().len() >= max {
+            let segments = crate::signal::type_segments(signal.ty());
+            if segments > max {
+                return Err(type_too_long(signal.ty(), segments, max));
+            }
+        }
+        Ok(signal)
     }
 
     /// Registers a named receiver for the [`Named`](crate::adapter::Named) adapter.
@@ -1030,6 +1078,7 @@ impl Bus {
             context: self.inner.context.clone(),
             set: Arc::clone(&self.inner.persistent),
             has_queue: self.inner.context.queue.is_some(),
+            middleware: self.inner.middleware.clone(),
         }
     }
 

@@ -156,7 +156,9 @@ impl Shared {
         match &self.sink {
             Sink::Targets(targets) => {
                 let targets = Arc::clone(targets);
-                async move { deliver_to_targets(targets, signal).await }.boxed()
+                // A span whose parent is the signal's trace context (feature `opentelemetry`).
+                let span = crate::trace::receive_span(&signal, "journal");
+                tracing::Instrument::instrument(deliver_to_targets(targets, signal), span).boxed()
             }
             Sink::Manual(tx) => {
                 let tx = tx.clone();
@@ -307,6 +309,8 @@ pub struct PersistentBuilder {
     pub(crate) context: BusContext,
     pub(crate) set: Arc<PersistentSet>,
     pub(crate) has_queue: bool,
+    /// The bus's middleware: per-target hooks run around each delivery.
+    pub(crate) middleware: Option<crate::dispatch::middleware::Chain>,
 }
 
 impl fmt::Debug for PersistentBuilder {
@@ -443,7 +447,7 @@ impl PersistentBuilder {
         let context = self.context.clone();
         let targets: Arc<[Target]> = targets
             .iter()
-            .flat_map(|t| t.activate_all(&context))
+            .flat_map(|t| t.activate_all(&context, self.middleware.as_ref()))
             .collect();
         self.spawn(Sink::Targets(targets)).await
     }
