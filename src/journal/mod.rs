@@ -7,6 +7,10 @@
 //! A bus without a journal pays nothing for it.
 
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 mod store;
 
 pub use store::{

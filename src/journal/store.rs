@@ -255,8 +255,12 @@ pub trait JournalStore: Send + Sync + 'static {
     ///
     /// # Errors
     /// The store is unreachable.
-    async fn release_lease(&self, journal: &str, name: &str, owner: &str)
-        -> Result<(), JournalError>;
+    async fn release_lease(
+        &self,
+        journal: &str,
+        name: &str,
+        owner: &str,
+    ) -> Result<(), JournalError>;
 
     /// Records that subscription `name` gave up on `signal` (at `seq`) with `error`. Storing
     /// the same `seq` again replaces the error.
@@ -372,7 +376,9 @@ impl<S: JournalStore + ?Sized> JournalStore for Arc<S> {
         until: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<bool, JournalError> {
-        (**self).acquire_lease(journal, name, owner, until, now).await
+        (**self)
+            .acquire_lease(journal, name, owner, until, now)
+            .await
     }
     async fn release_lease(
         &self,
