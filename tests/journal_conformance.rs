@@ -68,7 +68,8 @@ mod sqlite {
             .await
             .unwrap();
         let pool = raw(&dir.db()).await;
-        sqlx::query("UPDATE signal_bus_journal SET body = X'7B226E6F74223A' WHERE seq = 2")
+        // Not JSON, with a NUL and a byte that is not UTF-8 in it.
+        sqlx::query("UPDATE signal_bus_journal SET body = X'7B22006E6FFF74223A' WHERE seq = 2")
             .execute(&pool)
             .await
             .unwrap();
