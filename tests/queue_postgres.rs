@@ -1724,7 +1724,11 @@ async fn migrations_run_once_for_many_processes() {
             .fetch_all(again.pool())
             .await
             .unwrap();
-    assert_eq!(versions, vec![1, 2, 3], "each version applied exactly once");
+    assert_eq!(
+        versions,
+        vec![1, 2, 3, 4],
+        "each version applied exactly once"
+    );
     stores.push(again);
     db.drop_db(stores).await;
 }
@@ -1886,7 +1890,7 @@ async fn an_old_database_upgrades_and_delivers_its_pending_jobs() {
             .fetch_all(store.pool())
             .await
             .unwrap();
-    assert_eq!(versions, [1, 2, 3]);
+    assert_eq!(versions, [1, 2, 3, 4]);
     assert_eq!(count_signals(&store).await, 2, "every signal kept");
     let counts = store.counts().await.unwrap();
     assert_eq!(counts[&JobState::Available], 2, "{counts:?}");

@@ -10,6 +10,10 @@ mod log;
 mod memory;
 mod persistent;
 mod replay;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 mod store;
 
 pub(crate) use log::JournalRuntime;

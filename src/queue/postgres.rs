@@ -191,6 +191,49 @@ pub(super) const MIGRATIONS: &[(i32, &[&str])] = &[
             )",
         ],
     ),
+    (
+        4,
+        &[
+            // The journal (`signal_bus::journal`); `size` is the body's length (retention
+            // by bytes).
+            "CREATE TABLE signal_bus_journal (
+                journal TEXT NOT NULL,
+                seq BIGINT NOT NULL,
+                appended_at BIGINT NOT NULL,
+                type TEXT NOT NULL,
+                body BYTEA NOT NULL,
+                size BIGINT NOT NULL,
+                PRIMARY KEY (journal, seq)
+            )",
+            // Replays "since a time" and retention by age.
+            "CREATE INDEX signal_bus_journal_time ON signal_bus_journal (journal, appended_at)",
+            // The highest sequence number each journal gave (kept when entries are pruned).
+            // Appends update this row first: its row lock serializes the appenders of one
+            // journal until they commit, so sequence numbers commit in order.
+            "CREATE TABLE signal_bus_journal_heads (
+                journal TEXT PRIMARY KEY,
+                last_seq BIGINT NOT NULL
+            )",
+            // Persistent subscriptions: a checkpoint (NULL until created) and a lease.
+            "CREATE TABLE signal_bus_journal_subs (
+                journal TEXT NOT NULL,
+                name TEXT NOT NULL,
+                checkpoint BIGINT,
+                lease_owner TEXT,
+                lease_until BIGINT,
+                PRIMARY KEY (journal, name)
+            )",
+            "CREATE TABLE signal_bus_journal_dead (
+                journal TEXT NOT NULL,
+                name TEXT NOT NULL,
+                seq BIGINT NOT NULL,
+                body BYTEA NOT NULL,
+                error TEXT NOT NULL,
+                failed_at BIGINT NOT NULL,
+                PRIMARY KEY (journal, name, seq)
+            )",
+        ],
+    ),
 ];
 
 /// A durable job store on PostgreSQL (feature `postgres`).

@@ -152,6 +152,44 @@ pub(super) const MIGRATIONS: &[(i64, &[&str])] = &[
             PRIMARY KEY (queue, worker))",
         ],
     ),
+    (
+        4,
+        &[
+            // The journal (`signal_bus::journal`): entries clustered by (journal, seq), so a
+            // replay reads pages in key order; `size` is the body's length (retention by
+            // bytes).
+            "CREATE TABLE signal_bus_journal (
+            journal TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            appended_at INTEGER NOT NULL,
+            type TEXT NOT NULL,
+            body BLOB NOT NULL,
+            size INTEGER NOT NULL,
+            PRIMARY KEY (journal, seq)) WITHOUT ROWID",
+            // Replays "since a time" and retention by age.
+            "CREATE INDEX signal_bus_journal_time ON signal_bus_journal (journal, appended_at)",
+            // The highest sequence number each journal gave (kept when entries are pruned).
+            "CREATE TABLE signal_bus_journal_heads (
+            journal TEXT PRIMARY KEY,
+            last_seq INTEGER NOT NULL)",
+            // Persistent subscriptions: a checkpoint (NULL until created) and a lease.
+            "CREATE TABLE signal_bus_journal_subs (
+            journal TEXT NOT NULL,
+            name TEXT NOT NULL,
+            checkpoint INTEGER,
+            lease_owner TEXT,
+            lease_until INTEGER,
+            PRIMARY KEY (journal, name))",
+            "CREATE TABLE signal_bus_journal_dead (
+            journal TEXT NOT NULL,
+            name TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            body BLOB NOT NULL,
+            error TEXT NOT NULL,
+            failed_at INTEGER NOT NULL,
+            PRIMARY KEY (journal, name, seq))",
+        ],
+    ),
 ];
 
 /// A [`JobStore`] in a SQLite file (WAL mode): the embedded default.
@@ -317,6 +355,16 @@ impl SqliteStore {
             reader: pool,
             path: None,
         })
+    }
+
+    /// The pool of the one writer connection (every write goes through it).
+    pub(crate) fn writer_pool(&self) -> &SqlitePool {
+        &self.writer
+    }
+
+    /// The pool of reader connections (the writer's, for an in-memory database).
+    pub(crate) fn reader_pool(&self) -> &SqlitePool {
+        &self.reader
     }
 
     /// Runs one write statement that needs nothing back but the number of rows changed.
