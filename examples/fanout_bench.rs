@@ -9,7 +9,8 @@
 //! ```
 //! Flags: `--subscribers N` (default 10), `--events N` (default 1,000,000), `--noise N`
 //! non-matching subscriptions (default 1,000), `--runs N` (default 3; the median is printed),
-//! `--only raw|bus` (one side only, for a profiler such as callgrind).
+//! `--only raw|bus` (one side only, for a profiler such as callgrind), `--middleware N`
+//! middleware that do nothing on the bus (default 0: what a bus without middleware costs).
 
 use std::{
     sync::{
@@ -19,7 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use signal_bus::{adapter::Channel, adapter::Noop, Bus, Signal};
+use signal_bus::{adapter::Channel, adapter::Noop, middleware::Middleware, Bus, Signal};
 use tokio::sync::mpsc;
 
 #[derive(Clone, Copy)]
@@ -28,6 +29,8 @@ struct Args {
     events: u64,
     noise: usize,
     runs: usize,
+    /// Middleware on the bus that implement no hook (each hook's default does nothing).
+    middleware: usize,
     /// Run only one side (`raw` or `bus`), e.g. to count instructions under callgrind.
     only: Option<&'static str>,
 }
@@ -38,6 +41,7 @@ fn parse_args() -> Result<Args, String> {
         events: 1_000_000,
         noise: 1_000,
         runs: 3,
+        middleware: 0,
         only: None,
     };
     let mut it = std::env::args().skip(1);
@@ -62,9 +66,10 @@ fn parse_args() -> Result<Args, String> {
             "--events" => args.events = n,
             "--noise" => args.noise = n as usize,
             "--runs" => args.runs = (n as usize).max(1),
+            "--middleware" => args.middleware = n as usize,
             _ => {
                 return Err(format!(
-                    "unknown flag {flag}: use --subscribers, --events, --noise, --runs, --only"
+                    "unknown flag {flag}: use --subscribers, --events, --noise, --runs, --middleware, --only"
                 ))
             }
         }
@@ -113,7 +118,11 @@ async fn raw_run(args: &Args, signal: &Arc<Signal>) -> Duration {
 
 async fn bus_run(args: &Args, signal: &Arc<Signal>) -> Duration {
     let received = Arc::new(AtomicU64::new(0));
-    let bus = Bus::builder().name("fanout").build().expect("valid bus");
+    let mut builder = Bus::builder().name("fanout");
+    for _ in 0..args.middleware {
+        builder = builder.middleware(Idle);
+    }
+    let bus = builder.build().expect("valid bus");
     for i in 0..args.noise {
         bus.subscribe(&noise_pattern(i), Noop)
             .expect("valid pattern");
@@ -132,6 +141,15 @@ async fn bus_run(args: &Args, signal: &Arc<Signal>) -> Duration {
     assert_eq!(failed, 0, "every delivery succeeds");
     wait_for(&received, args.events * args.subscribers as u64).await;
     start.elapsed()
+}
+
+/// A middleware with every hook left to its default: what the hooks cost by themselves.
+struct Idle;
+
+impl Middleware for Idle {
+    fn name(&self) -> &str {
+        "idle"
+    }
 }
 
 /// The `i`-th non-matching pattern: a quarter unrelated literals, a quarter with a `*`, a
@@ -208,8 +226,9 @@ async fn main() {
     let (raw, bus) = (median(raw), median(bus));
     let per_sec = |d: Duration| args.events as f64 / d.as_secs_f64();
     println!(
-        "{} events x {} subscribers ({} non-matching subscriptions), median of {} runs, 2 workers",
-        args.events, args.subscribers, args.noise, args.runs
+        "{} events x {} subscribers ({} non-matching subscriptions, {} middleware), median of {} \
+         runs, 2 workers",
+        args.events, args.subscribers, args.noise, args.middleware, args.runs
     );
     println!(
         "{:<10} {:>14} {:>16} {:>12}",

@@ -222,6 +222,100 @@ pub enum BusError {
         /// The call, e.g. `dispatch_async`.
         call: &'static str,
     },
+    /// The bus's journal failed: for `publish`, the signal was not appended and not
+    /// delivered.
+    #[error("journal `{journal}`: {source}")]
+    Journal {
+        /// The journal's name.
+        journal: String,
+        /// What failed.
+        #[source]
+        source: JournalError,
+    },
+    /// The call needs a journal, and this bus has none (build it with
+    /// `Bus::builder().journal(store)`).
+    #[error("`{call}` needs a journal, and bus `{bus}` has none: build it with Bus::builder().journal(store)")]
+    NoJournal {
+        /// The call, e.g. `Bus::replay`.
+        call: &'static str,
+        /// The bus name.
+        bus: String,
+    },
+    /// No persistent subscription of this name runs on this bus.
+    #[error("persistent subscription `{name}` does not run on this bus (start it first)")]
+    UnknownPersistent {
+        /// The name.
+        name: String,
+    },
+    /// A persistent subscription of this name already runs on this bus.
+    #[error("persistent subscription `{name}` already runs on this bus (stop it first)")]
+    PersistentTaken {
+        /// The name.
+        name: String,
+    },
+    /// A middleware's `before_publish` hook refused the signal (or panicked): nothing was
+    /// delivered.
+    #[error("middleware `{middleware}` refused the signal: {reason}")]
+    Refused {
+        /// The name of the middleware that refused it.
+        middleware: String,
+        /// Why, as the middleware said (or the panic message).
+        reason: String,
+    },
+}
+
+/// A journal operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JournalError {
+    /// The store could not be reached or written (the database's own message).
+    #[error("journal store {backend} failed: {message}")]
+    #[non_exhaustive]
+    Store {
+        /// `sqlite`, `postgres` or `memory`.
+        backend: &'static str,
+        /// What failed, with what the database said.
+        message: String,
+        /// The database's own error, when there is one.
+        source: Option<Cause>,
+    },
+    /// A stored entry does not parse any more.
+    #[error("corrupt journal entry {seq} in journal `{journal}`: {message}")]
+    Corrupt {
+        /// The journal.
+        journal: String,
+        /// The entry's sequence number.
+        seq: u64,
+        /// What is wrong.
+        message: String,
+    },
+    /// An option is invalid.
+    #[error("invalid journal option: {0}")]
+    Invalid(#[from] ConfigError),
+}
+
+impl JournalError {
+    /// A store failure described by `error`'s message.
+    pub fn store(backend: &'static str, error: impl std::fmt::Display) -> Self {
+        JournalError::Store {
+            backend,
+            message: error.to_string(),
+            source: None,
+        }
+    }
+
+    /// A store failure that keeps `error` as its [`source`](std::error::Error::source).
+    pub fn store_caused(
+        backend: &'static str,
+        message: impl Into<String>,
+        error: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        JournalError::Store {
+            backend,
+            message: message.into(),
+            source: Some(Cause::new(error)),
+        }
+    }
 }
 
 /// What a call that spawns says when it finds no tokio runtime.
@@ -437,6 +531,15 @@ pub enum DeliveryError {
         /// The transport's error.
         source: Cause,
     },
+    /// A middleware's `before_deliver` hook kept the signal from this target (or
+    /// panicked): the adapter was not called. Permanent: not retried, not dead-lettered.
+    #[error("middleware `{middleware}` skipped this target: {reason}")]
+    Skipped {
+        /// The name of the middleware that skipped the target.
+        middleware: String,
+        /// Why, as the middleware said (or the panic message).
+        reason: String,
+    },
     /// A failure with an explicit kind, from a custom adapter or a transport.
     #[error("{message}")]
     Other {
@@ -553,6 +656,7 @@ impl DeliveryError {
             | DeliveryError::ReceiverGone { .. }
             | DeliveryError::Detached { .. }
             | DeliveryError::Panicked { .. }
+            | DeliveryError::Skipped { .. }
             | DeliveryError::SchemaMismatch { .. } => ErrorKind::Permanent,
             DeliveryError::Http {
                 status,

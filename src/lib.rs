@@ -32,6 +32,9 @@ pub mod queue;
 pub mod router;
 pub mod signal;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod trace;
 
 pub use adapter::Adapter;
 /// The attribute that implementations of [`Adapter`] (an async trait) carry:
@@ -39,6 +42,10 @@ pub use adapter::Adapter;
 pub use async_trait::async_trait;
 pub use binding::ContentMode;
 pub use bus::{Bus, BusBuilder, ShutdownReport, SubscriptionId};
+/// Hooks around publish and delivery: [`Middleware`], installed with
+/// [`BusBuilder::middleware`].
+pub use dispatch::middleware;
+pub use dispatch::middleware::{Deliver, Middleware, Refusal};
 pub use dispatch::{
     dispatch, dispatch_async, dispatch_batch, IntoTargets, Outcome, OutcomeKind, PublishReport,
     Target,

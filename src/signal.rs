@@ -43,6 +43,12 @@ use serde_json::{value::RawValue, Map, Value};
 
 use crate::pattern::{check_type, TypeFault};
 
+mod trace_context;
+pub use trace_context::{
+    validate_tracestate, TraceContext, MAX_TRACESTATE_LEN, MAX_TRACESTATE_MEMBERS, TRACEPARENT,
+    TRACESTATE,
+};
+
 /// The CloudEvents version this crate writes.
 pub const SPEC_VERSION: &str = "1.0";
 
@@ -185,6 +191,24 @@ pub enum SignalError {
         name: String,
         /// The rule it broke.
         rule: &'static str,
+    },
+    /// A `traceparent` given to [`SignalBuilder::traceparent`] (or [`TraceContext::parse`])
+    /// that breaks a W3C Trace Context rule.
+    #[error("traceparent `{value}` is invalid: {rule}")]
+    InvalidTraceparent {
+        /// The rejected value as shown (its first 128 bytes, control characters escaped).
+        value: String,
+        /// The rule it broke.
+        rule: String,
+    },
+    /// A `tracestate` given to [`SignalBuilder::tracestate`] (or [`validate_tracestate`])
+    /// that breaks a W3C Trace Context rule.
+    #[error("tracestate `{value}` is invalid: {rule}")]
+    InvalidTracestate {
+        /// The rejected value as shown (its first 128 bytes, control characters escaped).
+        value: String,
+        /// The rule it broke.
+        rule: String,
     },
     /// The JSON form of a signal is not a JSON object.
     #[error("a signal must be a JSON object, got {got}")]
@@ -632,6 +656,7 @@ impl Signal {
             data: None,
             extensions: BTreeMap::new(),
             extension_error: None,
+            trace_error: None,
         }
     }
 
@@ -710,6 +735,43 @@ impl Signal {
         &self.extensions
     }
 
+    /// The W3C `traceparent` the signal carries (the CloudEvents distributed-tracing
+    /// extension `traceparent`), exactly as it came: a signal read from outside keeps even
+    /// an invalid one, untouched. `None` when absent or not a string.
+    /// [`trace_context`](Signal::trace_context) is the checked reading.
+    pub fn traceparent(&self) -> Option<&str> {
+        self.extensions.get(TRACEPARENT)?.as_str()
+    }
+
+    /// The W3C `tracestate` the signal carries (extension `tracestate`), exactly as it came.
+    pub fn tracestate(&self) -> Option<&str> {
+        self.extensions.get(TRACESTATE)?.as_str()
+    }
+
+    /// The signal's trace context: its `traceparent` read by the W3C rules, `None` when it
+    /// has none or an invalid one (which then passes through as an ordinary extension and is
+    /// never used as a parent).
+    ///
+    /// ```
+    /// use signal_bus::Signal;
+    ///
+    /// let s = Signal::builder("order.placed", "/shop")
+    ///     .traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    ///     .build()?;
+    /// let tc = s.trace_context().expect("a valid traceparent");
+    /// assert_eq!(tc.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+    ///
+    /// // From outside, an invalid one is kept as it came but is no trace context.
+    /// let json = br#"{"specversion":"1.0","id":"1","source":"/x","type":"a.b","traceparent":"junk"}"#;
+    /// let s = Signal::from_json_slice(json)?;
+    /// assert_eq!(s.traceparent(), Some("junk"));
+    /// assert_eq!(s.trace_context(), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn trace_context(&self) -> Option<TraceContext> {
+        TraceContext::parse(self.traceparent()?).ok()
+    }
+
     /// A copy of this signal with one more extension (used for dead letters and origins).
     ///
     /// # Errors
@@ -741,6 +803,44 @@ impl Signal {
         }
         s.json = OnceLock::new();
         Ok(s)
+    }
+
+    /// A copy of this signal with `data` as its JSON data, and the same id, type, source,
+    /// time and extensions: for middleware that rewrites or redacts a payload. The copy
+    /// keeps the content type of JSON data; it gets `application/json` in place of a binary
+    /// payload's (or when there was none).
+    ///
+    /// ```
+    /// use serde_json::json;
+    /// use signal_bus::Signal;
+    ///
+    /// let signal = Signal::new("user.created", "/accounts", json!({"id": 7, "email": "a@b.c"}))?;
+    /// let redacted = signal.with_data(json!({"id": 7}))?;
+    /// assert_eq!((redacted.id(), redacted.data()), (signal.id(), Some(&json!({"id": 7}))));
+    /// # Ok::<(), signal_bus::SignalError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`SignalError::DataTooDeep`] when `data` nests deeper than [`MAX_DATA_DEPTH`].
+    pub fn with_data(&self, data: Value) -> Result<Signal, SignalError> {
+        let payload = Payload::from_value(data)?;
+        let json_before = self.data.as_ref().is_some_and(|p| !p.is_binary());
+        let datacontenttype = match &self.datacontenttype {
+            Some(ct) if json_before => Some(ct.clone()),
+            _ => Some("application/json".to_owned()),
+        };
+        Ok(Signal {
+            id: self.id.clone(),
+            source: self.source.clone(),
+            ty: self.ty.clone(),
+            subject: self.subject.clone(),
+            time: self.time,
+            datacontenttype,
+            dataschema: self.dataschema.clone(),
+            data: Some(payload),
+            extensions: self.extensions.clone(),
+            json: OnceLock::new(),
+        })
     }
 
     /// Sets an extension in place, for signals not shared yet (`name` must be valid).
@@ -943,6 +1043,7 @@ pub struct SignalBuilder {
     data: Option<Payload>,
     extensions: BTreeMap<String, ExtensionValue>,
     extension_error: Option<SignalError>,
+    trace_error: Option<SignalError>,
 }
 
 impl SignalBuilder {
@@ -1005,6 +1106,41 @@ impl SignalBuilder {
         self
     }
 
+    /// Sets the W3C `traceparent` (the CloudEvents distributed-tracing extension), checked
+    /// by the W3C Trace Context rules ([`TraceContext`]); a bad value fails at `build`,
+    /// naming the value and the rule. (Through [`extension`](Self::extension) the value is
+    /// not checked: that is how signals read from outside keep theirs untouched.)
+    pub fn traceparent(mut self, traceparent: impl Into<String>) -> Self {
+        let value = traceparent.into();
+        if let Err(e) = TraceContext::parse(&value) {
+            self.trace_error.get_or_insert(e);
+        }
+        self.extensions
+            .insert(TRACEPARENT.to_owned(), ExtensionValue::String(value));
+        self
+    }
+
+    /// Sets the `traceparent` from a [`TraceContext`] (valid by construction).
+    pub fn trace_context(mut self, context: TraceContext) -> Self {
+        self.extensions.insert(
+            TRACEPARENT.to_owned(),
+            ExtensionValue::String(context.to_string()),
+        );
+        self
+    }
+
+    /// Sets the W3C `tracestate` (extension `tracestate`), checked by
+    /// [`validate_tracestate`]; a bad value fails at `build`, naming the value and the rule.
+    pub fn tracestate(mut self, tracestate: impl Into<String>) -> Self {
+        let value = tracestate.into();
+        if let Err(e) = validate_tracestate(&value) {
+            self.trace_error.get_or_insert(e);
+        }
+        self.extensions
+            .insert(TRACESTATE.to_owned(), ExtensionValue::String(value));
+        self
+    }
+
     /// Validates and builds the signal.
     ///
     /// # Errors
@@ -1014,7 +1150,9 @@ impl SignalBuilder {
     ///   character);
     /// - an empty id, subject, content type or schema when given;
     /// - a time that is not RFC 3339;
-    /// - an extension name that is not lower-case alphanumeric, or reuses a core attribute.
+    /// - an extension name that is not lower-case alphanumeric, or reuses a core attribute;
+    /// - a `traceparent` or `tracestate` given to [`traceparent`](Self::traceparent) or
+    ///   [`tracestate`](Self::tracestate) that breaks a W3C Trace Context rule.
     pub fn build(self) -> Result<Signal, SignalError> {
         self.build_inner(true)
     }
@@ -1029,6 +1167,9 @@ impl SignalBuilder {
             return Err(e);
         }
         if let Some(e) = self.extension_error {
+            return Err(e);
+        }
+        if let Some(e) = self.trace_error {
             return Err(e);
         }
         let id = match self.id {

@@ -132,6 +132,7 @@ async fn api_md_http_and_webhook_block() -> Result<(), Box<dyn std::error::Error
 async fn api_md_queue_block() -> Result<(), Box<dyn std::error::Error>> {
     use signal_bus::http::Webhook;
     // API.md opens `signals.db` in the working directory: use a fresh one.
+    let _cwd = CWD.lock().unwrap_or_else(|e| e.into_inner());
     let dir = std::env::temp_dir().join(format!("signal-bus-api-{}", uuid::Uuid::now_v7()));
     std::fs::create_dir_all(&dir)?;
     std::env::set_current_dir(&dir)?;
@@ -151,6 +152,55 @@ async fn api_md_queue_block() -> Result<(), Box<dyn std::error::Error>> {
     assert!(dir.join("signals.db").exists());
     assert!(queue.is_running());
     runner.shutdown().await;
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+/// Tests that change the working directory (API.md's relative `signals.db`) take turns.
+static CWD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// "Added for the journal issue": the journal, a persistent subscription and replay.
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn api_md_journal_block() -> Result<(), Box<dyn std::error::Error>> {
+    use signal_bus::queue::SqliteStore;
+    let _cwd = CWD.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = std::env::temp_dir().join(format!("signal-bus-api-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir)?;
+    std::env::set_current_dir(&dir)?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Arc<Signal>>(16);
+    let target = Channel::new(tx);
+
+    // The journal: every published signal is appended (durably) before it is delivered.
+    use signal_bus::journal::Replay;
+    let store = SqliteStore::open("signals.db").await?; // the same store type as the queue's
+    let bus = Bus::builder().journal(store.clone()).build()?;
+    // A named durable cursor: resumes after the last acknowledged signal after a restart.
+    let sub = bus
+        .subscribe_persistent("billing", "order.**", target)
+        .await?; // Result<_, BusError>
+
+    let report = bus
+        .publish(Signal::builder("order.paid", "/shop").build()?)
+        .await?;
+    bus.publish(Signal::builder("user.created", "/accounts").build()?)
+        .await?;
+    assert_eq!(report.journal_seq(), Some(1));
+    assert_eq!(rx.recv().await.unwrap().ty(), "order.paid");
+    assert!(sub.wait_for_checkpoint(1).await);
+
+    // Replay: a futures Stream of Result<Arc<Signal>, _>, in journal order.
+    let mut stream = bus.replay("order.**", Replay::Beginning).await?;
+    let mut seen = Vec::new();
+    while let Some(signal) = futures_util::StreamExt::next(&mut stream).await {
+        let _signal: Arc<Signal> = signal?;
+        seen.push(_signal.ty().to_owned());
+    }
+    assert_eq!(seen, ["order.paid"]);
+
+    sub.stop().await;
+    drop((bus, store));
+    std::env::set_current_dir(std::env::temp_dir())?;
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }

@@ -16,8 +16,9 @@ use std::{
 
 /// The layers, bottom to top. A module may import from its own layer and the layers below.
 ///
-/// 0. `pattern`, `signal`, `binding`: the data: the type grammar and globs, the CloudEvent
-///    (its types obey the pattern grammar) and its wire helpers.
+/// 0. `pattern`, `signal`, `binding`, `trace`: the data: the type grammar and globs, the
+///    CloudEvent (its types obey the pattern grammar) and its wire helpers, and the spans a
+///    received signal is handled in, parented by its trace context.
 /// 1. `router`: the routing table over patterns.
 /// 2. `error`: every error type (wrapping route and pattern errors).
 /// 3. `context`: what a bus lends its adapters (registry, topics), subscription ids, and a
@@ -31,7 +32,8 @@ use std::{
 /// 9. `journal`: the signal journal, its stores (on the queue's store types), replay and
 ///    persistent subscriptions (which deliver through `dispatch`).
 /// 10. `bus`: subscriptions and publish, built with a queue and a journal.
-/// 11. `http`, `cluster`: the feature areas that plug adapters (and the bus) into the network.
+/// 11. `http`, `cluster`: the feature areas that plug adapters (and the bus) into the network;
+///     `testing`: the spy, a subscriber for tests.
 /// 12. `__fuzz`: entry points for the fuzz targets; reaches into anything.
 ///
 /// A new top-level module must be placed here.
@@ -39,6 +41,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("pattern", 0),
     ("signal", 0),
     ("binding", 0),
+    ("trace", 0),
     ("router", 1),
     ("error", 2),
     ("context", 3),
@@ -51,6 +54,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("bus", 10),
     ("http", 11),
     ("cluster", 11),
+    ("testing", 11),
     ("__fuzz", 12),
 ];
 

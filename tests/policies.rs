@@ -21,6 +21,7 @@ use signal_bus::{
     http::{Http, Webhook},
     policy::{CircuitBreaker, CircuitState, Mode, Overflow, RetryPolicy},
     queue::{DispatchMode, Forwarder, JobState, MemoryStore, Queue},
+    testing::Spy,
     Adapter, Bus, DeliveryError, ErrorKind, Signal, Target,
 };
 use support::{Reply, TestServer};
@@ -103,9 +104,7 @@ async fn gone_disables_the_target_and_tells_the_bus() {
     let server = TestServer::start().await;
     server.reply(Reply::status(410));
     let bus = bus();
-    let (tx, mut disabled) = mpsc::channel(4);
-    bus.subscribe(ENDPOINT_DISABLED_TYPE, Channel::new(tx))
-        .unwrap();
+    let disabled = Spy::attach(&bus, ENDPOINT_DISABLED_TYPE).unwrap();
     let sub = bus
         .subscribe(
             "job.*",
@@ -120,9 +119,9 @@ async fn gone_disables_the_target_and_tells_the_bus() {
         ErrorKind::Gone
     );
     assert_eq!(server.count(), 1, "a 410 is never retried");
-    let event = tokio::time::timeout(Duration::from_secs(5), disabled.recv())
+    let event = disabled
+        .wait_for_type(ENDPOINT_DISABLED_TYPE, Duration::from_secs(5))
         .await
-        .unwrap()
         .unwrap();
     assert_eq!(event.subject(), Some("partner"));
     assert_eq!(event.data().unwrap()["target"], "partner");

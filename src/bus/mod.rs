@@ -30,7 +30,9 @@ use tokio::sync::{broadcast, mpsc};
 use crate::{
     context::{BusLink, WeakBus},
     dispatch::{
-        deliver_all, validate_targets, IntoTargets, Matched, Planned, PublishReport, Target,
+        deliver_all,
+        middleware::{self, Middleware},
+        validate_targets, IntoTargets, Matched, Planned, PublishReport, Target,
     },
     router::{RouteId, Router},
     telemetry::{Metrics, TargetHealth, TargetMetrics},
@@ -152,10 +154,16 @@ pub(crate) struct Inner {
     max_type_segments: usize,
     name: Arc<str>,
     context: BusContext,
+    /// The journal, if the bus has one: publish appends to it before delivering.
+    journal: Option<Arc<crate::journal::JournalRuntime>>,
+    /// The persistent subscriptions running on this bus.
+    persistent: Arc<crate::journal::PersistentSet>,
     router: RwLock<Router<Arc<Subscription>>>,
     routes: RwLock<HashMap<SubscriptionId, RouteId>>,
     cache: RwLock<MatchCache>,
     next_id: AtomicU64,
+    /// The middleware, in registration order; `None` when there is none.
+    middleware: Option<middleware::Chain>,
 }
 
 /// The first level of the match cache: a few entries per thread, read without a lock or a
@@ -245,22 +253,26 @@ mod local_cache {
 #[must_use = "a builder does nothing until build() is called"]
 pub struct BusBuilder {
     queue: Option<crate::queue::Queue>,
+    journal: Option<crate::journal::Journal>,
     name: String,
     node_id: Option<String>,
     pubsub_capacity: usize,
     cache_capacity: usize,
     max_type_segments: usize,
+    middleware: Vec<Arc<dyn Middleware>>,
 }
 
 impl Default for BusBuilder {
     fn default() -> Self {
         BusBuilder {
             queue: None,
+            journal: None,
             name: "default".to_owned(),
             node_id: None,
             pubsub_capacity: 1024,
             cache_capacity: 4096,
             max_type_segments: crate::signal::DEFAULT_MAX_TYPE_SEGMENTS,
+            middleware: Vec::new(),
         }
     }
 }
@@ -285,6 +297,18 @@ impl BusBuilder {
     /// queue's runners find them by name). Default: none.
     pub fn queue(mut self, queue: crate::queue::Queue) -> Self {
         self.queue = Some(queue);
+        self
+    }
+
+    /// The journal every published signal is appended to, durably and with a sequence
+    /// number, before it is delivered: what [`Bus::replay`] reads and persistent
+    /// subscriptions ([`Bus::subscribe_persistent`]) follow. A store (a
+    /// [`SqliteStore`](crate::queue::SqliteStore), `PostgresStore`,
+    /// [`MemoryStore`](crate::queue::MemoryStore): the queue's store types) or a
+    /// [`Journal`](crate::journal::Journal) with options. Default: none, and a bus without a
+    /// journal pays nothing for it.
+    pub fn journal(mut self, journal: impl Into<crate::journal::Journal>) -> Self {
+        self.journal = Some(journal.into());
         self
     }
 
@@ -313,11 +337,19 @@ impl BusBuilder {
         self
     }
 
+    /// Adds a [`Middleware`]: hooks around every publish and every target's delivery. Called
+    /// several times, the middleware run in the order they were added. Default: none (and a
+    /// bus without middleware runs no hook at all). See [`middleware`].
+    pub fn middleware(mut self, middleware: impl Middleware) -> Self {
+        self.middleware.push(Arc::new(middleware));
+        self
+    }
+
     /// Builds the bus.
     ///
     /// # Errors
     /// Every invalid option: an empty, over-long or control-character name or node id, a
-    /// zero pubsub capacity, a zero `max_type_segments`.
+    /// zero pubsub capacity, a zero `max_type_segments`, a middleware with an empty name.
     pub fn build(self) -> Result<Bus, ConfigError> {
         let mut problems = Vec::new();
         if let Err(rule) = validate_name("name", &self.name) {
@@ -342,7 +374,22 @@ impl BusBuilder {
                 format!("must be between 1 and {}", crate::signal::MAX_TYPE_SEGMENTS),
             ));
         }
+        if let Some(journal) = &self.journal {
+            journal.validate(&mut problems);
+        }
+        for (i, m) in self.middleware.iter().enumerate() {
+            if m.name().is_empty() {
+                problems.push(ConfigError::invalid(
+                    "middleware name",
+                    format!("\"\" (middleware #{}, counting from 1)", i + 1),
+                    "must not be empty: return a name from Middleware::name",
+                ));
+            }
+        }
         ConfigError::from_problems(problems)?;
+        let middleware: Option<middleware::Chain> =
+            (!self.middleware.is_empty()).then(|| self.middleware.into());
+        let journal = self.journal.map(|j| j.start(&self.name));
         let node_id: Arc<str> = match self.node_id {
             Some(id) => Arc::from(id),
             None => Arc::from(format!("{}-{}", self.name, uuid::Uuid::now_v7().simple())),
@@ -362,12 +409,15 @@ impl BusBuilder {
                         .map(|q| Arc::new(q) as Arc<dyn std::any::Any + Send + Sync>),
                 },
                 name,
+                journal,
+                persistent: Arc::default(),
                 router: RwLock::new(Router::new()),
                 routes: RwLock::default(),
                 cache: RwLock::default(),
                 cache_capacity: self.cache_capacity,
                 max_type_segments: self.max_type_segments,
                 next_id: AtomicU64::new(1),
+                middleware,
                 closed: AtomicBool::new(false),
                 generation: AtomicU64::new(0),
                 id: NEXT_BUS_ID.fetch_add(1, Ordering::Relaxed),
@@ -509,7 +559,7 @@ impl Bus {
         }
         let targets: Box<[Target]> = targets
             .iter()
-            .flat_map(|t| t.activate_all(&self.inner.context))
+            .flat_map(|t| t.activate_all(&self.inner.context, self.inner.middleware.as_ref()))
             .collect();
         let id = SubscriptionId(self.inner.next_id.fetch_add(1, Ordering::Relaxed));
         let sub = Arc::new(Subscription {
@@ -678,6 +728,9 @@ impl Bus {
     pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
         self.close();
         let until = tokio::time::Instant::now() + deadline;
+        // Persistent subscriptions finish what they have in flight and save their
+        // checkpoints first: they deliver through targets the queues below drain.
+        self.inner.persistent.stop_all(until).await;
         let mut report = ShutdownReport::default();
         let subs = self.all_subscriptions();
         // Every queued target, dead-letter targets included (they may get signals while
@@ -809,11 +862,15 @@ impl Bus {
     /// then older); one failing never stops the others. Synchronous targets are awaited.
     ///
     /// # Errors
-    /// Only when the bus cannot accept the signal: [`BusError::Closed`], or a type with more
-    /// segments than [`BusBuilder::max_type_segments`] ([`BusError::TypeTooLong`]); delivery
+    /// Only when the bus cannot accept the signal: [`BusError::Closed`], a type with more
+    /// segments than [`BusBuilder::max_type_segments`] ([`BusError::TypeTooLong`]), or a
+    /// [middleware] that refused it ([`BusError::Refused`]); delivery
     /// failures are outcomes in the report.
     pub async fn publish(&self, signal: impl Into<Arc<Signal>>) -> Result<PublishReport, BusError> {
         let signal: Arc<Signal> = signal.into();
+        // Stamps the current span's trace context on a signal without one (`crate::trace`).
+        #[cfg(feature = "opentelemetry")]
+        let signal = crate::trace::inject(signal);
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(BusError::Closed {
                 bus: self.inner.name.to_string(),
@@ -830,11 +887,24 @@ impl Bus {
                 ));
             }
         }
+        let signal = match &self.inner.middleware {
+            None => signal,
+            Some(chain) => self.type_checked(middleware::before_publish(chain, signal).await?)?,
+        };
         let started = crate::telemetry::publish_enabled().then(Instant::now);
+        let seq = match &self.inner.journal {
+            None => None,
+            Some(journal) => Some(self.append(journal, &signal).await?),
+        };
         let mut report = PublishReport::new(Planned::Subscriptions(self.matched(signal.ty())));
-        // The publish event names the signal: keep it then; otherwise the last target may
-        // take this reference.
-        let kept = deliver_all(signal, &mut report, started.is_some()).await;
+        report.journal_seq = seq;
+        // The publish event and `after_publish` name the signal: keep it then; otherwise the
+        // last target may take this reference.
+        let keep = started.is_some() || self.inner.middleware.is_some();
+        let kept = deliver_all(signal, &mut report, keep).await;
+        if let (Some(chain), Some(signal)) = (&self.inner.middleware, &kept) {
+            middleware::after_publish(chain, signal, &report);
+        }
         if let (Some(started), Some(signal)) = (started, kept) {
             let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
             crate::telemetry::published(
@@ -851,6 +921,35 @@ impl Bus {
             );
         }
         Ok(report)
+    }
+
+    /// Appends `signal` to the journal (the cold part of `publish`).
+    #[inline(never)]
+    async fn append(
+        &self,
+        journal: &Arc<crate::journal::JournalRuntime>,
+        signal: &Arc<Signal>,
+    ) -> Result<u64, BusError> {
+        journal
+            .append(Arc::clone(signal))
+            .await
+            .map_err(|source| BusError::Journal {
+                journal: journal.name.to_string(),
+                source,
+            })
+    }
+
+    /// The type-length check again, for a signal a middleware rewrote (only long types are
+    /// counted, as in `publish`).
+    fn type_checked(&self, signal: Arc<Signal>) -> Result<Arc<Signal>, BusError> {
+        let max = self.inner.max_type_segments;
+        if signal.ty().len() >= max {
+            let segments = crate::signal::type_segments(signal.ty());
+            if segments > max {
+                return Err(type_too_long(signal.ty(), segments, max));
+            }
+        }
+        Ok(signal)
     }
 
     /// Registers a named receiver for the [`Named`](crate::adapter::Named) adapter.
@@ -879,6 +978,227 @@ impl Bus {
     /// [`PubSub`](crate::adapter::PubSub) adapter).
     pub fn pubsub_subscribe(&self, topic: &str) -> broadcast::Receiver<Arc<Signal>> {
         self.inner.context.topics.subscribe(topic)
+    }
+
+    /// The name of the bus's journal, if it has one.
+    pub fn journal_name(&self) -> Option<&str> {
+        self.inner.journal.as_ref().map(|j| &*j.name)
+    }
+
+    fn journal_for(
+        &self,
+        call: &'static str,
+    ) -> Result<&Arc<crate::journal::JournalRuntime>, BusError> {
+        self.inner
+            .journal
+            .as_ref()
+            .ok_or_else(|| BusError::NoJournal {
+                call,
+                bus: self.inner.name.to_string(),
+            })
+    }
+
+    fn journal_error(
+        journal: &crate::journal::JournalRuntime,
+    ) -> impl Fn(crate::journal::JournalError) -> BusError + '_ {
+        move |source| BusError::Journal {
+            journal: journal.name.to_string(),
+            source,
+        }
+    }
+
+    /// The journaled signals whose type matches `pattern`, in journal order, from `from`:
+    /// a [`Stream`](futures_util::Stream) of `Result<Arc<Signal>, JournalError>` that reads
+    /// the journal a page at a time (never all of it into memory) and ends once it has
+    /// caught up with the journal.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use futures_util::StreamExt;
+    /// use signal_bus::{journal::Replay, queue::MemoryStore, Bus, Signal};
+    ///
+    /// let bus = Bus::builder().journal(MemoryStore::new()).build()?;
+    /// for ty in ["order.placed", "user.created", "order.paid"] {
+    ///     bus.publish(Signal::builder(ty, "/shop").build()?).await?;
+    /// }
+    /// let mut replay = bus.replay("order.*", Replay::Beginning).await?;
+    /// let mut types = Vec::new();
+    /// while let Some(signal) = replay.next().await {
+    ///     types.push(signal?.ty().to_owned());
+    /// }
+    /// assert_eq!(types, ["order.placed", "order.paid"]);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// A bad pattern, [`BusError::NoJournal`], or [`BusError::Journal`] when the start
+    /// position cannot be read.
+    pub async fn replay(
+        &self,
+        pattern: &str,
+        from: crate::journal::Replay,
+    ) -> Result<crate::journal::ReplayStream, BusError> {
+        let pattern = Pattern::parse(pattern)?;
+        let journal = self.journal_for("Bus::replay")?;
+        let after = match from {
+            crate::journal::Replay::Beginning => 0,
+            crate::journal::Replay::After(seq) => seq,
+            crate::journal::Replay::Since(time) => journal
+                .store
+                .seq_before(&journal.name, time)
+                .await
+                .map_err(Self::journal_error(journal))?,
+        };
+        Ok(crate::journal::ReplayStream::new(
+            Arc::clone(&journal.store),
+            Arc::clone(&journal.name),
+            pattern,
+            after,
+        ))
+    }
+
+    /// Options for a persistent subscription named `name` over the journal's signals whose
+    /// type matches `pattern`; finish with [`targets`](crate::journal::PersistentBuilder::targets)
+    /// and [`start`](crate::journal::PersistentBuilder::start), or
+    /// [`manual`](crate::journal::PersistentBuilder::manual) to acknowledge by hand.
+    pub fn persistent(
+        &self,
+        name: impl Into<String>,
+        pattern: &str,
+    ) -> crate::journal::PersistentBuilder {
+        crate::journal::PersistentBuilder {
+            name: name.into(),
+            pattern: pattern.to_owned(),
+            targets: Vec::new(),
+            start: crate::journal::StartAt::default(),
+            max_in_flight: 1,
+            lease: crate::journal::DEFAULT_LEASE,
+            poll_interval: crate::journal::DEFAULT_POLL_INTERVAL,
+            journal: self.inner.journal.clone(),
+            context: self.inner.context.clone(),
+            set: Arc::clone(&self.inner.persistent),
+            has_queue: self.inner.context.queue.is_some(),
+            middleware: self.inner.middleware.clone(),
+        }
+    }
+
+    /// A persistent subscription with the defaults: a named, durable cursor over the
+    /// journal that delivers the signals matching `pattern` to `targets` in journal order,
+    /// one at a time, starting with signals published from now on. After a restart (same
+    /// name, same store) it resumes after the last acknowledged signal. See
+    /// [`persistent`](Bus::persistent) for the options.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::sync::Arc;
+    /// use signal_bus::{adapter::Channel, queue::MemoryStore, Bus, Signal};
+    ///
+    /// let bus = Bus::builder().journal(MemoryStore::new()).build()?;
+    /// let (tx, mut rx) = tokio::sync::mpsc::channel::<Arc<Signal>>(16);
+    /// let billing = bus.subscribe_persistent("billing", "order.**", Channel::new(tx)).await?;
+    /// let report = bus.publish(Signal::builder("order.paid", "/shop").build()?).await?;
+    /// assert_eq!(rx.recv().await.unwrap().ty(), "order.paid");
+    /// assert!(billing.wait_for_checkpoint(report.journal_seq().unwrap()).await);
+    /// billing.stop().await;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`PersistentBuilder::start`](crate::journal::PersistentBuilder::start).
+    pub async fn subscribe_persistent(
+        &self,
+        name: impl Into<String>,
+        pattern: &str,
+        targets: impl IntoTargets,
+    ) -> Result<crate::journal::PersistentSubscription, BusError> {
+        self.persistent(name, pattern)
+            .targets(targets)
+            .start()
+            .await
+    }
+
+    /// The dead letters of persistent subscription `name` (oldest first, at most `limit`):
+    /// the signals its targets failed for good.
+    ///
+    /// # Errors
+    /// [`BusError::NoJournal`], or [`BusError::Journal`] when the store cannot be read.
+    pub async fn dead_letters(
+        &self,
+        name: &str,
+        limit: usize,
+    ) -> Result<Vec<crate::journal::JournalDeadLetter>, BusError> {
+        let journal = self.journal_for("Bus::dead_letters")?;
+        crate::journal::persistent_dead_letters(journal, name, limit)
+            .await
+            .map_err(Self::journal_error(journal))
+    }
+
+    /// Delivers dead letters of persistent subscription `name` again, through its targets:
+    /// those with the given sequence numbers, or all for `None`. Delivered ones leave the
+    /// list; those that fail again stay with the new error. The subscription must run on
+    /// this bus.
+    ///
+    /// # Errors
+    /// [`BusError::NoJournal`], [`BusError::UnknownPersistent`] when the subscription does
+    /// not run here, or [`BusError::Journal`].
+    pub async fn redrive(
+        &self,
+        name: &str,
+        seqs: Option<&[u64]>,
+    ) -> Result<crate::journal::Redriven, BusError> {
+        let journal = self.journal_for("Bus::redrive")?;
+        match crate::journal::persistent_redrive(&self.inner.persistent, name, seqs).await {
+            Some(result) => result.map_err(Self::journal_error(journal)),
+            None => Err(BusError::UnknownPersistent {
+                name: name.to_owned(),
+            }),
+        }
+    }
+
+    /// Deletes every dead letter of persistent subscription `name`; returns how many.
+    ///
+    /// # Errors
+    /// [`BusError::NoJournal`], or [`BusError::Journal`].
+    pub async fn clear_dead_letters(&self, name: &str) -> Result<usize, BusError> {
+        let journal = self.journal_for("Bus::clear_dead_letters")?;
+        journal
+            .store
+            .take_dead_letters(&journal.name, name, None)
+            .await
+            .map(|taken| taken.len())
+            .map_err(Self::journal_error(journal))
+    }
+
+    /// Deletes persistent subscription `name` from the journal's store: its checkpoint,
+    /// lease and dead letters (a later subscription of that name starts afresh). Returns
+    /// whether it existed. It must not run on this bus.
+    ///
+    /// # Errors
+    /// [`BusError::NoJournal`], [`BusError::PersistentTaken`] when it runs here, or
+    /// [`BusError::Journal`].
+    pub async fn delete_persistent(&self, name: &str) -> Result<bool, BusError> {
+        let journal = self.journal_for("Bus::delete_persistent")?;
+        if self.inner.persistent.get(name).is_some() {
+            return Err(BusError::PersistentTaken {
+                name: name.to_owned(),
+            });
+        }
+        journal
+            .store
+            .delete_subscription(&journal.name, name)
+            .await
+            .map_err(Self::journal_error(journal))
+    }
+
+    /// Deletes what the journal's retention lets go now (the pruner does this every
+    /// [`prune_interval`](crate::journal::Journal::prune_interval)); returns how many
+    /// entries.
+    ///
+    /// # Errors
+    /// [`BusError::NoJournal`], or [`BusError::Journal`].
+    pub async fn prune_journal(&self) -> Result<u64, BusError> {
+        let journal = self.journal_for("Bus::prune_journal")?;
+        journal.prune().await.map_err(Self::journal_error(journal))
     }
 
     /// Stops accepting signals: later `publish` calls return [`BusError::Closed`].

@@ -20,6 +20,7 @@ use async_nats::{
 };
 use futures_util::StreamExt;
 use tokio::{sync::watch, task::JoinHandle};
+use tracing::Instrument;
 
 use super::{
     codec::{decode, Decoded, OwnOrigin},
@@ -538,7 +539,8 @@ impl Worker {
             return Verdict::Ack;
         }
         let signal = Arc::new(signal);
-        match self.bus.publish(Arc::clone(&signal)).await {
+        let span = crate::trace::receive_span(&signal, "nats");
+        match self.bus.publish(Arc::clone(&signal)).instrument(span).await {
             Ok(report) => {
                 shared.count(|c| &c.republished);
                 if report.is_ok() {

@@ -21,6 +21,7 @@ use tokio::time::{Duration, Instant};
 
 use crate::{context::SubscriptionId, telemetry, BusError, DeliveryError, Signal};
 
+pub mod middleware;
 mod pipeline;
 mod queue;
 mod report;
@@ -89,7 +90,7 @@ pub fn dispatch_async(
 fn activate(targets: impl IntoTargets) -> Result<Arc<[Target]>, BusError> {
     let targets = targets.into_targets();
     validate_targets(&targets)?;
-    Ok(targets.iter().map(|t| t.activate(None)).collect())
+    Ok(targets.iter().map(|t| t.activate(None, None)).collect())
 }
 
 /// Lets the queue workers of one-off targets finish what they hold, then exit.
@@ -300,6 +301,23 @@ async fn deliver_planned(
         position += 1;
         let subscription = || plan.subscription(at);
         let started = traced.then(Instant::now);
+        // A bus's middleware wraps each delivery made here (a queued target's runs in its
+        // worker); without middleware this is the one extra check. The signal is still
+        // ours: only the last target's hand-off, below, takes it.
+        if let (Some(chain), Some(current)) = (target.runtime.inline_middleware(), &signal) {
+            let hooked =
+                middleware::deliver_sync(chain, target, current, subscription(), thread, started);
+            match hooked {
+                middleware::Hooked::Done(None) => {}
+                middleware::Hooked::Done(Some(n)) => noted.push((at, n)),
+                middleware::Hooked::Slow(mut slow) => match poll_once(&mut slow) {
+                    Poll::Ready(None) => {}
+                    Poll::Ready(Some(n)) => noted.push((at, n)),
+                    Poll::Pending => pending.push((at, slow)),
+                },
+            }
+            continue;
+        }
         let handed = if at == last && !keep && noted.is_empty() && pending.is_empty() {
             pipeline::try_hand_off(target, &mut signal, thread)
         } else {

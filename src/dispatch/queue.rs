@@ -11,7 +11,7 @@ use std::{
 
 use tokio::{sync::Notify, task::JoinHandle, time::Instant};
 
-use super::{pipeline, DropReason, Target};
+use super::{middleware, pipeline, DropReason, Target};
 use crate::{policy::Overflow, telemetry::Via, DeliveryError, Signal};
 
 /// How a batching target groups signals.
@@ -235,12 +235,23 @@ async fn run(target: Target) {
     let Some(queue) = target.runtime.queue.as_ref() else {
         return;
     };
+    // The bus's middleware runs here, around each delivery (hooks catch their own panics).
+    let chain = target.runtime.middleware.as_ref();
     while let Some(signals) = queue.next().await {
-        if queue.batch.is_some() {
-            let _ = pipeline::deliver_batch(&target, &signals).await;
-        } else {
-            for signal in &signals {
-                let _ = pipeline::deliver(&target, signal, None, Via::Async, None).await;
+        match (queue.batch.is_some(), chain) {
+            (true, None) => {
+                let _ = pipeline::deliver_batch(&target, &signals).await;
+            }
+            (true, Some(chain)) => middleware::deliver_batch(chain, &target, &signals).await,
+            (false, None) => {
+                for signal in &signals {
+                    let _ = pipeline::deliver(&target, signal, None, Via::Async, None).await;
+                }
+            }
+            (false, Some(chain)) => {
+                for signal in &signals {
+                    middleware::deliver_queued(chain, &target, signal).await;
+                }
             }
         }
     }

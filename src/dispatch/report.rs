@@ -344,6 +344,8 @@ pub struct PublishReport {
     /// (position in delivery order, outcome) for the outcomes that are not the target's
     /// usual success, sorted by position.
     pub(crate) noted: Vec<(usize, Noted)>,
+    /// The signal's sequence number in the bus's journal, when it has one.
+    pub(crate) journal_seq: Option<u64>,
 }
 
 impl PublishReport {
@@ -351,7 +353,14 @@ impl PublishReport {
         PublishReport {
             planned,
             noted: Vec::new(),
+            journal_seq: None,
         }
+    }
+
+    /// The signal's sequence number in the bus's journal (`None` without a journal): the
+    /// signal was durably appended before it was delivered.
+    pub fn journal_seq(&self) -> Option<u64> {
+        self.journal_seq
     }
 
     /// Whether no target failed (also true when nothing matched): every target was

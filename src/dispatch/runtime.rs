@@ -12,7 +12,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use super::queue::AsyncQueue;
+use super::{middleware::Chain, queue::AsyncQueue};
 use crate::{
     context::{BusContext, WeakBus},
     policy::Breaker,
@@ -219,6 +219,8 @@ pub(crate) struct TargetRuntime {
     /// The bus the target is subscribed on (dangling for `dispatch`), for the signals it
     /// emits about its targets.
     pub(crate) bus: WeakBus,
+    /// The bus's middleware, when it has some: run around each delivery.
+    pub(crate) middleware: Option<Chain>,
 }
 
 pub(crate) fn unix_ms(t: SystemTime) -> u64 {
@@ -231,14 +233,23 @@ impl TargetRuntime {
         breaker: Option<Breaker>,
         queue: Option<AsyncQueue>,
         bus: Option<&BusContext>,
+        middleware: Option<&Chain>,
     ) -> Self {
         TargetRuntime {
             plain: breaker.is_none() && queue.is_none(),
+            middleware: middleware.cloned(),
             breaker: breaker.map(Box::new),
             queue: queue.map(Box::new),
             bus: bus.map_or_else(WeakBus::default, |b| b.bus.clone()),
             ..TargetRuntime::default()
         }
+    }
+
+    /// The middleware the publishing task runs around this target's deliveries: the bus's,
+    /// unless the target is queued (its worker runs them).
+    #[inline]
+    pub(crate) fn inline_middleware(&self) -> Option<&Chain> {
+        self.middleware.as_ref().filter(|_| self.queue.is_none())
     }
 
     /// The stats, allocated on first use.

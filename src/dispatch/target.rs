@@ -5,6 +5,7 @@ use std::{
 };
 
 use super::{
+    middleware::Chain,
     queue::{AsyncQueue, BatchConfig},
     runtime::TargetRuntime,
 };
@@ -327,7 +328,10 @@ impl Target {
     /// The live targets a subscription gets: one, or one per endpoint when the target has a
     /// retry policy or a breaker and its adapter has several endpoints (a webhook with
     /// several URLs), so each endpoint gets its own breaker, retries and counters.
-    pub(crate) fn activate_all(&self, bus: &BusContext) -> Vec<Target> {
+    ///
+    /// `middleware`: the bus's, run around each delivery to these targets (and their
+    /// dead-letter targets).
+    pub(crate) fn activate_all(&self, bus: &BusContext, middleware: Option<&Chain>) -> Vec<Target> {
         if self.config.retry.is_some() || self.config.breaker.is_some() {
             let parts = self.adapter.split_endpoints();
             if parts.len() > 1 {
@@ -341,18 +345,18 @@ impl Target {
                             config: Arc::new(config),
                             runtime: inert_runtime(),
                         }
-                        .activate(Some(bus))
+                        .activate(Some(bus), middleware)
                     })
                     .collect();
             }
         }
-        vec![self.activate(Some(bus))]
+        vec![self.activate(Some(bus), middleware)]
     }
 
     /// A copy with fresh live state (breaker, queue, counters), attached to `bus`. The
     /// options stay shared unless the target has dead-letter targets (they get fresh live
-    /// state too).
-    pub(crate) fn activate(&self, bus: Option<&BusContext>) -> Target {
+    /// state too), with the bus's `middleware` if any.
+    pub(crate) fn activate(&self, bus: Option<&BusContext>, middleware: Option<&Chain>) -> Target {
         let c = &*self.config;
         let queue = match (c.mode, c.batch) {
             (Mode::Async { capacity, overflow }, batch) => {
@@ -365,7 +369,12 @@ impl Target {
             )),
             (Mode::Sync, None) => None,
         };
-        let runtime = TargetRuntime::new(c.breaker.as_ref().map(CircuitBreaker::build), queue, bus);
+        let runtime = TargetRuntime::new(
+            c.breaker.as_ref().map(CircuitBreaker::build),
+            queue,
+            bus,
+            middleware,
+        );
         if let Some(bus) = bus {
             self.adapter.attach(bus);
         }
@@ -373,7 +382,11 @@ impl Target {
             Arc::clone(&self.config)
         } else {
             let mut config = c.clone();
-            config.on_failure = c.on_failure.iter().map(|t| t.activate(bus)).collect();
+            config.on_failure = c
+                .on_failure
+                .iter()
+                .map(|t| t.activate(bus, middleware))
+                .collect();
             Arc::new(config)
         };
         Target {

@@ -13,6 +13,10 @@
 //! `axum::extract::DefaultBodyLimit`; past it axum's own 413). Rejection bodies are the
 //! error's message as plain text.
 //!
+//! To continue each signal's trace in the handler, handle it in
+//! [`receive_span(&signal, "http")`](crate::trace::receive_span): with the `opentelemetry`
+//! feature that span's parent is the signal's `traceparent`.
+//!
 //! The verifier is the application's state, or part of it: [`VerifiedCloudEvents`] reads a
 //! [`Verifier`] from the router's state through [`FromRef`], so either give the router a
 //! `Verifier` as its state, or implement `FromRef<YourState> for Verifier`. Any

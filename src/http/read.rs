@@ -156,6 +156,11 @@ enum Mode {
 /// ([`signing`](crate::http::signing)); with the `axum` feature, the `http::axum` extractors
 /// do both.
 ///
+/// A signal's `traceparent`/`tracestate` (structured members, or `ce-traceparent` and
+/// `ce-tracestate` headers) come through untouched, an invalid one too. Handle each signal
+/// in [`receive_span(&signal, "http")`](crate::trace::receive_span) to continue its trace
+/// (with the `opentelemetry` feature, that span's parent is the signal's trace context).
+///
 /// # Example
 /// ```
 /// use http::{HeaderMap, HeaderValue};

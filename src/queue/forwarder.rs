@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use futures_util::FutureExt as _;
 use serde_json::json;
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use super::{worker::WorkOutcome, CancelReason, Job, NewJob, Queue, DEFAULT_MAX_ATTEMPTS};
 use crate::{
@@ -478,7 +479,9 @@ pub(crate) async fn perform(
     // Kept for the deliver event only when one is recorded (warn covers trace).
     let traced =
         super::events::deliver_failed_enabled().then(|| (Arc::clone(&signal), Instant::now()));
-    let delivery = AssertUnwindSafe(fj.adapter.deliver_shared(signal)).catch_unwind();
+    let span = crate::trace::deliver_span(&signal, name, job.id, job.attempt);
+    let delivery =
+        AssertUnwindSafe(fj.adapter.deliver_shared(signal).instrument(span)).catch_unwind();
     let result = match tokio::time::timeout(fj.timeout, delivery).await {
         Ok(Ok(r)) => r,
         Ok(Err(panic)) => Err(DeliveryError::from_panic(&*panic)),
