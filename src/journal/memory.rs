@@ -235,16 +235,11 @@ impl JournalStore for MemoryStore {
         Ok(self.with_journal(journal, |j| {
             // Everything at or below `cut` goes.
             let mut cut = 0u64;
-<<<<<<< HEAD
-            if let Some(age) = retention.max_age {
-                let limit = now - chrono::Duration::from_std(age).unwrap_or(chrono::TimeDelta::MAX);
-=======
             // An age reaching before the earliest representable time lets nothing go.
             let age_limit = retention
                 .max_age
                 .and_then(|age| now.checked_sub_signed(chrono::Duration::from_std(age).ok()?));
             if let Some(limit) = age_limit {
->>>>>>> jsql
                 if let Some((seq, _)) = j
                     .entries
                     .iter()

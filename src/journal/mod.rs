@@ -9,9 +9,9 @@
 mod log;
 mod memory;
 mod persistent;
-mod replay;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod replay;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod store;
