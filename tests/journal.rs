@@ -2,7 +2,8 @@
 //! order, persistent subscriptions acknowledge, checkpoint, resume, dead-letter and hand over
 //! their lease. Each case runs on the memory store and on a real SQLite file.
 
-mod support;
+#[path = "support/scratch.rs"]
+mod scratch;
 
 use std::{
     sync::{
@@ -48,7 +49,7 @@ macro_rules! on_every_store {
             #[cfg(feature = "sqlite")]
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite_file() {
-                let dir = super::support::scratch::TempDir::new("journal");
+                let dir = super::scratch::TempDir::new("journal");
                 let path = dir.0.join("journal.db");
                 // Every call opens the same file again, as a restarted process would.
                 super::$case(move || {
