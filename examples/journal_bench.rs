@@ -12,8 +12,13 @@
 //!   (`max_in_flight` 1 and 64), until its checkpoint reaches the last entry of a journal of
 //!   `--persistent` entries (default 20,000).
 //!
+//! With feature `postgres` and `SIGNAL_BUS_POSTGRES_URL` set, journaled publish and queue
+//! enqueue also run on PostgreSQL, in a scratch database the bench creates and drops.
+//!
 //! ```text
 //! cargo run --release --example journal_bench
+//! SIGNAL_BUS_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/postgres \
+//!     cargo run --release --features postgres --example journal_bench
 //! cargo run --release --example journal_bench -- --publishers 64 --signals 64000 --replay 1000000 --runs 3
 //! ```
 //! Each figure is the median of `--runs` runs (default 3).
@@ -135,7 +140,14 @@ async fn journaled_publish(args: &Args, scratch: &Scratch, run: usize) -> f64 {
     let store = SqliteStore::open(scratch.file(&format!("publish-{run}.db")))
         .await
         .expect("open the journal file");
-    let bus = Bus::builder().journal(store).build().expect("a bus");
+    publish_on(args, store, "default").await
+}
+
+async fn publish_on(args: &Args, store: impl JournalStore, journal: &str) -> f64 {
+    let bus = Bus::builder()
+        .journal(signal_bus::journal::Journal::new(store).name(journal))
+        .build()
+        .expect("a bus");
     bus.subscribe("order.*", Noop).expect("subscribe");
     concurrently(args.publishers, args.signals, move |i| {
         let bus = bus.clone();
@@ -151,6 +163,10 @@ async fn queue_enqueue(args: &Args, scratch: &Scratch, run: usize) -> f64 {
     let store = SqliteStore::open(scratch.file(&format!("queue-{run}.db")))
         .await
         .expect("open the queue file");
+    enqueue_on(args, store).await
+}
+
+async fn enqueue_on(args: &Args, store: impl signal_bus::queue::JobStore) -> f64 {
     let queue = Queue::new(store);
     concurrently(args.publishers, args.signals, move |i| {
         let queue = queue.clone();
@@ -218,6 +234,49 @@ async fn persistent(store: &SqliteStore, n: usize, in_flight: usize, run: usize)
     rate
 }
 
+/// Journaled publish and queue enqueue on PostgreSQL, in a scratch database.
+#[cfg(feature = "postgres")]
+async fn postgres(args: &Args) {
+    use signal_bus::queue::PostgresStore;
+    let Ok(url) = std::env::var("SIGNAL_BUS_POSTGRES_URL") else {
+        eprintln!("(SIGNAL_BUS_POSTGRES_URL is not set: the PostgreSQL figures are skipped)");
+        return;
+    };
+    let admin = PostgresStore::connect(&url)
+        .await
+        .expect("connect to PostgreSQL");
+    let name = format!("signal_bus_jbench_{}", uuid::Uuid::now_v7().simple());
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(admin.pool())
+        .await
+        .expect("create the scratch database");
+    let base = url.rsplit_once('/').map_or(url.as_str(), |(b, _)| b);
+    let scratch_url = format!("{base}/{name}");
+    let (mut publish, mut enqueue) = (Vec::new(), Vec::new());
+    for run in 0..args.runs {
+        let store = PostgresStore::connect(&scratch_url).await.expect("connect");
+        publish.push(publish_on(args, store.clone(), &format!("bench-{run}")).await);
+        enqueue.push(enqueue_on(args, store).await);
+    }
+    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(admin.pool())
+        .await;
+    let (p, q) = (median(publish.clone()), median(enqueue.clone()));
+    println!(
+        "PostgreSQL journaled publish, {} publishers: {:>9.0} signals/s (runs: {:?})",
+        args.publishers,
+        p,
+        publish.iter().map(|x| x.round()).collect::<Vec<_>>()
+    );
+    println!(
+        "PostgreSQL queue enqueue_signal, {} producers: {:>9.0} jobs/s (runs: {:?})",
+        args.publishers,
+        q,
+        enqueue.iter().map(|x| x.round()).collect::<Vec<_>>()
+    );
+    println!("PostgreSQL ratio publish/enqueue: {:.2}", p / q);
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = parse_args().map_err(|e| {
@@ -252,6 +311,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         enqueue.iter().map(|x| x.round()).collect::<Vec<_>>()
     );
     println!("ratio publish/enqueue: {:.2}", p / q);
+
+    #[cfg(feature = "postgres")]
+    postgres(&args).await;
 
     let fill = Instant::now();
     let big = filled(&scratch.file("replay.db"), args.replay).await;

@@ -69,15 +69,32 @@ impl ReplayStream {
         self.last_seq
     }
 
+    /// Reads the next page on a task of its own, so that it runs (and its signals are
+    /// parsed) while the caller consumes the page before it.
     fn next_read(&self) -> Read {
         let store = Arc::clone(&self.store);
         let journal = Arc::clone(&self.journal);
         let pattern = Arc::clone(&self.pattern);
         let after = self.after;
-        Box::pin(async move {
+        let backend = store.backend();
+        let read = async move {
             let filter = |ty: &str| pattern.matches(ty);
             store.read(&journal, after, PAGE, Some(&filter)).await
-        })
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                let task = handle.spawn(read);
+                Box::pin(async move {
+                    task.await.unwrap_or_else(|e| {
+                        Err(JournalError::store(
+                            backend,
+                            format!("the replay's read task failed: {e}"),
+                        ))
+                    })
+                })
+            }
+            Err(_) => Box::pin(read),
+        }
     }
 }
 
