@@ -126,6 +126,8 @@ pub(crate) struct Shared {
     delivered: AtomicU64,
     dead_lettered: AtomicU64,
     set: std::sync::Weak<PersistentSet>,
+    /// The bus's context, to detach the targets when the subscription ends.
+    context: BusContext,
 }
 
 impl fmt::Debug for Shared {
@@ -504,6 +506,7 @@ impl PersistentBuilder {
             delivered: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
             set: Arc::downgrade(&self.set),
+            context: self.context.clone(),
         });
         {
             let mut running = self.set.lock();
@@ -689,6 +692,11 @@ async fn run(shared: Arc<Shared>) {
             .is_some_and(|s| Arc::ptr_eq(s, &shared))
         {
             running.remove(&shared.name);
+        }
+    }
+    if let Sink::Targets(targets) = &shared.sink {
+        for t in targets.iter() {
+            t.adapter().detach(&shared.context);
         }
     }
     shared.done.send_replace(true);
