@@ -157,6 +157,7 @@ async fn api_md_queue_block() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// Tests that change the working directory (API.md's relative `signals.db`) take turns.
+#[cfg(feature = "sqlite")]
 static CWD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// "Added for the journal issue": the journal, a persistent subscription and replay.
