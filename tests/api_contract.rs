@@ -132,7 +132,7 @@ async fn api_md_http_and_webhook_block() -> Result<(), Box<dyn std::error::Error
 async fn api_md_queue_block() -> Result<(), Box<dyn std::error::Error>> {
     use signal_bus::http::Webhook;
     // API.md opens `signals.db` in the working directory: use a fresh one.
-    let _cwd = CWD.lock().unwrap_or_else(|e| e.into_inner());
+    let _cwd = CWD.lock().await;
     let dir = std::env::temp_dir().join(format!("signal-bus-api-{}", uuid::Uuid::now_v7()));
     std::fs::create_dir_all(&dir)?;
     std::env::set_current_dir(&dir)?;
@@ -157,14 +157,14 @@ async fn api_md_queue_block() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// Tests that change the working directory (API.md's relative `signals.db`) take turns.
-static CWD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static CWD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// "Added for the journal issue": the journal, a persistent subscription and replay.
 #[cfg(feature = "sqlite")]
 #[tokio::test]
 async fn api_md_journal_block() -> Result<(), Box<dyn std::error::Error>> {
     use signal_bus::queue::SqliteStore;
-    let _cwd = CWD.lock().unwrap_or_else(|e| e.into_inner());
+    let _cwd = CWD.lock().await;
     let dir = std::env::temp_dir().join(format!("signal-bus-api-{}", uuid::Uuid::now_v7()));
     std::fs::create_dir_all(&dir)?;
     std::env::set_current_dir(&dir)?;

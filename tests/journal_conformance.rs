@@ -1,5 +1,5 @@
 //! The journal store conformance suite (`support/journal_suite.rs`) on every backend:
-//! memory; SQLite on a real file; PostgreSQL when `SIGNAL_BUS_POSTGRES_URL` is set (each
+//! memory; SQLite on a real file and in memory; PostgreSQL when `SIGNAL_BUS_POSTGRES_URL` is set (each
 //! case on a database of its own, `signal_bus_test_<random>`, dropped at the end; skipped
 //! with a note otherwise). Then what only the SQL stores can show: corrupt rows, reopening
 //! a file, upgrading a database made before the journal, and (PostgreSQL) the commit order
@@ -49,6 +49,16 @@ mod sqlite {
 
     journal_suite!(conformance, fresh, finish);
 
+    async fn fresh_in_memory() -> Option<(Arc<dyn JournalStore>, ())> {
+        let store = SqliteStore::in_memory().await.expect("open the store");
+        Some((Arc::new(store), ()))
+    }
+
+    async fn finish_in_memory((): ()) {}
+
+    // The in-memory database: one connection reads and writes.
+    journal_suite!(in_memory, fresh_in_memory, finish_in_memory);
+
     /// A plain connection to the file, for tampering behind the store's back.
     async fn raw(path: &Path) -> SqlitePool {
         SqlitePool::connect_with(SqliteConnectOptions::new().filename(path))
@@ -68,7 +78,8 @@ mod sqlite {
             .await
             .unwrap();
         let pool = raw(&dir.db()).await;
-        sqlx::query("UPDATE signal_bus_journal SET body = X'7B226E6F74223A' WHERE seq = 2")
+        // Not JSON, with a NUL and a byte that is not UTF-8 in it.
+        sqlx::query("UPDATE signal_bus_journal SET body = X'7B22006E6FFF74223A' WHERE seq = 2")
             .execute(&pool)
             .await
             .unwrap();

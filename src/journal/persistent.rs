@@ -778,42 +778,48 @@ async fn consume(shared: &Arc<Shared>, stop: &mut watch::Receiver<bool>) -> Exit
         let renew = tokio::time::sleep_until(renew_at);
         tokio::select! {
             biased;
-            Some((seq, signal, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
-                match outcome {
-                    Outcome::Acked => {
-                        pending.remove(&seq);
-                        shared.delivered.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Outcome::Failed(error) => {
-                        tracing::warn!(
-                            target: "signal_bus::journal",
-                            subscription = %shared.name,
-                            seq,
-                            signal_type = %signal.ty(),
-                            signal_id = %signal.id(),
-                            error = %error,
-                            "persistent subscription dead-lettered a signal"
-                        );
-                        if let Err(e) = store
-                            .add_dead_letter(&journal.name, &shared.name, seq, &signal, &error, Utc::now())
-                            .await
-                        {
-                            return Exit::Store(e);
+            Some(first) = in_flight.next(), if !in_flight.is_empty() => {
+                // Every delivery that is already done, then one checkpoint for them all.
+                let mut next = Some(first);
+                while let Some((seq, signal, outcome)) = next.take() {
+                    match outcome {
+                        Outcome::Acked => {
+                            pending.remove(&seq);
+                            shared.delivered.fetch_add(1, Ordering::Relaxed);
                         }
-                        pending.remove(&seq);
-                        shared.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                        Outcome::Failed(error) => {
+                            tracing::warn!(
+                                target: "signal_bus::journal",
+                                subscription = %shared.name,
+                                seq,
+                                signal_type = %signal.ty(),
+                                signal_id = %signal.id(),
+                                error = %error,
+                                "persistent subscription dead-lettered a signal"
+                            );
+                            if let Err(e) = store
+                                .add_dead_letter(&journal.name, &shared.name, seq, &signal, &error, Utc::now())
+                                .await
+                            {
+                                return Exit::Store(e);
+                            }
+                            pending.remove(&seq);
+                            shared.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Outcome::Again => {
+                            // Deliver it again, in its place among what is not yet sent.
+                            pending.remove(&seq);
+                            let at = buffer.partition_point(|e| e.seq < seq);
+                            buffer.insert(at, JournalEntry::new(seq, Utc::now(), signal));
+                        }
+                        Outcome::Closed => {
+                            // The consumer is gone: nothing more can be answered, and this
+                            // signal and everything after it stay unacknowledged.
+                            let _ = signal;
+                            return Exit::Stop;
+                        }
                     }
-                    Outcome::Again => {
-                        // Deliver it again, before anything not yet sent.
-                        pending.remove(&seq);
-                        buffer.push_front(JournalEntry::new(seq, Utc::now(), signal));
-                    }
-                    Outcome::Closed => {
-                        // The consumer is gone: nothing more can be answered, and this
-                        // signal and everything after it stay unacknowledged.
-                        let _ = signal;
-                        return Exit::Stop;
-                    }
+                    next = in_flight.next().now_or_never().flatten();
                 }
             }
             // Stopping sends nothing new; what is buffered stays unacknowledged.

@@ -5,8 +5,11 @@
 //!   transactions, so another process sharing the file waits at `BEGIN` rather than failing
 //!   half-way. An append bumps the journal's row in `signal_bus_journal_heads` and inserts
 //!   its entries in the same transaction: numbers are given and committed in order.
-//! - **Reads** use the reader pool (WAL: they never block the writer). A read selects the
-//!   type beside the body and parses only the bodies whose type passes the filter.
+//! - **Reads** use the reader pool (WAL: they never block the writer). A page comes back as
+//!   one value (`group_concat` of length-framed entries: sqlx hands rows between threads
+//!   one at a time, which costs more than SQLite's own work), or row by row when it is too
+//!   big for one value. Each entry's type is read beside its body, and only the bodies
+//!   whose type passes the filter are parsed.
 //! - **Prune** deletes in rounds of at most 10,000 rows, each its own short write, so a big
 //!   prune never holds the writer for long; each round re-reads the lowest checkpoint.
 
@@ -69,6 +72,32 @@ fn seq_of(seq: i64) -> u64 {
 
 fn db_limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+/// A page of a journal as one value: per entry, `seq appended_at type_len body_len ` (decimal,
+/// lengths in bytes) then the type and the body, entries in `seq` order.
+const READ_FRAMED: &str = "SELECT group_concat(
+        seq || ' ' || appended_at || ' ' || length(CAST(type AS BLOB)) || ' '
+        || length(CAST(body AS BLOB)) || ' ' || type || CAST(body AS BLOB), '' ORDER BY seq)
+    FROM (SELECT seq, appended_at, type, body FROM signal_bus_journal
+          WHERE journal = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3)";
+
+/// The next entry of a [`READ_FRAMED`] page: `(seq, appended_at, type, body)`.
+fn next_frame<'a>(rest: &mut &'a [u8]) -> Option<(i64, i64, &'a str, &'a [u8])> {
+    fn number(rest: &mut &[u8]) -> Option<i64> {
+        let end = rest.iter().position(|b| *b == b' ')?;
+        let n = std::str::from_utf8(&rest[..end]).ok()?.parse().ok()?;
+        *rest = &rest[end + 1..];
+        Some(n)
+    }
+    let seq = number(rest)?;
+    let at = number(rest)?;
+    let ty_len = usize::try_from(number(rest)?).ok()?;
+    let body_len = usize::try_from(number(rest)?).ok()?;
+    let ty = std::str::from_utf8(rest.get(..ty_len)?).ok()?;
+    let body = rest.get(ty_len..ty_len.checked_add(body_len)?)?;
+    *rest = &rest[ty_len + body_len..];
+    Some((seq, at, ty, body))
 }
 
 /// A database error while doing `what`.
@@ -192,29 +221,56 @@ impl JournalStore for SqliteStore {
         filter: Option<TypeFilter<'_>>,
     ) -> Result<JournalPage, JournalError> {
         let what = || format!("reading journal `{journal}` after {after}");
-        let rows = sqlx::query(
-            "SELECT seq, appended_at, type, body FROM signal_bus_journal
-             WHERE journal = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-        )
-        .bind(journal)
-        .bind(db_seq(after))
-        .bind(db_limit(limit))
-        .fetch_all(self.reader_pool())
-        .await
-        .map_err(|e| failed(what(), e))?;
-        let mut page = JournalPage::new(Vec::with_capacity(rows.len()), after);
-        for row in &rows {
-            let seq = seq_of(row.try_get(0).map_err(|e| failed(what(), e))?);
+        let mut page = JournalPage::new(Vec::new(), after);
+        let mut take = |seq: u64, at: i64, ty: &str, body: &[u8]| {
             page.scanned_to = seq;
-            let ty: &str = row.try_get(2).map_err(|e| failed(what(), e))?;
-            if filter.is_some_and(|f| !f(ty)) {
-                continue;
+            if filter.is_none_or(|f| f(ty)) {
+                let signal = parse(journal, seq, body, "the stored signal")?;
+                page.entries
+                    .push(JournalEntry::new(seq, from_ms(at), Arc::new(signal)));
             }
-            let at: i64 = row.try_get(1).map_err(|e| failed(what(), e))?;
-            let body: &[u8] = row.try_get(3).map_err(|e| failed(what(), e))?;
-            let signal = parse(journal, seq, body, "the stored signal")?;
-            page.entries
-                .push(JournalEntry::new(seq, from_ms(at), Arc::new(signal)));
+            Ok::<(), JournalError>(())
+        };
+        // One framed row per page: sqlx hands rows over one by one between threads, which
+        // costs more than SQLite's own work; a page as one value costs that once.
+        let framed = sqlx::query(READ_FRAMED)
+            .bind(journal)
+            .bind(db_seq(after))
+            .bind(db_limit(limit))
+            .fetch_one(self.reader_pool())
+            .await;
+        match framed {
+            Ok(row) => {
+                let frames: Option<&[u8]> = row.try_get(0).map_err(|e| failed(what(), e))?;
+                let mut rest = frames.unwrap_or_default();
+                while !rest.is_empty() {
+                    let (seq, at, ty, body) = next_frame(&mut rest).ok_or_else(|| {
+                        JournalError::store(BACKEND, format!("{}: a page does not unframe", what()))
+                    })?;
+                    take(seq_of(seq), at, ty, body)?;
+                }
+            }
+            // A page too big for one SQLite value (`SQLITE_TOOBIG`, 1 GB): row by row.
+            Err(sqlx::Error::Database(_)) => {
+                let rows = sqlx::query(
+                    "SELECT seq, appended_at, type, body FROM signal_bus_journal
+                     WHERE journal = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                )
+                .bind(journal)
+                .bind(db_seq(after))
+                .bind(db_limit(limit))
+                .fetch_all(self.reader_pool())
+                .await
+                .map_err(|e| failed(what(), e))?;
+                for row in &rows {
+                    let seq = seq_of(row.try_get(0).map_err(|e| failed(what(), e))?);
+                    let at: i64 = row.try_get(1).map_err(|e| failed(what(), e))?;
+                    let ty: &str = row.try_get(2).map_err(|e| failed(what(), e))?;
+                    let body: &[u8] = row.try_get(3).map_err(|e| failed(what(), e))?;
+                    take(seq, at, ty, body)?;
+                }
+            }
+            Err(e) => return Err(failed(what(), e)),
         }
         Ok(page)
     }

@@ -162,6 +162,22 @@ pub async fn reads_in_order_with_paging(s: &dyn JournalStore) {
     let page = s.read("j", 3, 0, None).await.unwrap();
     assert!(page.entries.is_empty());
     assert_eq!(page.scanned_to, 3);
+    // Types and data with any character come back byte for byte.
+    let odd = Arc::new(
+        Signal::builder("com.example/caf\u{e9}+v2@eu~1.#.*.%.'q'.\"d\".\\", "/j")
+            .id("odd 1")
+            .data(json!({ "text": "\u{17c}\u{f3}\u{142}w \u{2603} \u{0} ' \" 1 2 3 " }))
+            .build()
+            .unwrap(),
+    );
+    let seq = s.append("odd", &[Arc::clone(&odd)], t0()).await.unwrap();
+    let page = s.read("odd", 0, 10, None).await.unwrap();
+    assert_eq!(page.entries.len(), 1);
+    assert_eq!(page.entries[0].seq, seq[0]);
+    assert_eq!(*page.entries[0].signal, *odd);
+    let exact = |ty: &str| ty == odd.ty();
+    let page = s.read("odd", 0, 10, Some(&exact)).await.unwrap();
+    assert_eq!(page.entries.len(), 1);
     // A journal never written reads empty.
     let page = s.read("none", 0, 10, None).await.unwrap();
     assert!(page.entries.is_empty());
