@@ -74,7 +74,11 @@ macro_rules! on_every_store {
                 // Every call connects to the same database again, as a restarted process would.
                 super::$case(move || {
                     let url = url.clone();
-                    async move { signal_bus::queue::PostgresStore::connect(&url).await.unwrap() }
+                    async move {
+                        signal_bus::queue::PostgresStore::connect(&url)
+                            .await
+                            .unwrap()
+                    }
                 })
                 .await;
                 db.drop_db().await;

@@ -125,7 +125,10 @@ impl Child {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 // libtest prints `test NAME ... ` unterminated before the test's own output.
-                let line = match line.strip_prefix("test ").and_then(|l| l.split_once(" ... ")) {
+                let line = match line
+                    .strip_prefix("test ")
+                    .and_then(|l| l.split_once(" ... "))
+                {
                     Some((_, rest)) => rest.to_owned(),
                     None => line,
                 };
@@ -474,7 +477,11 @@ async fn child_worker() {
     let bus = Bus::builder()
         .name(JOURNAL)
         .node_id(node)
-        .journal(signal_bus::queue::PostgresStore::connect(&url).await.unwrap())
+        .journal(
+            signal_bus::queue::PostgresStore::connect(&url)
+                .await
+                .unwrap(),
+        )
         .build()
         .unwrap();
     let sub = bus
@@ -505,7 +512,10 @@ async fn next_line(lines: &mut mpsc::UnboundedReceiver<String>) -> String {
 fn record(line: &str, delivered: &mut HashMap<String, Vec<u64>>) -> Option<u64> {
     let (node, rest) = line.split_once(' ')?;
     if let Some(id) = rest.strip_prefix("DELIVER ") {
-        delivered.entry(node.to_owned()).or_default().push(id_seq(id));
+        delivered
+            .entry(node.to_owned())
+            .or_default()
+            .push(id_seq(id));
     }
     rest.strip_prefix("CKPT ").map(|c| c.parse().unwrap())
 }
@@ -586,7 +596,10 @@ async fn competing_processes_one_at_a_time_and_takeover_after_a_kill() {
         delivered.len(),
         1,
         "both workers delivered while both were alive: {:?}",
-        delivered.iter().map(|(n, s)| (n, s.len())).collect::<Vec<_>>()
+        delivered
+            .iter()
+            .map(|(n, s)| (n, s.len()))
+            .collect::<Vec<_>>()
     );
     let holder = delivered.keys().next().unwrap().clone();
     let (victim, survivor, survivor_node) = if holder == "node-a" {
@@ -655,7 +668,11 @@ async fn competing_processes_one_at_a_time_and_takeover_after_a_kill() {
         lost.len(),
         total - all.len()
     );
-    assert!(lost.is_empty(), "never delivered: {:?}", &lost[..lost.len().min(10)]);
+    assert!(
+        lost.is_empty(),
+        "never delivered: {:?}",
+        &lost[..lost.len().min(10)]
+    );
     drop(bus);
     store.pool().close().await;
     db.drop_db().await;
