@@ -24,7 +24,7 @@ use std::{
     path::Path,
     process::{Command, Stdio},
     sync::Arc,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use signal_bus::{
@@ -39,6 +39,7 @@ use tokio::sync::mpsc;
 const CONSUMER_ENV: &str = "SIGNAL_BUS_JCRASH_CONSUMER_DB";
 const PUBLISHER_ENV: &str = "SIGNAL_BUS_JCRASH_PUBLISHER_DB";
 const WORKER_ENV: &str = "SIGNAL_BUS_JCRASH_WORKER_URL";
+#[cfg(feature = "postgres")]
 const NODE_ENV: &str = "SIGNAL_BUS_JCRASH_NODE";
 
 /// The journal and subscription names every process uses.
@@ -608,7 +609,7 @@ async fn competing_processes_one_at_a_time_and_takeover_after_a_kill() {
         (b, a, "node-a")
     };
     // SIGKILL the holder; what it printed before dying is still in the pipe.
-    let killed_at = Instant::now();
+    let killed_at = std::time::Instant::now();
     let mut victim = victim;
     victim.process.kill().unwrap();
     victim.process.wait().unwrap();
