@@ -1,7 +1,12 @@
 //! The journal through the bus: publish appends before it delivers, replay reads back in
 //! order, persistent subscriptions acknowledge, checkpoint, resume, dead-letter and hand over
-//! their lease. Each case runs on the memory store and on a real SQLite file.
+//! their lease. Each case runs on the memory store, on a real SQLite file and (when
+//! `SIGNAL_BUS_POSTGRES_URL` is set; skipped with a note otherwise) on a fresh PostgreSQL
+//! database of its own.
 
+#[cfg(feature = "postgres")]
+#[path = "support/pg_db.rs"]
+mod pg_db;
 #[path = "support/scratch.rs"]
 mod scratch;
 
@@ -31,7 +36,7 @@ fn signal(ty: &str, n: usize) -> Signal {
         .unwrap()
 }
 
-/// Runs `case` on a memory store and on a fresh SQLite file.
+/// Runs `case` on a memory store, on a fresh SQLite file and on a fresh PostgreSQL database.
 macro_rules! on_every_store {
     ($name:ident, $case:ident) => {
         mod $name {
@@ -57,6 +62,26 @@ macro_rules! on_every_store {
                     async move { signal_bus::queue::SqliteStore::open(&path).await.unwrap() }
                 })
                 .await;
+            }
+
+            #[cfg(feature = "postgres")]
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let Some(db) = super::pg_db::TestDb::new(stringify!($name)).await else {
+                    return;
+                };
+                let url = db.url.clone();
+                // Every call connects to the same database again, as a restarted process would.
+                super::$case(move || {
+                    let url = url.clone();
+                    async move {
+                        signal_bus::queue::PostgresStore::connect(&url)
+                            .await
+                            .unwrap()
+                    }
+                })
+                .await;
+                db.drop_db().await;
             }
         }
     };
