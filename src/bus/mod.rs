@@ -887,6 +887,25 @@ impl Bus {
                 ));
             }
         }
+        if self.inner.journal.is_some() || self.inner.middleware.is_some() {
+            // A journal or middleware: their own path, boxed so that a bus without them
+            // keeps the small publish future and the exact path below.
+            return Box::pin(self.publish_extended(signal)).await;
+        }
+        let started = crate::telemetry::publish_enabled().then(Instant::now);
+        let mut report = PublishReport::new(Planned::Subscriptions(self.matched(signal.ty())));
+        // The publish event names the signal: keep it then; otherwise the last target may
+        // take this reference.
+        let kept = deliver_all(signal, &mut report, started.is_some()).await;
+        if let (Some(started), Some(signal)) = (started, kept) {
+            self.published(started, &signal, &report);
+        }
+        Ok(report)
+    }
+
+    /// `publish` on a bus with a journal or middleware: `before_publish`, the append, the
+    /// delivery, `after_publish`.
+    async fn publish_extended(&self, signal: Arc<Signal>) -> Result<PublishReport, BusError> {
         let signal = match &self.inner.middleware {
             None => signal,
             Some(chain) => self.type_checked(middleware::before_publish(chain, signal).await?)?,
@@ -906,21 +925,27 @@ impl Bus {
             middleware::after_publish(chain, signal, &report);
         }
         if let (Some(started), Some(signal)) = (started, kept) {
-            let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-            crate::telemetry::published(
-                &self.inner.name,
-                &signal,
-                crate::telemetry::PublishCounts {
-                    targets: report.len(),
-                    delivered: report.delivered(),
-                    queued: report.queued(),
-                    dropped: report.dropped(),
-                    failed: report.failed(),
-                },
-                micros,
-            );
+            self.published(started, &signal, &report);
         }
         Ok(report)
+    }
+
+    /// The `signal_bus::publish` event.
+    #[cold]
+    fn published(&self, started: Instant, signal: &Signal, report: &PublishReport) {
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        crate::telemetry::published(
+            &self.inner.name,
+            signal,
+            crate::telemetry::PublishCounts {
+                targets: report.len(),
+                delivered: report.delivered(),
+                queued: report.queued(),
+                dropped: report.dropped(),
+                failed: report.failed(),
+            },
+            micros,
+        );
     }
 
     /// Appends `signal` to the journal (the cold part of `publish`).
