@@ -137,7 +137,12 @@ fn json_or_text(content_type: Option<&str>) -> bool {
     let Some(ct) = content_type else {
         return true;
     };
-    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     essence == "application/json"
         || essence == "text/json"
         || essence.ends_with("+json")
