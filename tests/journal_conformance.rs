@@ -11,6 +11,10 @@ mod journal_suite;
 #[path = "support/scratch.rs"]
 mod scratch;
 
+#[cfg(feature = "postgres")]
+#[path = "support/pg_db.rs"]
+mod pg_db;
+
 use std::sync::Arc;
 
 use signal_bus::{journal::JournalStore, queue::MemoryStore};
@@ -242,110 +246,43 @@ mod postgres {
         journal::JournalStore,
         queue::{JobStore, NewJob, PostgresStore},
     };
-    use sqlx::{postgres::PgConnectOptions, ConnectOptions, Connection, Executor, PgConnection};
 
     use super::journal_suite::{all, seqs, sig, sigs, t0};
-    use crate::journal_suite;
+    use crate::{journal_suite, pg_db::TestDb};
 
-    /// The server under test, when the tests should run.
-    fn base_url() -> Option<String> {
-        let url = std::env::var("SIGNAL_BUS_POSTGRES_URL").ok();
-        if url.is_none() {
-            eprintln!("SIGNAL_BUS_POSTGRES_URL is not set: PostgreSQL journal test skipped");
-        }
-        url
+    /// A store on the test's fresh database.
+    async fn connect(db: &TestDb) -> PostgresStore {
+        PostgresStore::connect(&db.url)
+            .await
+            .expect("connect the store")
     }
 
-    /// A fresh database, dropped by [`TestDb::drop_db`] (or on drop when a test fails).
-    struct TestDb {
-        base: String,
-        name: String,
-        url: String,
-        dropped: bool,
-    }
-
-    impl TestDb {
-        async fn new() -> Option<TestDb> {
-            let base = base_url()?;
-            let mut admin = PgConnection::connect(&base).await.unwrap_or_else(|e| {
-                panic!("PostgreSQL must be reachable at SIGNAL_BUS_POSTGRES_URL ({base}): {e}")
-            });
-            let name = format!("signal_bus_test_{}", uuid::Uuid::now_v7().simple());
-            admin
-                .execute(format!("CREATE DATABASE {name}").as_str())
-                .await
-                .expect("create the test database");
-            let options: PgConnectOptions = base.parse().expect("parse SIGNAL_BUS_POSTGRES_URL");
-            let url = options.database(&name).to_url_lossy().to_string();
-            Some(TestDb {
-                base,
-                name,
-                url,
-                dropped: false,
-            })
+    /// Closes `stores`, then drops the test's database.
+    async fn drop_db(db: TestDb, stores: impl IntoIterator<Item = PostgresStore>) {
+        for store in stores {
+            store.pool().close().await;
         }
-
-        async fn store(&self) -> PostgresStore {
-            PostgresStore::connect(&self.url)
-                .await
-                .expect("connect the store")
-        }
-
-        async fn drop_db(mut self, stores: impl IntoIterator<Item = PostgresStore>) {
-            for store in stores {
-                store.pool().close().await;
-            }
-            drop_database(&self.base, &self.name)
-                .await
-                .expect("drop the test database");
-            self.dropped = true;
-        }
-    }
-
-    impl Drop for TestDb {
-        /// A failed test still drops its database (on a thread of its own: no async drop).
-        fn drop(&mut self) {
-            if self.dropped {
-                return;
-            }
-            let (base, name) = (self.base.clone(), self.name.clone());
-            let _ = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                let _ = runtime.block_on(drop_database(&base, &name));
-            })
-            .join();
-        }
-    }
-
-    async fn drop_database(base: &str, name: &str) -> Result<(), sqlx::Error> {
-        let mut admin = PgConnection::connect(base).await?;
-        admin
-            .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-            .await?;
-        Ok(())
+        db.drop_db().await;
     }
 
     async fn fresh() -> Option<(Arc<dyn JournalStore>, (TestDb, PostgresStore))> {
-        let db = TestDb::new().await?;
-        let store = db.store().await;
+        let db = TestDb::new("journal_conformance").await?;
+        let store = connect(&db).await;
         Some((Arc::new(store.clone()), (db, store)))
     }
 
     async fn finish((db, store): (TestDb, PostgresStore)) {
-        db.drop_db([store]).await;
+        drop_db(db, [store]).await;
     }
 
     journal_suite!(conformance, fresh, finish);
 
     #[tokio::test]
     async fn corrupt_rows_are_reported_with_their_seq() {
-        let Some(db) = TestDb::new().await else {
+        let Some(db) = TestDb::new("journal_conformance").await else {
             return;
         };
-        let store = db.store().await;
+        let store = connect(&db).await;
         let mut batch = sigs("a.x", 0, 3);
         batch.push(sig("b.y", 3));
         store.append("j", &batch, t0()).await.unwrap();
@@ -362,7 +299,7 @@ mod postgres {
             .await
             .unwrap();
         super::check_corrupt(&store).await;
-        db.drop_db([store]).await;
+        drop_db(db, [store]).await;
     }
 
     /// Eight appenders, each on a pool of its own (as eight processes would be), append
@@ -374,7 +311,7 @@ mod postgres {
         const APPENDERS: usize = 8;
         const EACH: usize = 250;
         const TOTAL: u64 = (APPENDERS * EACH) as u64;
-        let Some(db) = TestDb::new().await else {
+        let Some(db) = TestDb::new("journal_conformance").await else {
             return;
         };
         let mut stores = Vec::new();
@@ -446,17 +383,17 @@ mod postgres {
         let expected: BTreeSet<String> = (0..APPENDERS * EACH).map(|n| format!("s{n}")).collect();
         assert_eq!(ids, expected);
         assert_eq!(stores[0].head("j").await.unwrap(), TOTAL);
-        db.drop_db(stores).await;
+        drop_db(db, stores).await;
     }
 
     /// A database made before the journal existed gets its tables on connect, and keeps
     /// its jobs.
     #[tokio::test]
     async fn a_database_from_before_the_journal_is_upgraded() {
-        let Some(db) = TestDb::new().await else {
+        let Some(db) = TestDb::new("journal_conformance").await else {
             return;
         };
-        let store = db.store().await;
+        let store = connect(&db).await;
         let job_id = store
             .enqueue(None, &NewJob::new("w", serde_json::json!({ "k": 1 })))
             .await
@@ -472,7 +409,7 @@ mod postgres {
             sqlx::query(statement).execute(store.pool()).await.unwrap();
         }
         store.pool().close().await;
-        let store = db.store().await;
+        let store = connect(&db).await;
         assert_eq!(
             store.append("j", &sigs("a", 0, 2), t0()).await.unwrap(),
             [1, 2]
@@ -485,6 +422,6 @@ mod postgres {
                 .await
                 .unwrap();
         assert_eq!(versions, [1, 2, 3, 4]);
-        db.drop_db([store]).await;
+        drop_db(db, [store]).await;
     }
 }
