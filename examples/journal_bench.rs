@@ -42,6 +42,14 @@ struct Args {
     replay: usize,
     persistent: usize,
     runs: usize,
+    /// Only this part (`publish`, `postgres`, `replay` or `persistent`), or all of them.
+    only: Option<String>,
+}
+
+impl Args {
+    fn runs(&self, part: &str) -> bool {
+        self.only.as_deref().is_none_or(|only| only == part)
+    }
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -51,12 +59,22 @@ fn parse_args() -> Result<Args, String> {
         replay: 1_000_000,
         persistent: 20_000,
         runs: 3,
+        only: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let value = it
             .next()
             .ok_or_else(|| format!("flag {flag} needs a value"))?;
+        if flag == "--only" {
+            if !["publish", "postgres", "replay", "persistent"].contains(&value.as_str()) {
+                return Err(format!(
+                    "--only takes publish, postgres, replay or persistent, got `{value}`"
+                ));
+            }
+            args.only = Some(value);
+            continue;
+        }
         let n: usize = value
             .replace('_', "")
             .parse()
@@ -277,6 +295,188 @@ async fn postgres(args: &Args) {
     println!("PostgreSQL ratio publish/enqueue: {:.2}", p / q);
 }
 
+fn rounded(rates: &[f64]) -> Vec<f64> {
+    rates.iter().map(|x| x.round()).collect()
+}
+
+/// Journaled publish beside queue enqueue and the raw baseline, alternating their order
+/// from run to run so neither side always runs on a warmer disk cache.
+async fn sqlite_publish(args: &Args, scratch: &Scratch) {
+    let (mut publish, mut enqueue, mut raw) = (Vec::new(), Vec::new(), Vec::new());
+    for run in 0..args.runs {
+        if run % 2 == 0 {
+            publish.push(journaled_publish(args, scratch, run).await);
+            enqueue.push(queue_enqueue(args, scratch, run).await);
+            raw.push(raw_inserts(args, scratch, run).await);
+        } else {
+            raw.push(raw_inserts(args, scratch, run).await);
+            enqueue.push(queue_enqueue(args, scratch, run).await);
+            publish.push(journaled_publish(args, scratch, run).await);
+        }
+    }
+    let (p, q, r) = (
+        median(publish.clone()),
+        median(enqueue.clone()),
+        median(raw.clone()),
+    );
+    println!(
+        "journaled publish, {} publishers, {} signals: {:>9.0} signals/s (runs: {:?})",
+        args.publishers,
+        args.signals,
+        p,
+        rounded(&publish)
+    );
+    println!(
+        "queue enqueue_signal, {} producers, {} jobs:   {:>9.0} jobs/s    (runs: {:?})",
+        args.publishers,
+        args.signals,
+        q,
+        rounded(&enqueue)
+    );
+    println!(
+        "raw sqlx, the same inserts {} to a transaction: {:>9.0} rows/s    (runs: {:?})",
+        args.publishers,
+        r,
+        rounded(&raw)
+    );
+    println!(
+        "ratio publish/enqueue: {:.2}; raw/publish: {:.2}",
+        p / q,
+        r / p
+    );
+}
+
+/// Replay through the bus beside a raw sqlx read of the same file, alternately.
+async fn sqlite_replay(args: &Args, scratch: &Scratch) {
+    let fill = Instant::now();
+    let path = scratch.file("replay.db");
+    let big = filled(&path, args.replay).await;
+    eprintln!("(filled {} entries in {:?})", args.replay, fill.elapsed());
+    let raw_pool = raw_pool(&path).await;
+    let (mut rates, mut raw) = (Vec::new(), Vec::new());
+    for run in 0..args.runs {
+        if run % 2 == 0 {
+            rates.push(replay(&big, args.replay).await);
+            raw.push(raw_read(&raw_pool, args.replay).await);
+        } else {
+            raw.push(raw_read(&raw_pool, args.replay).await);
+            rates.push(replay(&big, args.replay).await);
+        }
+    }
+    let (b, r) = (median(rates.clone()), median(raw.clone()));
+    println!(
+        "replay from the beginning of {} entries: {:>9.0} signals/s (runs: {:?})",
+        args.replay,
+        b,
+        rounded(&rates)
+    );
+    println!(
+        "raw sqlx, SELECT pages of 1,000 + parse:     {:>9.0} signals/s (runs: {:?})",
+        r,
+        rounded(&raw)
+    );
+    println!("ratio raw/replay: {:.2}", r / b);
+    raw_pool.close().await;
+}
+
+/// A plain sqlx pool on `path` set up as the store's connections are (WAL, FULL).
+async fn raw_pool(path: &std::path::Path) -> sqlx::SqlitePool {
+    use sqlx::sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+    };
+    SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(
+            SqliteConnectOptions::new()
+                .filename(path)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Full)
+                .busy_timeout(Duration::from_secs(5)),
+        )
+        .await
+        .expect("a raw pool")
+}
+
+/// The raw baseline of journaled publish: the same rows (the journal's schema, one
+/// `INSERT` each, the head row kept) written by one task, `--publishers` rows to a synced
+/// transaction: what group commit would reach if every publisher's signal always made the
+/// same commit and nothing else ran.
+async fn raw_inserts(args: &Args, scratch: &Scratch, run: usize) -> f64 {
+    let path = scratch.file(&format!("raw-{run}.db"));
+    // The schema from the store, then plain sqlx.
+    drop(SqliteStore::open(&path).await.expect("create the raw file"));
+    let pool = raw_pool(&path).await;
+    let signals: Vec<(String, Vec<u8>)> = (0..args.signals)
+        .map(|i| {
+            let s = signal(i);
+            (s.ty().to_owned(), s.to_json_vec())
+        })
+        .collect();
+    let started = Instant::now();
+    let mut seq = 0i64;
+    for batch in signals.chunks(args.publishers) {
+        let at = chrono::Utc::now().timestamp_millis();
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.expect("begin");
+        sqlx::query(
+            "INSERT INTO signal_bus_journal_heads (journal, last_seq) VALUES ('default', ?1)
+             ON CONFLICT (journal) DO UPDATE SET last_seq = last_seq + excluded.last_seq",
+        )
+        .bind(batch.len() as i64)
+        .execute(&mut *tx)
+        .await
+        .expect("head row");
+        for (ty, body) in batch {
+            seq += 1;
+            sqlx::query(
+                "INSERT INTO signal_bus_journal (journal, seq, appended_at, type, body, size)
+                 VALUES ('default', ?, ?, ?, ?, ?)",
+            )
+            .bind(seq)
+            .bind(at)
+            .bind(ty)
+            .bind(&body[..])
+            .bind(body.len() as i64)
+            .execute(&mut *tx)
+            .await
+            .expect("insert");
+        }
+        tx.commit().await.expect("commit");
+    }
+    let rate = args.signals as f64 / started.elapsed().as_secs_f64();
+    pool.close().await;
+    rate
+}
+
+/// The raw baseline of replay: `SELECT seq, body` pages of 1,000 in sequence order, each
+/// body parsed with `Signal::from_json_slice`.
+async fn raw_read(pool: &sqlx::SqlitePool, n: usize) -> f64 {
+    use sqlx::Row;
+    let started = Instant::now();
+    let (mut after, mut read) = (0i64, 0);
+    loop {
+        let rows = sqlx::query(
+            "SELECT seq, body FROM signal_bus_journal WHERE journal = 'default' AND seq > ?
+             ORDER BY seq LIMIT 1000",
+        )
+        .bind(after)
+        .fetch_all(pool)
+        .await
+        .expect("a page");
+        if rows.is_empty() {
+            break;
+        }
+        for row in &rows {
+            let body: &[u8] = row.get(1);
+            let signal = Signal::from_json_slice(body).expect("a stored signal");
+            std::hint::black_box(Arc::new(signal));
+            after = row.get(0);
+            read += 1;
+        }
+    }
+    assert_eq!(read, n, "the raw read returns every entry");
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = parse_args().map_err(|e| {
@@ -284,64 +484,30 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         e
     })?;
     let scratch = Scratch::new();
-    let (mut publish, mut enqueue) = (Vec::new(), Vec::new());
-    for run in 0..args.runs {
-        // Alternate the order so neither side always runs on a warmer disk cache.
-        if run % 2 == 0 {
-            publish.push(journaled_publish(&args, &scratch, run).await);
-            enqueue.push(queue_enqueue(&args, &scratch, run).await);
-        } else {
-            enqueue.push(queue_enqueue(&args, &scratch, run).await);
-            publish.push(journaled_publish(&args, &scratch, run).await);
-        }
+    if args.runs("publish") {
+        sqlite_publish(&args, &scratch).await;
     }
-    let (p, q) = (median(publish.clone()), median(enqueue.clone()));
-    println!(
-        "journaled publish, {} publishers, {} signals: {:>9.0} signals/s (runs: {:?})",
-        args.publishers,
-        args.signals,
-        p,
-        publish.iter().map(|x| x.round()).collect::<Vec<_>>()
-    );
-    println!(
-        "queue enqueue_signal, {} producers, {} jobs:   {:>9.0} jobs/s    (runs: {:?})",
-        args.publishers,
-        args.signals,
-        q,
-        enqueue.iter().map(|x| x.round()).collect::<Vec<_>>()
-    );
-    println!("ratio publish/enqueue: {:.2}", p / q);
-
     #[cfg(feature = "postgres")]
-    postgres(&args).await;
-
-    let fill = Instant::now();
-    let big = filled(&scratch.file("replay.db"), args.replay).await;
-    eprintln!("(filled {} entries in {:?})", args.replay, fill.elapsed());
-    let mut rates = Vec::new();
-    for _ in 0..args.runs {
-        rates.push(replay(&big, args.replay).await);
+    if args.runs("postgres") {
+        postgres(&args).await;
     }
-    println!(
-        "replay from the beginning of {} entries: {:>9.0} signals/s (runs: {:?})",
-        args.replay,
-        median(rates.clone()),
-        rates.iter().map(|x| x.round()).collect::<Vec<_>>()
-    );
-    drop(big);
-
-    let small = filled(&scratch.file("persistent.db"), args.persistent).await;
-    for in_flight in [1, 64] {
-        let mut rates = Vec::new();
-        for run in 0..args.runs {
-            rates.push(persistent(&small, args.persistent, in_flight, run).await);
+    if args.runs("replay") {
+        sqlite_replay(&args, &scratch).await;
+    }
+    if args.runs("persistent") {
+        let small = filled(&scratch.file("persistent.db"), args.persistent).await;
+        for in_flight in [1, 64] {
+            let mut rates = Vec::new();
+            for run in 0..args.runs {
+                rates.push(persistent(&small, args.persistent, in_flight, run).await);
+            }
+            println!(
+                "persistent subscription, max_in_flight {in_flight}, {} entries: {:>9.0} signals/s (runs: {:?})",
+                args.persistent,
+                median(rates.clone()),
+                rounded(&rates)
+            );
         }
-        println!(
-            "persistent subscription, max_in_flight {in_flight}, {} entries: {:>9.0} signals/s (runs: {:?})",
-            args.persistent,
-            median(rates.clone()),
-            rates.iter().map(|x| x.round()).collect::<Vec<_>>()
-        );
     }
     tokio::time::sleep(Duration::from_millis(10)).await;
     Ok(())

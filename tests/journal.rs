@@ -167,6 +167,107 @@ where
     assert!(collect(&other, "**", Replay::Beginning).await.is_empty());
 }
 
+on_every_store!(
+    replay_reads_ahead_without_skipping_or_repeating,
+    replay_reads_ahead
+);
+/// Replay reads pages ahead while the journal gives full, consecutive pages. Appends while
+/// the replay runs, a pruned prefix and a replay dropped half way must neither skip nor repeat
+/// an entry.
+async fn replay_reads_ahead<S, F, Fut>(open: F)
+where
+    S: JournalStore + Clone,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = S>,
+{
+    let bus = Bus::builder()
+        .journal(
+            Journal::new(open().await)
+                .retention(JournalRetention::default().max_entries(3_700))
+                // Pruned only when the test says so.
+                .prune_interval(Duration::from_secs(24 * 3600)),
+        )
+        .build()
+        .unwrap();
+    for n in 0..4_500 {
+        bus.publish(signal("a.b", n)).await.unwrap();
+    }
+    // Appends while a replay reads ahead: the replay gives s0, s1, ... with no gap and no
+    // repeat, up to at least what the journal held when it started.
+    let mut stream = bus.replay("**", Replay::Beginning).await.unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..10 {
+        seen.push(stream.next().await.unwrap().unwrap().id().to_owned());
+    }
+    let appender = {
+        let bus = bus.clone();
+        tokio::spawn(async move {
+            for n in 4_500..5_500 {
+                bus.publish(signal("a.b", n)).await.unwrap();
+            }
+        })
+    };
+    while let Some(s) = stream.next().await {
+        seen.push(s.unwrap().id().to_owned());
+    }
+    appender.await.unwrap();
+    assert!(seen.len() >= 4_500, "only {} replayed", seen.len());
+    let expected: Vec<String> = (0..seen.len()).map(|n| format!("s{n}")).collect();
+    assert!(seen == expected, "replay skipped or repeated an entry");
+    // A replay dropped while it reads ahead leaves the bus working.
+    let mut stream = bus.replay("**", Replay::Beginning).await.unwrap();
+    stream.next().await.unwrap().unwrap();
+    drop(stream);
+    // A pruned prefix: the first page starts past the gap, then full pages follow.
+    assert_eq!(bus.prune_journal().await.unwrap(), 5_500 - 3_700);
+    let kept = collect(&bus, "**", Replay::Beginning).await;
+    let expected: Vec<String> = (1_800..5_500).map(|n| format!("s{n}")).collect();
+    assert!(
+        kept == expected,
+        "replay after pruning skipped or repeated an entry"
+    );
+    assert_eq!(
+        collect(&bus, "**", Replay::After(4_000)).await,
+        (4_000..5_500).map(|n| format!("s{n}")).collect::<Vec<_>>()
+    );
+}
+
+/// A journal with holes in the middle (rows deleted behind the store's back): the page read
+/// ahead no longer starts where the page before it ended, and is read again from the right
+/// place.
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_across_holes_in_a_sqlite_journal() {
+    let dir = scratch::TempDir::new("journal-holes");
+    let path = dir.0.join("journal.db");
+    let store = signal_bus::queue::SqliteStore::open(&path).await.unwrap();
+    let bus = Bus::builder().journal(store).build().unwrap();
+    for n in 1..=5_000 {
+        let report = bus.publish(signal("a.b", n)).await.unwrap();
+        assert_eq!(report.journal_seq(), Some(n as u64));
+    }
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    for (from, to) in [(1_200, 1_700), (2_999, 3_001), (4_001, 4_001)] {
+        sqlx::query("DELETE FROM signal_bus_journal WHERE seq BETWEEN ?1 AND ?2")
+            .bind(from)
+            .bind(to)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    pool.close().await;
+    let expected: Vec<String> = (1..=5_000)
+        .filter(|n| !(1_200..=1_700).contains(n) && !(2_999..=3_001).contains(n) && *n != 4_001)
+        .map(|n| format!("s{n}"))
+        .collect();
+    assert!(
+        collect(&bus, "**", Replay::Beginning).await == expected,
+        "replay across holes skipped or repeated an entry"
+    );
+}
+
 on_every_store!(persistent_resumes_after_the_checkpoint, persistent_resumes);
 async fn persistent_resumes<S, F, Fut>(open: F)
 where

@@ -16,20 +16,49 @@ use crate::{Pattern, Signal};
 /// Entries read per page.
 pub(crate) const PAGE: usize = 1_000;
 
+/// Pages read at once while the journal keeps giving full pages of consecutive sequence
+/// numbers: the next page and the one after it, so the database reads one while this
+/// process parses the other (and the caller consumes the page before them).
+const AHEAD: usize = 2;
+
 type Read = BoxFuture<'static, Result<JournalPage, JournalError>>;
+
+/// One page being read: where it starts, the read, and the task running it (aborted when
+/// the read is dropped unfinished).
+struct PageRead {
+    after: u64,
+    read: Read,
+    task: Option<tokio::task::AbortHandle>,
+}
+
+impl Drop for PageRead {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
 
 /// The signals of a journal that match a pattern, in journal order: what
 /// [`Bus::replay`](crate::Bus::replay) returns. Reads the journal a page (1,000 entries) at
 /// a time, never the whole journal, and ends once it has read every entry the journal held
 /// when that last page was read. A store failure is yielded as an error item; the stream
 /// ends after it.
+///
+/// While pages come back full and with consecutive sequence numbers (a journal being read
+/// from its past), the next page is read ahead, on a task of its own, while this one is
+/// consumed: at most three pages (3,000 signals) are held at a time. A page read ahead is used
+/// only when it starts exactly where the page before it ended; otherwise it is dropped and
+/// read again from the right place, so reading ahead never skips or repeats an entry.
 pub struct ReplayStream {
     store: Arc<dyn JournalStore>,
     journal: Arc<str>,
     pattern: Arc<Pattern>,
     after: u64,
     buffer: VecDeque<(u64, Arc<Signal>)>,
-    read: Option<Read>,
+    reads: VecDeque<PageRead>,
+    /// Whether the last page was full and consecutive: then reading ahead pays.
+    ahead: bool,
     done: bool,
     last_seq: u64,
 }
@@ -58,7 +87,8 @@ impl ReplayStream {
             pattern: Arc::new(pattern),
             after,
             buffer: VecDeque::new(),
-            read: None,
+            reads: VecDeque::new(),
+            ahead: false,
             done: false,
             last_seq: after,
         }
@@ -69,18 +99,52 @@ impl ReplayStream {
         self.last_seq
     }
 
-    /// The read of the next page. It runs when polled, on the caller's task: reading it on a
-    /// task of its own, to overlap it with the caller's work, measured slower on two cores
-    /// (`examples/journal_bench.rs`: 131-154k against 163-173k signals/s).
-    fn next_read(&self) -> Read {
+    /// The read of the page after `after`: on a task of its own when a Tokio runtime is
+    /// at hand (so it proceeds while the caller consumes the page before it), else when
+    /// polled.
+    fn page_read(&self, after: u64) -> PageRead {
         let store = Arc::clone(&self.store);
         let journal = Arc::clone(&self.journal);
         let pattern = Arc::clone(&self.pattern);
-        let after = self.after;
-        Box::pin(async move {
+        let read = async move {
             let filter = |ty: &str| pattern.matches(ty);
             store.read(&journal, after, PAGE, Some(&filter)).await
-        })
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let task = runtime.spawn(read);
+                let abort = task.abort_handle();
+                PageRead {
+                    after,
+                    read: Box::pin(async move {
+                        match task.await {
+                            Ok(page) => page,
+                            // A store that panics panics the caller, as a read polled in
+                            // place would; the task is aborted only once its read is dropped.
+                            Err(e) => std::panic::resume_unwind(e.into_panic()),
+                        }
+                    }),
+                    task: Some(abort),
+                }
+            }
+            Err(_) => PageRead {
+                after,
+                read: Box::pin(read),
+                task: None,
+            },
+        }
+    }
+
+    /// Starts the reads the stream needs: the next page, and while pages come back full and
+    /// consecutive, the one after it.
+    fn start_reads(&mut self) {
+        if self.reads.is_empty() {
+            self.reads.push_back(self.page_read(self.after));
+        }
+        while self.ahead && self.reads.len() < AHEAD {
+            let after = self.reads.back().map_or(self.after, |r| r.after) + PAGE as u64;
+            self.reads.push_back(self.page_read(after));
+        }
     }
 }
 
@@ -97,35 +161,47 @@ impl Stream for ReplayStream {
             if this.done {
                 return Poll::Ready(None);
             }
-            if this.read.is_none() {
-                this.read = Some(this.next_read());
-            }
-            let Some(read) = this.read.as_mut() else {
+            this.start_reads();
+            let Some(next) = this.reads.front_mut() else {
                 continue;
             };
-            let page = match read.as_mut().poll(cx) {
+            let page = match next.read.as_mut().poll(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(page) => page,
             };
-            this.read = None;
+            if let Some(mut read) = this.reads.pop_front() {
+                // Finished: nothing to abort.
+                read.task = None;
+            }
             match page {
                 Err(e) => {
                     this.done = true;
+                    this.reads.clear();
                     return Poll::Ready(Some(Err(e)));
                 }
                 Ok(page) => {
                     if page.scanned_to <= this.after {
                         this.done = true;
+                        this.reads.clear();
                         continue;
                     }
+                    // Full and consecutive: the page read ahead starts where this one ends.
+                    // Otherwise (the end of the journal, or a gap) it does not: read again
+                    // from where this page ended.
+                    let full = page.scanned_to == this.after + PAGE as u64;
+                    if !full {
+                        this.reads.clear();
+                    }
+                    this.ahead = full;
                     this.after = page.scanned_to;
                     this.buffer
                         .extend(page.entries.into_iter().map(|e| (e.seq, e.signal)));
+                    // The next pages are read while this one is consumed.
+                    this.start_reads();
                     if this.buffer.is_empty() {
                         // A page of other types: read on.
                         continue;
                     }
-                    // The next read starts when this page is consumed.
                 }
             }
         }
