@@ -94,9 +94,8 @@ impl JournalStore for MemoryStore {
         Ok(self.with_journal(journal, |j| {
             j.entries
                 .iter()
-                .take_while(|(_, (at, _, _))| *at < time)
-                .last()
-                .map_or(0, |(seq, _)| *seq)
+                .find(|(_, (at, _, _))| *at >= time)
+                .map_or(j.head, |(seq, _)| seq - 1)
         }))
     }
 

@@ -41,7 +41,9 @@ pub use crate::error::JournalError;
 pub enum Replay {
     /// The first entry the journal still holds.
     Beginning,
-    /// The first entry appended at or after this time.
+    /// The first entry (lowest sequence number) appended at or after this time, and every
+    /// entry after it: when appenders' clocks disagree, none appended at or after the time is
+    /// left out.
     Since(DateTime<Utc>),
     /// The entry after this sequence number.
     After(u64),

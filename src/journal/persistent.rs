@@ -52,7 +52,9 @@ pub enum StartAt {
     Now,
     /// The journal's first entry.
     Beginning,
-    /// The first entry appended at or after this time.
+    /// The first entry (lowest sequence number) appended at or after this time, and every
+    /// entry after it: when appenders' clocks disagree, none appended at or after the time is
+    /// left out.
     Time(DateTime<Utc>),
     /// The entry after this sequence number.
     After(u64),

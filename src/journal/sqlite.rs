@@ -294,13 +294,14 @@ impl JournalStore for SqliteStore {
     }
 
     async fn seq_before(&self, journal: &str, time: DateTime<Utc>) -> Result<u64, JournalError> {
+        // The lowest sequence number appended at or after `time`, not the latest entry before
+        // it: appenders whose clocks disagree can give a later entry an earlier time.
         let seq: Option<i64> = sqlx::query_scalar(
-            "SELECT seq FROM signal_bus_journal WHERE journal = ?1 AND appended_at < ?2
-             ORDER BY appended_at DESC, seq DESC LIMIT 1",
+            "SELECT min(seq) FROM signal_bus_journal WHERE journal = ?1 AND appended_at >= ?2",
         )
         .bind(journal)
         .bind(to_ms(time))
-        .fetch_optional(self.reader_pool())
+        .fetch_one(self.reader_pool())
         .await
         .map_err(|e| {
             failed(
@@ -308,7 +309,10 @@ impl JournalStore for SqliteStore {
                 e,
             )
         })?;
-        Ok(seq.map_or(0, seq_of))
+        match seq {
+            Some(seq) => Ok(seq_of(seq).saturating_sub(1)),
+            None => self.head(journal).await,
+        }
     }
 
     async fn checkpoint(&self, journal: &str, name: &str) -> Result<Option<u64>, JournalError> {

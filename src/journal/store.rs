@@ -197,8 +197,12 @@ pub trait JournalStore: Send + Sync + 'static {
     /// The store is unreachable.
     async fn head(&self, journal: &str) -> Result<u64, JournalError>;
 
-    /// The highest sequence number of an entry appended before `time` (0 when none): a
-    /// replay "since `time`" reads after it.
+    /// Where a replay "since `time`" starts: one less than the lowest sequence number of an
+    /// entry appended at or after `time`, or the journal's [`head`](JournalStore::head) when
+    /// there is none. Reading after it yields every entry appended at or after `time`, also
+    /// when appenders' clocks disagree and a later entry carries an earlier time (the entries
+    /// after it that were appended before `time` then come along: never fewer, sometimes
+    /// more).
     ///
     /// # Errors
     /// The store is unreachable.

@@ -74,6 +74,7 @@ macro_rules! journal_suite {
             reads_in_order_with_paging,
             filter_skips_types_and_scanned_to_advances,
             head_and_seq_before,
+            seq_before_with_clocks_out_of_order,
             journals_are_independent,
             checkpoints,
             leases,
@@ -254,9 +255,30 @@ pub async fn head_and_seq_before(s: &dyn JournalStore) {
         .unwrap();
     assert_eq!(gone, 9);
     assert_eq!(s.head("j").await.unwrap(), 9);
-    assert_eq!(s.seq_before("j", t0() + secs(3600)).await.unwrap(), 0);
+    // Nothing at or after the time: the head (a replay from there reads what comes next).
+    assert_eq!(s.seq_before("j", t0() + secs(3600)).await.unwrap(), 9);
     assert_eq!(s.append("j", &sigs("a", 9, 1), t0()).await.unwrap(), [10]);
     assert_eq!(s.head("j").await.unwrap(), 10);
+}
+
+/// Appenders whose clocks disagree: a later entry can carry an earlier time. A replay since a
+/// time still yields every entry appended at or after it.
+pub async fn seq_before_with_clocks_out_of_order(s: &dyn JournalStore) {
+    s.append("j", &sigs("a", 0, 2), t0() + secs(20))
+        .await
+        .unwrap(); // 1..=2 at +20 s
+    s.append("j", &sigs("a", 2, 2), t0() + secs(10))
+        .await
+        .unwrap(); // 3..=4 at +10 s: a slower clock
+    s.append("j", &sigs("a", 4, 1), t0() + secs(30))
+        .await
+        .unwrap(); // 5 at +30 s
+    let before = |t| s.seq_before("j", t);
+    // Since +15 s: 1 and 2 (+20 s) are in, so the replay starts at the beginning.
+    assert_eq!(before(t0() + secs(15)).await.unwrap(), 0);
+    assert_eq!(before(t0() + secs(5)).await.unwrap(), 0);
+    assert_eq!(before(t0() + secs(25)).await.unwrap(), 4);
+    assert_eq!(before(t0() + secs(31)).await.unwrap(), 5);
 }
 
 pub async fn journals_are_independent(s: &dyn JournalStore) {
