@@ -180,9 +180,15 @@ impl JournalStore for PostgresStore {
 
     async fn seq_before(&self, journal: &str, time: DateTime<Utc>) -> Result<u64, JournalError> {
         // The lowest sequence number appended at or after `time`, not the latest entry before
-        // it: appenders whose clocks disagree can give a later entry an earlier time.
-        let seq: Option<i64> = sqlx::query_scalar(
-            "SELECT min(seq) FROM signal_bus_journal WHERE journal = $1 AND appended_at >= $2",
+        // it: appenders whose clocks disagree can give a later entry an earlier time. When
+        // there is none, the head, read in the same statement (one snapshot): an entry
+        // committed between two statements would be neither found nor read after.
+        let seq: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(
+                 (SELECT min(seq) - 1 FROM signal_bus_journal
+                  WHERE journal = $1 AND appended_at >= $2),
+                 (SELECT last_seq FROM signal_bus_journal_heads WHERE journal = $1),
+                 0)",
         )
         .bind(journal)
         .bind(to_ms(time))
@@ -194,10 +200,7 @@ impl JournalStore for PostgresStore {
                 e,
             )
         })?;
-        match seq {
-            Some(seq) => Ok(seq_of(seq).saturating_sub(1)),
-            None => self.head(journal).await,
-        }
+        Ok(seq_of(seq))
     }
 
     async fn checkpoint(&self, journal: &str, name: &str) -> Result<Option<u64>, JournalError> {

@@ -45,11 +45,15 @@ impl Drop for PageRead {
 /// when that last page was read. A store failure is yielded as an error item; the stream
 /// ends after it.
 ///
-/// While pages come back full and with consecutive sequence numbers (a journal being read
-/// from its past), the next page is read ahead, on a task of its own, while this one is
-/// consumed: at most three pages (3,000 signals) are held at a time. A page read ahead is used
-/// only when it starts exactly where the page before it ended; otherwise it is dropped and
-/// read again from the right place, so reading ahead never skips or repeats an entry.
+/// Within a Tokio runtime, page reads run on tasks of their own: the next page is read as
+/// soon as the one before it arrives, while that one is consumed, and while pages come back
+/// full and with consecutive sequence numbers (a journal being read from its past), the page
+/// after it too; at most three pages (3,000 signals) are held at a time. A page read ahead is
+/// used only when it starts exactly where the page before it ended; otherwise it is dropped
+/// and read again from the right place, so reading ahead never skips or repeats an entry. So
+/// the read that finds the end of the journal can run before the caller has consumed the last
+/// page; entries appended after it are not part of this replay. Outside a runtime, each page
+/// is read when the stream is polled.
 pub struct ReplayStream {
     store: Arc<dyn JournalStore>,
     journal: Arc<str>,
@@ -106,13 +110,15 @@ impl ReplayStream {
         let store = Arc::clone(&self.store);
         let journal = Arc::clone(&self.journal);
         let pattern = Arc::clone(&self.pattern);
+        let backend = self.store.backend();
         let read = async move {
             let filter = |ty: &str| pattern.matches(ty);
             store.read(&journal, after, PAGE, Some(&filter)).await
         };
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
-                let task = runtime.spawn(read);
+                // In the caller's span, as a read polled in place would be.
+                let task = runtime.spawn(tracing::Instrument::in_current_span(read));
                 let abort = task.abort_handle();
                 PageRead {
                     after,
@@ -120,8 +126,14 @@ impl ReplayStream {
                         match task.await {
                             Ok(page) => page,
                             // A store that panics panics the caller, as a read polled in
-                            // place would; the task is aborted only once its read is dropped.
-                            Err(e) => std::panic::resume_unwind(e.into_panic()),
+                            // place would.
+                            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                            // Cancelled: this stream aborts a read only once it is dropped, so
+                            // the runtime is shutting down.
+                            Err(_) => Err(JournalError::store(
+                                backend,
+                                "the page read was cancelled: the runtime is shutting down",
+                            )),
                         }
                     }),
                     task: Some(abort),
