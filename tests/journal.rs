@@ -636,133 +636,13 @@ async fn refusals_name_what_is_wrong() {
 /// A store whose appends fail: publish reports it and delivers nothing.
 #[tokio::test]
 async fn a_failed_append_delivers_nothing() {
-    #[derive(Clone)]
-    struct Broken(MemoryStore);
-    #[signal_bus::async_trait]
-    impl JournalStore for Broken {
-        fn backend(&self) -> &'static str {
-            "broken"
-        }
-        async fn append(
-            &self,
-            _: &str,
-            _: &[Arc<Signal>],
-            _: chrono::DateTime<chrono::Utc>,
-        ) -> Result<Vec<u64>, signal_bus::journal::JournalError> {
-            Err(signal_bus::journal::JournalError::store(
-                "broken",
-                "disk full",
-            ))
-        }
-        async fn read(
-            &self,
-            j: &str,
-            after: u64,
-            limit: usize,
-            filter: Option<signal_bus::journal::TypeFilter<'_>>,
-        ) -> Result<signal_bus::journal::JournalPage, signal_bus::journal::JournalError> {
-            self.0.read(j, after, limit, filter).await
-        }
-        async fn head(&self, j: &str) -> Result<u64, signal_bus::journal::JournalError> {
-            self.0.head(j).await
-        }
-        async fn seq_before(
-            &self,
-            j: &str,
-            t: chrono::DateTime<chrono::Utc>,
-        ) -> Result<u64, signal_bus::journal::JournalError> {
-            self.0.seq_before(j, t).await
-        }
-        async fn checkpoint(
-            &self,
-            j: &str,
-            n: &str,
-        ) -> Result<Option<u64>, signal_bus::journal::JournalError> {
-            self.0.checkpoint(j, n).await
-        }
-        async fn create_checkpoint(
-            &self,
-            j: &str,
-            n: &str,
-            s: u64,
-        ) -> Result<u64, signal_bus::journal::JournalError> {
-            self.0.create_checkpoint(j, n, s).await
-        }
-        async fn save_checkpoint(
-            &self,
-            j: &str,
-            n: &str,
-            o: &str,
-            s: u64,
-        ) -> Result<bool, signal_bus::journal::JournalError> {
-            self.0.save_checkpoint(j, n, o, s).await
-        }
-        async fn acquire_lease(
-            &self,
-            j: &str,
-            n: &str,
-            o: &str,
-            u: chrono::DateTime<chrono::Utc>,
-            now: chrono::DateTime<chrono::Utc>,
-        ) -> Result<bool, signal_bus::journal::JournalError> {
-            self.0.acquire_lease(j, n, o, u, now).await
-        }
-        async fn release_lease(
-            &self,
-            j: &str,
-            n: &str,
-            o: &str,
-        ) -> Result<(), signal_bus::journal::JournalError> {
-            self.0.release_lease(j, n, o).await
-        }
-        async fn add_dead_letter(
-            &self,
-            j: &str,
-            n: &str,
-            s: u64,
-            sig: &Signal,
-            e: &str,
-            at: chrono::DateTime<chrono::Utc>,
-        ) -> Result<(), signal_bus::journal::JournalError> {
-            self.0.add_dead_letter(j, n, s, sig, e, at).await
-        }
-        async fn dead_letters(
-            &self,
-            j: &str,
-            n: &str,
-            l: usize,
-        ) -> Result<Vec<signal_bus::journal::JournalDeadLetter>, signal_bus::journal::JournalError>
-        {
-            self.0.dead_letters(j, n, l).await
-        }
-        async fn take_dead_letters(
-            &self,
-            j: &str,
-            n: &str,
-            s: Option<&[u64]>,
-        ) -> Result<Vec<signal_bus::journal::JournalDeadLetter>, signal_bus::journal::JournalError>
-        {
-            self.0.take_dead_letters(j, n, s).await
-        }
-        async fn delete_subscription(
-            &self,
-            j: &str,
-            n: &str,
-        ) -> Result<bool, signal_bus::journal::JournalError> {
-            self.0.delete_subscription(j, n).await
-        }
-        async fn prune(
-            &self,
-            j: &str,
-            r: &JournalRetention,
-            now: chrono::DateTime<chrono::Utc>,
-        ) -> Result<u64, signal_bus::journal::JournalError> {
-            self.0.prune(j, r, now).await
-        }
-    }
     let bus = Bus::builder()
         .name("b")
-        .journal(Broken(MemoryStore::new()))
+        .journal(Faulty {
+            inner: MemoryStore::new(),
+            fail_appends: true,
+            fail_reads_from: None,
+        })
         .build()
         .unwrap();
     let (tx, mut rx) = mpsc::channel(10);
@@ -773,6 +653,186 @@ async fn a_failed_append_delivers_nothing() {
         "journal `b`: journal store broken failed: disk full"
     );
     assert!(rx.try_recv().is_err(), "nothing delivered");
+}
+
+/// A memory store that fails on command: every append, or every read from a sequence number
+/// on.
+#[derive(Clone)]
+struct Faulty {
+    inner: MemoryStore,
+    fail_appends: bool,
+    fail_reads_from: Option<u64>,
+}
+
+#[signal_bus::async_trait]
+impl JournalStore for Faulty {
+    fn backend(&self) -> &'static str {
+        "broken"
+    }
+    async fn append(
+        &self,
+        j: &str,
+        signals: &[Arc<Signal>],
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<u64>, signal_bus::journal::JournalError> {
+        if self.fail_appends {
+            return Err(signal_bus::journal::JournalError::store(
+                "broken",
+                "disk full",
+            ));
+        }
+        self.inner.append(j, signals, at).await
+    }
+    async fn read(
+        &self,
+        j: &str,
+        after: u64,
+        limit: usize,
+        filter: Option<signal_bus::journal::TypeFilter<'_>>,
+    ) -> Result<signal_bus::journal::JournalPage, signal_bus::journal::JournalError> {
+        if self.fail_reads_from.is_some_and(|from| after >= from) {
+            return Err(signal_bus::journal::JournalError::store(
+                "broken",
+                format!("read after {after} refused"),
+            ));
+        }
+        self.inner.read(j, after, limit, filter).await
+    }
+    async fn head(&self, j: &str) -> Result<u64, signal_bus::journal::JournalError> {
+        self.inner.head(j).await
+    }
+    async fn seq_before(
+        &self,
+        j: &str,
+        t: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64, signal_bus::journal::JournalError> {
+        self.inner.seq_before(j, t).await
+    }
+    async fn checkpoint(
+        &self,
+        j: &str,
+        n: &str,
+    ) -> Result<Option<u64>, signal_bus::journal::JournalError> {
+        self.inner.checkpoint(j, n).await
+    }
+    async fn create_checkpoint(
+        &self,
+        j: &str,
+        n: &str,
+        s: u64,
+    ) -> Result<u64, signal_bus::journal::JournalError> {
+        self.inner.create_checkpoint(j, n, s).await
+    }
+    async fn save_checkpoint(
+        &self,
+        j: &str,
+        n: &str,
+        o: &str,
+        s: u64,
+    ) -> Result<bool, signal_bus::journal::JournalError> {
+        self.inner.save_checkpoint(j, n, o, s).await
+    }
+    async fn acquire_lease(
+        &self,
+        j: &str,
+        n: &str,
+        o: &str,
+        u: chrono::DateTime<chrono::Utc>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, signal_bus::journal::JournalError> {
+        self.inner.acquire_lease(j, n, o, u, now).await
+    }
+    async fn release_lease(
+        &self,
+        j: &str,
+        n: &str,
+        o: &str,
+    ) -> Result<(), signal_bus::journal::JournalError> {
+        self.inner.release_lease(j, n, o).await
+    }
+    async fn add_dead_letter(
+        &self,
+        j: &str,
+        n: &str,
+        s: u64,
+        sig: &Signal,
+        e: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), signal_bus::journal::JournalError> {
+        self.inner.add_dead_letter(j, n, s, sig, e, at).await
+    }
+    async fn dead_letters(
+        &self,
+        j: &str,
+        n: &str,
+        l: usize,
+    ) -> Result<Vec<signal_bus::journal::JournalDeadLetter>, signal_bus::journal::JournalError>
+    {
+        self.inner.dead_letters(j, n, l).await
+    }
+    async fn take_dead_letters(
+        &self,
+        j: &str,
+        n: &str,
+        s: Option<&[u64]>,
+    ) -> Result<Vec<signal_bus::journal::JournalDeadLetter>, signal_bus::journal::JournalError>
+    {
+        self.inner.take_dead_letters(j, n, s).await
+    }
+    async fn delete_subscription(
+        &self,
+        j: &str,
+        n: &str,
+    ) -> Result<bool, signal_bus::journal::JournalError> {
+        self.inner.delete_subscription(j, n).await
+    }
+    async fn prune(
+        &self,
+        j: &str,
+        r: &JournalRetention,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64, signal_bus::journal::JournalError> {
+        self.inner.prune(j, r, now).await
+    }
+}
+
+/// A read ahead that fails while the page before it is still being consumed: that page's
+/// signals come first, then the error, then the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_read_ahead_comes_after_the_pages_before_it() {
+    let bus = Bus::builder()
+        .journal(Faulty {
+            inner: MemoryStore::new(),
+            fail_appends: false,
+            fail_reads_from: Some(2_000),
+        })
+        .build()
+        .unwrap();
+    for n in 0..3_000 {
+        bus.publish(signal("a.b", n)).await.unwrap();
+    }
+    let mut stream = bus.replay("**", Replay::Beginning).await.unwrap();
+    let mut ok = 0;
+    let error = loop {
+        match stream.next().await {
+            Some(Ok(s)) => {
+                assert_eq!(s.id(), format!("s{ok}"));
+                ok += 1;
+            }
+            Some(Err(e)) => break e,
+            None => panic!("the replay ended without the read error, after {ok} signals"),
+        }
+    };
+    assert_eq!(ok, 2_000, "every signal before the failed page");
+    assert_eq!(
+        error.to_string(),
+        "journal store broken failed: read after 2000 refused"
+    );
+    assert!(
+        stream.next().await.is_none(),
+        "the replay ends after an error"
+    );
+    assert!(stream.next().await.is_none());
 }
 
 /// Retention through the bus: the oldest entries go, but not those a subscription has not
