@@ -887,25 +887,9 @@ impl Bus {
                 ));
             }
         }
-        if self.inner.journal.is_some() || self.inner.middleware.is_some() {
-            // A journal or middleware: their own path, boxed so that a bus without them
-            // keeps the small publish future and the exact path below.
-            return Box::pin(self.publish_extended(signal)).await;
-        }
-        let started = crate::telemetry::publish_enabled().then(Instant::now);
-        let mut report = PublishReport::new(Planned::Subscriptions(self.matched(signal.ty())));
-        // The publish event names the signal: keep it then; otherwise the last target may
-        // take this reference.
-        let kept = deliver_all(signal, &mut report, started.is_some()).await;
-        if let (Some(started), Some(signal)) = (started, kept) {
-            self.published(started, &signal, &report);
-        }
-        Ok(report)
-    }
-
-    /// `publish` on a bus with a journal or middleware: `before_publish`, the append, the
-    /// delivery, `after_publish`.
-    async fn publish_extended(&self, signal: Arc<Signal>) -> Result<PublishReport, BusError> {
+        // One path for every bus: a separate, boxed path for buses with a journal or
+        // middleware made the plain publish slower, not faster (its result was copied
+        // through more temporaries: 96 against 126 ns per publish to one channel subscriber).
         let signal = match &self.inner.middleware {
             None => signal,
             Some(chain) => self.type_checked(middleware::before_publish(chain, signal).await?)?,
