@@ -310,6 +310,29 @@ async fn built_in_adapters_behind_an_arc_are_still_attached() {
     assert_eq!(named.recv().await.unwrap().ty(), "a.b");
 }
 
+/// Unsubscribing lets go of the subscription's targets at once: no copy of a channel's sender
+/// stays in the bus's match cache (filled by publishes on two threads, for types never
+/// published again), so the receiver sees the end of the stream after what was sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsubscribe_releases_the_targets_it_held() {
+    let bus = bus();
+    let (tx, mut rx) = mpsc::channel(8);
+    let id = bus.subscribe("a.*", Channel::new(tx)).unwrap();
+    bus.publish(signal("a.b")).await.unwrap();
+    let other = bus.clone();
+    tokio::spawn(async move { other.publish(signal("a.c")).await.unwrap() })
+        .await
+        .unwrap();
+    bus.unsubscribe(id).unwrap();
+    assert_eq!(rx.recv().await.unwrap().ty(), "a.b");
+    assert_eq!(rx.recv().await.unwrap().ty(), "a.c");
+    assert_eq!(
+        rx.try_recv(),
+        Err(mpsc::error::TryRecvError::Disconnected),
+        "the bus still holds the unsubscribed channel's sender"
+    );
+}
+
 #[tokio::test]
 async fn unsubscribe_stops_delivery() {
     let bus = bus();

@@ -761,8 +761,15 @@ impl Bus {
         report
     }
 
+    /// Makes every cached match list stale (a subscription was added or removed) and lets go
+    /// of them: a list holds its targets, and with them what their adapters hold (a
+    /// channel's sender), which must not outlive an unsubscribe. Entries are emptied after
+    /// the generation moves on, under the cache's lock, so a publish that computed its list
+    /// before cannot file it afterwards; they are dropped after the lock is released.
     fn invalidate(&self) {
         self.inner.generation.fetch_add(1, Ordering::AcqRel);
+        let stale = std::mem::take(&mut write(&self.inner.cache).map);
+        drop(stale);
     }
 
     /// The subscriptions, oldest first.
