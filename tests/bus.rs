@@ -333,6 +333,33 @@ async fn unsubscribe_releases_the_targets_it_held() {
     );
 }
 
+/// An async target is let go of once its worker has delivered what its queue held: the
+/// receiver gets every queued signal, then the end of the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsubscribe_releases_an_async_target_after_its_queue() {
+    let bus = bus();
+    let (tx, mut rx) = mpsc::channel(16);
+    let target =
+        Target::new(Channel::new(tx)).mode(signal_bus::policy::Mode::async_with_capacity(16));
+    let id = bus.subscribe("a.*", target).unwrap();
+    for ty in ["a.b", "a.c", "a.d"] {
+        bus.publish(signal(ty)).await.unwrap();
+    }
+    bus.unsubscribe(id).unwrap();
+    // Waits for the end of the stream itself; the bound only turns a regression (a sender
+    // kept alive) into a failure instead of a hang.
+    let got = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut got = Vec::new();
+        while let Some(s) = rx.recv().await {
+            got.push(s.ty().to_owned());
+        }
+        got
+    })
+    .await
+    .expect("the bus still holds the unsubscribed async target's sender");
+    assert_eq!(got, ["a.b", "a.c", "a.d"]);
+}
+
 #[tokio::test]
 async fn unsubscribe_stops_delivery() {
     let bus = bus();
