@@ -749,6 +749,45 @@ async fn unsubscribing_a_forwarder_leaves_its_jobs_waiting() {
     runner.shutdown().await;
 }
 
+/// A forwarder that is a dead-letter target is detached with its subscription too: after
+/// the unsubscribe its job waits for a forwarder of that name instead of running.
+#[tokio::test]
+async fn unsubscribing_detaches_a_dead_letter_forwarder() {
+    let queue = quick_queue(MemoryStore::new());
+    let bus = Bus::builder().queue(queue.clone()).build().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let failing = recorder(&seen, |_| Some(DeliveryError::permanent("refused")));
+    let dead_letters =
+        Forwarder::new("siem", recorder(&seen, |_| None)).dispatch(DispatchMode::Async);
+    let sub = bus
+        .subscribe(
+            "audit.**",
+            signal_bus::Target::new(failing).on_failure(dead_letters),
+        )
+        .unwrap();
+    let report = bus.publish(signal(1)).await.unwrap();
+    assert_eq!(report.failed(), 1);
+    bus.unsubscribe(sub).unwrap();
+    let runner = queue.start().unwrap();
+    wait_until(
+        "the dead letter's job waits for an unregistered forwarder",
+        || {
+            queue.cached_unregistered().is_some_and(|u| {
+                u.get(&("default".to_owned(), forwarder_worker("siem"))) == Some(&1)
+            })
+        },
+    )
+    .await;
+    let job = only_job(&queue).await;
+    assert_eq!(
+        (job.state, job.attempt),
+        (JobState::Available, 0),
+        "not run"
+    );
+    assert!(seen.lock().unwrap().is_empty(), "nothing delivered");
+    runner.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_runner_started_before_subscribe_delivers_every_pending_job() {
     let store = MemoryStore::new();

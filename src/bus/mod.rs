@@ -593,7 +593,7 @@ impl Bus {
         if let Some(sub) = removed {
             close_queues(&sub.targets);
             for t in sub.targets.iter() {
-                t.adapter.detach(&self.inner.context);
+                t.detach(&self.inner.context);
             }
         }
         Ok(())

@@ -400,6 +400,16 @@ impl Target {
     pub(crate) fn dead_letters(&self) -> &Arc<[Target]> {
         &self.config.on_failure
     }
+
+    /// Undoes what [`activate`](Target::activate) attached to `bus`: this target's adapter
+    /// and, recursively, its dead-letter targets' (a forwarder used as a dead-letter target
+    /// stays registered on the queue otherwise, and keeps running its jobs).
+    pub(crate) fn detach(&self, bus: &BusContext) {
+        self.adapter.detach(bus);
+        for t in self.dead_letters().iter() {
+            t.detach(bus);
+        }
+    }
 }
 
 /// What `subscribe`, `dispatch` and `on_failure` take: one adapter, a [`Target`], or several

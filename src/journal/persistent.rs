@@ -698,7 +698,7 @@ async fn run(shared: Arc<Shared>) {
     }
     if let Sink::Targets(targets) = &shared.sink {
         for t in targets.iter() {
-            t.adapter().detach(&shared.context);
+            t.detach(&shared.context);
         }
     }
     shared.done.send_replace(true);
