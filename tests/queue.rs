@@ -788,6 +788,49 @@ async fn unsubscribing_detaches_a_dead_letter_forwarder() {
     runner.shutdown().await;
 }
 
+/// The same when a persistent subscription stops: its targets' dead-letter forwarder is
+/// detached with them.
+#[tokio::test]
+async fn stopping_a_persistent_subscription_detaches_a_dead_letter_forwarder() {
+    let queue = quick_queue(MemoryStore::new());
+    let bus = Bus::builder()
+        .queue(queue.clone())
+        .journal(MemoryStore::new())
+        .build()
+        .unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let failing = recorder(&seen, |_| Some(DeliveryError::permanent("refused")));
+    let dead_letters =
+        Forwarder::new("siem", recorder(&seen, |_| None)).dispatch(DispatchMode::Async);
+    let sub = bus
+        .persistent("billing", "audit.**")
+        .targets(signal_bus::Target::new(failing).on_failure(dead_letters))
+        .start()
+        .await
+        .unwrap();
+    bus.publish(signal(1)).await.unwrap();
+    wait_until("the signal dead-lettered", || sub.dead_lettered() == 1).await;
+    sub.stop().await;
+    let runner = queue.start().unwrap();
+    wait_until(
+        "the dead letter's job waits for an unregistered forwarder",
+        || {
+            queue.cached_unregistered().is_some_and(|u| {
+                u.get(&("default".to_owned(), forwarder_worker("siem"))) == Some(&1)
+            })
+        },
+    )
+    .await;
+    let job = only_job(&queue).await;
+    assert_eq!(
+        (job.state, job.attempt),
+        (JobState::Available, 0),
+        "not run"
+    );
+    assert!(seen.lock().unwrap().is_empty(), "nothing delivered");
+    runner.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_runner_started_before_subscribe_delivers_every_pending_job() {
     let store = MemoryStore::new();
