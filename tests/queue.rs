@@ -714,6 +714,28 @@ async fn a_timed_out_shutdown_keeps_finished_jobs_completed() {
     assert_eq!(state_of(&queue, slow).await.state, JobState::Available);
 }
 
+/// Waits until the running runner has seen the one job of forwarder `siem` with no forwarder
+/// registered under that name, and checks the job was left as it was (`why` if not).
+async fn siem_job_waits_unregistered(queue: &Queue, why: &str) {
+    wait_until("the job shows as waiting for an unregistered name", || {
+        queue
+            .cached_unregistered()
+            .is_some_and(|u| u.get(&("default".to_owned(), forwarder_worker("siem"))) == Some(&1))
+    })
+    .await;
+    let job = only_job(queue).await;
+    assert_eq!((job.state, job.attempt), (JobState::Available, 0), "{why}");
+}
+
+/// A target that always fails permanently, with an async forwarder `siem` as its dead-letter
+/// target; both record into `seen`.
+fn failing_into_siem(seen: &Arc<Mutex<Vec<String>>>) -> signal_bus::Target {
+    let failing = recorder(seen, |_| Some(DeliveryError::permanent("refused")));
+    let dead_letters =
+        Forwarder::new("siem", recorder(seen, |_| None)).dispatch(DispatchMode::Async);
+    signal_bus::Target::new(failing).on_failure(dead_letters)
+}
+
 #[tokio::test]
 async fn unsubscribing_a_forwarder_leaves_its_jobs_waiting() {
     let queue = quick_queue(MemoryStore::new());
@@ -726,18 +748,7 @@ async fn unsubscribing_a_forwarder_leaves_its_jobs_waiting() {
     bus.unsubscribe(sub).unwrap();
     let runner = queue.start().unwrap();
     // The runner has looked at the queue and seen a job nobody here can run...
-    wait_until("the job shows as waiting for an unregistered name", || {
-        queue
-            .cached_unregistered()
-            .is_some_and(|u| u.get(&("default".to_owned(), forwarder_worker("siem"))) == Some(&1))
-    })
-    .await;
-    let job = only_job(&queue).await;
-    assert_eq!(
-        (job.state, job.attempt),
-        (JobState::Available, 0),
-        "not spent"
-    );
+    siem_job_waits_unregistered(&queue, "not spent").await;
     assert!(bus
         .metrics()
         .queue_unregistered
@@ -756,34 +767,12 @@ async fn unsubscribing_detaches_a_dead_letter_forwarder() {
     let queue = quick_queue(MemoryStore::new());
     let bus = Bus::builder().queue(queue.clone()).build().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let failing = recorder(&seen, |_| Some(DeliveryError::permanent("refused")));
-    let dead_letters =
-        Forwarder::new("siem", recorder(&seen, |_| None)).dispatch(DispatchMode::Async);
-    let sub = bus
-        .subscribe(
-            "audit.**",
-            signal_bus::Target::new(failing).on_failure(dead_letters),
-        )
-        .unwrap();
+    let sub = bus.subscribe("audit.**", failing_into_siem(&seen)).unwrap();
     let report = bus.publish(signal(1)).await.unwrap();
     assert_eq!(report.failed(), 1);
     bus.unsubscribe(sub).unwrap();
     let runner = queue.start().unwrap();
-    wait_until(
-        "the dead letter's job waits for an unregistered forwarder",
-        || {
-            queue.cached_unregistered().is_some_and(|u| {
-                u.get(&("default".to_owned(), forwarder_worker("siem"))) == Some(&1)
-            })
-        },
-    )
-    .await;
-    let job = only_job(&queue).await;
-    assert_eq!(
-        (job.state, job.attempt),
-        (JobState::Available, 0),
-        "not run"
-    );
+    siem_job_waits_unregistered(&queue, "not run").await;
     assert!(seen.lock().unwrap().is_empty(), "nothing delivered");
     runner.shutdown().await;
 }
@@ -799,12 +788,9 @@ async fn stopping_a_persistent_subscription_detaches_a_dead_letter_forwarder() {
         .build()
         .unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let failing = recorder(&seen, |_| Some(DeliveryError::permanent("refused")));
-    let dead_letters =
-        Forwarder::new("siem", recorder(&seen, |_| None)).dispatch(DispatchMode::Async);
     let sub = bus
         .persistent("billing", "audit.**")
-        .targets(signal_bus::Target::new(failing).on_failure(dead_letters))
+        .targets(failing_into_siem(&seen))
         .start()
         .await
         .unwrap();
@@ -812,21 +798,7 @@ async fn stopping_a_persistent_subscription_detaches_a_dead_letter_forwarder() {
     wait_until("the signal dead-lettered", || sub.dead_lettered() == 1).await;
     sub.stop().await;
     let runner = queue.start().unwrap();
-    wait_until(
-        "the dead letter's job waits for an unregistered forwarder",
-        || {
-            queue.cached_unregistered().is_some_and(|u| {
-                u.get(&("default".to_owned(), forwarder_worker("siem"))) == Some(&1)
-            })
-        },
-    )
-    .await;
-    let job = only_job(&queue).await;
-    assert_eq!(
-        (job.state, job.attempt),
-        (JobState::Available, 0),
-        "not run"
-    );
+    siem_job_waits_unregistered(&queue, "not run").await;
     assert!(seen.lock().unwrap().is_empty(), "nothing delivered");
     runner.shutdown().await;
 }
