@@ -117,6 +117,34 @@ async fn two_buses_exchange_signals_both_ways_with_pattern_filtering_and_no_echo
     b_bridge.shutdown().await;
 }
 
+/// `start` returns once the server has the bridge's subscriptions, not once they are
+/// written to the socket: a signal published from another connection right after `start`
+/// arrives even when the bridge's own connection is slow to reach the server.
+#[tokio::test]
+async fn a_started_bridge_receives_what_is_published_right_after_over_a_slow_link() {
+    let link = nats::SlowLink::start(Duration::from_millis(300)).await;
+    let slow = async_nats::connect(&link.url).await.unwrap();
+    let quick = nats::connect().await;
+    let (prefix, _) = nats::unique("slow");
+    let a = signal_bus::Bus::builder()
+        .node_id("node-a")
+        .build()
+        .unwrap();
+    a.subscribe("**", PubSub::nats(quick.clone()).prefix(&prefix))
+        .unwrap();
+    let (b, mut inbox) = nats::bus_with_inbox("node-b", "**");
+    let bridge = NatsBridge::builder(slow.clone(), &b)
+        .prefix(&prefix)
+        .start()
+        .await
+        .unwrap();
+    assert!(a.publish(signal("order.placed", 1)).await.unwrap().is_ok());
+    quick.flush().await.unwrap();
+    let got = nats::recv_n(&mut inbox, 1, WAIT).await;
+    assert_eq!(got[0].id(), "order.placed-1");
+    bridge.shutdown().await;
+}
+
 #[tokio::test]
 async fn own_signals_are_skipped_and_bridged_ones_are_not_published_again() {
     let client = nats::connect().await;

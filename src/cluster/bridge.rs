@@ -10,6 +10,7 @@ use std::{
 };
 
 use async_nats::{
+    client::RequestErrorKind,
     connection::State,
     jetstream::{
         self,
@@ -237,8 +238,7 @@ impl NatsBridgeBuilder {
                     })?;
                     subscribers.push(sub);
                 }
-                // The server has the subscriptions once a flush round-trips.
-                let _ = self.client.flush().await;
+                confirm_subscriptions(&self.client, self.bus.name()).await;
                 let task = tokio::spawn(worker.run_core(subscribers, stopped));
                 (task, filter.subjects().to_vec())
             }
@@ -257,6 +257,34 @@ impl NatsBridgeBuilder {
             subjects,
             client: self.client,
         })
+    }
+}
+
+/// How long [`confirm_subscriptions`] waits for the server.
+const CONFIRM_WAIT: Duration = Duration::from_secs(5);
+
+/// Returns once the server has read every subscription this client sent before, so a
+/// bridge that [`start`](NatsBridgeBuilder::start)ed receives what another connection
+/// publishes next.
+///
+/// `Client::flush` is not enough: it writes the client's buffer to the socket and returns,
+/// and the server may read a publish from another connection before the subscription (a
+/// test caught a bridge that received none of the 100 signals published right after
+/// `start`). A request to a subject nobody serves is answered by the server itself (no
+/// responders), and the server reads one connection in order, so its answer comes after
+/// the subscriptions. A client that is not connected sends its subscriptions again when it
+/// reconnects: nothing to wait for. A server that does not answer in time (too old to send
+/// no-responders, or stalled) is noted in telemetry and the bridge starts anyway.
+async fn confirm_subscriptions(client: &Client, bus: &str) {
+    if client.connection_state() != State::Connected {
+        return;
+    }
+    let probe = client.request(client.new_inbox(), bytes::Bytes::new());
+    match tokio::time::timeout(CONFIRM_WAIT, probe).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) if e.kind() == RequestErrorKind::NoResponders => {}
+        Ok(Err(e)) => telemetry::unconfirmed(bus, &e.to_string()),
+        Err(_) => telemetry::unconfirmed(bus, &format!("no answer within {CONFIRM_WAIT:?}")),
     }
 }
 

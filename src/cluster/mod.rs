@@ -201,6 +201,18 @@ mod telemetry {
         );
     }
 
+    pub(super) fn unconfirmed(bus: &str, reason: &str) {
+        tracing::warn!(
+            name: "signal_bus::cluster",
+            target: "signal_bus::cluster",
+            message = "NATS bridge started without the server confirming its subscriptions: \
+                       signals published right away may be missed.",
+            kind = "unconfirmed",
+            bus,
+            reason,
+        );
+    }
+
     pub(super) fn stopped(bus: &str, reason: &str) {
         tracing::info!(
             name: "signal_bus::cluster",
