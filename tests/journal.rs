@@ -642,6 +642,7 @@ async fn a_failed_append_delivers_nothing() {
             inner: MemoryStore::new(),
             fail_appends: true,
             fail_reads_from: None,
+            gate: None,
         })
         .build()
         .unwrap();
@@ -656,12 +657,65 @@ async fn a_failed_append_delivers_nothing() {
 }
 
 /// A memory store that fails on command: every append, or every read from a sequence number
-/// on.
+/// on; with a gate, it holds its first append until the gate opens.
 #[derive(Clone)]
 struct Faulty {
     inner: MemoryStore,
     fail_appends: bool,
     fail_reads_from: Option<u64>,
+    gate: Option<Gate>,
+}
+
+/// Holds a store's first append until [`Gate::open`]; counts appends.
+#[derive(Clone, Default)]
+struct Gate {
+    appends: Arc<AtomicUsize>,
+    open: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Gate {
+    fn open(&self) {
+        self.open.send_replace(true);
+    }
+}
+
+/// A publish the caller stopped waiting for before its append began journals nothing: the
+/// caller was never told it was journaled, and would journal it twice by publishing again.
+#[tokio::test]
+async fn a_publish_abandoned_before_its_append_journals_nothing() {
+    let gate = Gate::default();
+    let bus = Bus::builder()
+        .name("b")
+        .journal(Faulty {
+            inner: MemoryStore::new(),
+            fail_appends: false,
+            fail_reads_from: None,
+            gate: Some(gate.clone()),
+        })
+        .build()
+        .unwrap();
+    let first = tokio::spawn({
+        let bus = bus.clone();
+        async move { bus.publish(signal("a.b", 1)).await }
+    });
+    while gate.appends.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    // The committer is held in the first append: this publish waits behind it, and its
+    // caller gives up.
+    let abandoned = tokio::time::timeout(Duration::from_millis(50), bus.publish(signal("a.b", 2)));
+    assert!(
+        abandoned.await.is_err(),
+        "the store is held: it cannot finish"
+    );
+    gate.open();
+    assert_eq!(first.await.unwrap().unwrap().journal_seq(), Some(1));
+    // The committer answers in order: by the answer to this one it has decided on the second.
+    assert_eq!(
+        bus.publish(signal("a.b", 3)).await.unwrap().journal_seq(),
+        Some(2)
+    );
+    assert_eq!(collect(&bus, "**", Replay::Beginning).await, ["s1", "s3"]);
 }
 
 #[signal_bus::async_trait]
@@ -675,6 +729,11 @@ impl JournalStore for Faulty {
         signals: &[Arc<Signal>],
         at: chrono::DateTime<chrono::Utc>,
     ) -> Result<Vec<u64>, signal_bus::journal::JournalError> {
+        if let Some(gate) = &self.gate {
+            if gate.appends.fetch_add(1, Ordering::SeqCst) == 0 {
+                let _ = gate.open.subscribe().wait_for(|o| *o).await;
+            }
+        }
         if self.fail_appends {
             return Err(signal_bus::journal::JournalError::store(
                 "broken",
@@ -805,6 +864,7 @@ async fn a_failed_read_ahead_comes_after_the_pages_before_it() {
             inner: MemoryStore::new(),
             fail_appends: false,
             fail_reads_from: Some(2_000),
+            gate: None,
         })
         .build()
         .unwrap();

@@ -1127,6 +1127,66 @@ async fn concurrent_tenant_enqueues_are_group_committed() {
     sixty_four_concurrent_enqueues_share_commits(true).await;
 }
 
+/// An async forwarder's enqueue that outlives its target's timeout is reported failed, and
+/// is not committed afterwards behind that report's back: publishing again (what a retry
+/// does) makes exactly one job.
+#[tokio::test]
+async fn a_timed_out_forwarder_enqueue_is_not_committed_later() {
+    let store = Counting::store();
+    let queue = Queue::builder(store.clone()).build();
+    // A first enqueue holds the store's first transaction (until `open`), so the forwarder's
+    // job waits for the committer behind it.
+    let held = tokio::spawn({
+        let q = queue.clone();
+        async move { q.enqueue(NewJob::new("w", json!({"n": 0}))).await }
+    });
+    wait_until("the first transaction is held", || {
+        store.hook.many.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let bus = Bus::builder().queue(queue.clone()).build().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    bus.subscribe(
+        "audit.**",
+        signal_bus::Target::new(
+            Forwarder::new("siem", recorder(&seen, |_| None)).dispatch(DispatchMode::Async),
+        )
+        .timeout(Duration::from_millis(50)),
+    )
+    .unwrap();
+    let report = bus.publish(signal(1)).await.unwrap();
+    assert_eq!(report.failed(), 1, "{report}");
+    assert!(report.to_string().contains("timed out"), "{report}");
+
+    store.hook.open();
+    held.await
+        .unwrap()
+        .unwrap()
+        .expect("the held job is stored");
+    // The committer answers in order: once a later enqueue is answered, it has decided on
+    // the forwarder's job too.
+    queue
+        .enqueue(NewJob::new("w", json!({"n": 1})))
+        .await
+        .unwrap()
+        .unwrap();
+    let forwarder_jobs =
+        |jobs: Vec<Job>| jobs.into_iter().filter(|j| j.forwarder().is_some()).count();
+    assert_eq!(
+        forwarder_jobs(queue.list(JobState::Available, 100).await.unwrap()),
+        0,
+        "the enqueue reported as timed out was committed anyway"
+    );
+
+    // Publishing again enqueues it once.
+    let report = bus.publish(signal(1)).await.unwrap();
+    assert!(report.is_ok(), "{report}");
+    assert_eq!(
+        forwarder_jobs(queue.list(JobState::Available, 100).await.unwrap()),
+        1
+    );
+}
+
 /// An unreferenced signal stored again lately is kept for the margin (so a prune never
 /// races an enqueue that points a new job at it); past the margin it goes.
 #[tokio::test]

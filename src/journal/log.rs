@@ -235,6 +235,12 @@ async fn group_commit(journal: Weak<JournalRuntime>, mut rx: mpsc::UnboundedRece
         let Some(journal) = journal.upgrade() else {
             return;
         };
+        // A publish whose caller stopped waiting (a timeout around it, a dropped future) is
+        // not appended behind its back: it was never told the signal was journaled.
+        batch.retain(|p| !p.reply.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
         signals.extend(batch.iter().map(|p| Arc::clone(&p.signal)));
         let result = journal
             .store

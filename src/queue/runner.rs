@@ -761,6 +761,13 @@ async fn group_commit(
 ) {
     let mut batch: Vec<Pending> = Vec::new();
     while rx.recv_many(&mut batch, MAX_GROUP).await > 0 {
+        // A caller that stopped waiting (its target's timeout struck, or its future was
+        // dropped) has been told the enqueue failed: committing its job anyway would run it
+        // behind that answer's back, and again when the caller retries.
+        batch.retain(|p| !p.reply.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
         let items: Vec<(Option<Arc<crate::Signal>>, NewJob)> = batch
             .iter()
             .map(|p| (p.signal.clone(), p.job.clone()))
