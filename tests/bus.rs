@@ -310,6 +310,122 @@ async fn built_in_adapters_behind_an_arc_are_still_attached() {
     assert_eq!(named.recv().await.unwrap().ty(), "a.b");
 }
 
+/// A user's wrapper around a built-in adapter, delegating delivery; with `reach` it names
+/// the adapter inside through `Adapter::wrapped`.
+struct Wrapper<A> {
+    inner: A,
+    reach: bool,
+    delivered: AtomicUsize,
+}
+
+impl<A> Wrapper<A> {
+    fn new(inner: A, reach: bool) -> Self {
+        Wrapper {
+            inner,
+            reach,
+            delivered: AtomicUsize::new(0),
+        }
+    }
+}
+
+#[signal_bus::async_trait]
+impl<A: Adapter> Adapter for Wrapper<A> {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    async fn deliver(&self, signal: &Signal) -> Result<(), DeliveryError> {
+        self.inner.deliver(signal).await?;
+        self.delivered.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+    fn wrapped(&self) -> Option<&dyn Adapter> {
+        self.reach.then_some(&self.inner as &dyn Adapter)
+    }
+}
+
+/// Built-in adapters that need their bus (named receivers, topics) work inside a user's
+/// wrapper that names them through `wrapped`, and fail as detached inside one that does not;
+/// the wrapper's own code runs either way.
+#[tokio::test]
+async fn built_in_adapters_inside_a_wrapper_are_attached_through_wrapped() {
+    let bus = bus();
+    let mut topic = bus.pubsub_subscribe("shared");
+    let (tx, mut named) = mpsc::channel(4);
+    bus.register("inbox", tx).unwrap();
+    let wrappers = [
+        Arc::new(Wrapper::new(PubSub::new("shared"), true)),
+        Arc::new(Wrapper::new(PubSub::new("shared"), false)),
+    ];
+    let named_wrappers = [
+        Arc::new(Wrapper::new(Named::new("inbox"), true)),
+        Arc::new(Wrapper::new(Named::new("inbox"), false)),
+    ];
+    bus.subscribe("a.*", Target::from_arc(wrappers[0].clone()))
+        .unwrap();
+    bus.subscribe("b.*", Target::from_arc(wrappers[1].clone()))
+        .unwrap();
+    bus.subscribe("a.*", Target::from_arc(named_wrappers[0].clone()))
+        .unwrap();
+    bus.subscribe("b.*", Target::from_arc(named_wrappers[1].clone()))
+        .unwrap();
+
+    let report = bus.publish(signal("a.x")).await.unwrap();
+    assert!(report.is_ok(), "{report}");
+    assert_eq!(topic.recv().await.unwrap().ty(), "a.x");
+    assert_eq!(named.recv().await.unwrap().ty(), "a.x");
+    assert_eq!(wrappers[0].delivered.load(Ordering::SeqCst), 1);
+    assert_eq!(named_wrappers[0].delivered.load(Ordering::SeqCst), 1);
+
+    // Without `wrapped`, the bus never attached them.
+    let report = bus.publish(signal("b.x")).await.unwrap();
+    assert_eq!(report.failed(), 2, "{report}");
+    assert!(topic.try_recv().is_err() && named.try_recv().is_err());
+}
+
+/// A wrapper that names itself as the adapter it wraps does not hang `subscribe` or
+/// `publish`: the bus follows `wrapped` a bounded number of times.
+#[tokio::test]
+async fn a_wrapper_that_wraps_itself_is_followed_a_bounded_number_of_times() {
+    struct Loop;
+    #[signal_bus::async_trait]
+    impl Adapter for Loop {
+        fn name(&self) -> &str {
+            "loop"
+        }
+        async fn deliver(&self, _: &Signal) -> Result<(), DeliveryError> {
+            Ok(())
+        }
+        fn wrapped(&self) -> Option<&dyn Adapter> {
+            Some(self)
+        }
+    }
+    let bus = bus();
+    let id = bus.subscribe("a.*", Loop).unwrap();
+    assert!(bus.publish(signal("a.b")).await.unwrap().is_ok());
+    bus.unsubscribe(id).unwrap();
+}
+
+/// A wrapper around an `Http` adapter with a 10 s request timeout gives its target that
+/// timeout through `wrapped`, as the bare adapter does (the default is 5 s).
+#[cfg(feature = "http")]
+#[test]
+fn a_wrapped_adapters_request_timeout_sets_the_targets() {
+    let http = || {
+        signal_bus::http::Http::post("http://127.0.0.1:9/hook")
+            .unwrap()
+            .timeout(Duration::from_secs(10))
+    };
+    assert_eq!(Target::new(http()).get_timeout(), Duration::from_secs(10));
+    assert_eq!(
+        Target::new(Wrapper::new(http(), true)).get_timeout(),
+        Duration::from_secs(10)
+    );
+    assert_eq!(
+        Target::new(Wrapper::new(http(), false)).get_timeout(),
+        Duration::from_secs(5)
+    );
+}
+
 /// Unsubscribing lets go of the subscription's targets at once: no copy of a channel's sender
 /// stays in the bus's match cache (filled by publishes on two threads, for types never
 /// published again), so the receiver sees the end of the stream after what was sent.

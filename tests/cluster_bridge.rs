@@ -557,6 +557,7 @@ async fn bad_options_are_refused_with_their_values() {
         .durable("S.1", "")
         .max_deliver(0)
         .ack_wait(Duration::from_millis(1))
+        .confirm_wait(Duration::from_secs(61))
         .start()
         .await
         .unwrap_err()
@@ -568,6 +569,7 @@ async fn bad_options_are_refused_with_their_values() {
         "consumer ``",
         "max_deliver `0`",
         "ack_wait `1ms`",
+        "confirm_wait `61s`",
     ] {
         assert!(err.contains(part), "{part} missing from: {err}");
     }
@@ -582,6 +584,16 @@ async fn bad_options_are_refused_with_their_values() {
         .to_string();
     assert!(
         err.contains("prefix `a b`") && err.contains("jetstream `no.dots`"),
+        "{err}"
+    );
+    let err = NatsBridge::builder(client.clone(), &bus)
+        .prefix("_INBOX.signals")
+        .start()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("prefix `_INBOX.signals`") && err.contains("must not start with `_INBOX`"),
         "{err}"
     );
     let err = ensure_stream(&client, "ok", "bad..prefix")

@@ -66,3 +66,58 @@ async fn bridge_events_name_what_happened() {
         "{text}"
     );
 }
+
+/// A wildcard tap on the bridge's own connection takes the probe's message, so the server
+/// never answers "no responders"; the probe's own copy confirms the subscriptions anyway,
+/// with no `unconfirmed` warning (a probe that waited for no-responders alone would sit out
+/// the whole minute and then warn).
+#[tokio::test(flavor = "current_thread")]
+async fn a_wildcard_tap_on_the_bridges_connection_does_not_stall_start() {
+    let (out, _guard) = capture::capture("signal_bus::cluster=info");
+    let client = nats::connect().await;
+    let _tap = client.subscribe(">").await.unwrap();
+    let (prefix, _) = nats::unique("tap");
+    let (bus, _) = nats::bus_with_inbox("tap", "**");
+    let bridge = NatsBridge::builder(client.clone(), &bus)
+        .prefix(&prefix)
+        .confirm_wait(Duration::from_secs(60))
+        .start()
+        .await
+        .unwrap();
+    bridge.shutdown().await;
+    let text = capture::text(&out);
+    assert!(text.contains("kind=\"started\""), "{text}");
+    assert!(!text.contains("unconfirmed"), "{text}");
+}
+
+/// A server that does not answer the probe within `confirm_wait` (here: the bridge's link
+/// holds everything it sends for 2 s, twice the wait) is named in a warning, and the bridge
+/// starts anyway.
+#[tokio::test(flavor = "current_thread")]
+async fn an_unconfirmed_start_is_a_warning() {
+    let (out, _guard) = capture::capture("signal_bus::cluster=info");
+    let link = nats::SlowLink::start(Duration::from_secs(2)).await;
+    let client = signal_bus::cluster::async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(20))
+        .connect(&link.url)
+        .await
+        .unwrap();
+    let (prefix, _) = nats::unique("unconf");
+    let (bus, _) = nats::bus_with_inbox("unconf", "**");
+    let bridge = NatsBridge::builder(client.clone(), &bus)
+        .prefix(&prefix)
+        .confirm_wait(Duration::from_secs(1))
+        .start()
+        .await
+        .unwrap();
+    let text = capture::text(&out);
+    assert!(
+        text.contains(
+            " WARN signal_bus::cluster: NATS bridge started, but could not confirm that the \
+             server has its subscriptions: signals published in the next moments may be \
+             missed. kind=\"unconfirmed\" bus=\"unconf\" reason=\"no answer within 1s\""
+        ),
+        "{text}"
+    );
+    bridge.shutdown().await;
+}

@@ -614,6 +614,10 @@ async fn shutdown_reports_what_is_left_at_the_deadline() {
     let left = report.left[0].1;
     assert_eq!(report.left[0].0, "slow");
     assert!((5..=9).contains(&left), "{report:?}");
+    // Every signal is either delivered or left, the one in the worker's hands at the
+    // deadline included.
+    assert_eq!(report.drained, seen.lock().unwrap().len(), "{report:?}");
+    assert_eq!(report.drained + left, 10, "{report:?}");
 }
 
 struct Batches {

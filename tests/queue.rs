@@ -1127,6 +1127,43 @@ async fn concurrent_tenant_enqueues_are_group_committed() {
     sixty_four_concurrent_enqueues_share_commits(true).await;
 }
 
+/// An async `Forwarder` inside a user's wrapper that names it through `Adapter::wrapped`:
+/// refused on a bus without a queue, and on one with a queue registered, so its jobs run.
+#[tokio::test]
+async fn a_forwarder_inside_a_wrapper_is_registered_through_wrapped() {
+    struct Wrapper(Forwarder);
+    #[async_trait::async_trait]
+    impl signal_bus::Adapter for Wrapper {
+        fn name(&self) -> &str {
+            self.0.name()
+        }
+        async fn deliver(&self, signal: &Signal) -> Result<(), DeliveryError> {
+            self.0.deliver(signal).await
+        }
+        fn wrapped(&self) -> Option<&dyn signal_bus::Adapter> {
+            Some(&self.0)
+        }
+    }
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let wrapped =
+        || Wrapper(Forwarder::new("siem", recorder(&seen, |_| None)).dispatch(DispatchMode::Async));
+    let e = Bus::builder()
+        .build()
+        .unwrap()
+        .subscribe("audit.**", wrapped())
+        .unwrap_err();
+    assert!(e.to_string().contains("durable queue"), "{e}");
+
+    let queue = quick_queue(MemoryStore::new());
+    let bus = Bus::builder().queue(queue.clone()).build().unwrap();
+    bus.subscribe("audit.**", wrapped()).unwrap();
+    let report = bus.publish(signal(1)).await.unwrap();
+    assert_eq!(report.queued(), 1, "{report}");
+    let runner = queue.start().unwrap();
+    wait_until("delivery", || seen.lock().unwrap().len() == 1).await;
+    runner.shutdown().await;
+}
+
 /// An async forwarder's enqueue that outlives its target's timeout is reported failed, and
 /// is not committed afterwards behind that report's back: publishing again (what a retry
 /// does) makes exactly one job.

@@ -127,6 +127,38 @@ pub trait Adapter: Send + Sync + 'static {
         Health::healthy()
     }
 
+    /// The adapter this one wraps, for an adapter that delegates delivery to another (a
+    /// metrics or logging layer around an `Http`, a `Forwarder` or a `Named`). Return it, and
+    /// the bus reaches the wrapped adapter's own needs through the wrapper: a `Forwarder`
+    /// registers its jobs on the bus's queue (and `subscribe` refuses an async one on a bus
+    /// without a queue), a `Named` or `PubSub` adapter finds its bus, an `Http` adapter's
+    /// request timeout sets the target's. A wrapper that returns `None` hides them: its
+    /// `Forwarder` or `Named` fails at delivery as not attached to a bus. A wrapper is never
+    /// split per endpoint: a webhook with several URLs inside one is one target, with one
+    /// retry policy and breaker. Default: `None`.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use signal_bus::{Adapter, DeliveryError, Signal};
+    ///
+    /// /// Counts what the adapter inside delivers.
+    /// struct Counted<A> { inner: A, delivered: AtomicU64 }
+    ///
+    /// #[signal_bus::async_trait]
+    /// impl<A: Adapter> Adapter for Counted<A> {
+    ///     fn name(&self) -> &str { self.inner.name() }
+    ///     async fn deliver(&self, signal: &Signal) -> Result<(), DeliveryError> {
+    ///         self.inner.deliver(signal).await?;
+    ///         self.delivered.fetch_add(1, Ordering::Relaxed);
+    ///         Ok(())
+    ///     }
+    ///     fn wrapped(&self) -> Option<&dyn Adapter> { Some(&self.inner) }
+    /// }
+    /// ```
+    fn wrapped(&self) -> Option<&dyn Adapter> {
+        None
+    }
+
     /// The bus's hooks into this crate's own adapters (see [`hooks::BusHooks`]). Hidden and
     /// sealed: its argument cannot be named outside the crate, so other adapters keep the
     /// default, `None`.
@@ -187,6 +219,9 @@ impl<A: Adapter + ?Sized> Adapter for Arc<A> {
     async fn health_check(&self) -> Health {
         (**self).health_check().await
     }
+    fn wrapped(&self) -> Option<&dyn Adapter> {
+        (**self).wrapped()
+    }
     fn bus_hooks(&self, sealed: hooks::Sealed) -> Option<&dyn hooks::BusHooks> {
         (**self).bus_hooks(sealed)
     }
@@ -246,31 +281,50 @@ pub(crate) mod hooks {
         }
     }
 
+    /// How many wrappers deep [`Adapter::wrapped`] is followed (a wrapper that returns
+    /// itself would otherwise loop).
+    const MAX_WRAPPERS: usize = 16;
+
     /// The hooks as methods of any adapter: those without hooks do nothing.
     impl dyn Adapter {
+        /// This adapter's hooks, or those of the adapter it wraps (through
+        /// [`Adapter::wrapped`]).
+        fn hooks(&self) -> Option<&dyn BusHooks> {
+            let mut adapter: &dyn Adapter = self;
+            for _ in 0..MAX_WRAPPERS {
+                if let Some(h) = adapter.bus_hooks(Sealed) {
+                    return Some(h);
+                }
+                adapter = adapter.wrapped()?;
+            }
+            None
+        }
+
         pub(crate) fn attach(&self, bus: &BusContext) {
-            if let Some(h) = self.bus_hooks(Sealed) {
+            if let Some(h) = self.hooks() {
                 h.attach(bus);
             }
         }
 
         pub(crate) fn detach(&self, bus: &BusContext) {
-            if let Some(h) = self.bus_hooks(Sealed) {
+            if let Some(h) = self.hooks() {
                 h.detach(bus);
             }
         }
 
+        /// Only the adapter's own: splitting a wrapper's inner adapter would bypass the
+        /// wrapper.
         pub(crate) fn split_endpoints(&self) -> Vec<(String, Arc<dyn Adapter>)> {
             self.bus_hooks(Sealed)
                 .map_or_else(Vec::new, BusHooks::split_endpoints)
         }
 
         pub(crate) fn requires_queue(&self) -> bool {
-            self.bus_hooks(Sealed).is_some_and(BusHooks::requires_queue)
+            self.hooks().is_some_and(BusHooks::requires_queue)
         }
 
         pub(crate) fn request_timeout(&self) -> Option<Duration> {
-            self.bus_hooks(Sealed).and_then(BusHooks::request_timeout)
+            self.hooks().and_then(BusHooks::request_timeout)
         }
     }
 }

@@ -749,7 +749,7 @@ impl Bus {
         }
         let drains = targets.into_iter().filter_map(|t| {
             let q = t.runtime.queue.as_ref()?;
-            let queued = q.depth();
+            let queued = q.pending();
             Some(async move { (t.name().to_owned(), queued, q.drain(until).await) })
         });
         for (target, queued, left) in futures_util::future::join_all(drains).await {

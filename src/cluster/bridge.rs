@@ -58,6 +58,7 @@ pub struct NatsBridgeBuilder {
     pattern: String,
     prefix: String,
     durable: Option<Durable>,
+    confirm_wait: Duration,
 }
 
 impl fmt::Debug for NatsBridgeBuilder {
@@ -67,6 +68,7 @@ impl fmt::Debug for NatsBridgeBuilder {
             .field("pattern", &self.pattern)
             .field("prefix", &self.prefix)
             .field("durable", &self.durable)
+            .field("confirm_wait", &self.confirm_wait)
             .finish_non_exhaustive()
     }
 }
@@ -83,6 +85,21 @@ impl NatsBridgeBuilder {
     /// The subject prefix the publishers use (`<prefix>.<type>`). Default: `signals`.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
+        self
+    }
+
+    /// Core NATS: how long [`start`](Self::start) waits for the server to confirm that it
+    /// has the bridge's subscriptions (0 to 1 min; zero: do not wait). Default: 5 s.
+    ///
+    /// The client's `flush` only writes to the socket, so `start` sends a probe on a fresh
+    /// inbox subject and waits for it to come back (its own copy, or the server's
+    /// no-responders answer): the server read the subscriptions before it. Credentials
+    /// without the right to publish to the client's inbox prefix (`_INBOX.>` by default)
+    /// get no answer: `start` waits this long, logs a `signal_bus::cluster` warning
+    /// (`kind=unconfirmed`) and starts anyway; give such a bridge zero. Durable mode waits
+    /// for its consumer instead and ignores this.
+    pub fn confirm_wait(mut self, wait: Duration) -> Self {
+        self.confirm_wait = wait;
         self
     }
 
@@ -168,6 +185,13 @@ impl NatsBridgeBuilder {
         if let Err(rule) = validate_prefix(&self.prefix) {
             problems.push(ConfigError::invalid("prefix", &self.prefix, rule));
         }
+        if self.confirm_wait > MAX_CONFIRM_WAIT {
+            problems.push(ConfigError::invalid(
+                "confirm_wait",
+                format!("{:?}", self.confirm_wait),
+                "must be at most 1 min",
+            ));
+        }
         if let Some(d) = &self.durable {
             if let Err(rule) = validate_stream_name(&d.stream) {
                 problems.push(ConfigError::invalid("stream", &d.stream, rule));
@@ -238,7 +262,7 @@ impl NatsBridgeBuilder {
                     })?;
                     subscribers.push(sub);
                 }
-                confirm_subscriptions(&self.client, self.bus.name()).await;
+                confirm_subscriptions(&self.client, self.bus.name(), self.confirm_wait).await;
                 let task = tokio::spawn(worker.run_core(subscribers, stopped));
                 (task, filter.subjects().to_vec())
             }
@@ -260,31 +284,68 @@ impl NatsBridgeBuilder {
     }
 }
 
-/// How long [`confirm_subscriptions`] waits for the server.
-const CONFIRM_WAIT: Duration = Duration::from_secs(5);
+/// How long [`confirm_subscriptions`] waits for the server by default.
+const DEFAULT_CONFIRM_WAIT: Duration = Duration::from_secs(5);
 
-/// Returns once the server has read every subscription this client sent before, so a
-/// bridge that [`start`](NatsBridgeBuilder::start)ed receives what another connection
-/// publishes next.
+/// The longest [`NatsBridgeBuilder::confirm_wait`].
+const MAX_CONFIRM_WAIT: Duration = Duration::from_secs(60);
+
+/// Returns once the server has read every subscription this client sent before (or after
+/// `wait`), so a bridge that [`start`](NatsBridgeBuilder::start)ed receives what is
+/// published next.
 ///
-/// `Client::flush` is not enough: it writes the client's buffer to the socket and returns,
-/// and the server may read a publish from another connection before the subscription (a
-/// test caught a bridge that received none of the 100 signals published right after
-/// `start`). A request to a subject nobody serves is answered by the server itself (no
-/// responders), and the server reads one connection in order, so its answer comes after
-/// the subscriptions. A client that is not connected sends its subscriptions again when it
-/// reconnects: nothing to wait for. A server that does not answer in time (too old to send
-/// no-responders, or stalled) is noted in telemetry and the bridge starts anyway.
-async fn confirm_subscriptions(client: &Client, bus: &str) {
-    if client.connection_state() != State::Connected {
+/// `Client::flush` is not enough: in async-nats 0.46 it writes the client's buffer to the
+/// socket and returns, and the server may read a publish from another connection before the
+/// subscriptions (a loaded test run lost all of the 100 signals published right after
+/// `start`), and the client has no PING of its own to offer. So the probe is a request on a
+/// fresh inbox subject that this client also subscribes to: the server reads one
+/// connection in order and answers the request only after reading it, with the client's
+/// own copy (echo on) or "no responders" (echo off). A client that is not connected sends
+/// its subscriptions again when it reconnects: nothing to wait for. No answer in time
+/// (no right to publish to the inbox, a server too old for no-responders with echo off, a
+/// stalled server) is noted in telemetry, and the bridge starts anyway.
+async fn confirm_subscriptions(client: &Client, bus: &str, wait: Duration) {
+    if wait.is_zero() || client.connection_state() != State::Connected {
         return;
     }
-    let probe = client.request(client.new_inbox(), bytes::Bytes::new());
-    match tokio::time::timeout(CONFIRM_WAIT, probe).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) if e.kind() == RequestErrorKind::NoResponders => {}
-        Ok(Err(e)) => telemetry::unconfirmed(bus, &e.to_string()),
-        Err(_) => telemetry::unconfirmed(bus, &format!("no answer within {CONFIRM_WAIT:?}")),
+    let subject = client.new_inbox();
+    let mut request_error = None;
+    let probe = async {
+        let mut echo = client
+            .subscribe(subject.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        let request = client.request(subject.clone(), bytes::Bytes::new());
+        tokio::pin!(request);
+        let mut asking = true;
+        loop {
+            tokio::select! {
+                m = echo.next() => {
+                    return m.map(drop).ok_or_else(|| "the client closed".to_owned());
+                }
+                r = &mut request, if asking => match r {
+                    Ok(_) => return Ok(()),
+                    Err(e) if e.kind() == RequestErrorKind::NoResponders => return Ok(()),
+                    // The client's own request timeout, say: the echo may still come.
+                    Err(e) => {
+                        request_error = Some(e.to_string());
+                        asking = false;
+                    }
+                },
+            }
+        }
+    };
+    let outcome = tokio::time::timeout(wait, probe).await;
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => telemetry::unconfirmed(bus, &e),
+        Err(_) => {
+            let mut reason = format!("no answer within {wait:?}");
+            if let Some(e) = request_error {
+                reason.push_str(&format!(" (the request: {e})"));
+            }
+            telemetry::unconfirmed(bus, &reason);
+        }
     }
 }
 
@@ -454,6 +515,7 @@ impl NatsBridge {
             pattern: "**".to_owned(),
             prefix: DEFAULT_PREFIX.to_owned(),
             durable: None,
+            confirm_wait: DEFAULT_CONFIRM_WAIT,
         }
     }
 

@@ -205,8 +205,8 @@ mod telemetry {
         tracing::warn!(
             name: "signal_bus::cluster",
             target: "signal_bus::cluster",
-            message = "NATS bridge started without the server confirming its subscriptions: \
-                       signals published right away may be missed.",
+            message = "NATS bridge started, but could not confirm that the server has its \
+                       subscriptions: signals published in the next moments may be missed.",
             kind = "unconfirmed",
             bus,
             reason,

@@ -69,13 +69,17 @@ fn push_token(out: &mut String, segment: &str) {
 }
 
 /// Checks a subject prefix: dot-separated tokens, none empty, with no whitespace, control
-/// characters or NATS wildcards (`*`, `>`).
+/// characters or NATS wildcards (`*`, `>`), and not under `_INBOX` (where NATS clients get
+/// their replies).
 pub(crate) fn validate_prefix(prefix: &str) -> Result<(), &'static str> {
     if prefix.is_empty() {
         return Err("it must not be empty");
     }
     if prefix.len() > 255 {
         return Err("it must be at most 255 bytes");
+    }
+    if prefix.split('.').next() == Some("_INBOX") {
+        return Err("it must not start with `_INBOX` (NATS reply subjects)");
     }
     for token in prefix.split('.') {
         if token.is_empty() {

@@ -3,7 +3,7 @@
 use std::{
     collections::VecDeque,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc, Mutex,
     },
     time::Duration,
@@ -34,6 +34,8 @@ pub(crate) struct AsyncQueue {
     closed: AtomicBool,
     started: AtomicBool,
     worker: Mutex<Option<JoinHandle<()>>>,
+    /// Signals the worker has taken and not yet finished delivering.
+    in_hand: AtomicUsize,
 }
 
 /// What happened to a signal offered to the queue.
@@ -58,6 +60,7 @@ impl AsyncQueue {
             closed: AtomicBool::new(false),
             started: AtomicBool::new(false),
             worker: Mutex::new(None),
+            in_hand: AtomicUsize::new(0),
         }
     }
 
@@ -214,7 +217,13 @@ impl AsyncQueue {
         self.room.notify_waiters();
     }
 
-    /// Waits for the worker to drain the queue, until `deadline`; returns what is left.
+    /// Signals not yet delivered: queued, and taken by the worker but not finished.
+    pub(crate) fn pending(&self) -> usize {
+        self.depth() + self.in_hand.load(Ordering::Acquire)
+    }
+
+    /// Waits for the worker to drain the queue, until `deadline`; returns what is left
+    /// (queued, and in the hands of a worker stopped at the deadline).
     pub(crate) async fn drain(&self, deadline: Instant) -> usize {
         self.close();
         let handle = self.worker.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -226,7 +235,7 @@ impl AsyncQueue {
                 handle.abort();
             }
         }
-        self.depth()
+        self.pending()
     }
 }
 
@@ -238,6 +247,7 @@ async fn run(target: Target) {
     // The bus's middleware runs here, around each delivery (hooks catch their own panics).
     let chain = target.runtime.middleware.as_ref();
     while let Some(signals) = queue.next().await {
+        queue.in_hand.store(signals.len(), Ordering::Release);
         match (queue.batch.is_some(), chain) {
             (true, None) => {
                 let _ = pipeline::deliver_batch(&target, &signals).await;
@@ -246,13 +256,16 @@ async fn run(target: Target) {
             (false, None) => {
                 for signal in &signals {
                     let _ = pipeline::deliver(&target, signal, None, Via::Async, None).await;
+                    queue.in_hand.fetch_sub(1, Ordering::AcqRel);
                 }
             }
             (false, Some(chain)) => {
                 for signal in &signals {
                     middleware::deliver_queued(chain, &target, signal).await;
+                    queue.in_hand.fetch_sub(1, Ordering::AcqRel);
                 }
             }
         }
+        queue.in_hand.store(0, Ordering::Release);
     }
 }

@@ -222,7 +222,7 @@ impl SlowLink {
                     return;
                 };
                 let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
-                    return;
+                    continue; // this client's connection fails; the next one may not
                 };
                 let (mut client_read, mut client_write) = client.into_split();
                 let (mut server_read, mut server_write) = server.into_split();
