@@ -596,6 +596,21 @@ async fn bad_options_are_refused_with_their_values() {
         err.contains("prefix `_INBOX.signals`") && err.contains("must not start with `_INBOX`"),
         "{err}"
     );
+    let custom = async_nats::ConnectOptions::new()
+        .custom_inbox_prefix("acme.inbox")
+        .connect(nats::url())
+        .await
+        .unwrap();
+    let err = NatsBridge::builder(custom, &bus)
+        .prefix("acme")
+        .start()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("prefix `acme`") && err.contains("inbox prefix `acme.inbox`"),
+        "{err}"
+    );
     let err = ensure_stream(&client, "ok", "bad..prefix")
         .await
         .unwrap_err()

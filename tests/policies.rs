@@ -666,6 +666,32 @@ async fn batching_groups_by_size_and_flushes_on_time() {
     assert_eq!(bus.metrics().targets[0].delivered, 7);
 }
 
+/// A batch still filling when the bus shuts down counts as pending: the shutdown flushes it
+/// and reports it drained (it was in neither the queue nor the worker's delivery).
+#[tokio::test(start_paused = true)]
+async fn shutdown_counts_a_batch_still_filling() {
+    let bus = bus();
+    let batches = Arc::new(Batches {
+        sizes: Mutex::new(Vec::new()),
+    });
+    bus.subscribe(
+        "job.*",
+        Target::from_arc(batches.clone()).batch(10, Duration::from_secs(3600)),
+    )
+    .unwrap();
+    for n in 0..5 {
+        bus.publish(signal(n)).await.unwrap();
+    }
+    // Paused time moves only when every task waits: the worker has taken the five and waits
+    // for five more (or the hour).
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert!(batches.sizes.lock().unwrap().is_empty());
+    let report = bus.shutdown(Duration::from_secs(5)).await;
+    assert!(report.is_complete(), "{report:?}");
+    assert_eq!(report.drained, 5, "{report:?}");
+    assert_eq!(*batches.sizes.lock().unwrap(), [5]);
+}
+
 #[tokio::test]
 async fn http_batches_are_one_request_per_batch() {
     let server = TestServer::start().await;

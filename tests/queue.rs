@@ -1156,6 +1156,42 @@ async fn a_forwarder_inside_a_wrapper_is_registered_through_wrapped() {
 
     let queue = quick_queue(MemoryStore::new());
     let bus = Bus::builder().queue(queue.clone()).build().unwrap();
+    // The forwarder inside is validated at `subscribe` too, though the wrapper does not
+    // forward `validate`.
+    let e = bus
+        .subscribe(
+            "audit.**",
+            Wrapper(Forwarder::new("siem", recorder(&seen, |_| None)).max_attempts(0)),
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("max_attempts"), "{e}");
+    // A wrapper that forwards `validate` too gets each problem named once.
+    struct Forwarding(Wrapper);
+    #[async_trait::async_trait]
+    impl signal_bus::Adapter for Forwarding {
+        fn name(&self) -> &str {
+            self.0.name()
+        }
+        fn validate(&self) -> Result<(), signal_bus::ConfigError> {
+            self.0 .0.validate()
+        }
+        async fn deliver(&self, signal: &Signal) -> Result<(), DeliveryError> {
+            self.0.deliver(signal).await
+        }
+        fn wrapped(&self) -> Option<&dyn signal_bus::Adapter> {
+            Some(&self.0)
+        }
+    }
+    let e = bus
+        .subscribe(
+            "audit.**",
+            Forwarding(Wrapper(
+                Forwarder::new("siem", recorder(&seen, |_| None)).max_attempts(0),
+            )),
+        )
+        .unwrap_err()
+        .to_string();
+    assert_eq!(e.matches("max_attempts").count(), 1, "{e}");
     bus.subscribe("audit.**", wrapped()).unwrap();
     let report = bus.publish(signal(1)).await.unwrap();
     assert_eq!(report.queued(), 1, "{report}");

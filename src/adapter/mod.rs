@@ -132,14 +132,20 @@ pub trait Adapter: Send + Sync + 'static {
     /// the bus reaches the wrapped adapter's own needs through the wrapper: a `Forwarder`
     /// registers its jobs on the bus's queue (and `subscribe` refuses an async one on a bus
     /// without a queue), a `Named` or `PubSub` adapter finds its bus, an `Http` adapter's
-    /// request timeout sets the target's. A wrapper that returns `None` hides them: its
-    /// `Forwarder` or `Named` fails at delivery as not attached to a bus. A wrapper is never
-    /// split per endpoint: a webhook with several URLs inside one is one target, with one
-    /// retry policy and breaker. Default: `None`.
+    /// request timeout sets the target's, and `subscribe` validates the adapters inside
+    /// (each problem named once). A wrapper that returns `None` hides them: a `Named` or
+    /// `PubSub` inside fails at delivery as not attached to a bus, an async `Forwarder`
+    /// fails as attached to no queue, a default (`Auto`) one delivers inline with no durable
+    /// job, an `Http` gets the default 5 s timeout. A wrapper is never split per endpoint: a
+    /// webhook with several URLs inside one is one target, with one retry policy and breaker,
+    /// so a retry sends again to the URLs that had succeeded (receivers deduplicate on
+    /// `webhook-id`). The bus calls the wrapper's own `health_check` and `deliver_batch`:
+    /// forward those too when the adapter inside has its own (a webhook's batches are one
+    /// request each). Default: `None`.
     ///
     /// ```
-    /// use std::sync::atomic::{AtomicU64, Ordering};
-    /// use signal_bus::{Adapter, DeliveryError, Signal};
+    /// use std::sync::{atomic::{AtomicU64, Ordering}, Arc};
+    /// use signal_bus::{adapter::Health, Adapter, DeliveryError, Signal};
     ///
     /// /// Counts what the adapter inside delivers.
     /// struct Counted<A> { inner: A, delivered: AtomicU64 }
@@ -152,6 +158,12 @@ pub trait Adapter: Send + Sync + 'static {
     ///         self.delivered.fetch_add(1, Ordering::Relaxed);
     ///         Ok(())
     ///     }
+    ///     async fn deliver_batch(&self, signals: &[Arc<Signal>]) -> Result<(), DeliveryError> {
+    ///         self.inner.deliver_batch(signals).await?;
+    ///         self.delivered.fetch_add(signals.len() as u64, Ordering::Relaxed);
+    ///         Ok(())
+    ///     }
+    ///     async fn health_check(&self) -> Health { self.inner.health_check().await }
     ///     fn wrapped(&self) -> Option<&dyn Adapter> { Some(&self.inner) }
     /// }
     /// ```
@@ -191,6 +203,10 @@ pub trait Adapter: Send + Sync + 'static {
         None
     }
 }
+
+/// How many wrappers deep [`Adapter::wrapped`] is followed (a wrapper that returns itself
+/// would otherwise loop).
+pub(crate) const MAX_WRAPPERS: usize = 16;
 
 /// Adapters behind an `Arc` are adapters too, so one adapter can serve several targets.
 #[async_trait]
@@ -281,9 +297,7 @@ pub(crate) mod hooks {
         }
     }
 
-    /// How many wrappers deep [`Adapter::wrapped`] is followed (a wrapper that returns
-    /// itself would otherwise loop).
-    const MAX_WRAPPERS: usize = 16;
+    use super::MAX_WRAPPERS;
 
     /// The hooks as methods of any adapter: those without hooks do nothing.
     impl dyn Adapter {

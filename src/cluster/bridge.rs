@@ -184,6 +184,17 @@ impl NatsBridgeBuilder {
             .ok();
         if let Err(rule) = validate_prefix(&self.prefix) {
             problems.push(ConfigError::invalid("prefix", &self.prefix, rule));
+        } else {
+            // The client's replies (and the start probe) must not land in the bridge.
+            let inbox = self.client.new_inbox();
+            if inbox.starts_with(&format!("{}.", self.prefix)) {
+                let client_prefix = inbox.rsplit_once('.').map_or(inbox.as_str(), |(p, _)| p);
+                problems.push(ConfigError::invalid(
+                    "prefix",
+                    &self.prefix,
+                    format!("must not cover the client's inbox prefix `{client_prefix}`"),
+                ));
+            }
         }
         if self.confirm_wait > MAX_CONFIRM_WAIT {
             problems.push(ConfigError::invalid(

@@ -385,7 +385,10 @@ mod tests {
     fn prefixes() {
         assert!(validate_prefix("signals").is_ok());
         assert!(validate_prefix("acme.prod-1").is_ok());
-        for bad in ["", "a..b", ".a", "a.", "a b", "a.*", "a.>", "a\nb"] {
+        assert!(validate_prefix("my_INBOX.x").is_ok());
+        for bad in [
+            "", "a..b", ".a", "a.", "a b", "a.*", "a.>", "a\nb", "_INBOX", "_INBOX.a",
+        ] {
             assert!(validate_prefix(bad).is_err(), "{bad:?}");
         }
     }

@@ -34,7 +34,8 @@ pub(crate) struct AsyncQueue {
     closed: AtomicBool,
     started: AtomicBool,
     worker: Mutex<Option<JoinHandle<()>>>,
-    /// Signals the worker has taken and not yet finished delivering.
+    /// Signals the worker has taken (counted under the items lock as they leave it, so a
+    /// batch still filling counts) and not yet finished delivering.
     in_hand: AtomicUsize,
 }
 
@@ -166,6 +167,7 @@ impl AsyncQueue {
         let mut items = self.items();
         let n = max.saturating_sub(into.len()).min(items.len());
         into.extend(items.drain(..n));
+        self.in_hand.fetch_add(n, Ordering::AcqRel);
         let closed = self.closed.load(Ordering::Acquire);
         drop(items);
         if n > 0 {
@@ -219,7 +221,8 @@ impl AsyncQueue {
 
     /// Signals not yet delivered: queued, and taken by the worker but not finished.
     pub(crate) fn pending(&self) -> usize {
-        self.depth() + self.in_hand.load(Ordering::Acquire)
+        let items = self.items();
+        items.len() + self.in_hand.load(Ordering::Acquire)
     }
 
     /// Waits for the worker to drain the queue, until `deadline`; returns what is left
@@ -247,12 +250,15 @@ async fn run(target: Target) {
     // The bus's middleware runs here, around each delivery (hooks catch their own panics).
     let chain = target.runtime.middleware.as_ref();
     while let Some(signals) = queue.next().await {
-        queue.in_hand.store(signals.len(), Ordering::Release);
         match (queue.batch.is_some(), chain) {
             (true, None) => {
                 let _ = pipeline::deliver_batch(&target, &signals).await;
+                queue.in_hand.fetch_sub(signals.len(), Ordering::AcqRel);
             }
-            (true, Some(chain)) => middleware::deliver_batch(chain, &target, &signals).await,
+            (true, Some(chain)) => {
+                middleware::deliver_batch(chain, &target, &signals).await;
+                queue.in_hand.fetch_sub(signals.len(), Ordering::AcqRel);
+            }
             (false, None) => {
                 for signal in &signals {
                     let _ = pipeline::deliver(&target, signal, None, Via::Async, None).await;
@@ -266,6 +272,5 @@ async fn run(target: Target) {
                 }
             }
         }
-        queue.in_hand.store(0, Ordering::Release);
     }
 }

@@ -248,6 +248,14 @@ impl Target {
             }
         };
         check(self.adapter.validate());
+        // The adapters inside a wrapper (`Adapter::wrapped`), whether or not the wrapper
+        // forwards `validate`: a problem found twice is named once (below).
+        let mut inner = self.adapter.wrapped();
+        for _ in 0..crate::adapter::MAX_WRAPPERS {
+            let Some(adapter) = inner else { break };
+            check(adapter.validate());
+            inner = adapter.wrapped();
+        }
         let c = &*self.config;
         if c.timeout < Duration::from_millis(1) || c.timeout > MAX_TIMEOUT {
             check(Err(ConfigError::invalid(
@@ -322,6 +330,8 @@ impl Target {
                 )));
             }
         }
+        let mut seen = std::collections::HashSet::new();
+        problems.retain(|p| seen.insert(p.to_string()));
         ConfigError::from_problems(problems)
     }
 
