@@ -210,6 +210,15 @@ pub enum SignalError {
         /// The rule it broke.
         rule: String,
     },
+    /// A `datacontenttype` that cannot be an HTTP `Content-Type`: it must be visible ASCII
+    /// (spaces and tabs allowed), as every binding writes it to a header.
+    #[error("datacontenttype `{value}` is invalid: {rule}")]
+    InvalidContentType {
+        /// The rejected value as shown (its first 128 bytes, control characters escaped).
+        value: String,
+        /// The rule it broke.
+        rule: &'static str,
+    },
     /// The JSON form of a signal is not a JSON object.
     #[error("a signal must be a JSON object, got {got}")]
     NotAnObject {
@@ -1190,6 +1199,16 @@ impl SignalBuilder {
                     return Err(SignalError::Empty { field });
                 }
                 check_len(field, v)?;
+            }
+        }
+        if let Some(ct) = &self.datacontenttype {
+            // The HTTP binary mode and NATS headers carry it as a header value.
+            if !ct.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)) {
+                return Err(SignalError::InvalidContentType {
+                    value: shown_type(ct),
+                    rule: "must be visible ASCII (spaces and tabs allowed), as a Content-Type \
+                           header is",
+                });
             }
         }
         let datacontenttype = match (&self.datacontenttype, &self.data, defaults) {

@@ -325,6 +325,44 @@ fn data_and_data_base64_together_are_refused_on_every_path() {
     }
 }
 
+/// A `datacontenttype` that no HTTP `Content-Type` header can carry (non-ASCII, control
+/// characters) is refused on every path and by the builder, naming the value and the rule:
+/// the fuzzer found one accepted in structured mode that the bus then sent in binary mode as
+/// a header its own reader refuses. Media types with parameters and spaces stay valid.
+#[test]
+fn a_datacontenttype_no_header_can_carry_is_refused_on_every_path() {
+    // JSON escapes, decoded by the readers.
+    for bad in [
+        r"appliiatcon\u051cloudevents+json",
+        r"text/plain\n",
+        r"a\u0000b",
+        r"caf\u00e9/x",
+    ] {
+        let text = format!(r#"{{{BASE},"datacontenttype":"{bad}","data":1}}"#);
+        for (path, verdict) in read_every_way(text.as_bytes()) {
+            let e = verdict.expect_err(&format!("{path} accepted {text}"));
+            assert!(
+                e.contains("datacontenttype `") && e.contains("must be visible ASCII"),
+                "{path} on {text}: {e}"
+            );
+        }
+    }
+    let e = Signal::builder("a.b", "/s")
+        .datacontenttype("text/plain\r\nx-injected: 1")
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "datacontenttype `text/plain\\r\\nx-injected: 1` is invalid: must be visible ASCII \
+         (spaces and tabs allowed), as a Content-Type header is"
+    );
+    for good in ["text/plain; charset=utf-8", r"application/json;\tq=1"] {
+        let text = format!(r#"{{{BASE},"datacontenttype":"{good}","data":"x"}}"#);
+        check_agreement(text.as_bytes()).unwrap();
+        assert!(Signal::from_json_slice(text.as_bytes()).is_ok(), "{good}");
+    }
+}
+
 #[test]
 fn a_good_signal_reads_the_same_on_every_path() {
     let text = format!(
