@@ -206,7 +206,7 @@ pub trait Adapter: Send + Sync + 'static {
 
 /// How many wrappers deep [`Adapter::wrapped`] is followed (a wrapper that returns itself
 /// would otherwise loop).
-pub(crate) const MAX_WRAPPERS: usize = 16;
+const MAX_WRAPPERS: usize = 16;
 
 /// Adapters behind an `Arc` are adapters too, so one adapter can serve several targets.
 #[async_trait]
@@ -301,17 +301,15 @@ pub(crate) mod hooks {
 
     /// The hooks as methods of any adapter: those without hooks do nothing.
     impl dyn Adapter {
-        /// This adapter's hooks, or those of the adapter it wraps (through
-        /// [`Adapter::wrapped`]).
+        /// This adapter, then each adapter it wraps (through [`Adapter::wrapped`]), at
+        /// most [`MAX_WRAPPERS`] in all.
+        pub(crate) fn layers(&self) -> impl Iterator<Item = &dyn Adapter> {
+            std::iter::successors(Some(self), |a| a.wrapped()).take(MAX_WRAPPERS)
+        }
+
+        /// The hooks of this adapter, or of the first adapter inside it that has some.
         fn hooks(&self) -> Option<&dyn BusHooks> {
-            let mut adapter: &dyn Adapter = self;
-            for _ in 0..MAX_WRAPPERS {
-                if let Some(h) = adapter.bus_hooks(Sealed) {
-                    return Some(h);
-                }
-                adapter = adapter.wrapped()?;
-            }
-            None
+            self.layers().find_map(|a| a.bus_hooks(Sealed))
         }
 
         pub(crate) fn attach(&self, bus: &BusContext) {

@@ -247,14 +247,10 @@ impl Target {
                 }
             }
         };
-        check(self.adapter.validate());
-        // The adapters inside a wrapper (`Adapter::wrapped`), whether or not the wrapper
+        // The adapter, and those inside a wrapper (`Adapter::wrapped`) whether or not it
         // forwards `validate`: a problem found twice is named once (below).
-        let mut inner = self.adapter.wrapped();
-        for _ in 0..crate::adapter::MAX_WRAPPERS {
-            let Some(adapter) = inner else { break };
+        for adapter in self.adapter.layers() {
             check(adapter.validate());
-            inner = adapter.wrapped();
         }
         let c = &*self.config;
         if c.timeout < Duration::from_millis(1) || c.timeout > MAX_TIMEOUT {
